@@ -1,0 +1,1 @@
+"""Benchmarks: outside the default test run (`make bench`), warm-up first, fixed inputs."""

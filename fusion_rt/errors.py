@@ -1,0 +1,65 @@
+"""One exception root for everything fusion-rt raises on purpose.
+
+Every message names the offending value and, where there is one, the fix. Catch
+`FusionRTError` to handle any of them; the CLI turns them into one line and a
+non-zero exit.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FusionRTError",
+    "ConfigError",
+    "MissingExtraError",
+    "LogError",
+    "NotALogError",
+    "TruncatedLogError",
+    "CorruptRecordError",
+    "DecodeError",
+    "PackageError",
+]
+
+
+class FusionRTError(Exception):
+    """Root of every error fusion-rt raises on purpose."""
+
+
+class ConfigError(FusionRTError, ValueError):
+    """An argument or configuration value is out of range or malformed."""
+
+
+class MissingExtraError(FusionRTError, ImportError):
+    """An optional dependency is needed but not installed; the message names the extra."""
+
+    def __init__(self, module: str, extra: str, purpose: str = "") -> None:
+        why = f" for {purpose}" if purpose else ""
+        super().__init__(
+            f"'{module}' is required{why} but is not installed: "
+            f'pip install "fusion-rt[{extra}]"'
+        )
+        self.module = module
+        self.extra = extra
+
+
+class LogError(FusionRTError):
+    """A sensor log cannot be read or written."""
+
+
+class NotALogError(LogError):
+    """The file is not an MCAP log at all (bad magic, empty, a directory...)."""
+
+
+class TruncatedLogError(LogError):
+    """The log ends in the middle of a record; raised only where truncation cannot be tolerated."""
+
+
+class CorruptRecordError(LogError):
+    """A record failed its CRC, its decompression or its parse."""
+
+
+class DecodeError(FusionRTError, ValueError):
+    """A message payload cannot be decoded into a sensor message (bad JPEG, wrong size...)."""
+
+
+class PackageError(FusionRTError):
+    """A model package is missing, malformed, or does not match its manifest."""

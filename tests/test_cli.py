@@ -1,0 +1,59 @@
+"""The command line as a user meets it: help, bad input as one line, real output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import run_cli
+
+
+def test_help_lists_verbs():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for verb in ("simulate", "log"):
+        assert verb in proc.stdout
+    sim_help = run_cli("simulate", "--help")
+    assert sim_help.returncode == 0
+    assert "byte-identical" in sim_help.stdout and "--conditions" in sim_help.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["simulate", "{tmp}/a.mcap", "--seconds", "-3"], "-3"),
+        (["simulate", "{tmp}/a.mcap", "--seconds", "0"], "seconds"),
+        (["simulate", "{tmp}/a.mcap", "--conditions", "snow"], "snow"),
+        (["simulate", "{tmp}/a.mcap", "--camera-size", "big"], "big"),
+        (["simulate", "{tmp}/a.mcap", "--camera-size", "10x10"], "10"),
+        (["simulate", "{tmp}/no/such/dir/a.mcap", "--seconds", "1"], "does not exist"),
+        (["simulate", "{tmp}", "--seconds", "1"], "is a directory"),
+        (["log", "info", "{tmp}/missing.mcap"], "missing.mcap"),
+        (["log", "info", "{tmp}/notalog.mcap"], "notalog.mcap"),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle):
+    (tmp_path / "notalog.mcap").write_text("this is not a log\n")
+    proc = run_cli(*[a.format(tmp=tmp_path) for a in args])
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+
+
+def test_simulate_then_info(tmp_path):
+    log = tmp_path / "drive.mcap"
+    proc = run_cli("simulate", str(log), "--seconds", "2", "--seed", "5", "--conditions", "night", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["camera_frames"] == summary["messages"]["CameraFrame"] >= 38
+    assert summary["conditions"] == {"night": summary["camera_frames"]}
+    assert summary["bytes"] == log.stat().st_size
+    info = run_cli("log", "info", str(log), "--json")
+    assert info.returncode == 0, info.stderr
+    assert "/camera/front/image/compressed" in info.stdout
+    text = run_cli("log", "info", str(log))
+    assert text.returncode == 0 and "sensor_msgs/msg/CompressedImage" in text.stdout

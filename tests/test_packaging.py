@@ -1,0 +1,122 @@
+"""The distribution: the wheel carries all three source trees, and the runtime needs no torch."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TREES = {"fusion_rt": "fusion_rt", "export": "fusion_rt/export", "calibration": "fusion_rt/calibration"}
+
+# Installs an import hook that makes torch and tensorrt (and their submodules) impossible to import.
+_BLOCKER = textwrap.dedent(
+    """
+    import sys
+    class _Block:
+        BLOCKED = ("torch", "tensorrt", "torchvision", "tensorflow")
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in self.BLOCKED:
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+    sys.meta_path.insert(0, _Block())
+    """
+)
+
+
+def _expected_wheel_files() -> set[str]:
+    expected = set()
+    for folder, installed in TREES.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT / folder)
+            if folder == "fusion_rt" and rel.parts[0] in ("export", "calibration"):
+                continue
+            expected.add(f"{installed}/{rel.as_posix()}")
+    return expected
+
+
+def test_wheel_contains_every_module(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for folder in TREES:
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"),
+                           str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("fusion_rt-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    missing = _expected_wheel_files() - names
+    assert not missing, f"wheel lacks {sorted(missing)}"
+    assert not any(n.startswith(("tests/", "bench/", "export/", "calibration/")) for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "fusion-rt = fusion_rt.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_export_and_calibration_install_under_fusion_rt():
+    import fusion_rt.calibration
+    import fusion_rt.export
+
+    assert Path(fusion_rt.export.__file__).parent.name == "export"
+    assert Path(fusion_rt.calibration.__file__).parent.name == "calibration"
+
+
+def test_runtime_imports_and_runs_without_torch_or_tensorrt(tmp_path):
+    log = tmp_path / "drive.mcap"
+    script = _BLOCKER + textwrap.dedent(
+        f"""
+        import importlib, pkgutil, fusion_rt
+        for mod in pkgutil.walk_packages(fusion_rt.__path__, "fusion_rt."):
+            if mod.name.split(".")[1] in ("export", "calibration", "__main__"):
+                continue
+            importlib.import_module(mod.name)
+        from fusion_rt.cli import main
+        try:
+            main(["--help"])
+        except SystemExit as exc:
+            assert exc.code == 0, exc.code
+        assert main(["simulate", {str(log)!r}, "--seconds", "1", "--quiet", "--json"]) == 0
+        assert main(["log", "info", {str(log)!r}]) == 0
+        assert not any(m.split(".")[0] in ("torch", "tensorrt") for m in sys.modules)
+        print("RUNTIME-OK")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RUNTIME-OK" in proc.stdout
+    assert "simulate" in proc.stdout  # --help listed the verbs
+    assert log.stat().st_size > 0
+
+
+def test_missing_extra_names_the_extra():
+    from fusion_rt._optional import require
+    from fusion_rt.errors import FusionRTError, MissingExtraError
+
+    try:
+        require("tensorrt", purpose="building engines")
+    except MissingExtraError as exc:
+        assert isinstance(exc, FusionRTError)
+        assert 'pip install "fusion-rt[tensorrt]"' in str(exc)
+        assert "building engines" in str(exc)
+    else:
+        pytest.skip("tensorrt is installed here")
+
+
+def test_no_unsafe_loading_in_sources():
+    """Untrusted files stay data (DESIGN.md section 8): no pickle, unsafe YAML or torch.load."""
+    import re
+
+    bad = re.compile(r"pickle\.loads?\(|yaml\.load\(|allow_pickle\s*=\s*True|torch\.load\((?![^)]*weights_only=True)")
+    offenders = []
+    for folder in TREES:
+        for path in (ROOT / folder).rglob("*.py"):
+            for lineno, line in enumerate(path.read_text().splitlines(), 1):
+                if bad.search(line):
+                    offenders.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()}")
+    assert not offenders, offenders
