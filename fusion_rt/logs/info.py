@@ -1,0 +1,103 @@
+"""`log_info`: what a log holds, like ``ros2 bag info``, without decoding any message.
+
+Counts and times come from the message records themselves (CRC-checked, read front to back), not
+from the summary section, so a truncated or damaged log is described as it actually reads.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fusion_rt.logs.reader import LogReader
+
+__all__ = ["log_info", "format_info"]
+
+_NS = 1_000_000_000
+
+
+def log_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Summary of a log as a JSON-ready dict.
+
+    Keys: path, file_size, profile, compression, message_count, start_ns, end_ns, duration_ns
+    (None when empty), topics (topic -> schema, count, first_ns, last_ns, rate_hz), metadata
+    names, issues (offset, kind, detail), truncated_at, complete. Stamps are MCAP log times,
+    which fusion-rt writes equal to the header stamps.
+    """
+    with LogReader(path) as reader:
+        topics: dict[str, dict[str, Any]] = {}
+        for raw in reader.raw_messages():
+            t = raw.record.log_time
+            entry = topics.get(raw.channel.topic)
+            if entry is None:
+                topics[raw.channel.topic] = {"schema": reader.schema_name(raw.channel), "count": 1,
+                                             "first_ns": t, "last_ns": t}
+            else:
+                entry["count"] += 1
+                entry["first_ns"] = min(entry["first_ns"], t)
+                entry["last_ns"] = max(entry["last_ns"], t)
+        for entry in topics.values():
+            span = entry["last_ns"] - entry["first_ns"]
+            entry["rate_hz"] = (entry["count"] - 1) * _NS / span if entry["count"] > 1 and span > 0 else None
+        start = min((e["first_ns"] for e in topics.values()), default=None)
+        end = max((e["last_ns"] for e in topics.values()), default=None)
+        return {
+            "path": reader.path,
+            "file_size": reader.file_size,
+            "profile": reader.profile,
+            "compression": ",".join(sorted(reader.compressions)) or "none",
+            "message_count": sum(e["count"] for e in topics.values()),
+            "start_ns": start,
+            "end_ns": end,
+            "duration_ns": None if start is None else end - start,
+            "topics": dict(sorted(topics.items())),
+            "metadata": sorted(reader.metadata),
+            "issues": [{"offset": i.offset, "kind": i.kind, "detail": i.detail} for i in reader.issues],
+            "truncated_at": reader.truncated_at,
+            "complete": reader.complete,
+        }
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # unreachable
+
+
+def _seconds(ns: int | None) -> str:
+    return "-" if ns is None else f"{ns / _NS:.3f} s"
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """`log_info` output as a plain-text report with one table row per topic."""
+    lines = [
+        f"File:         {info['path']}",
+        f"Size:         {_size(info['file_size'])}",
+        f"Profile:      {info['profile'] or '-'}",
+        f"Compression:  {info['compression']}",
+        f"Duration:     {_seconds(info['duration_ns'])}",
+        f"Start:        {_seconds(info['start_ns'])} ({info['start_ns']} ns)",
+        f"End:          {_seconds(info['end_ns'])} ({info['end_ns']} ns)",
+        f"Messages:     {info['message_count']}",
+        f"Metadata:     {', '.join(info['metadata']) or '-'}",
+    ]
+    if info["truncated_at"] is not None:
+        lines.append(f"Truncated at: byte {info['truncated_at']}")
+    header = ("Topic", "Type", "Count", "Rate (Hz)", "First (s)", "Last (s)")
+    rows = [(topic, e["schema"] or "?", str(e["count"]), "-" if e["rate_hz"] is None else f"{e['rate_hz']:.2f}",
+             f"{e['first_ns'] / _NS:.3f}", f"{e['last_ns'] / _NS:.3f}") for topic, e in info["topics"].items()]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines.append("")
+    for i, row in enumerate([header, *rows]):
+        lines.append("  ".join(cell.rjust(w) if 2 <= j else cell.ljust(w)
+                               for j, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    issues = info["issues"]
+    lines.append("")
+    lines.append(f"Issues:       {len(issues) or 'none'}")
+    for issue in issues:
+        lines.append(f"  @{issue['offset']} {issue['kind']}: {issue['detail']}")
+    return "\n".join(lines)

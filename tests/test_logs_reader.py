@@ -1,0 +1,363 @@
+"""The defensive reader: truncation, corruption, decompression bombs, foreign layouts, bad payloads."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import lz4.frame
+import numpy as np
+import pytest
+import zstandard
+from mcap.data_stream import RecordBuilder
+from mcap.reader import make_reader
+from mcap.records import Chunk, DataEnd, Footer, Header
+from mcap.writer import CompressionType
+from mcap.writer import Writer as McapWriter
+from mcap_ros2.writer import Writer as Ros2Writer
+
+from fusion_rt.errors import FusionRTError, NotALogError
+from fusion_rt.logs import LogReader, LogWriter
+from fusion_rt.logs import schemas as S
+from fusion_rt.logs.reader import MCAP_MAGIC
+from fusion_rt.messages import CameraFrame, RadarDetections, RadarTensor, TextContext
+
+_JPEG = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8))[1].tobytes()
+
+
+def _stream(n: int = 40) -> list:
+    """Messages with unique, increasing stamps (so chunks have disjoint time ranges)."""
+    rng = np.random.default_rng(3)
+    out = []
+    for i in range(n):
+        t = 1_000_000 + 1000 * i
+        kind = i % 4
+        if kind == 0:
+            out.append(CameraFrame(stamp_ns=t, data=_JPEG))
+        elif kind == 1:
+            out.append(RadarDetections(stamp_ns=t, points=rng.normal(size=(6, 5)).astype(np.float32)))
+        elif kind == 2:
+            out.append(RadarTensor(stamp_ns=t, data=rng.normal(size=(2, 8, 4)).astype(np.float32),
+                                   channels=("p", "v"), range_min_m=0.5, range_max_m=60.0,
+                                   azimuth_min_rad=-1.0, azimuth_max_rad=1.0))
+        else:
+            out.append(TextContext(stamp_ns=t, text=f"message {i}"))
+    return out
+
+
+def _write(path: Path, messages, **kw) -> None:
+    with LogWriter(path, **kw) as writer:
+        for m in messages:
+            writer.write(m)
+
+
+def _chunks(path: Path):
+    with open(path, "rb") as f:
+        return sorted(make_reader(f).get_summary().chunk_indexes, key=lambda c: c.chunk_start_offset)
+
+
+def _stamps(path: Path, **kw) -> tuple[list[int], LogReader]:
+    with LogReader(path, **kw) as reader:
+        return [m.message.stamp_ns for m in reader.messages()], reader
+
+
+@pytest.fixture(scope="module", params=["zstd", "lz4", "none"])
+def multi_chunk_log(request, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("logs") / f"multi-{request.param}.mcap"
+    _write(path, _stream(), compression=request.param, chunk_size=1500)
+    assert len(_chunks(path)) >= 8
+    return path
+
+
+def test_truncation_yields_exactly_the_complete_chunks(multi_chunk_log: Path, tmp_path: Path) -> None:
+    data = multi_chunk_log.read_bytes()
+    full, _ = _stamps(multi_chunk_log)
+    chunks = _chunks(multi_chunk_log)
+    cut_path = tmp_path / "cut.mcap"
+    cuts = sorted(set(range(8, len(data), 37)) | {c.chunk_start_offset + d for c in chunks for d in (-1, 0, 1, 9)}
+                  | {c.chunk_start_offset + c.chunk_length for c in chunks})
+    for cut in cuts:
+        cut_path.write_bytes(data[:cut])
+        got, reader = _stamps(cut_path)
+        complete = [c for c in chunks if c.chunk_start_offset + c.chunk_length <= cut]
+        expected = [t for t in full if any(c.message_start_time <= t <= c.message_end_time for c in complete)]
+        assert got == expected, cut
+        assert reader.truncated_at is not None and reader.truncated_at <= cut, cut
+        assert reader.issues[-1].kind == "truncated" and reader.issues[-1].offset == reader.truncated_at
+        assert not any(i.kind.startswith("chunk") for i in reader.issues), (cut, reader.issues)
+    got, reader = _stamps(multi_chunk_log)
+    assert got == full and reader.truncated_at is None and reader.complete
+
+
+def test_a_corrupt_chunk_is_reported_and_skipped(multi_chunk_log: Path, tmp_path: Path) -> None:
+    full, _ = _stamps(multi_chunk_log)
+    chunks = _chunks(multi_chunk_log)
+    for victim in (chunks[0], chunks[len(chunks) // 2]):
+        data = bytearray(multi_chunk_log.read_bytes())
+        data[victim.chunk_start_offset + victim.chunk_length - 7] ^= 0x5A  # inside the chunk's data
+        bad = tmp_path / "bad.mcap"
+        bad.write_bytes(bytes(data))
+        got, reader = _stamps(bad)
+        assert got == [t for t in full if not victim.message_start_time <= t <= victim.message_end_time]
+        assert [(i.offset, i.kind in ("chunk_crc", "chunk_decompress")) for i in reader.issues] == [
+            (victim.chunk_start_offset, True)]
+        assert reader.truncated_at is None
+        # the same damage in a log whose end was lost: no summary to lean on, still the same answer
+        bad.write_bytes(bytes(data[: chunks[-1].chunk_start_offset + chunks[-1].chunk_length]))
+        got2, reader2 = _stamps(bad)
+        lost_channels = [i for i in reader2.issues if i.kind == "unknown_channel"]
+        assert set(got2) <= set(got) and reader2.truncated_at is not None
+        assert set(got) - set(got2) == set() or lost_channels  # only messages of channels defined in the victim
+
+
+def _raw_log(path: Path, chunk: Chunk) -> None:
+    """magic, header, one hand-made chunk, data end, footer, magic."""
+    builder = RecordBuilder()
+    Header(profile="ros2", library="test").write(builder)
+    chunk.write(builder)
+    DataEnd(0).write(builder)
+    Footer(0, 0, 0).write(builder)
+    path.write_bytes(MCAP_MAGIC + builder.end() + MCAP_MAGIC)
+
+
+def test_a_chunk_declaring_1_gib_is_refused_before_decompressing(tmp_path: Path) -> None:
+    data = zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * 4096)
+    _raw_log(tmp_path / "bomb.mcap", Chunk(compression="zstd", data=data, message_start_time=0, message_end_time=0,
+                                            uncompressed_crc=0, uncompressed_size=1 << 30))
+    tracemalloc.start()
+    try:
+        got, reader = _stamps(tmp_path / "bomb.mcap")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == [] and peak < 32 << 20
+    assert [(i.kind, i.offset) for i in reader.issues] == [("chunk_too_large", 8 + 9 + len("ros2") + len("test") + 8)]
+    assert "1073741824" in reader.issues[0].detail
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4"])
+@pytest.mark.parametrize("store_size", [True, False])
+def test_a_chunk_that_expands_past_its_declared_size_is_refused(tmp_path: Path, compression: str,
+                                                                 store_size: bool) -> None:
+    payload = b"\0" * (8 << 20)
+    if compression == "zstd":
+        data = zstandard.ZstdCompressor(write_content_size=store_size).compress(payload)
+    else:
+        data = lz4.frame.compress(payload, store_size=store_size)
+    _raw_log(tmp_path / "bomb.mcap", Chunk(compression=compression, data=data, message_start_time=0,
+                                            message_end_time=0, uncompressed_crc=0, uncompressed_size=4096))
+    tracemalloc.start()
+    try:
+        got, reader = _stamps(tmp_path / "bomb.mcap")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == [] and peak < 4 << 20
+    assert [i.kind for i in reader.issues] == ["chunk_decompress"]
+
+
+def test_max_chunk_bytes_is_configurable(multi_chunk_log: Path) -> None:
+    got, reader = _stamps(multi_chunk_log, max_chunk_bytes=100)
+    assert got == [] and {i.kind for i in reader.issues} == {"chunk_too_large"}
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\x89MCAP", b"PK\x03\x04 not an mcap file at all", b'{"a": 1}'])
+def test_not_a_log_raises(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "x.mcap"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(NotALogError, match="x.mcap"):
+        LogReader(path)
+
+
+def test_a_directory_is_not_a_log(tmp_path: Path) -> None:
+    with pytest.raises(NotALogError, match=str(tmp_path)):
+        LogReader(tmp_path)
+    assert issubclass(NotALogError, FusionRTError)
+
+
+def _foreign_log(path: Path, schema_name: str, messages: list[tuple[str, dict, int]], compression=CompressionType.ZSTD):
+    """A log written straight through mcap_ros2, as another recorder would."""
+    with open(path, "wb") as f, Ros2Writer(f, compression=compression) as writer:
+        schema = writer.register_msgdef(schema_name, S.SCHEMAS[schema_name])
+        for topic, message, t in messages:
+            writer.write_message(topic, schema, message, log_time=t, publish_time=t)
+
+
+def _header(t: int, frame_id: str = "radar") -> dict:
+    return {"stamp": {"sec": t // 10**9, "nanosec": t % 10**9}, "frame_id": frame_id}
+
+
+def test_nuscenes_radar_point_cloud(tmp_path: Path) -> None:
+    names = ["x", "y", "z", "dyn_prop", "id", "rcs", "vx", "vy", "vx_comp", "vy_comp", "is_quality_valid",
+             "ambig_state", "x_rms", "y_rms", "invalid_state", "pdh0", "vx_rms", "vy_rms"]
+    types = ["f4", "f4", "f4", "i1", "i2", "f4", "f4", "f4", "f4", "f4", "i1", "i1", "i1", "i1", "i1", "i1", "i1",
+             "i1"]
+    codes = {"i1": 1, "i2": 3, "f4": 7}
+    dtype = np.dtype({"names": names, "formats": ["<" + t for t in types]})  # packed: unaligned offsets
+    n = 9
+    rng = np.random.default_rng(5)
+    cloud = np.zeros(n, dtype)
+    for name in ("x", "y", "z", "rcs", "vx", "vy", "vx_comp", "vy_comp"):
+        cloud[name] = rng.normal(0, 10, n)
+    cloud["x"][0] = cloud["y"][0] = 0.0  # at the sensor: radial velocity 0, not NaN
+    fields = [{"name": nm, "offset": dtype.fields[nm][1], "datatype": codes[t], "count": 1}
+              for nm, t in zip(names, types, strict=True)]
+    assert dtype.itemsize == 43
+    message = {"header": _header(5), "height": 1, "width": n, "fields": fields, "is_bigendian": False,
+               "point_step": 43, "row_step": 43 * n, "data": cloud.tobytes(), "is_dense": True}
+    comp_only = dict(message, fields=[f for f in fields if f["name"] not in ("vx", "vy")])
+    _foreign_log(tmp_path / "nu.mcap", S.POINT_CLOUD2, [("/radar_front", message, 5), ("/radar_back", comp_only, 6)])
+    with LogReader(tmp_path / "nu.mcap") as reader:
+        raw, comp = [m.message for m in reader.messages()]
+        assert reader.issues == []
+    x, y = cloud["x"].astype(np.float64), cloud["y"].astype(np.float64)
+    r = np.hypot(x, y)
+    for got, (vx, vy) in ((raw, ("vx", "vy")), (comp, ("vx_comp", "vy_comp"))):
+        assert isinstance(got, RadarDetections) and got.points.shape == (n, 5) and got.points.dtype == np.float32
+        expected = np.divide(x * cloud[vx] + y * cloud[vy], r, out=np.zeros(n), where=r > 0)
+        np.testing.assert_allclose(got.points[:, 3], expected, rtol=1e-6, atol=1e-6)
+        assert got.points[0, 3] == 0.0
+        columns = np.stack([cloud[k] for k in ("x", "y", "z", "rcs")], 1)
+        np.testing.assert_array_equal(got.points[:, [0, 1, 2, 4]], columns)
+        assert got.frame_id == "radar" and got.stamp_ns == 5
+
+
+def test_point_cloud_layouts(tmp_path: Path) -> None:
+    """Big-endian, padded points and rows, a 'doppler' field, float64 and no rcs/z."""
+    n, height = 4, 2
+    dtype = np.dtype({"names": ["doppler", "y", "x"], "formats": [">f8", ">f4", ">f4"], "offsets": [0, 8, 16],
+                      "itemsize": 24})
+    cloud = np.zeros((height, n), dtype)
+    rng = np.random.default_rng(2)
+    for name in dtype.names:
+        cloud[name] = rng.normal(size=(height, n))
+    row_step = n * 24 + 8
+    data = b"".join(row.tobytes() + b"\xee" * 8 for row in cloud)
+    fields = [{"name": "x", "offset": 16, "datatype": 7, "count": 1}, {"name": "y", "offset": 8, "datatype": 7,
+              "count": 1}, {"name": "doppler", "offset": 0, "datatype": 8, "count": 1}]
+    message = {"header": _header(1), "height": height, "width": n, "fields": fields, "is_bigendian": True,
+               "point_step": 24, "row_step": row_step, "data": data, "is_dense": True}
+    short = dict(message, data=data[:-20])
+    no_velocity = dict(message, fields=fields[:2])
+    _foreign_log(tmp_path / "pc.mcap", S.POINT_CLOUD2, [("/r", message, 1), ("/r", short, 2), ("/r", no_velocity, 3)])
+    with LogReader(tmp_path / "pc.mcap") as reader:
+        [got] = [m.message for m in reader.messages()]
+        assert [i.kind for i in reader.issues] == ["decode", "decode"]
+        assert "/r" in reader.issues[0].detail and "radial velocity" in reader.issues[1].detail
+    flat = cloud.reshape(-1)
+    np.testing.assert_array_equal(got.points[:, 0], flat["x"])
+    np.testing.assert_array_equal(got.points[:, 3], flat["doppler"].astype(np.float32))
+    assert (got.points[:, 2] == 0).all() and np.isnan(got.points[:, 4]).all()
+
+
+def test_raw_images_from_other_recorders(tmp_path: Path) -> None:
+    image = np.random.default_rng(4).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    step = 7 * 3 + 3  # padded rows
+    padded = b"".join(row.tobytes() + b"\0\0\0" for row in image)
+    rgb = {"header": _header(7, "cam"), "height": 5, "width": 7, "encoding": "rgb8", "is_bigendian": 0,
+           "step": step, "data": padded}
+    mono = dict(rgb, encoding="mono8", step=7, data=image[..., 1].tobytes())
+    yuv = dict(rgb, encoding="yuv422")
+    _foreign_log(tmp_path / "img.mcap", S.IMAGE, [("/image", rgb, 7), ("/image", mono, 8), ("/image", yuv, 9)])
+    with LogReader(tmp_path / "img.mcap") as reader:
+        got = [m.message for m in reader.messages()]
+        assert [i.kind for i in reader.issues] == ["decode"] and "yuv422" in reader.issues[0].detail
+    assert (got[0].encoding, got[0].width, got[0].height, got[0].data) == ("rgb8", 7, 5, image.tobytes())
+    assert (got[1].encoding, got[1].data) == ("mono8", image[..., 1].tobytes())
+    assert got[0].frame_id == "cam" and got[0].stamp_ns == 7
+
+
+def test_a_message_that_does_not_convert_is_skipped(tmp_path: Path) -> None:
+    good = {"header": _header(1), "num_channels": 1, "num_range": 2, "num_azimuth": 2, "range_min_m": 0.0,
+            "range_max_m": 1.0, "azimuth_min_rad": -1.0, "azimuth_max_rad": 1.0, "channels": ["p"],
+            "dtype": "float16", "data": np.arange(4, dtype="<f2").tobytes()}
+    bad = dict(good, header=_header(2), data=b"\0" * 5)
+    _foreign_log(tmp_path / "t.mcap", S.RADAR_TENSOR, [("/tensor", good, 1), ("/tensor", bad, 2), ("/tensor", good, 3)])
+    stamps, reader = _stamps(tmp_path / "t.mcap")
+    assert stamps == [1, 1]  # the header stamp, not the log time
+    [issue] = reader.issues
+    assert issue.kind == "decode" and "/tensor" in issue.detail and "5" in issue.detail and issue.offset > 0
+
+
+def test_unknown_types_are_counted_and_skipped(tmp_path: Path) -> None:
+    with open(tmp_path / "u.mcap", "wb") as f, Ros2Writer(f) as writer:
+        odd = writer.register_msgdef("foo_msgs/msg/Bar", "int32 a\n")
+        text = writer.register_msgdef(S.STRING, S.SCHEMAS[S.STRING])
+        for t in range(3):
+            writer.write_message("/bar", odd, {"a": t}, log_time=t, publish_time=t)
+        writer.write_message("/text", text, {"data": "hi"}, log_time=5, publish_time=5)
+    with LogReader(tmp_path / "u.mcap") as reader:
+        got = list(reader.messages())
+        assert [(m.topic, m.message.text, m.message.stamp_ns) for m in got] == [("/text", "hi", 5)]
+        assert reader.unknown_counts == {"/bar": 3} and reader.issues == []
+
+
+def test_topic_and_time_filters(multi_chunk_log: Path) -> None:
+    full, _ = _stamps(multi_chunk_log)
+    with LogReader(multi_chunk_log) as reader:
+        text = [m.message.stamp_ns for m in reader.messages(topics=["/context/text"])]
+        window = [m.message.stamp_ns for m in reader.messages(start_ns=full[5], end_ns=full[20])]
+        one = [m.topic for m in reader.messages(topics="/radar/front/tensor")]
+        assert reader.issues == []
+    assert text == full[3::4]
+    assert window == full[5:20]
+    assert set(one) == {"/radar/front/tensor"} and len(one) == 10
+
+
+def test_unchunked_log_and_data_section_crc(tmp_path: Path) -> None:
+    """A log from a writer that stores the data-section CRC and no chunks."""
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    String = store.types["std_msgs/msg/String"]
+    buffer = io.BytesIO()
+    writer = McapWriter(buffer, use_chunking=False, enable_data_crcs=True)
+    writer.start(profile="ros2", library="test")
+    schema_id = writer.register_schema(S.STRING, "ros2msg", S.SCHEMAS[S.STRING].encode())
+    channel_id = writer.register_channel("/text", "cdr", schema_id)
+    for t, text in enumerate(["alpha", "bravo", "charlie"]):
+        writer.add_message(channel_id, log_time=t, data=bytes(store.serialize_cdr(String(data=text), S.STRING)),
+                           publish_time=t)
+    writer.finish()
+    clean = buffer.getvalue()
+    (tmp_path / "clean.mcap").write_bytes(clean)
+    with LogReader(tmp_path / "clean.mcap") as reader:
+        assert [m.message.text for m in reader.messages()] == ["alpha", "bravo", "charlie"]
+        assert reader.issues == [] and reader.complete
+    damaged = clean.replace(b"bravo", b"brave")
+    (tmp_path / "damaged.mcap").write_bytes(damaged)
+    with LogReader(tmp_path / "damaged.mcap") as reader:
+        list(reader.messages())
+        assert [i.kind for i in reader.issues] == ["data_crc"]
+        assert reader.issues[0].offset == struct.unpack("<Q", damaged[-37 + 9: -37 + 17])[0] - 9 - 4
+
+
+def test_oversized_records_are_skipped_without_reading(tmp_path: Path) -> None:
+    _write(tmp_path / "a.mcap", _stream(8), chunk_size=1 << 20)
+    got, reader = _stamps(tmp_path / "a.mcap", max_record_bytes=256)
+    assert got == [] and {i.kind for i in reader.issues} == {"record_too_large", "summary"}
+
+
+def test_damaged_chunk_framing_and_record_lengths(multi_chunk_log: Path, tmp_path: Path) -> None:
+    full, _ = _stamps(multi_chunk_log)
+    chunks = _chunks(multi_chunk_log)
+    victim = chunks[3]
+    data = bytearray(multi_chunk_log.read_bytes())
+    # the chunk's compressed-data length (after start, end, size, crc and the compression string)
+    name_len = struct.unpack_from("<I", data, victim.chunk_start_offset + 9 + 28)[0]
+    struct.pack_into("<Q", data, victim.chunk_start_offset + 9 + 32 + name_len, 1 << 40)
+    (tmp_path / "bad.mcap").write_bytes(bytes(data))
+    got, reader = _stamps(tmp_path / "bad.mcap")
+    assert got == [t for t in full if not victim.message_start_time <= t <= victim.message_end_time]
+    assert [(i.offset, i.kind) for i in reader.issues] == [(victim.chunk_start_offset, "chunk_parse")]
+    # a record length that points past the end of the file reads as truncation there
+    data = bytearray(multi_chunk_log.read_bytes())
+    struct.pack_into("<Q", data, victim.chunk_start_offset + 1, 1 << 50)
+    (tmp_path / "bad.mcap").write_bytes(bytes(data))
+    got, reader = _stamps(tmp_path / "bad.mcap")
+    assert got == [t for t in full if t < victim.message_start_time]
+    assert reader.truncated_at == victim.chunk_start_offset
