@@ -1,0 +1,77 @@
+"""Multi-head attention written out with matmul and softmax, plus a pre-norm transformer block.
+
+Explicit ops rather than nn.MultiheadAttention: its fused fast path has no ONNX export
+(shared/BASELINE.md), and the attention weights are needed as an output (modality shares).
+Masked keys get a large negative score (not -inf: fp16-safe, and a fully masked row stays
+finite); their softmax weight underflows to exactly 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["MultiHeadAttention", "TransformerBlock", "MASKED_SCORE"]
+
+#: Score given to masked keys: exp(-1e4) is exactly 0 in fp32 and fp16, yet stays finite.
+MASKED_SCORE = -1.0e4
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention of queries [B, Q, D] over a context [B, T, D]."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        assert dim % num_heads == 0, (dim, num_heads)
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (output [B, Q, D], weights [B, H, Q, T]); key_mask [B, T] bool, True = attend."""
+        B, Q, D = x.shape
+        T = context.shape[1]
+        H, Dh = self.num_heads, self.head_dim
+        q = self.q(x).reshape(B, Q, H, Dh).transpose(1, 2)  # [B, H, Q, Dh]
+        k = self.k(context).reshape(B, T, H, Dh).transpose(1, 2)  # [B, H, T, Dh]
+        v = self.v(context).reshape(B, T, H, Dh).transpose(1, 2)  # [B, H, T, Dh]
+        scores = torch.matmul(q, k.transpose(-2, -1)) * self.scale  # [B, H, Q, T]
+        if key_mask is not None:
+            scores = torch.where(key_mask[:, None, None, :], scores, torch.full_like(scores, MASKED_SCORE))
+        weights = torch.softmax(scores, dim=-1)
+        out = torch.matmul(weights, v).transpose(1, 2).reshape(B, Q, D)  # [B, Q, H * Dh]
+        return self.out(out), weights
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: optional self-attention, optional cross-attention to a context, MLP."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0, self_attention: bool = True,
+                 cross_attention: bool = False) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(dim, num_heads) if self_attention else None
+        self.norm_self = nn.LayerNorm(dim) if self_attention else None
+        self.cross_attn = MultiHeadAttention(dim, num_heads) if cross_attention else None
+        self.norm_cross = nn.LayerNorm(dim) if cross_attention else None
+        hidden = int(dim * mlp_ratio)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, self_mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [B, Q, D] -> (x, cross-attention weights [B, H, Q, T] or None)."""
+        cross_weights = None
+        if self.self_attn is not None:
+            h = self.norm_self(x)
+            x = x + self.self_attn(h, h, self_mask)[0]
+        if self.cross_attn is not None:
+            assert context is not None
+            out, cross_weights = self.cross_attn(self.norm_cross(x), context, context_mask)
+            x = x + out
+        x = x + self.mlp(self.norm_mlp(x))
+        return x, cross_weights

@@ -1,0 +1,596 @@
+"""Per-modality preprocessing: sensor messages -> the float32 arrays the encoder graphs take.
+
+The single source of truth for both training and the runtime (numpy and OpenCV only, never
+torch), so a model sees at deployment exactly what it saw in training. Every function checks its
+message and raises `DecodeError` with the reason rather than feeding a graph something odd
+(DESIGN.md section 8). The parameters live in `PreprocessConfig`, which travels in the model
+package manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fusion_rt.errors import ConfigError, DecodeError
+from fusion_rt.messages import MAP_CODES, CameraFrame, MapRaster, RadarTensor, TextContext
+from fusion_rt.rig import MapGrid, Radar, Rig
+
+__all__ = [
+    "PreprocessConfig",
+    "decode_camera",
+    "image_size",
+    "radar_tensor_input",
+    "rasterize_detections",
+    "DETECTION_CHANNELS",
+    "map_input",
+    "Vocabulary",
+    "tokenize",
+    "PAD_ID",
+    "UNK_ID",
+]
+
+#: Channels `rasterize_detections` produces, in order.
+DETECTION_CHANNELS: tuple[str, ...] = ("log_count", "mean_radial_velocity", "mean_rcs")
+
+PAD_ID = 0
+UNK_ID = 1
+_SPECIAL_TOKENS = ("<pad>", "<unk>")
+
+_RAW_CHANNELS = {"bgr8": 3, "rgb8": 3, "mono8": 1}
+_COMPRESSED = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png"}
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8"
+
+
+def _float_tuple(name: str, value, length: int | None = None) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be a sequence of numbers, got {value!r}") from exc
+    if length is not None and len(out) != length:
+        raise ConfigError(f"{name} must have {length} values, got {value!r}")
+    if not all(math.isfinite(v) for v in out):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+def _int_in(name: str, value, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
+def _positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything preprocessing needs, stored in the model package manifest (JSON via to_dict).
+
+    Build it from the sensor rig with `from_rig` so the radar and map grids match the sensors.
+    """
+
+    # Camera input, 16:9 like the simulator's 640x360 camera. 144x256 is 0.28x the pixels of the
+    # 256x512 baseline (shared/BASELINE.md: the camera CNN was 86% of its 2.4 GFLOP), which keeps a
+    # few-minute CPU training run realistic while a car 30 m ahead is still ~10 px wide; 144 and
+    # 256 are multiples of 16, so a stride-16 feature map is an exact 9x16 grid of tokens.
+    camera_height: int = 144
+    camera_width: int = 256
+    # ImageNet RGB statistics: standard, and close enough for a network trained from scratch.
+    camera_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    camera_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Largest accepted image side, read from the JPEG/PNG header before decoding (decompression
+    # bombs: a 20000x20000 header would ask for 1.2 GB before the pixels are even looked at).
+    max_image_side: int = 8192
+    # Radar tensor channels, picked by name from `RadarTensor.channels`, in this order.
+    radar_channels: tuple[str, ...] = ("power_db", "radial_velocity_mps")
+    # (range bins, azimuth bins) the radar encoder was built for: `Rig.radar`'s default grid.
+    radar_shape: tuple[int, int] = (128, 64)
+    # power_db -> (p - offset) / scale. Defaults span a typical 0..40 dB return range; training
+    # may fit them to its data and store them here.
+    radar_power_db_offset: float = 10.0
+    radar_power_db_scale: float = 10.0
+    # radial velocity -> v / scale: urban speeds (+-15 m/s) land in about [-1.5, 1.5].
+    radar_velocity_scale_mps: float = 10.0
+    # Normalized radar values are clipped to [-clip, clip]: an outlier cell cannot dominate a
+    # convolution, and int8 calibration gets a bounded input range.
+    radar_clip: float = 5.0
+    # Non-finite radar cells up to this fraction are masked (set to the normalized 0); more and
+    # the frame is rejected as broken. A single bad bin should not drop a whole radar frame.
+    radar_max_nonfinite_fraction: float = 0.01
+    # Append the `DETECTION_CHANNELS` rasterized from a detection list to the radar input.
+    radar_use_detections: bool = False
+    # Map classes one-hot encoded, in channel order ("unknown" is all-zero, not a channel).
+    map_classes: tuple[str, ...] = ("offroad", "sidewalk", "drivable", "crosswalk", "lane_marking")
+    # The grid the map encoder sees; rasters of any size, resolution or extent are resampled onto it.
+    map_grid: MapGrid = field(default_factory=MapGrid)
+    # Text is cut or padded to this many tokens; scene context strings are a handful of words.
+    text_max_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "camera_mean", _float_tuple("camera_mean", self.camera_mean, 3))
+        object.__setattr__(self, "camera_std", _float_tuple("camera_std", self.camera_std, 3))
+        object.__setattr__(self, "radar_channels", tuple(self.radar_channels))
+        object.__setattr__(self, "radar_shape", tuple(self.radar_shape))
+        object.__setattr__(self, "map_classes", tuple(self.map_classes))
+        _int_in("max_image_side", self.max_image_side, 16, 65535)
+        _int_in("camera_height", self.camera_height, 16, self.max_image_side)
+        _int_in("camera_width", self.camera_width, 16, self.max_image_side)
+        if any(s <= 0 for s in self.camera_std):
+            raise ConfigError(f"camera_std must be positive, got {self.camera_std!r}")
+        if not self.radar_channels or not all(isinstance(c, str) and c for c in self.radar_channels):
+            raise ConfigError(f"radar_channels must be non-empty names, got {self.radar_channels!r}")
+        if len(set(self.radar_channels)) != len(self.radar_channels):
+            raise ConfigError(f"radar_channels has duplicates: {self.radar_channels!r}")
+        if len(self.radar_shape) != 2:
+            raise ConfigError(f"radar_shape must be (range_bins, azimuth_bins), got {self.radar_shape!r}")
+        for value in self.radar_shape:
+            _int_in("radar_shape entries", value, 4, 4096)
+        for name in ("radar_power_db_scale", "radar_velocity_scale_mps", "radar_clip"):
+            _positive(name, getattr(self, name))
+        if not (isinstance(self.radar_power_db_offset, (int, float)) and math.isfinite(self.radar_power_db_offset)):
+            raise ConfigError(f"radar_power_db_offset must be finite, got {self.radar_power_db_offset!r}")
+        if not (isinstance(self.radar_max_nonfinite_fraction, (int, float))
+                and 0.0 <= self.radar_max_nonfinite_fraction <= 1.0):
+            raise ConfigError("radar_max_nonfinite_fraction must be in [0, 1], "
+                              f"got {self.radar_max_nonfinite_fraction!r}")
+        if not isinstance(self.radar_use_detections, bool):
+            raise ConfigError(f"radar_use_detections must be a bool, got {self.radar_use_detections!r}")
+        unknown = [c for c in self.map_classes if c not in MAP_CODES or c == "unknown"]
+        if not self.map_classes or unknown or len(set(self.map_classes)) != len(self.map_classes):
+            valid = [c for c in MAP_CODES if c != "unknown"]
+            raise ConfigError(f"map_classes must be distinct names from {valid}, got {self.map_classes!r}")
+        if not isinstance(self.map_grid, MapGrid):
+            raise ConfigError(f"map_grid must be a fusion_rt.rig.MapGrid, got {type(self.map_grid).__name__}")
+        rows, cols = self.map_grid.shape
+        if not (4 <= rows <= 4096 and 4 <= cols <= 4096):
+            raise ConfigError(f"map_grid shape must be within [4, 4096] per side, got {(rows, cols)}")
+        _int_in("text_max_tokens", self.text_max_tokens, 1, 4096)
+
+    @classmethod
+    def from_rig(cls, rig: Rig, **overrides) -> PreprocessConfig:
+        """The config whose radar and map grids match `rig`; `overrides` set any other field."""
+        base = {"radar_shape": (rig.radar.num_range_bins, rig.radar.num_azimuth_bins), "map_grid": rig.map}
+        return cls(**{**base, **overrides})
+
+    @property
+    def camera_shape(self) -> tuple[int, int, int]:
+        """(3, height, width) of the camera input."""
+        return (3, self.camera_height, self.camera_width)
+
+    @property
+    def radar_input_channels(self) -> tuple[str, ...]:
+        """Names of the radar input's channels, detection channels included when enabled."""
+        return self.radar_channels + (DETECTION_CHANNELS if self.radar_use_detections else ())
+
+    @property
+    def map_shape(self) -> tuple[int, int, int]:
+        """(classes, rows, cols) of the map input."""
+        return (len(self.map_classes), *self.map_grid.shape)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key, value in d.items():
+            if isinstance(value, tuple):
+                d[key] = list(value)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"preprocessing config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ConfigError(f"unknown preprocessing config fields {extra}; known: {sorted(known)}")
+        kw = dict(d)
+        if "map_grid" in kw:
+            try:
+                kw["map_grid"] = MapGrid(**kw["map_grid"])
+            except TypeError as exc:
+                raise ConfigError(f"malformed map_grid {kw['map_grid']!r}: {exc}") from exc
+        return cls(**kw)
+
+
+# ---------------------------------------------------------------------------------------- camera
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the first SOF marker of a JPEG stream, without decoding it."""
+    n = len(data)
+    i = 2
+    while i < n:
+        if data[i] != 0xFF:
+            raise DecodeError(f"corrupt JPEG: expected a marker at byte {i}, found 0x{data[i]:02x}")
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            break
+        marker = data[i]
+        i += 1
+        if marker == 0xD8 or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no payload
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            break
+        if i + 2 > n:
+            break
+        (length,) = struct.unpack_from(">H", data, i)
+        if length < 2:
+            raise DecodeError(f"corrupt JPEG: segment 0x{marker:02x} has length {length}")
+        # SOF0..SOF15 carry the frame size, except DHT (C4), JPG (C8) and DAC (CC).
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 7 > n:
+                break
+            height, width = struct.unpack_from(">HH", data, i + 3)
+            return width, height
+        i += length
+    raise DecodeError("corrupt JPEG: no frame header (SOF) before the end of the data or the first scan")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise DecodeError("corrupt PNG: missing IHDR header")
+    width, height = struct.unpack_from(">II", data, 16)
+    return width, height
+
+
+def image_size(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) of JPEG or PNG bytes, read from the header without decoding."""
+    if data[:2] == _JPEG_MAGIC:
+        return ("jpeg", *_jpeg_size(data))
+    if data[:8] == _PNG_MAGIC:
+        return ("png", *_png_size(data))
+    raise DecodeError(f"not a JPEG or PNG image (first bytes {bytes(data[:8])!r})")
+
+
+def _check_side(what: str, width: int, height: int, config: PreprocessConfig) -> None:
+    limit = config.max_image_side
+    if not (1 <= width <= limit and 1 <= height <= limit):
+        raise DecodeError(f"{what} size {width}x{height} is outside [1, {limit}] per side; refused before decoding")
+
+
+def _reduced_factor(width: int, height: int, config: PreprocessConfig) -> int:
+    """The largest JPEG DCT scaling factor (1, 2, 4, 8) that still decodes at least the target size."""
+    for factor in (8, 4, 2):
+        if width // factor >= config.camera_width and height // factor >= config.camera_height:
+            return factor
+    return 1
+
+
+_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                  8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _decode_compressed(frame: CameraFrame, fmt: str, config: PreprocessConfig) -> np.ndarray:
+    data = frame.data
+    found, width, height = image_size(data)
+    if found != fmt:
+        raise DecodeError(f"camera frame says encoding {frame.encoding!r} but the data is {found}")
+    _check_side(f"{fmt} image", width, height, config)
+    if frame.width and frame.height and (frame.width, frame.height) != (width, height):
+        raise DecodeError(f"{fmt} header says {width}x{height} but the frame says {frame.width}x{frame.height}")
+    # A truncated stream decodes "successfully" into a grey-filled image (libjpeg only warns), so
+    # the end markers are checked first.
+    if fmt == "jpeg" and data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        raise DecodeError("corrupt JPEG: truncated (no end-of-image marker)")
+    if fmt == "png" and data[-8:-4] != b"IEND":
+        raise DecodeError("corrupt PNG: truncated (no IEND chunk)")
+    # Reduced decoding scales in the DCT domain: only JPEG gains from it (OpenCV resizes PNGs after
+    # a full decode). EXIF orientation is ignored: the camera geometry is fixed by the rig.
+    factor = _reduced_factor(width, height, config) if fmt == "jpeg" else 1
+    flags = _REDUCED_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        image = cv2.imdecode(buf, flags)
+    except cv2.error as exc:
+        raise DecodeError(f"corrupt {fmt}: {exc}") from exc
+    if image is None:
+        raise DecodeError(f"corrupt {fmt}: OpenCV could not decode {len(data)} bytes")
+    expect = (-(-height // factor), -(-width // factor))
+    if image.shape[:2] != expect or image.ndim != 3 or image.shape[2] != 3:
+        raise DecodeError(f"{fmt} decoded to shape {image.shape}, expected {expect + (3,)}")
+    return image  # BGR
+
+
+def _decode_raw(frame: CameraFrame, config: PreprocessConfig) -> tuple[np.ndarray, bool]:
+    channels = _RAW_CHANNELS[frame.encoding]
+    _check_side(f"{frame.encoding} image", frame.width, frame.height, config)
+    expected = frame.width * frame.height * channels
+    if len(frame.data) != expected:
+        raise DecodeError(f"{frame.encoding} frame {frame.width}x{frame.height} needs {expected} bytes, "
+                          f"got {len(frame.data)}")
+    image = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, channels)
+    if channels == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), False
+    return image, frame.encoding == "rgb8"
+
+
+def decode_camera(frame: CameraFrame, config: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode a camera frame into the normalized RGB input [3, H, W] float32.
+
+    JPEG/PNG are decoded with OpenCV (JPEG at reduced resolution when the target is at least 2x
+    smaller: faster, shared/BASELINE.md), resized with linear interpolation to the configured size
+    (the whole frame, so token column j still sees the image's column fraction j), converted to
+    RGB and normalized with the configured mean/std. Raw bgr8/rgb8/mono8 need width and height.
+    Writes into `out` ([3, H, W] float32, C-contiguous) when given, allocating nothing else per
+    pixel beyond the decoded image. Raises DecodeError for anything that is not a sound image.
+    """
+    encoding = frame.encoding.lower()
+    if encoding in _COMPRESSED:
+        bgr, is_rgb = _decode_compressed(frame, _COMPRESSED[encoding], config), False
+    elif encoding in _RAW_CHANNELS:
+        bgr, is_rgb = _decode_raw(frame, config)
+    else:
+        raise DecodeError(f"unsupported camera encoding {frame.encoding!r}; "
+                          f"expected one of {sorted(_COMPRESSED) + sorted(_RAW_CHANNELS)}")
+    h, w = config.camera_height, config.camera_width
+    if out is None:
+        out = np.empty((3, h, w), dtype=np.float32)
+    elif out.shape != (3, h, w) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ConfigError(f"out must be a C-contiguous float32 array of shape {(3, h, w)}, "
+                          f"got {out.dtype} {out.shape}")
+    if bgr.shape[:2] != (h, w):
+        bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)
+    scale, bias = _camera_affine(config)
+    order = (0, 1, 2) if is_rgb else (2, 1, 0)  # output channel c reads input channel order[c]
+    for c, src in enumerate(order):
+        np.multiply(bgr[:, :, src], scale[c], out=out[c], casting="unsafe")
+        out[c] += bias[c]
+    return out
+
+
+def _camera_affine(config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(x / 255 - mean) / std as x * scale + bias, per RGB channel."""
+    std = np.asarray(config.camera_std, dtype=np.float64)
+    mean = np.asarray(config.camera_mean, dtype=np.float64)
+    return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------- radar
+
+def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
+    """Normalize a range-azimuth radar tensor into the radar input [C, R, A] float32.
+
+    Channels are picked by name in `config.radar_channels` order: power in dB becomes
+    (p - offset) / scale, radial velocity v / scale, any other channel passes through; values are
+    clipped to +-radar_clip. Non-finite cells are masked to 0 (the normalized "nothing here")
+    when they are at most `radar_max_nonfinite_fraction` of the tensor, and the frame is rejected
+    with DecodeError above that. With `radar_use_detections`, `out` has the extra detection
+    channels; this function fills only the tensor channels (see `rasterize_detections`).
+    """
+    data = np.asarray(msg.data)
+    if data.ndim != 3:
+        raise DecodeError(f"radar tensor must be [channels, range, azimuth], got shape {data.shape}")
+    if len(msg.channels) != data.shape[0]:
+        raise DecodeError(f"radar tensor has {data.shape[0]} channels but names {len(msg.channels)}: {msg.channels!r}")
+    if tuple(data.shape[1:]) != config.radar_shape:
+        raise DecodeError(f"radar tensor grid {tuple(data.shape[1:])} differs from the model's {config.radar_shape} "
+                          f"(range bins, azimuth bins)")
+    if not np.issubdtype(data.dtype, np.floating) and not np.issubdtype(data.dtype, np.integer):
+        raise DecodeError(f"radar tensor dtype must be numeric, got {data.dtype}")
+    missing = [c for c in config.radar_channels if c not in msg.channels]
+    if missing:
+        raise DecodeError(f"radar tensor lacks channels {missing}; it has {list(msg.channels)}")
+    n_in = len(config.radar_input_channels)
+    shape = (n_in, *config.radar_shape)
+    if out is None:
+        out = np.zeros(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ConfigError(f"out must be float32 of shape {shape}, got {out.dtype} {out.shape}")
+    for c, name in enumerate(config.radar_channels):
+        dst = out[c]
+        np.copyto(dst, data[msg.channels.index(name)], casting="unsafe")
+        if name == "power_db":
+            dst -= config.radar_power_db_offset
+            dst *= 1.0 / config.radar_power_db_scale
+        elif name == "radial_velocity_mps":
+            dst *= 1.0 / config.radar_velocity_scale_mps
+    tensor = out[: len(config.radar_channels)]
+    bad = ~np.isfinite(tensor)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        fraction = n_bad / tensor.size
+        if fraction > config.radar_max_nonfinite_fraction:
+            raise DecodeError(f"radar tensor has {n_bad} non-finite values ({fraction:.1%}), more than the "
+                              f"{config.radar_max_nonfinite_fraction:.1%} that are masked")
+        tensor[bad] = 0.0
+    np.clip(tensor, -config.radar_clip, config.radar_clip, out=tensor)
+    return out
+
+
+def rasterize_detections(points: np.ndarray, radar: Radar, config: PreprocessConfig,
+                         out: np.ndarray | None = None) -> np.ndarray:
+    """Bin a detection list [N, 5] (x, y, z, radial velocity, rcs; radar frame) into the radar grid.
+
+    Returns [3, range_bins, azimuth_bins] float32 with `DETECTION_CHANNELS`: log(1 + count), mean
+    radial velocity / velocity scale, and mean RCS / 10 dBsm, 0 where a cell has no detection.
+    Range is the 3-D distance, azimuth atan2(y, x) (bin 0 the rightmost, as in RadarTensor).
+    Non-finite rows and points outside the field of view are dropped. Vectorized with bincount.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 5:
+        raise DecodeError(f"radar detections must be [N, 5], got shape {pts.shape}")
+    if (radar.num_range_bins, radar.num_azimuth_bins) != config.radar_shape:
+        raise ConfigError(f"radar grid {(radar.num_range_bins, radar.num_azimuth_bins)} differs from "
+                          f"radar_shape {config.radar_shape}")
+    n_r, n_a = config.radar_shape
+    shape = (len(DETECTION_CHANNELS), n_r, n_a)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ConfigError(f"out must be float32 of shape {shape}, got {out.dtype} {out.shape}")
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    rng = np.sqrt(pts[:, 0] ** 2 + pts[:, 1] ** 2 + pts[:, 2] ** 2)
+    az = np.arctan2(pts[:, 1], pts[:, 0])
+    r_idx = np.floor((rng - radar.range_min_m) / radar.range_resolution_m).astype(np.int64)
+    a_idx = np.floor((az + radar.azimuth_max_rad) / radar.azimuth_resolution_rad).astype(np.int64)
+    inside = (r_idx >= 0) & (r_idx < n_r) & (a_idx >= 0) & (a_idx < n_a)
+    cell = r_idx[inside] * n_a + a_idx[inside]
+    size = n_r * n_a
+    count = np.bincount(cell, minlength=size)
+    denom = np.maximum(count, 1)
+    vel = np.bincount(cell, weights=pts[inside, 3], minlength=size) / denom
+    rcs = np.bincount(cell, weights=pts[inside, 4], minlength=size) / denom
+    out[0] = np.log1p(count).reshape(n_r, n_a)
+    out[1] = (vel / config.radar_velocity_scale_mps).reshape(n_r, n_a)
+    out[2] = (rcs / 10.0).reshape(n_r, n_a)
+    np.clip(out, -config.radar_clip, config.radar_clip, out=out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- map
+
+def map_input(msg: MapRaster, config: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
+    """One-hot map input [K, rows, cols] float32 on `config.map_grid`, classes `config.map_classes`.
+
+    The raster is resampled by its own geometry (cell size, far-left corner), so rasters of any
+    size, resolution or extent are accepted: each target cell averages the one-hot of up to 4x4
+    sample points inside it (nearest source cell each), so downsampling yields class fractions
+    and an aligned raster of the same grid yields the exact one-hot. Cells outside the raster,
+    "unknown" (-1) and codes that are not in MAP_CODES are all-zero.
+    """
+    grid = np.asarray(msg.grid)
+    if grid.ndim != 2 or grid.size == 0:
+        raise DecodeError(f"map raster must be a non-empty 2-D grid, got shape {grid.shape}")
+    if not np.issubdtype(grid.dtype, np.integer):
+        raise DecodeError(f"map raster must hold integer codes, got dtype {grid.dtype}")
+    if max(grid.shape) > 16384:
+        raise DecodeError(f"map raster {grid.shape} is larger than 16384 cells per side")
+    for name in ("cell_m", "x_max_m", "y_max_m"):
+        value = getattr(msg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise DecodeError(f"map raster {name} must be finite, got {value!r}")
+    if msg.cell_m <= 0:
+        raise DecodeError(f"map raster cell_m must be positive, got {msg.cell_m!r}")
+    target = config.map_grid
+    rows, cols = target.shape
+    k = len(config.map_classes)
+    if out is None:
+        out = np.empty((k, rows, cols), dtype=np.float32)
+    elif out.shape != (k, rows, cols) or out.dtype != np.float32:
+        raise ConfigError(f"out must be float32 of shape {(k, rows, cols)}, got {out.dtype} {out.shape}")
+
+    # Class index (k = "none") of a source code, through a lookup table over the non-negative
+    # codes; applied only to the sampled cells, never to the whole (possibly huge) raster.
+    lut = np.full(256, k, dtype=np.int64)
+    for i, name in enumerate(config.map_classes):
+        lut[MAP_CODES[name]] = i
+
+    sub = int(min(4, max(1, math.ceil(target.cell_m / msg.cell_m - 1e-9))))
+    offsets = (np.arange(sub) + 0.5) / sub * target.cell_m  # within a target cell, from its far/left edge
+    x = target.x_max_m - (np.arange(rows)[:, None] * target.cell_m + offsets[None, :])  # [rows, sub]
+    y = target.y_max_m - (np.arange(cols)[:, None] * target.cell_m + offsets[None, :])  # [cols, sub]
+    sr = np.floor((msg.x_max_m - x) / msg.cell_m).astype(np.int64)
+    sc = np.floor((msg.y_max_m - y) / msg.cell_m).astype(np.int64)
+    # [rows, sub, 1, 1] x [1, 1, cols, sub] -> every sample point of every target cell
+    rr = sr[:, :, None, None]
+    cc = sc[None, None, :, :]
+    valid = (rr >= 0) & (rr < grid.shape[0]) & (cc >= 0) & (cc < grid.shape[1])
+    code = grid[np.clip(rr, 0, grid.shape[0] - 1), np.clip(cc, 0, grid.shape[1] - 1)].astype(np.int64)
+    known = valid & (code >= 0) & (code <= 255)
+    cls = np.where(known, lut[np.clip(code, 0, 255)], k)
+    # cls: [rows, sub, cols, sub] -> per target cell, count samples per class with one bincount
+    cell = (np.arange(rows)[:, None, None, None] * cols + np.arange(cols)[None, None, :, None])
+    counts = np.bincount((cell * (k + 1) + cls).ravel(), minlength=rows * cols * (k + 1))
+    counts = counts.reshape(rows, cols, k + 1)[:, :, :k]
+    np.divide(counts.transpose(2, 0, 1), sub * sub, out=out, casting="unsafe")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ text
+
+_TOKEN_RE = re.compile(r"[a-z0-9]+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercase words: "School zone, 30 km/h" -> ["school", "zone", "30", "km", "h"]."""
+    return _TOKEN_RE.findall(text.lower())
+
+
+class Vocabulary:
+    """Word -> id mapping for scene text, saved with the model as JSON (never pickle).
+
+    Id 0 pads, id 1 stands for any word not in the vocabulary. `encode` gives a fixed-length int64
+    array, so the text encoder graph has a static shape.
+    """
+
+    def __init__(self, words: Iterable[str], max_tokens: int = 16) -> None:
+        words = list(words)
+        _int_in("max_tokens", max_tokens, 1, 4096)
+        if any(not isinstance(w, str) or tokenize(w) != [w] for w in words):
+            bad = [w for w in words if not isinstance(w, str) or tokenize(w) != [w]][:5]
+            raise ConfigError(f"vocabulary words must be lowercase alphanumeric tokens, got {bad!r}")
+        if len(set(words)) != len(words):
+            raise ConfigError("vocabulary words must be distinct")
+        self.words: tuple[str, ...] = tuple(words)
+        self.max_tokens = max_tokens
+        self._ids = {w: i + len(_SPECIAL_TOKENS) for i, w in enumerate(self.words)}
+
+    @classmethod
+    def build(cls, texts: Iterable[str], max_tokens: int = 16, min_count: int = 1,
+              max_size: int = 4096) -> Vocabulary:
+        """The words of `texts` seen at least `min_count` times, most frequent first (ties by word)."""
+        _int_in("min_count", min_count, 1, 1 << 30)
+        _int_in("max_size", max_size, 1, 1 << 20)
+        counts = Counter(tok for text in texts for tok in tokenize(text))
+        ranked = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+        return cls(ranked[:max_size], max_tokens=max_tokens)
+
+    def __len__(self) -> int:
+        """Number of ids, the two special ones included (the embedding table size)."""
+        return len(self.words) + len(_SPECIAL_TOKENS)
+
+    def encode(self, text: str, out: np.ndarray | None = None) -> np.ndarray:
+        """int64 [max_tokens]: word ids, cut at max_tokens, padded with PAD_ID."""
+        if out is None:
+            out = np.empty(self.max_tokens, dtype=np.int64)
+        elif out.shape != (self.max_tokens,) or out.dtype != np.int64:
+            raise ConfigError(f"out must be int64 of shape ({self.max_tokens},), got {out.dtype} {out.shape}")
+        out.fill(PAD_ID)
+        ids = [self._ids.get(tok, UNK_ID) for tok in tokenize(text)[: self.max_tokens]]
+        out[: len(ids)] = ids
+        return out
+
+    def text_input(self, msg: TextContext, out: np.ndarray | None = None) -> np.ndarray:
+        """The text encoder input for a TextContext message."""
+        if not isinstance(msg.text, str):
+            raise DecodeError(f"text context must be a string, got {type(msg.text).__name__}")
+        return self.encode(msg.text, out)
+
+    def to_dict(self) -> dict:
+        return {"format": "fusion-rt-vocabulary", "version": 1, "max_tokens": self.max_tokens,
+                "special": list(_SPECIAL_TOKENS), "words": list(self.words)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Vocabulary:
+        if not isinstance(d, dict) or d.get("format") != "fusion-rt-vocabulary":
+            raise ConfigError("not a fusion-rt vocabulary (missing format: fusion-rt-vocabulary)")
+        if d.get("version") != 1:
+            raise ConfigError(f"unsupported vocabulary version {d.get('version')!r}; this fusion-rt reads 1")
+        if list(d.get("special", [])) != list(_SPECIAL_TOKENS):
+            raise ConfigError(f"vocabulary special tokens {d.get('special')!r} differ from {list(_SPECIAL_TOKENS)}")
+        words = d.get("words")
+        if not isinstance(words, list):
+            raise ConfigError("vocabulary 'words' must be a list")
+        return cls(words, max_tokens=d.get("max_tokens", 16))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read vocabulary {path}: {exc}") from exc
+        return cls.from_dict(d)

@@ -1,0 +1,81 @@
+"""Metrics against hand-computed values and brute-force references (sklearn's conventions)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fusion_rt.errors import ConfigError
+from fusion_rt.export.metrics import bev_iou_per_class, f1_per_class, f1_score, roc_auc, roc_auc_per_class
+
+
+def _brute_auc(y, s) -> float:
+    pos = [b for a, b in zip(y, s, strict=True) if a == 1]
+    neg = [b for a, b in zip(y, s, strict=True) if a == 0]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_auc_known_values():
+    # scikit-learn's roc_auc_score documentation example: 0.75
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert roc_auc([0, 1], [0.2, 0.9]) == 1.0
+    assert roc_auc([0, 1], [0.9, 0.2]) == 0.0
+    assert roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5  # all tied
+    # ties across classes: pos {0.5, 0.7}, neg {0.5, 0.1}: pairs 0.5 (tie), 1, 1, 1 -> 3.5 / 4
+    assert roc_auc([1, 1, 0, 0], [0.5, 0.7, 0.5, 0.1]) == pytest.approx(0.875)
+    assert math.isnan(roc_auc([1, 1, 1], [0.1, 0.2, 0.3]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 6)), min_size=2, max_size=40))
+def test_auc_matches_brute_force_with_ties(pairs):
+    y = [a for a, _ in pairs]
+    s = [b / 6 for _, b in pairs]  # few distinct scores: many ties
+    if len(set(y)) < 2:
+        assert math.isnan(roc_auc(y, s))
+    else:
+        assert roc_auc(y, s) == pytest.approx(_brute_auc(y, s))
+
+
+def test_auc_per_class_columns():
+    y = np.array([[0, 1], [0, 1], [1, 0], [1, 1]])
+    s = np.array([[0.1, 0.3], [0.4, 0.2], [0.35, 0.9], [0.8, 0.1]])
+    auc = roc_auc_per_class(y, s)
+    assert auc[0] == pytest.approx(0.75)
+    assert auc[1] == pytest.approx(_brute_auc(y[:, 1], s[:, 1]))  # = 0.0: the negative scores highest
+
+
+def test_f1_known_values():
+    # predictions at 0.5: [1, 1, 0, 0, 1] vs labels [1, 0, 1, 0, 1]: tp 2, fp 1, fn 1 -> 4 / 6
+    assert f1_score([1, 0, 1, 0, 1], [0.9, 0.6, 0.4, 0.1, 0.5]) == pytest.approx(2 / 3)
+    assert f1_score([1, 0, 1, 0, 1], [0.9, 0.6, 0.4, 0.1, 0.5], threshold=0.95) == 0.0
+    assert math.isnan(f1_score([0, 0], [0.1, 0.2]))  # no positives anywhere: undefined
+    f1 = f1_per_class([[1, 0], [0, 0], [1, 1]], [[0.9, 0.2], [0.8, 0.1], [0.2, 0.7]], threshold=[0.5, 0.5])
+    np.testing.assert_allclose(f1, [0.5, 1.0])  # col 0: tp 1 fp 1 fn 1
+
+
+def test_bev_iou_known_values():
+    target = np.zeros((2, 2, 4, 4), np.uint8)
+    scores = np.zeros((2, 2, 4, 4))
+    target[0, 0, :2, :2] = 1  # 4 cells
+    scores[0, 0, 1:3, 1:3] = 0.9  # 4 cells, 1 overlapping -> IoU 1 / 7
+    target[1, 0, 3, 3] = 1
+    scores[1, 0, 3, 3] = 0.8  # frame 2 adds one intersecting cell -> 2 / 8 over the set
+    iou = bev_iou_per_class(target, scores)
+    assert iou[0] == pytest.approx(2 / 8)
+    assert math.isnan(iou[1])  # class 1 absent from both
+    assert bev_iou_per_class(target[0], scores[0])[0] == pytest.approx(1 / 7)
+
+
+def test_metrics_reject_bad_inputs():
+    with pytest.raises(ConfigError, match="same shape"):
+        roc_auc([0, 1], [0.5])
+    with pytest.raises(ConfigError, match="0/1"):
+        roc_auc([0, 2], [0.1, 0.2])
+    with pytest.raises(ConfigError, match="finite"):
+        roc_auc([0, 1], [0.1, float("nan")])

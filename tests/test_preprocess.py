@@ -1,0 +1,340 @@
+"""Preprocessing: camera decoding and its refusals, radar normalization and rasterization, map
+resampling, the text vocabulary, and the config's JSON round-trip."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from fusion_rt.errors import ConfigError, DecodeError
+from fusion_rt.messages import MAP_CODES, CameraFrame, MapRaster, RadarTensor, TextContext
+from fusion_rt.preprocess import (
+    DETECTION_CHANNELS,
+    PAD_ID,
+    UNK_ID,
+    PreprocessConfig,
+    Vocabulary,
+    decode_camera,
+    image_size,
+    map_input,
+    radar_tensor_input,
+    rasterize_detections,
+    tokenize,
+)
+from fusion_rt.rig import MapGrid, Rig
+
+CFG = PreprocessConfig()
+
+
+def _test_image(width: int = 640, height: int = 360) -> np.ndarray:
+    """A BGR image with smooth gradients (JPEG-friendly) and a distinct colour per channel."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    return np.stack([xx * 255 // width, yy * 255 // height, np.full_like(xx, 200)], axis=2).astype(np.uint8)
+
+
+def _jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+def _png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return buf.tobytes()
+
+
+def _expected(image_bgr: np.ndarray, cfg: PreprocessConfig = CFG) -> np.ndarray:
+    small = cv2.resize(image_bgr, (cfg.camera_width, cfg.camera_height), interpolation=cv2.INTER_LINEAR)
+    rgb = small[:, :, ::-1].astype(np.float32) / 255.0
+    return ((rgb - np.float32(cfg.camera_mean)) / np.float32(cfg.camera_std)).transpose(2, 0, 1)
+
+
+# ---------------------------------------------------------------------------------------- config
+
+def test_config_json_round_trip():
+    cfg = PreprocessConfig.from_rig(Rig.default(), text_max_tokens=12, radar_use_detections=True)
+    again = PreprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    assert cfg.camera_shape == (3, 144, 256)
+    assert cfg.map_shape == (5, 64, 64)
+    assert cfg.radar_input_channels == cfg.radar_channels + DETECTION_CHANNELS
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("camera_width", 0), ("camera_std", (0.2, 0.0, 0.2)), ("camera_mean", (0.5, 0.5)),
+     ("radar_channels", ()), ("radar_shape", (128,)), ("radar_power_db_scale", -1.0),
+     ("radar_max_nonfinite_fraction", 1.5), ("map_classes", ("drivable", "lava")),
+     ("map_classes", ("unknown",)), ("text_max_tokens", 0)],
+)
+def test_config_rejects_bad_values_naming_them(field, value):
+    with pytest.raises(ConfigError, match=field.split("_")[0]):
+        PreprocessConfig(**{field: value})
+
+
+def test_config_from_dict_rejects_unknown_fields():
+    with pytest.raises(ConfigError, match="camera_heigth"):
+        PreprocessConfig.from_dict({"camera_heigth": 100})
+
+
+# ---------------------------------------------------------------------------------------- camera
+
+def test_jpeg_decode_matches_reference_and_uses_out_buffer():
+    image = _test_image()
+    frame = CameraFrame(stamp_ns=1, data=_jpeg(image))
+    out = np.full(CFG.camera_shape, np.nan, dtype=np.float32)
+    result = decode_camera(frame, CFG, out=out)
+    assert result is out
+    assert result.dtype == np.float32 and result.shape == (3, 144, 256)
+    # JPEG loss and the reduced (DCT-scaled) decode: close to the exact pipeline, not equal.
+    assert np.abs(result - _expected(image)).mean() < 0.05
+    # channel order: R (from the image's third channel, constant 200) is channel 0
+    r = (200 / 255 - CFG.camera_mean[0]) / CFG.camera_std[0]
+    assert abs(float(result[0].mean()) - r) < 0.05
+
+
+def test_png_and_raw_encodings_agree():
+    image = _test_image(320, 180)
+    cfg = PreprocessConfig()
+    png = decode_camera(CameraFrame(stamp_ns=1, data=_png(image), encoding="png"), cfg)
+    bgr = decode_camera(CameraFrame(stamp_ns=1, data=image.tobytes(), encoding="bgr8", width=320, height=180), cfg)
+    rgb = decode_camera(CameraFrame(stamp_ns=1, data=image[:, :, ::-1].tobytes(), encoding="rgb8", width=320,
+                                    height=180), cfg)
+    np.testing.assert_allclose(png, _expected(image), atol=1e-5)
+    np.testing.assert_array_equal(png, bgr)
+    np.testing.assert_array_equal(bgr, rgb)
+    gray = decode_camera(CameraFrame(stamp_ns=1, data=image[:, :, 0].tobytes(), encoding="mono8", width=320,
+                                     height=180), cfg)
+    # grey replicated to three channels: equal before normalization
+    raw = gray * np.float32(cfg.camera_std)[:, None, None] + np.float32(cfg.camera_mean)[:, None, None]
+    np.testing.assert_allclose(raw[0], raw[2], atol=1e-5)
+
+
+def test_raw_frame_of_wrong_size_is_rejected():
+    with pytest.raises(DecodeError, match="needs 172800 bytes"):
+        decode_camera(CameraFrame(stamp_ns=1, data=b"\0" * 100, encoding="bgr8", width=320, height=180), CFG)
+    with pytest.raises(DecodeError, match="unsupported camera encoding"):
+        decode_camera(CameraFrame(stamp_ns=1, data=b"\0", encoding="yuv422"), CFG)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "scan_garbled"])
+def test_corrupt_jpeg_raises_decode_error(damage):
+    data = _jpeg(_test_image())
+    if damage == "garbage":
+        data = b"\xff\xd8" + bytes(range(256)) * 8
+    elif damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "empty":
+        data = b""
+    else:  # a header that claims a size, then a scan full of nonsense
+        data = data[:200] + b"\xff\x00" * 3 + b"\xff\xd9"
+    with pytest.raises(DecodeError):
+        decode_camera(CameraFrame(stamp_ns=1, data=data), CFG)
+
+
+def test_encoding_must_match_data():
+    with pytest.raises(DecodeError, match="says encoding 'png' but the data is jpeg"):
+        decode_camera(CameraFrame(stamp_ns=1, data=_jpeg(_test_image()), encoding="png"), CFG)
+
+
+def _jpeg_header(width: int, height: int) -> bytes:
+    """SOI + a baseline SOF0 frame header claiming width x height (no pixel data)."""
+    # length(2) precision(1) height(2) width(2) components(1) + 3 bytes per component
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + bytes(9)
+    return b"\xff\xd8" + sof + b"\xff\xd9"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+
+
+def test_header_dimensions_are_read_without_decoding():
+    assert image_size(_jpeg(_test_image(320, 180))) == ("jpeg", 320, 180)
+    assert image_size(_png(_test_image(320, 180))) == ("png", 320, 180)
+    assert image_size(_jpeg_header(20000, 20000)) == ("jpeg", 20000, 20000)
+
+
+@pytest.mark.parametrize(("make", "encoding"), [(_jpeg_header, "jpeg"), (_png_header, "png")])
+def test_decompression_bomb_header_is_refused_before_decoding(make, encoding, monkeypatch):
+    def _no_decode(*args, **kwargs):
+        raise AssertionError("imdecode must not be called for a refused header")
+
+    monkeypatch.setattr(cv2, "imdecode", _no_decode)
+    with pytest.raises(DecodeError, match="20000x20000 is outside"):
+        decode_camera(CameraFrame(stamp_ns=1, data=make(20000, 20000), encoding=encoding), CFG)
+
+
+def test_reduced_decode_is_used_for_large_jpegs(monkeypatch):
+    seen = []
+    real = cv2.imdecode
+
+    def _spy(buf, flags):
+        seen.append(flags)
+        return real(buf, flags)
+
+    monkeypatch.setattr(cv2, "imdecode", _spy)
+    decode_camera(CameraFrame(stamp_ns=1, data=_jpeg(_test_image(1280, 720))), CFG)  # 5x larger: 4x reduction
+    decode_camera(CameraFrame(stamp_ns=1, data=_jpeg(_test_image(320, 180))), CFG)  # < 2x: full decode
+    assert seen[0] & ~cv2.IMREAD_IGNORE_ORIENTATION == cv2.IMREAD_REDUCED_COLOR_4
+    assert seen[1] & ~cv2.IMREAD_IGNORE_ORIENTATION == cv2.IMREAD_COLOR
+
+
+# ----------------------------------------------------------------------------------------- radar
+
+def _radar_msg(data: np.ndarray, channels=("power_db", "radial_velocity_mps")) -> RadarTensor:
+    return RadarTensor(stamp_ns=1, data=data, channels=channels, range_min_m=0.5, range_max_m=100.0,
+                       azimuth_min_rad=-math.pi / 3, azimuth_max_rad=math.pi / 3)
+
+
+def test_radar_tensor_normalization_and_channel_selection():
+    rng = np.random.default_rng(0)
+    power = rng.uniform(0, 40, (128, 64)).astype(np.float32)
+    vel = rng.uniform(-20, 20, (128, 64)).astype(np.float32)
+    extra = np.zeros((128, 64), np.float32)
+    # channels in another order plus one the model ignores
+    msg = _radar_msg(np.stack([vel, extra, power]), ("radial_velocity_mps", "snr", "power_db"))
+    x = radar_tensor_input(msg, CFG)
+    assert x.shape == (2, 128, 64) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0], (power - 10.0) / 10.0, rtol=1e-6)
+    np.testing.assert_allclose(x[1], vel / 10.0, rtol=1e-6)
+
+
+def test_radar_tensor_masks_few_nonfinite_cells_and_rejects_many():
+    data = np.zeros((2, 128, 64), np.float32)
+    data[0, 3, 4] = np.nan
+    data[1, 5, 6] = np.inf
+    data[0, 7, 8] = 1e30  # finite but absurd: clipped
+    x = radar_tensor_input(_radar_msg(data), CFG)
+    assert np.isfinite(x).all()
+    assert x[0, 3, 4] == 0.0 and x[1, 5, 6] == 0.0 and x[0, 7, 8] == CFG.radar_clip
+    data[0, :20] = np.nan  # 20 of 128 rows of one channel: 7.8% > 1%
+    with pytest.raises(DecodeError, match="non-finite"):
+        radar_tensor_input(_radar_msg(data), CFG)
+
+
+def test_radar_tensor_shape_and_channel_checks():
+    with pytest.raises(DecodeError, match="differs from the model"):
+        radar_tensor_input(_radar_msg(np.zeros((2, 64, 64), np.float32)), CFG)
+    with pytest.raises(DecodeError, match="lacks channels"):
+        radar_tensor_input(_radar_msg(np.zeros((2, 128, 64), np.float32), ("power_db", "snr")), CFG)
+
+
+def test_rasterize_detections_matches_a_python_loop():
+    rig = Rig.default()
+    radar = rig.radar
+    rng = np.random.default_rng(1)
+    n = 500
+    r = rng.uniform(0, 110, n)
+    az = rng.uniform(-1.2, 1.2, n)
+    pts = np.stack([r * np.cos(az), r * np.sin(az), np.zeros(n), rng.normal(0, 5, n), rng.normal(5, 3, n)], 1)
+    pts[:3] = pts[10:13]  # duplicated cells
+    pts[20, 3] = np.nan  # dropped
+    got = rasterize_detections(pts.astype(np.float32), radar, CFG)
+
+    count = np.zeros(CFG.radar_shape)
+    vel = np.zeros(CFG.radar_shape)
+    rcs = np.zeros(CFG.radar_shape)
+    for p in pts.astype(np.float32).astype(np.float64):
+        if not np.isfinite(p).all():
+            continue
+        ri = math.floor((math.sqrt(p[0] ** 2 + p[1] ** 2 + p[2] ** 2) - radar.range_min_m) / radar.range_resolution_m)
+        ai = math.floor((math.atan2(p[1], p[0]) + radar.azimuth_max_rad) / radar.azimuth_resolution_rad)
+        if 0 <= ri < radar.num_range_bins and 0 <= ai < radar.num_azimuth_bins:
+            count[ri, ai] += 1
+            vel[ri, ai] += p[3]
+            rcs[ri, ai] += p[4]
+    nz = count > 0
+    assert nz.sum() > 100
+    np.testing.assert_allclose(got[0], np.log1p(count), rtol=1e-6)
+    np.testing.assert_allclose(got[1][nz], np.clip(vel[nz] / count[nz] / 10.0, -5, 5), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[2][nz], np.clip(rcs[nz] / count[nz] / 10.0, -5, 5), rtol=1e-5, atol=1e-6)
+    assert (got[1:, ~nz] == 0).all()
+
+
+# ------------------------------------------------------------------------------------------- map
+
+def _raster(grid: MapGrid, fill: str = "drivable") -> tuple[MapRaster, np.ndarray]:
+    rows, cols = grid.shape
+    g = np.full((rows, cols), MAP_CODES[fill], dtype=np.int8)
+    return MapRaster(stamp_ns=1, grid=g, cell_m=grid.cell_m, x_max_m=grid.x_max_m, y_max_m=grid.y_max_m), g
+
+
+def test_map_one_hot_on_the_same_grid_is_exact():
+    rng = np.random.default_rng(2)
+    codes = np.array(list(MAP_CODES.values()), dtype=np.int8)
+    grid = codes[rng.integers(0, len(codes), CFG.map_grid.shape)]
+    msg = MapRaster(stamp_ns=1, grid=grid, cell_m=CFG.map_grid.cell_m, x_max_m=CFG.map_grid.x_max_m,
+                    y_max_m=CFG.map_grid.y_max_m)
+    x = map_input(msg, CFG)
+    assert x.shape == (5, 64, 64) and x.dtype == np.float32
+    for k, name in enumerate(CFG.map_classes):
+        np.testing.assert_array_equal(x[k], (grid == MAP_CODES[name]).astype(np.float32))
+    np.testing.assert_array_equal(x.sum(0), (grid != -1).astype(np.float32))
+
+
+def test_map_of_other_size_and_resolution_is_resampled():
+    # A 4x finer raster covering the same area, left half sidewalk, right half drivable.
+    fine = MapGrid(cell_m=CFG.map_grid.cell_m / 4)
+    msg, g = _raster(fine)
+    g[:, : g.shape[1] // 2] = MAP_CODES["sidewalk"]
+    x = map_input(msg, CFG)
+    assert x.shape == (5, 64, 64)
+    np.testing.assert_array_equal(x[CFG.map_classes.index("sidewalk"), :, :32], 1.0)
+    np.testing.assert_array_equal(x[CFG.map_classes.index("drivable"), :, 32:], 1.0)
+    # A small, coarse raster covering only the area ahead: outside cells are all-zero, inside one-hot.
+    coarse = MapGrid(x_min_m=0.0, x_max_m=60.0, y_min_m=-30.0, y_max_m=30.0, cell_m=3.0)
+    msg, _ = _raster(coarse, "crosswalk")
+    x = map_input(msg, CFG)
+    xs, ys = CFG.map_grid.cell_centres()
+    inside = ((xs > 0.75) & (xs < 59.25))[:, None] & ((ys > -29.25) & (ys < 29.25))[None, :]
+    k = CFG.map_classes.index("crosswalk")
+    np.testing.assert_array_equal(x[k][inside], 1.0)
+    np.testing.assert_array_equal(x.sum(0)[~((xs >= -0.75) & (xs <= 60.75))[:, None].repeat(64, 1)], 0.0)
+
+
+def test_map_rejects_malformed_rasters():
+    with pytest.raises(DecodeError, match="2-D"):
+        map_input(MapRaster(stamp_ns=1, grid=np.zeros(5, np.int8), cell_m=1.0, x_max_m=1.0, y_max_m=1.0), CFG)
+    with pytest.raises(DecodeError, match="cell_m"):
+        map_input(MapRaster(stamp_ns=1, grid=np.zeros((5, 5), np.int8), cell_m=0.0, x_max_m=1.0, y_max_m=1.0), CFG)
+    with pytest.raises(DecodeError, match="integer"):
+        map_input(MapRaster(stamp_ns=1, grid=np.zeros((5, 5), np.float32), cell_m=1.0, x_max_m=1.0, y_max_m=1.0),
+                  CFG)
+
+
+# ------------------------------------------------------------------------------------------ text
+
+def test_tokenize_and_vocabulary_encode():
+    assert tokenize("School zone, RAIN; 30 km/h") == ["school", "zone", "rain", "30", "km", "h"]
+    vocab = Vocabulary.build(["school zone rain", "rain at night", "rain"], max_tokens=5)
+    assert vocab.words[0] == "rain"  # most frequent first
+    assert len(vocab) == len(vocab.words) + 2
+    ids = vocab.encode("Rain, fog and school")
+    assert ids.dtype == np.int64 and ids.shape == (5,)
+    rain, school = vocab.words.index("rain") + 2, vocab.words.index("school") + 2
+    assert ids.tolist() == [rain, UNK_ID, UNK_ID, school, PAD_ID]
+    assert vocab.encode("rain " * 20).tolist() == [rain] * 5  # cut at max_tokens
+    assert vocab.text_input(TextContext(stamp_ns=1, text="")).tolist() == [PAD_ID] * 5
+
+
+def test_vocabulary_json_round_trip(tmp_path):
+    vocab = Vocabulary.build(["highway fog", "urban night 30 km h"], max_tokens=8)
+    path = tmp_path / "vocab.json"
+    vocab.save(path)
+    again = Vocabulary.load(path)
+    assert again.words == vocab.words and again.max_tokens == 8
+    assert again.encode("fog on highway").tolist() == vocab.encode("fog on highway").tolist()
+    path.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ConfigError, match="not a fusion-rt vocabulary"):
+        Vocabulary.load(path)
+    with pytest.raises(ConfigError, match="lowercase alphanumeric"):
+        Vocabulary(["Fog"])
