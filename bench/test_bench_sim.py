@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from fusion_rt.sim import DriveConfig, simulate_drive
 from fusion_rt.sim.record import record_drive
 

@@ -8,7 +8,7 @@ How each maps to a ROS 2 message on disk is documented in `fusion_rt.logs.schema
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import numpy as np
 
@@ -167,5 +167,5 @@ class GroundTruth:
     extras: dict[str, float] = field(default_factory=dict)
 
 
-SensorMessage = Union[CameraFrame, CameraInfo, RadarTensor, RadarDetections, MapRaster, TextContext]
-Message = Union[SensorMessage, GroundTruth]
+SensorMessage = CameraFrame | CameraInfo | RadarTensor | RadarDetections | MapRaster | TextContext
+Message = SensorMessage | GroundTruth

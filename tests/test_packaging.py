@@ -47,8 +47,8 @@ def test_wheel_contains_every_module(tmp_path):
         shutil.copy(ROOT / name, src / name)
     for folder in TREES:
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"),
-                           str(src)], capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("fusion_rt-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

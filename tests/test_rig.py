@@ -19,7 +19,8 @@ def test_projection_of_points_ahead():
     k = cam.intrinsics
     # A point straight ahead at the camera's height, far away, lands on the centre column, and a
     # point to the left (positive y) lands left of centre.
-    (u0, v0), (u1, _) = cam.project(np.array([[cam.pose.x + 1000.0, 0.0, cam.pose.z], [cam.pose.x + 10.0, 2.0, 0.0]]))[0]
+    points = np.array([[cam.pose.x + 1000.0, 0.0, cam.pose.z], [cam.pose.x + 10.0, 2.0, 0.0]])
+    (u0, v0), (u1, _) = cam.project(points)[0]
     assert u0 == pytest.approx(k.cx)
     # the camera pitches down 3 degrees, so the horizon sits above the principal point
     assert v0 == pytest.approx(k.cy - k.fy * math.tan(math.radians(3.0)), abs=0.5)

@@ -65,6 +65,7 @@ class DriveSummary:
             "label_rate": {k: round(v / max(1, frames), 3) for k, v in sorted(self.label_frames.items())},
             "agents": {k: len(v) for k, v in sorted(self.agent_ids.items())},
             "camera_sees_of_radar_visible": {
-                cond: round(cam / radar, 3) if radar else None for cond, (radar, cam) in sorted(self.seen_by_radar.items())
+                cond: round(cam / radar, 3) if radar else None
+                for cond, (radar, cam) in sorted(self.seen_by_radar.items())
             },
         }
