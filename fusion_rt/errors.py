@@ -17,6 +17,10 @@ __all__ = [
     "CorruptRecordError",
     "DecodeError",
     "PackageError",
+    "ManifestError",
+    "GraphMismatchError",
+    "IntegrityError",
+    "UnsafePathError",
 ]
 
 
@@ -63,3 +67,19 @@ class DecodeError(FusionRTError, ValueError):
 
 class PackageError(FusionRTError):
     """A model package is missing, malformed, or does not match its manifest."""
+
+
+class ManifestError(PackageError):
+    """manifest.json is missing, not JSON, or a field is missing or malformed."""
+
+
+class GraphMismatchError(PackageError):
+    """A graph's inputs, outputs, dtypes, shapes or opset differ from what the manifest says."""
+
+
+class IntegrityError(PackageError):
+    """A file's sha256 differs from the manifest (tampered or stale), or a file is missing."""
+
+
+class UnsafePathError(PackageError):
+    """A path in the package (a graph, its external data) points outside the package directory."""

@@ -1,0 +1,327 @@
+"""The model package: the contract between export and the runtime (DESIGN.md section 4).
+
+A package is a directory::
+
+    manifest.json          what the runtime needs; described field by field in README
+    camera_encoder.onnx    one graph per modality encoder: input -> tokens [batch, tokens, dim]
+    radar_encoder.onnx ...
+    head.onnx              every modality's tokens + presence mask [batch, M] -> outputs
+    vocab.json             the text vocabulary (when the text modality is present)
+
+`load_package` validates everything up front: manifest fields, file hashes, graph inputs and
+outputs (names, dtypes, shapes), opset, and that every file (external data included) lies inside
+the package directory. A mismatch raises a `PackageError` subclass naming the graph and field, so
+a bad package is refused before any frame is processed. `describe_graph` / `write_manifest` are
+the export side of the same contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fusion_rt.errors import (
+    ConfigError,
+    GraphMismatchError,
+    IntegrityError,
+    ManifestError,
+    PackageError,
+    UnsafePathError,
+)
+from fusion_rt.messages import MODALITIES
+from fusion_rt.rig import Rig
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "MIN_OPSET",
+    "TensorSpec",
+    "GraphSpec",
+    "ModelPackage",
+    "load_package",
+    "describe_graph",
+    "write_manifest",
+    "sha256_file",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+MIN_OPSET = 17
+_MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few KB; refuse absurd files before parsing them
+
+# ONNX TensorProto element types <-> manifest dtype names.
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64",
+                16: "bfloat16"}
+
+Dim = int | str  # a static size, or the name of a dynamic axis ("batch")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: name, dtype name ("float32", "int64"...) and shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> TensorSpec:
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not isinstance(d.get("dtype"), str) \
+                or not isinstance(d.get("shape"), list):
+            raise ManifestError(f"{where}: expected {{name, dtype, shape}}, got {d!r}")
+        if d["dtype"] not in _ONNX_DTYPES.values():
+            raise ManifestError(f"{where}: unknown dtype {d['dtype']!r}")
+        for dim in d["shape"]:
+            if not (isinstance(dim, str) or (isinstance(dim, int) and not isinstance(dim, bool) and dim > 0)):
+                raise ManifestError(f"{where}: shape entries must be positive ints or axis names, got {dim!r}")
+        return cls(d["name"], d["dtype"], tuple(d["shape"]))
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One ONNX graph of the package. `role` is "encoder" (with its `modality`) or "head"."""
+
+    name: str
+    file: str
+    sha256: str
+    role: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    modality: str | None = None
+    opset: int = MIN_OPSET
+
+    def to_dict(self) -> dict:
+        d = {"file": self.file, "sha256": self.sha256, "role": self.role, "opset": self.opset,
+             "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+        if self.modality is not None:
+            d["modality"] = self.modality
+        return d
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A validated package. `manifest` is the parsed manifest.json; the typed fields are views of it."""
+
+    root: Path
+    manifest: dict
+    sha256: str  # of manifest.json, which pins every graph's hash: one id for the whole package
+    name: str
+    precision: str
+    rig: Rig
+    modalities: tuple[str, ...]
+    graphs: dict[str, GraphSpec]
+    scene_labels: tuple[str, ...]
+    bev_classes: tuple[str, ...]
+    max_age_ns: dict[str, int]
+    latency_budget_ms: dict[str, float] = field(default_factory=dict)
+
+    def graph_path(self, name: str) -> Path:
+        return self.root / self.graphs[name].file
+
+    def encoder(self, modality: str) -> GraphSpec:
+        return self.graphs[modality]
+
+    @property
+    def head(self) -> GraphSpec:
+        return self.graphs["head"]
+
+    @property
+    def preprocess(self) -> dict:
+        return self.manifest["preprocess"]
+
+    @property
+    def vocabulary_path(self) -> Path | None:
+        rel = self.manifest.get("vocabulary")
+        return self.root / rel if rel else None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _inside(root: Path, rel: str, what: str) -> Path:
+    """Resolve `rel` under `root`, refusing absolute paths, '..' escapes and symlinks that leave root."""
+    if not isinstance(rel, str) or not rel:
+        raise ManifestError(f"{what}: expected a relative file name, got {rel!r}")
+    if os.path.isabs(rel):
+        raise UnsafePathError(f"{what}: absolute path {rel!r} is not allowed; files must lie inside the package")
+    candidate = root / rel
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise UnsafePathError(f"{what}: {rel!r} resolves to {str(resolved)!r}, outside the package {str(root)!r}")
+    return candidate
+
+
+def _graph_io(model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    def spec(value) -> TensorSpec:
+        tensor_type = value.type.tensor_type
+        dims: list[Dim] = []
+        for d in tensor_type.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
+        return TensorSpec(value.name, _ONNX_DTYPES.get(tensor_type.elem_type, f"onnx:{tensor_type.elem_type}"),
+                          tuple(dims))
+
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = tuple(spec(v) for v in model.graph.input if v.name not in initializers)
+    return inputs, tuple(spec(v) for v in model.graph.output)
+
+
+def _opset(model) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def describe_graph(root: str | os.PathLike, file: str, name: str, role: str, modality: str | None = None) -> GraphSpec:
+    """Read a graph's I/O, opset and hash (the export side: what the manifest will promise)."""
+    import onnx
+
+    path = Path(root) / file
+    model = onnx.load(str(path), load_external_data=False)
+    inputs, outputs = _graph_io(model)
+    return GraphSpec(name=name, file=file, sha256=sha256_file(path), role=role, inputs=inputs, outputs=outputs,
+                     modality=modality, opset=_opset(model))
+
+
+def write_manifest(root: str | os.PathLike, manifest: dict) -> Path:
+    """Write manifest.json (sorted keys, stable bytes) and return its path."""
+    path = Path(root) / MANIFEST_NAME
+    path.write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _require(d: dict, key: str, kind: type | tuple[type, ...], where: str = "manifest") -> Any:
+    if key not in d:
+        raise ManifestError(f"{where}: missing field {key!r}")
+    if not isinstance(d[key], kind):
+        raise ManifestError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {type(d[key]).__name__}")
+    return d[key]
+
+
+def _dims_match(declared: tuple[Dim, ...], actual: tuple[Dim, ...]) -> bool:
+    if len(declared) != len(actual):
+        return False
+    # A named (dynamic) axis in the manifest must be dynamic in the graph; a static size must match exactly.
+    return all((isinstance(d, str) and not isinstance(a, int)) or d == a for d, a in zip(declared, actual))
+
+
+def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
+    import onnx
+
+    where = f"graph {spec.name!r}"
+    path = _inside(root, spec.file, f"{where}.file")
+    if not path.is_file():
+        raise IntegrityError(f"{where}: file {spec.file!r} is missing from {str(root)!r}")
+    if check_hashes:
+        actual = sha256_file(path)
+        if actual != spec.sha256:
+            raise IntegrityError(f"{where}: sha256 of {spec.file!r} is {actual[:16]}…, the manifest says "
+                                 f"{spec.sha256[:16]}… (tampered or stale file; re-export the package)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others from protobuf: any failure is a bad graph
+        raise GraphMismatchError(f"{where}: {spec.file!r} is not a readable ONNX model ({exc})") from exc
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in init.external_data if e.key == "location"), "")
+            ext = _inside(root, location, f"{where} external data of {init.name!r}")
+            if not ext.is_file():
+                raise IntegrityError(f"{where}: external data file {location!r} of {init.name!r} is missing")
+    opset = _opset(model)
+    if opset < MIN_OPSET:
+        raise GraphMismatchError(f"{where}: opset {opset} is below the minimum {MIN_OPSET}")
+    inputs, outputs = _graph_io(model)
+    for kind, declared, actual in (("inputs", spec.inputs, inputs), ("outputs", spec.outputs, outputs)):
+        if [t.name for t in declared] != [t.name for t in actual]:
+            raise GraphMismatchError(f"{where}.{kind}: manifest names {[t.name for t in declared]}, "
+                                     f"graph has {[t.name for t in actual]}")
+        for d, a in zip(declared, actual):
+            if d.dtype != a.dtype:
+                raise GraphMismatchError(f"{where}.{kind}[{d.name!r}].dtype: manifest {d.dtype}, graph {a.dtype}")
+            if not _dims_match(d.shape, a.shape):
+                raise GraphMismatchError(f"{where}.{kind}[{d.name!r}].shape: manifest {list(d.shape)}, "
+                                         f"graph {list(a.shape)}")
+
+
+def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPackage:
+    """Load and validate a model package directory; raise a `PackageError` subclass on any mismatch."""
+    root = Path(path)
+    if not root.is_dir():
+        raise PackageError(f"model package {str(root)!r} is not a directory")
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ManifestError(f"{str(manifest_path)!r} is missing: not a fusion-rt model package")
+    if manifest_path.stat().st_size > _MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{str(manifest_path)!r} is larger than {_MAX_MANIFEST_BYTES} bytes")
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{str(manifest_path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{str(manifest_path)!r}: expected a JSON object")
+    version = _require(manifest, "format_version", int)
+    if version != FORMAT_VERSION:
+        raise ManifestError(f"manifest format_version {version} is not supported (this fusion-rt reads {FORMAT_VERSION})")
+
+    try:
+        rig = Rig.from_dict(_require(manifest, "rig", dict))
+    except ConfigError as exc:
+        raise ManifestError(f"manifest.rig: {exc}") from exc
+    modalities = tuple(_require(manifest, "modalities", list))
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities:
+        raise ManifestError(f"manifest.modalities: {list(modalities)} must be a non-empty subset of {list(MODALITIES)}")
+    _require(manifest, "preprocess", dict)
+
+    graphs: dict[str, GraphSpec] = {}
+    for name, g in _require(manifest, "graphs", dict).items():
+        where = f"manifest.graphs.{name}"
+        if not isinstance(g, dict):
+            raise ManifestError(f"{where}: expected an object")
+        role = _require(g, "role", str, where)
+        graphs[name] = GraphSpec(
+            name=name, file=_require(g, "file", str, where), sha256=_require(g, "sha256", str, where), role=role,
+            inputs=tuple(TensorSpec.from_dict(t, f"{where}.inputs") for t in _require(g, "inputs", list, where)),
+            outputs=tuple(TensorSpec.from_dict(t, f"{where}.outputs") for t in _require(g, "outputs", list, where)),
+            modality=g.get("modality"), opset=int(g.get("opset", MIN_OPSET)),
+        )
+    for m in modalities:
+        if m not in graphs or graphs[m].role != "encoder" or graphs[m].modality != m:
+            raise ManifestError(f"manifest.graphs: modality {m!r} needs an encoder graph named {m!r}")
+    if "head" not in graphs or graphs["head"].role != "head":
+        raise ManifestError("manifest.graphs: a graph named 'head' with role 'head' is required")
+
+    outputs = _require(manifest, "outputs", dict)
+    scene_labels = tuple(_require(outputs, "scene_labels", list, "manifest.outputs"))
+    bev_classes = tuple(_require(outputs, "bev_classes", list, "manifest.outputs"))
+    max_age = _require(manifest, "max_age_ns", dict)
+    for key, value in max_age.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ManifestError(f"manifest.max_age_ns.{key}: expected a positive integer of nanoseconds, got {value!r}")
+    budgets = manifest.get("latency_budget_ms", {})
+    if not isinstance(budgets, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in budgets.values()):
+        raise ManifestError(f"manifest.latency_budget_ms: expected positive numbers, got {budgets!r}")
+    if manifest.get("vocabulary"):
+        vocab = _inside(root, manifest["vocabulary"], "manifest.vocabulary")
+        if not vocab.is_file():
+            raise IntegrityError(f"manifest.vocabulary: {manifest['vocabulary']!r} is missing")
+
+    for spec in graphs.values():
+        _check_graph(root, spec, check_hashes)
+
+    return ModelPackage(
+        root=root, manifest=manifest, sha256=hashlib.sha256(raw).hexdigest(),
+        name=str(manifest.get("name", root.name)), precision=str(manifest.get("precision", "fp32")), rig=rig,
+        modalities=modalities, graphs=graphs, scene_labels=scene_labels, bev_classes=bev_classes,
+        max_age_ns=dict(max_age), latency_budget_ms={k: float(v) for k, v in budgets.items()},
+    )

@@ -1,0 +1,107 @@
+"""A tiny but real model package built with onnx.helper (no torch): graphs ONNX Runtime can run.
+
+Each encoder averages its input into `tokens` [batch, N, D] through a real MatMul; the head pools
+tokens and maps them to scene logits, BEV logits and a modality share. Good for testing the
+package contract and the runtime's plumbing, not for accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from fusion_rt.package import describe_graph, write_manifest
+from fusion_rt.rig import CLASS_NAMES, Rig
+
+D = 8
+SCENE_LABELS = ("car", "truck", "pedestrian", "cyclist", "hazard")
+INPUTS = {  # modality -> (input name, dtype, shape without batch, tokens)
+    "camera": ("image", TensorProto.FLOAT, (3, 36, 64), 9),
+    "radar": ("radar", TensorProto.FLOAT, (2, 128, 64), 8),
+    "map": ("map", TensorProto.FLOAT, (5, 64, 64), 4),
+    "text": ("text_ids", TensorProto.INT64, (16,), 1),
+}
+
+
+def _encoder(modality: str, seed: int) -> onnx.ModelProto:
+    name, dtype, shape, tokens = INPUTS[modality]
+    rng = np.random.default_rng(seed)
+    flat = int(np.prod(shape))
+    nodes, inits = [], []
+    src = name
+    if dtype == TensorProto.INT64:
+        nodes.append(helper.make_node("Cast", [name], ["as_float"], to=TensorProto.FLOAT))
+        src = "as_float"
+    inits.append(numpy_helper.from_array(np.array([0, flat], dtype=np.int64), "flat_shape"))
+    inits.append(numpy_helper.from_array((rng.normal(size=(flat, tokens * D)) / flat).astype(np.float32), "w"))
+    inits.append(numpy_helper.from_array(np.array([0, tokens, D], dtype=np.int64), "tok_shape"))
+    nodes += [helper.make_node("Reshape", [src, "flat_shape"], ["flat"]),
+              helper.make_node("MatMul", ["flat", "w"], ["proj"]),
+              helper.make_node("Reshape", ["proj", "tok_shape"], ["tokens"])]
+    graph = helper.make_graph(nodes, f"{modality}_encoder",
+                              [helper.make_tensor_value_info(name, dtype, ["batch", *shape])],
+                              [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", tokens, D])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _head(modalities: tuple[str, ...], seed: int) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    m = len(modalities)
+    nodes, inits, inputs = [], [], []
+    pooled = []
+    for i, mod in enumerate(modalities):
+        tokens = INPUTS[mod][3]
+        inputs.append(helper.make_tensor_value_info(f"{mod}_tokens", TensorProto.FLOAT, ["batch", tokens, D]))
+        nodes.append(helper.make_node("ReduceMean", [f"{mod}_tokens", "axis1"], [f"{mod}_pool"], keepdims=0))
+        inits.append(numpy_helper.from_array(np.array([i], dtype=np.int64), f"idx{i}"))
+        nodes.append(helper.make_node("Gather", ["present", f"idx{i}"], [f"{mod}_p"], axis=1))
+        nodes.append(helper.make_node("Mul", [f"{mod}_pool", f"{mod}_p"], [f"{mod}_masked"]))
+        pooled.append(f"{mod}_masked")
+    inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"))
+    inputs.append(helper.make_tensor_value_info("present", TensorProto.FLOAT, ["batch", m]))
+    nodes.append(helper.make_node("Concat", pooled, ["feat"], axis=1))
+    rows, cols = Rig.default().bev.shape
+    n_cls = len(CLASS_NAMES)
+    inits.append(numpy_helper.from_array(rng.normal(size=(m * D, len(SCENE_LABELS))).astype(np.float32), "ws"))
+    inits.append(numpy_helper.from_array(rng.normal(size=(m * D, n_cls * rows * cols)).astype(np.float32) * 0.1, "wb"))
+    inits.append(numpy_helper.from_array(np.array([0, n_cls, rows, cols], dtype=np.int64), "bev_shape"))
+    inits.append(numpy_helper.from_array(np.array([0, 1, m], dtype=np.int64), "share_shape"))
+    inits.append(numpy_helper.from_array(np.ones((1, len(SCENE_LABELS) + 1, 1), dtype=np.float32), "share_rows"))
+    nodes += [helper.make_node("MatMul", ["feat", "ws"], ["scene_logits"]),
+              helper.make_node("MatMul", ["feat", "wb"], ["bev_flat"]),
+              helper.make_node("Reshape", ["bev_flat", "bev_shape"], ["bev_logits"]),
+              helper.make_node("ReduceSum", ["present", "axis1"], ["n_present"], keepdims=1),
+              helper.make_node("Div", ["present", "n_present"], ["share2d"]),
+              helper.make_node("Reshape", ["share2d", "share_shape"], ["share3d"]),
+              helper.make_node("Mul", ["share3d", "share_rows"], ["modality_share"])]
+    outputs = [helper.make_tensor_value_info("scene_logits", TensorProto.FLOAT, ["batch", len(SCENE_LABELS)]),
+               helper.make_tensor_value_info("bev_logits", TensorProto.FLOAT, ["batch", n_cls, rows, cols]),
+               helper.make_tensor_value_info("modality_share", TensorProto.FLOAT,
+                                             ["batch", len(SCENE_LABELS) + 1, m])]
+    graph = helper.make_graph(nodes, "head", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def make_tiny_package(root: Path, modalities: tuple[str, ...] = ("camera", "radar", "map", "text")) -> Path:
+    """Write a complete, valid package under `root` and return it."""
+    root.mkdir(parents=True, exist_ok=True)
+    graphs = {}
+    for i, mod in enumerate(modalities):
+        onnx.save(_encoder(mod, i), str(root / f"{mod}_encoder.onnx"))
+        graphs[mod] = describe_graph(root, f"{mod}_encoder.onnx", mod, "encoder", mod).to_dict()
+    onnx.save(_head(modalities, 99), str(root / "head.onnx"))
+    graphs["head"] = describe_graph(root, "head.onnx", "head", "head").to_dict()
+    (root / "vocab.json").write_text('{"words": ["school", "zone"], "max_tokens": 16}\n')
+    rig = Rig.default()
+    write_manifest(root, {
+        "name": "tiny", "precision": "fp32", "rig": rig.to_dict(), "modalities": list(modalities),
+        "preprocess": {"camera_shape": list(INPUTS["camera"][2])}, "graphs": graphs,
+        "outputs": {"scene_labels": list(SCENE_LABELS), "bev_classes": list(CLASS_NAMES)},
+        "max_age_ns": {"radar": 100_000_000, "map": 2_000_000_000, "text": 2_000_000_000},
+        "latency_budget_ms": {"end_to_end": 50.0}, "vocabulary": "vocab.json",
+        "provenance": {"source": "tests/tiny_package.py"},
+    })
+    return root
