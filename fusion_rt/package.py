@@ -211,7 +211,7 @@ def _dims_match(declared: tuple[Dim, ...], actual: tuple[Dim, ...]) -> bool:
     if len(declared) != len(actual):
         return False
     # A named (dynamic) axis in the manifest must be dynamic in the graph; a static size must match exactly.
-    return all((isinstance(d, str) and not isinstance(a, int)) or d == a for d, a in zip(declared, actual))
+    return all((isinstance(d, str) and not isinstance(a, int)) or d == a for d, a in zip(declared, actual, strict=True))
 
 
 def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
@@ -244,7 +244,7 @@ def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
         if [t.name for t in declared] != [t.name for t in actual]:
             raise GraphMismatchError(f"{where}.{kind}: manifest names {[t.name for t in declared]}, "
                                      f"graph has {[t.name for t in actual]}")
-        for d, a in zip(declared, actual):
+        for d, a in zip(declared, actual, strict=True):
             if d.dtype != a.dtype:
                 raise GraphMismatchError(f"{where}.{kind}[{d.name!r}].dtype: manifest {d.dtype}, graph {a.dtype}")
             if not _dims_match(d.shape, a.shape):
@@ -271,7 +271,8 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
         raise ManifestError(f"{str(manifest_path)!r}: expected a JSON object")
     version = _require(manifest, "format_version", int)
     if version != FORMAT_VERSION:
-        raise ManifestError(f"manifest format_version {version} is not supported (this fusion-rt reads {FORMAT_VERSION})")
+        raise ManifestError(f"manifest format_version {version} is not supported "
+                            f"(this fusion-rt reads {FORMAT_VERSION})")
 
     try:
         rig = Rig.from_dict(_require(manifest, "rig", dict))
