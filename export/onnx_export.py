@@ -1,0 +1,240 @@
+"""Export a trained run to a model package: one ONNX graph per encoder and one for the head.
+
+`export_run(run_dir, out_dir, parity_log=...)`:
+1. loads the run (config.json + model.safetensors, no pickle);
+2. exports each encoder and the head with `torch.onnx.export(..., dynamo=True)` at opset 18 with
+   a dynamic batch axis (BASELINE.md: the dynamo exporter gave 4e-7 parity; the legacy one fails
+   on attention under no_grad);
+3. checks every graph with `onnx.checker`;
+4. runs every graph in ONNX Runtime against PyTorch on real samples from a log and writes the
+   per-output max abs / relative error and cosine similarity into `parity.json`; FP32 parity
+   worse than `PARITY_RTOL` relative fails the export;
+5. writes `manifest.json` (fusion_rt.package) with rig, preprocessing, vocabulary, output
+   semantics, max ages, latency budgets and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fusion_rt.errors import ConfigError, FusionRTError
+from fusion_rt.package import describe_graph, load_package, write_manifest
+
+__all__ = ["export_run", "ExportError", "PARITY_RTOL", "DEFAULT_BUDGETS_MS", "DEFAULT_MAX_AGE_NS", "parity_stats"]
+
+#: FP32 parity bar: max |onnx - torch| / max |torch| per output.
+PARITY_RTOL = 1e-4
+OPSET = 18
+
+#: Latency budgets (ms) written into the manifest: this CPU class, p50 (runtime issue #5 accounts them).
+DEFAULT_BUDGETS_MS = {"camera_preprocess": 6.0, "camera_encoder": 12.0, "radar_encoder": 6.0, "map_encoder": 3.0,
+                      "text_encoder": 1.0, "head": 6.0, "end_to_end": 30.0}
+#: How old a modality's features may be at a camera trigger before it is masked (ns).
+DEFAULT_MAX_AGE_NS = {"radar": 150_000_000, "map": 3_000_000_000, "text": 3_000_000_000}
+
+_INPUT_NAMES = {"camera": "image", "radar": "radar", "map": "map", "text": "text_ids"}
+_HEAD_OUTPUTS = ("scene_logits", "bev_logits", "modality_share")
+
+
+class ExportError(FusionRTError):
+    """Export failed: a graph did not export, did not check, or missed the parity bar."""
+
+
+@dataclass
+class _Graph:
+    name: str
+    file: str
+    role: str
+    modality: str | None
+    module: object
+    args: tuple
+    input_names: list[str]
+    output_names: list[str]
+
+
+def parity_stats(reference: np.ndarray, actual: np.ndarray) -> dict:
+    """Max abs and relative error and cosine similarity of two arrays (flattened)."""
+    ref = reference.astype(np.float64).ravel()
+    act = actual.astype(np.float64).ravel()
+    diff = np.abs(ref - act)
+    scale = max(float(np.abs(ref).max()), 1e-12)
+    denom = float(np.linalg.norm(ref) * np.linalg.norm(act))
+    cosine = float(ref @ act / denom) if denom > 0 else float(np.array_equal(ref, act))
+    return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()), "max_rel": float(diff.max() / scale),
+            "cosine": cosine}
+
+
+def _source_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _graphs(model, inputs: dict) -> list[_Graph]:
+    import torch
+
+    graphs = []
+    for m in model.config.modalities:
+        graphs.append(_Graph(m, f"{m}_encoder.onnx", "encoder", m, model.encoders[m], (inputs[m],),
+                             [_INPUT_NAMES[m]], ["tokens"]))
+    with torch.no_grad():
+        tokens = model.encode(inputs)
+    present = torch.ones((next(iter(inputs.values())).shape[0], len(model.config.modalities)), dtype=torch.bool)
+    graphs.append(_Graph("head", "head.onnx", "head", None, model.head,
+                         (tuple(tokens[m] for m in model.config.modalities), present),
+                         [f"{m}_tokens" for m in model.config.modalities] + ["present"], list(_HEAD_OUTPUTS)))
+    return graphs
+
+
+def _export_one(graph: _Graph, path: Path) -> None:
+    import onnx
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    if graph.role == "head":
+        tokens, _present = graph.args
+        dynamic_shapes = (tuple({0: batch} for _ in tokens), {0: batch})
+    else:
+        dynamic_shapes = ({0: batch},)
+    try:
+        torch.onnx.export(graph.module, graph.args, str(path), dynamo=True, opset_version=OPSET,
+                          input_names=graph.input_names, output_names=graph.output_names,
+                          dynamic_shapes=dynamic_shapes, verbose=False, external_data=False)
+    except Exception as exc:  # the exporter raises many types; any failure means no graph
+        raise ExportError(f"graph {graph.name!r} failed to export: {type(exc).__name__}: {exc}") from exc
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"graph {graph.name!r} fails onnx.checker: {exc}") from exc
+
+
+def _flatten_args(graph: _Graph) -> list:
+    if graph.role == "head":
+        tokens, present = graph.args
+        return [*tokens, present]
+    return list(graph.args)
+
+
+def _check_parity(graphs: list[_Graph], root: Path, sample_inputs: dict, model) -> dict:
+    """Run every exported graph in ONNX Runtime against PyTorch on `sample_inputs` (real frames)."""
+    import onnxruntime as ort
+    import torch
+
+    report = {}
+    real_graphs = _graphs(model, sample_inputs)
+    for graph in real_graphs:
+        session = ort.InferenceSession(str(root / graph.file), providers=["CPUExecutionProvider"])
+        args = _flatten_args(graph)
+        feed = {name: a.numpy() for name, a in zip(graph.input_names, args, strict=True)}
+        got = session.run(graph.output_names, feed)
+        with torch.no_grad():
+            want = graph.module(*graph.args)
+        want = [want] if isinstance(want, torch.Tensor) else list(want)
+        report[graph.name] = {name: parity_stats(w.numpy(), g)
+                              for name, w, g in zip(graph.output_names, want, got, strict=True)}
+    return report
+
+
+def _sample_inputs(run, parity_log: str | Path | None, samples: int) -> tuple[dict, str]:
+    """Real preprocessed frames from a log (or, without one, the model's example inputs)."""
+    import torch
+
+    if parity_log is None:
+        return run.model.example_inputs(batch=2), "example inputs (zeros): no --parity-log given"
+    from fusion_rt.export.data import read_logs
+    from fusion_rt.export.evaluate import batch_inputs
+
+    split, _counts = read_logs([parity_log], run.preprocess, frame_stride=1, require_truth=False)
+    if len(split) == 0:
+        raise ConfigError(f"parity log {str(parity_log)!r} has no decodable camera frames")
+    index = np.linspace(0, len(split) - 1, num=min(samples, len(split))).round().astype(np.int64)
+    inputs = batch_inputs(split, index, split.text_ids(run.vocab), run.modalities)
+    return {m: torch.as_tensor(v) for m, v in inputs.items()}, f"{len(index)} frames of {Path(parity_log).name}"
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, parity_log: str | Path | None = None, samples: int = 16,
+               name: str | None = None, progress: Callable[[str], None] | None = None,
+               budgets_ms: dict[str, float] | None = None, overwrite: bool = False) -> Path:
+    """Export `run_dir` to a model package in `out_dir` and return its path (see module docstring)."""
+    from fusion_rt._optional import require
+
+    require("torch", "exporting a trained model")
+    require("onnxscript", "the dynamo ONNX exporter")
+    from fusion_rt.export.evaluate import load_run
+
+    say = progress or (lambda _msg: None)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"output folder {str(out)!r} is not empty (pass --overwrite to replace it)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = load_run(run_dir)
+    model = run.model
+    say(f"loaded run {run.path} ({', '.join(run.modalities)}; head {model.config.head})")
+
+    graphs = _graphs(model, model.example_inputs(batch=2))
+    for graph in graphs:
+        say(f"exporting {graph.file}")
+        _export_one(graph, out / graph.file)
+
+    inputs, source = _sample_inputs(run, parity_log, samples)
+    say(f"parity check on {source}")
+    parity = _check_parity(graphs, out, inputs, model)
+    failures = [f"{g}.{o}: max_rel {s['max_rel']:.2e}" for g, outs in parity.items() for o, s in outs.items()
+                if s["max_rel"] > PARITY_RTOL]
+    (out / "parity.json").write_text(json.dumps({"source": source, "rtol": PARITY_RTOL, "graphs": parity},
+                                                indent=2, sort_keys=True) + "\n")
+    if failures:
+        raise ExportError(f"FP32 parity worse than {PARITY_RTOL:g} relative: {'; '.join(failures)} "
+                          f"(report in {out / 'parity.json'})")
+
+    run.vocab.save(out / "vocab.json")
+    metrics_path = run.path / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    specs = {g.name: describe_graph(out, g.file, g.name, g.role, g.modality).to_dict() for g in graphs}
+    from fusion_rt.export.data import SCENE_LABELS
+
+    write_manifest(out, {
+        "name": name or f"fusion-{model.config.head}",
+        "precision": "fp32",
+        "precision_recipe": {"name": "fp32"},
+        "rig": run.rig.to_dict(),
+        "modalities": list(run.modalities),
+        "preprocess": run.preprocess.to_dict(),
+        "vocabulary": "vocab.json",
+        "graphs": specs,
+        "outputs": {
+            "scene_labels": list(SCENE_LABELS),
+            "scene_activation": "sigmoid",
+            "bev_classes": list(run.rig.class_names),
+            "bev_activation": "sigmoid",
+            "bev_grid": run.rig.to_dict()["bev"],
+            "modality_share": "rows: scene labels then BEV; columns: modalities in manifest order",
+        },
+        "max_age_ns": {k: v for k, v in DEFAULT_MAX_AGE_NS.items() if k in run.modalities},
+        "latency_budget_ms": dict(budgets_ms or DEFAULT_BUDGETS_MS),
+        "parity": {"file": "parity.json", "worst_max_rel": max(s["max_rel"] for o in parity.values()
+                                                                for s in o.values())},
+        "provenance": {
+            "run": run.path.name,
+            "training_config": run.config,
+            "metrics": metrics.get("validation", metrics),
+            "source_commit": _source_commit(),
+            "exporter": f"torch.onnx.export(dynamo=True, opset={OPSET})",
+        },
+    })
+    load_package(out)  # the package must pass the same validation the runtime applies
+    say(f"wrote {out}")
+    return out
+

@@ -1,0 +1,108 @@
+"""Export: a run becomes a package the runtime's loader accepts, with parity proven on real frames."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxscript")
+pytestmark = pytest.mark.train
+
+from fusion_rt.errors import ConfigError  # noqa: E402
+from fusion_rt.package import load_package  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    """A run directory in the training format, with untrained weights (export does not care)."""
+    from safetensors.torch import save_file
+
+    from fusion_rt.export.evaluate import RUN_FORMAT, RUN_VERSION
+    from fusion_rt.export.models import FusionModel, FusionModelConfig
+    from fusion_rt.preprocess import PreprocessConfig, Vocabulary
+    from fusion_rt.rig import Rig
+
+    out = tmp_path_factory.mktemp("runs") / "random"
+    out.mkdir()
+    torch.manual_seed(0)
+    rig = Rig.default()
+    pre = PreprocessConfig.from_rig(rig)
+    config = FusionModelConfig()
+    model = FusionModel(config, rig=rig, preprocess=pre)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    Vocabulary.build(["school zone, rain, 30 km/h", "highway, fog, 100 km/h"], max_tokens=pre.text_max_tokens).save(
+        out / "vocab.json")
+    (out / "config.json").write_text(json.dumps({"format": RUN_FORMAT, "version": RUN_VERSION, "rig": rig.to_dict(),
+                                                 "preprocess": pre.to_dict(), "model": config.to_dict()}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def parity_log(tmp_path_factory):
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    path = tmp_path_factory.mktemp("logs") / "parity.mcap"
+    record_drive(DriveConfig(seconds=1.0, seed=77, conditions="fog"), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def package(random_run, parity_log, tmp_path_factory):
+    from fusion_rt.export.onnx_export import export_run
+
+    return export_run(random_run, tmp_path_factory.mktemp("pkg") / "pkg", parity_log=parity_log, samples=4)
+
+
+def test_package_is_valid_and_complete(package):
+    pkg = load_package(package)
+    assert pkg.modalities == ("camera", "radar", "map", "text")
+    assert set(pkg.graphs) == {"camera", "radar", "map", "text", "head"}
+    assert pkg.head.inputs[-1].name == "present" and pkg.head.inputs[-1].dtype == "bool"
+    assert [o.name for o in pkg.head.outputs] == ["scene_logits", "bev_logits", "modality_share"]
+    for spec in pkg.graphs.values():
+        assert spec.inputs[0].shape[0] == "batch"  # dynamic batch axis
+        assert spec.opset >= 17
+    manifest = pkg.manifest
+    for key in ("preprocess", "vocabulary", "latency_budget_ms", "provenance", "outputs", "max_age_ns"):
+        assert manifest[key], key
+    assert manifest["outputs"]["bev_classes"] == ["car", "truck", "pedestrian", "cyclist"]
+
+
+def test_parity_report_on_real_frames(package):
+    report = json.loads((package / "parity.json").read_text())
+    assert "parity.mcap" in report["source"]
+    for graph, outputs in report["graphs"].items():
+        for name, stats in outputs.items():
+            assert stats["max_rel"] <= 1e-4, (graph, name, stats)
+            assert stats["cosine"] > 0.99999, (graph, name, stats)
+
+
+def test_dynamic_batch_runs_in_onnxruntime(package):
+    import onnxruntime as ort
+
+    pkg = load_package(package)
+    session = ort.InferenceSession(str(pkg.graph_path("radar")), providers=["CPUExecutionProvider"])
+    shape = [d for d in pkg.graphs["radar"].inputs[0].shape[1:]]
+    for batch in (1, 3):
+        (tokens,) = session.run(None, {"radar": np.zeros((batch, *shape), np.float32)})
+        assert tokens.shape[0] == batch
+
+
+def test_export_refuses_non_empty_output(random_run, package):
+    from fusion_rt.export.onnx_export import export_run
+
+    with pytest.raises(ConfigError, match="not empty"):
+        export_run(random_run, package)
+
+
+def test_parity_stats_detect_divergence():
+    from fusion_rt.export.onnx_export import parity_stats
+
+    ref = np.linspace(-1, 1, 100)
+    assert parity_stats(ref, ref)["max_abs"] == 0.0
+    bad = parity_stats(ref, ref + 0.01)
+    assert bad["max_rel"] == pytest.approx(0.01) and bad["cosine"] < 1.0
