@@ -14,6 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from fusion_rt.package import describe_graph, write_manifest
+from fusion_rt.preprocess import PreprocessConfig, Vocabulary
 from fusion_rt.rig import CLASS_NAMES, Rig
 
 D = 8
@@ -41,6 +42,37 @@ def _encoder(modality: str, seed: int) -> onnx.ModelProto:
     nodes += [helper.make_node("Reshape", [src, "flat_shape"], ["flat"]),
               helper.make_node("MatMul", ["flat", "w"], ["proj"]),
               helper.make_node("Reshape", ["proj", "tok_shape"], ["tokens"])]
+    graph = helper.make_graph(nodes, f"{modality}_encoder",
+                              [helper.make_tensor_value_info(name, dtype, ["batch", *shape])],
+                              [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", tokens, D])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _conv_encoder(modality: str, seed: int, width: int = 64, layers: int = 4) -> onnx.ModelProto:
+    """A convolutional encoder with the same I/O as `_encoder` and realistic compute (benchmarks).
+
+    3x3 convolutions at full input resolution, a 1x1 projection to tokens x D channels, a global
+    mean over space: [B, C, H, W] -> [B, tokens, D]. At the camera input (36x64) with width 64 and
+    4 layers that is ~0.7 GFLOP, so the camera encoder dominates a frame as in a real model.
+    """
+    name, dtype, shape, tokens = INPUTS[modality]
+    assert dtype == TensorProto.FLOAT and len(shape) == 3
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    src, channels = name, shape[0]
+    for i in range(layers):
+        w = (rng.normal(size=(width, channels, 3, 3)) * np.sqrt(2.0 / (channels * 9))).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [src, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        src, channels = f"r{i}", width
+    inits.append(numpy_helper.from_array((rng.normal(size=(tokens * D, channels, 1, 1)) * 0.1).astype(np.float32),
+                                         "proj"))
+    inits.append(numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "hw"))
+    inits.append(numpy_helper.from_array(np.array([0, tokens, D], dtype=np.int64), "tok_shape"))
+    nodes += [helper.make_node("Conv", [src, "proj"], ["p"]),
+              helper.make_node("ReduceMean", ["p", "hw"], ["pooled"], keepdims=0),  # [B, tokens * D]
+              helper.make_node("Reshape", ["pooled", "tok_shape"], ["tokens"])]  # [B, tokens, D]
     graph = helper.make_graph(nodes, f"{modality}_encoder",
                               [helper.make_tensor_value_info(name, dtype, ["batch", *shape])],
                               [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", tokens, D])], inits)
@@ -85,20 +117,34 @@ def _head(modalities: tuple[str, ...], seed: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def make_tiny_package(root: Path, modalities: tuple[str, ...] = ("camera", "radar", "map", "text")) -> Path:
-    """Write a complete, valid package under `root` and return it."""
+def make_tiny_package(root: Path, modalities: tuple[str, ...] = ("camera", "radar", "map", "text"),
+                      heavy: bool = False) -> Path:
+    """Write a complete, valid package under `root` and return it.
+
+    `heavy` gives the camera (and, lighter, the radar) encoder real convolutions, so benchmarks see
+    a compute profile like a real model's (camera encoder ~80% of a frame) instead of microseconds.
+    """
     root.mkdir(parents=True, exist_ok=True)
     graphs = {}
     for i, mod in enumerate(modalities):
-        onnx.save(_encoder(mod, i), str(root / f"{mod}_encoder.onnx"))
+        if heavy and mod in ("camera", "radar"):
+            model = _conv_encoder(mod, i, width=64 if mod == "camera" else 8, layers=4 if mod == "camera" else 2)
+        else:
+            model = _encoder(mod, i)
+        onnx.save(model, str(root / f"{mod}_encoder.onnx"))
         graphs[mod] = describe_graph(root, f"{mod}_encoder.onnx", mod, "encoder", mod).to_dict()
     onnx.save(_head(modalities, 99), str(root / "head.onnx"))
     graphs["head"] = describe_graph(root, "head.onnx", "head", "head").to_dict()
-    (root / "vocab.json").write_text('{"words": ["school", "zone"], "max_tokens": 16}\n')
+    Vocabulary(["school", "zone", "rain", "construction", "pedestrians", "crossing"],
+               max_tokens=INPUTS["text"][2][0]).save(root / "vocab.json")
     rig = Rig.default()
+    _, height, width = INPUTS["camera"][2]
+    # The real preprocessing the runtime applies: a small camera input; radar and map grids from the rig.
+    preprocess = PreprocessConfig.from_rig(rig, camera_height=height, camera_width=width,
+                                           text_max_tokens=INPUTS["text"][2][0])
     write_manifest(root, {
         "name": "tiny", "precision": "fp32", "rig": rig.to_dict(), "modalities": list(modalities),
-        "preprocess": {"camera_shape": list(INPUTS["camera"][2])}, "graphs": graphs,
+        "preprocess": preprocess.to_dict(), "graphs": graphs,
         "outputs": {"scene_labels": list(SCENE_LABELS), "bev_classes": list(CLASS_NAMES)},
         "max_age_ns": {"radar": 100_000_000, "map": 2_000_000_000, "text": 2_000_000_000},
         "latency_budget_ms": {"end_to_end": 50.0}, "vocabulary": "vocab.json",

@@ -1,0 +1,376 @@
+"""FusionRuntime on the tiny package with real simulated drives: outputs, degraded modes, corrupted
+inputs, stamps, drops, deadlines and the counters that must add up."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from fusion_rt.backends import Runner, RunnerError, create_runner
+from fusion_rt.errors import ConfigError, FusionRTError, GraphMismatchError
+from fusion_rt.logs import LogReader
+from fusion_rt.messages import CameraFrame, MapRaster, RadarTensor, TextContext
+from fusion_rt.package import load_package
+from fusion_rt.runtime import OUTCOMES, FusionOutput, FusionRuntime
+from fusion_rt.sim import DriveConfig, simulate_drive
+
+from .tiny_package import make_tiny_package
+
+MS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    return load_package(make_tiny_package(tmp_path_factory.mktemp("runtime") / "pkg"))
+
+
+@pytest.fixture(scope="module")
+def drive():
+    """6 s of simulated messages in stamp order (120 camera frames)."""
+    return list(simulate_drive(DriveConfig(seconds=6.0, seed=11)))
+
+
+def _run(rt: FusionRuntime, messages) -> list[FusionOutput]:
+    outputs: list[FusionOutput] = []
+    for message in messages:
+        outputs += rt.push(message)
+    return outputs
+
+
+def _assert_counts_add_up(stats: dict) -> None:
+    for modality, c in stats["messages"].items():
+        assert c["received"] == sum(c[o] for o in OUTCOMES), (modality, c)
+        for outcome, reasons in c["reasons"].items():
+            if outcome != "degraded":  # a degraded output can have several reasons
+                assert sum(reasons.values()) == c[outcome], (modality, outcome, c)
+    camera = stats["messages"]["camera"]
+    assert stats["outputs"]["total"] == camera["ok"] + camera["degraded"]
+
+
+def _assert_finite(output: FusionOutput) -> None:
+    assert all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in output.scene.values())
+    assert np.isfinite(output.bev).all() and output.bev.dtype == np.float32
+    assert ((output.bev >= 0) & (output.bev <= 1)).all()
+    assert all(np.isfinite(v) for v in output.modality_share.values())
+
+
+def test_every_camera_frame_of_a_recorded_log_gives_an_output(package, short_drive):
+    with LogReader(short_drive) as reader:
+        messages = [m.message for m in reader.messages()]
+    cameras = [m for m in messages if isinstance(m, CameraFrame)]
+    with FusionRuntime(package) as rt:
+        outputs = _run(rt, messages)
+        stats = rt.stats()
+    assert [o.stamp_ns for o in outputs] == [c.stamp_ns for c in cameras]
+    for out in outputs:
+        _assert_finite(out)
+        assert set(out.scene) == set(package.scene_labels)
+        assert out.bev.shape == (len(package.bev_classes), *package.rig.bev.shape)
+        assert out.modality_share_matrix.shape == (len(package.scene_labels) + 1, len(package.modalities))
+        assert out.status == ("degraded" if any(f.startswith("degraded:") for f in out.flags) else "ok")
+        for modality, source in out.sources.items():
+            assert source.stamp_ns <= out.stamp_ns and source.age_ns == out.stamp_ns - source.stamp_ns
+            assert source.age_ns <= rt.max_age_ns.get(modality, 0)
+        for modality in package.modalities:  # a masked modality is flagged, a used one is not
+            assert (modality in out.sources) != (f"degraded:{modality}_missing" in out.flags)
+        assert set(out.timings_ms) == {"camera_preprocess", "camera_encoder", "head", "end_to_end", "overhead"}
+        assert out.timings_ms["end_to_end"] >= out.timings_ms["camera_encoder"] + out.timings_ms["head"]
+    # after the first second every modality has arrived: most outputs are complete
+    assert sum(o.status == "ok" for o in outputs) > len(outputs) // 2
+    _assert_counts_add_up(stats)
+    assert stats["ignored"]["GroundTruth"] == len(cameras)
+    assert stats["encoder_runs"]["camera"] == len(cameras)
+    for stage in ("camera_preprocess", "camera_encoder", "head", "end_to_end", "radar_encoder"):
+        lat = stats["latency_ms"][stage]
+        assert lat["count"] > 0 and 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+
+
+def test_radar_absent_for_50_frames(package, drive):
+    cameras = [m.stamp_ns for m in drive if isinstance(m, CameraFrame)]
+    gap_start, gap_end = cameras[40], cameras[90]  # no radar for camera frames 40..89
+    messages = [m for m in drive if not (isinstance(m, RadarTensor) and gap_start - 60 * MS <= m.stamp_ns < gap_end)]
+    with FusionRuntime(package) as rt:
+        outputs = _run(rt, messages)
+        _assert_counts_add_up(rt.stats())
+    assert [o.stamp_ns for o in outputs] == cameras
+    missing = ["degraded:radar_missing" in o.flags for o in outputs]
+    assert all(missing[42:90]), missing[40:95]  # masked once its last message is older than its max age
+    assert all(o.status == "degraded" for o in outputs[42:90])
+    assert "stale:radar" in outputs[60].flags and "radar" not in outputs[60].sources
+    assert outputs[60].modality_share["radar"] == 0.0
+    assert not any(missing[92:]), missing[88:]  # back within 2 frames of radar's return
+    assert all(_assert_finite(o) is None for o in outputs)
+
+
+def _map(stamp: int, value: int) -> MapRaster:
+    grid = np.full((64, 64), 50, dtype=np.int8)
+    grid[:, :8] = value
+    return MapRaster(stamp_ns=stamp, grid=grid, cell_m=1.0, x_max_m=60.0, y_max_m=32.0)
+
+
+def test_map_and_text_encoded_only_when_content_changes(package):
+    t0 = 1_000 * 1_000_000_000
+    with FusionRuntime(package) as rt:
+        values = [0, 0, 0, 25, 25, 0, 0]  # 3 distinct runs of content
+        texts = ["school zone", "school zone", "School  zone!", "rain", "rain", "rain", "school zone"]
+        for k, (value, text) in enumerate(zip(values, texts, strict=True)):
+            stamp = t0 + k * 200 * MS
+            rt.push(_map(stamp, value))
+            rt.push(TextContext(stamp_ns=stamp + MS, text=text))
+            (out,) = rt.push(CameraFrame(stamp_ns=stamp + 2 * MS, data=_jpeg()))
+            assert out.sources["map"].stamp_ns == stamp  # re-stamped features count as fresh
+            assert out.sources["text"].stamp_ns == stamp + MS
+        stats = rt.stats()
+    assert stats["encoder_runs"]["map"] == 3 and stats["encoder_reused"]["map"] == 4
+    assert stats["encoder_runs"]["text"] == 3 and stats["encoder_reused"]["text"] == 4  # same words -> same ids
+    assert stats["messages"]["map"]["ok"] == 7 and stats["messages"]["text"]["ok"] == 7
+
+
+_JPEG_CACHE: dict[tuple[int, int, int], bytes] = {}
+
+
+def _jpeg(width: int = 640, height: int = 360, seed: int = 0) -> bytes:
+    key = (width, height, seed)
+    if key not in _JPEG_CACHE:
+        image = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+        image = cv2.GaussianBlur(image, (9, 9), 3)
+        _JPEG_CACHE[key] = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+    return _JPEG_CACHE[key]
+
+
+def _radar(stamp: int, rng: np.random.Generator, bad_fraction: float = 0.0, bad=np.nan, shape=(128, 64)):
+    data = rng.normal(10, 5, (2, *shape)).astype(np.float32)
+    n_bad = int(round(bad_fraction * data.size))
+    if n_bad:
+        data.reshape(-1)[rng.choice(data.size, n_bad, replace=False)] = bad
+    return RadarTensor(stamp_ns=stamp, data=data, channels=("power_db", "radial_velocity_mps"), range_min_m=0.5,
+                       range_max_m=80.0, azimuth_min_rad=-0.7, azimuth_max_rad=0.7)
+
+
+def test_1000_corrupted_inputs_are_rejected_or_masked_with_reasons(package):
+    rng = np.random.default_rng(5)
+    good = _jpeg()
+    kinds = ["truncated", "bitflip", "wrong_size", "garbage", "radar_nan_few", "radar_inf_many", "radar_grid",
+             "size_mismatch"]
+    expected = {"truncated": ("camera", "rejected", {"truncated", "corrupt"}),
+                "wrong_size": ("camera", "rejected", {"wrong_size"}),
+                "size_mismatch": ("camera", "rejected", {"wrong_size"}),
+                "garbage": ("camera", "rejected", {"corrupt"}),
+                "radar_nan_few": ("radar", "degraded", {"nonfinite_masked"}),
+                "radar_inf_many": ("radar", "rejected", {"nonfinite"}),
+                "radar_grid": ("radar", "rejected", {"wrong_size"})}
+    stamp = 2_000 * 1_000_000_000
+    outputs = []
+    seen = {k: 0 for k in kinds}
+    with FusionRuntime(package) as rt:
+        for i in range(1000):
+            stamp += 5 * MS
+            kind = kinds[i % len(kinds)]
+            seen[kind] += 1
+            if kind == "truncated":
+                msg = CameraFrame(stamp_ns=stamp, data=good[: int(rng.integers(4, len(good) - 2))])
+            elif kind == "bitflip":
+                data = bytearray(good)
+                for pos in rng.integers(2, len(data), 8):
+                    data[pos] ^= 1 << int(rng.integers(0, 8))
+                msg = CameraFrame(stamp_ns=stamp, data=bytes(data))
+            elif kind == "wrong_size":
+                msg = CameraFrame(stamp_ns=stamp, data=_jpeg(320, 180))
+            elif kind == "size_mismatch":
+                msg = CameraFrame(stamp_ns=stamp, data=good, width=1280, height=720)
+            elif kind == "garbage":
+                msg = CameraFrame(stamp_ns=stamp, data=rng.integers(0, 255, 500, dtype=np.uint8).tobytes())
+            elif kind == "radar_nan_few":
+                msg = _radar(stamp, rng, 0.004, np.nan)
+            elif kind == "radar_inf_many":
+                msg = _radar(stamp, rng, 0.2, np.inf)
+            else:
+                msg = _radar(stamp, rng, shape=(64, 64))
+            before = rt.stats()["messages"][msg.modality]
+            outputs += rt.push(msg)
+            after = rt.stats()["messages"][msg.modality]
+            outcome = next(o for o in OUTCOMES if after[o] == before[o] + 1)
+            if kind in expected:
+                modality, want, reasons = expected[kind]
+                assert outcome == want, (kind, after["last_detail"])
+                changed = {r for r, n in after["reasons"][outcome].items() if n != before["reasons"][outcome].get(r, 0)}
+                assert changed and changed <= reasons, (kind, changed)
+            else:  # a bit flip inside the entropy-coded data can still decode: any outcome, never a crash
+                assert outcome in ("ok", "degraded", "rejected")
+            if i % 10 == 9:  # a good frame now and then, so outputs keep coming
+                stamp += 5 * MS
+                outputs += rt.push(CameraFrame(stamp_ns=stamp, data=good))
+        stats = rt.stats()
+    assert len(outputs) >= 100
+    for out in outputs:
+        _assert_finite(out)
+    _assert_counts_add_up(stats)
+    assert stats["messages"]["camera"]["received"] + stats["messages"]["radar"]["received"] == 1100
+
+
+def test_bad_stamps_are_rejected_and_a_clock_jump_resets_the_cache(package):
+    t0 = 3_000 * 1_000_000_000
+    rng = np.random.default_rng(0)
+    with FusionRuntime(package) as rt:
+        rt.push(_radar(t0, rng))
+        (out,) = rt.push(CameraFrame(stamp_ns=t0 + 10 * MS, data=_jpeg()))
+        assert "radar" in out.sources
+        assert rt.push(CameraFrame(stamp_ns=t0 + 10 * MS, data=_jpeg())) == []  # duplicate
+        assert rt.push(CameraFrame(stamp_ns=t0 + 5 * MS, data=_jpeg())) == []  # backwards
+        assert rt.push(CameraFrame(stamp_ns=t0 + 900 * MS, data=_jpeg())) == []  # future vs the newest stamp
+        assert rt.push(CameraFrame(stamp_ns=-5, data=_jpeg())) == []  # not a valid stamp
+        assert rt.push(CameraFrame(stamp_ns=1.5e18, data=_jpeg())) == []  # not an int
+        # the radar clock jumps back 100 s (a log looping): the cache is emptied
+        rt.push(_radar(t0 - 100_000 * MS, rng))
+        (out,) = rt.push(CameraFrame(stamp_ns=t0 - 100_000 * MS + 10 * MS, data=_jpeg()))
+        stats = rt.stats()
+    reasons = stats["messages"]["camera"]["reasons"]["rejected"]
+    assert reasons == {"stamp_duplicate": 1, "stamp_backwards": 1, "stamp_future": 1, "bad_stamp": 2}
+    assert stats["clock_resets"] >= 1
+    # the radar message that caused the reset was fed after it: fresh again
+    assert "radar" in out.sources and out.sources["radar"].age_ns == 10 * MS
+    _assert_counts_add_up(stats)
+
+
+def test_stale_triggers_are_dropped_and_counted(package):
+    t0 = 4_000 * 1_000_000_000
+    with FusionRuntime(package) as rt:
+        assert rt.push(CameraFrame(stamp_ns=t0, data=_jpeg()), deadline_ns=time.monotonic_ns() - 1) == []
+        assert len(rt.push(CameraFrame(stamp_ns=t0 + 50 * MS, data=_jpeg()),
+                           deadline_ns=time.monotonic_ns() + 10_000 * MS)) == 1
+        rt.note_dropped(CameraFrame(stamp_ns=t0 + 100 * MS, data=b""))  # the caller's mailbox replaced it
+        rt.note_dropped(CameraFrame(stamp_ns=t0 + 150 * MS, data=b""), reason="queue_full")
+        stats = rt.stats()
+    camera = stats["messages"]["camera"]
+    assert camera["dropped"] == 3 and stats["dropped"] == 3
+    assert camera["reasons"]["dropped"] == {"deadline_passed": 1, "superseded": 1, "queue_full": 1}
+    assert camera["received"] == 4 and stats["outputs"]["total"] == 1
+    _assert_counts_add_up(stats)
+
+
+class SlowRunner(Runner):
+    """A backend that wraps another and sleeps on chosen calls (deadline tests)."""
+
+    def __init__(self, inner: Runner, sleep_s: float, every: int) -> None:
+        super().__init__(inner.name)
+        self.inner, self.sleep_s, self.every = inner, sleep_s, every
+        self.calls = 0
+        self.slow_calls = 0
+
+    input_names = property(lambda self: self.inner.input_names)
+    output_names = property(lambda self: self.inner.output_names)
+
+    def activate_impl(self) -> None:
+        self.inner.activate()
+
+    def deactivate_impl(self) -> None:
+        self.inner.deactivate()
+
+    def infer_impl(self, feed):
+        self.calls += 1
+        if self.calls % self.every == 0:
+            self.slow_calls += 1
+            time.sleep(self.sleep_s)
+        return self.inner.infer(feed)
+
+
+class NanRunner(SlowRunner):
+    """Returns non-finite outputs on chosen calls."""
+
+    def infer_impl(self, feed):
+        self.calls += 1
+        outputs = self.inner.infer(feed)
+        if self.calls % self.every == 0:
+            outputs = {k: np.full_like(v, np.nan) for k, v in outputs.items()}
+        return outputs
+
+
+def test_deadline_misses_counted_exactly_with_a_slow_backend(package):
+    slow: dict[str, SlowRunner] = {}
+
+    def factory(pkg, graph):
+        runner = create_runner(pkg, graph)
+        if graph == "head":
+            runner = slow[graph] = SlowRunner(runner, sleep_s=0.06, every=3)
+        return runner
+
+    t0 = 5_000 * 1_000_000_000
+    # budgets far from both the fast path (~1-5 ms here) and the sleep (60 ms): the count is exact
+    with FusionRuntime(package, backend=factory, budgets_ms={"head": 30.0, "end_to_end": 30.0}) as rt:
+        outputs = [rt.push(CameraFrame(stamp_ns=t0 + k * 50 * MS, data=_jpeg()))[0] for k in range(12)]
+        stats = rt.stats()
+    assert slow["head"].slow_calls == 4
+    assert stats["deadline_misses"]["head"] == 4 and stats["deadline_misses"]["end_to_end"] == 4
+    assert [("deadline_miss:head" in o.flags) for o in outputs] == [k % 3 == 2 for k in range(12)]
+    assert stats["latency_ms"]["head"]["misses"] == 4 and stats["latency_ms"]["head"]["max"] >= 60
+    assert stats["health"] == "degraded"  # end_to_end late in 4 of 12 recent frames: above 5%, below 50%
+    _assert_counts_add_up(stats)
+
+
+def test_non_finite_encoder_or_head_outputs_never_leave_the_runtime(package):
+    def factory(pkg, graph):
+        runner = create_runner(pkg, graph)
+        return NanRunner(runner, 0.0, every=2) if graph in ("head", "radar") else runner
+
+    t0 = 6_000 * 1_000_000_000
+    rng = np.random.default_rng(1)
+    outputs = []
+    with FusionRuntime(package, backend=factory) as rt:
+        for k in range(8):
+            rt.push(_radar(t0 + k * 50 * MS, rng))
+            outputs += rt.push(CameraFrame(stamp_ns=t0 + k * 50 * MS + 5 * MS, data=_jpeg()))
+        stats = rt.stats()
+    assert len(outputs) == 4
+    for out in outputs:
+        _assert_finite(out)
+    assert stats["messages"]["camera"]["reasons"]["rejected"] == {"nonfinite_output": 4}
+    assert stats["messages"]["radar"]["reasons"]["rejected"] == {"nonfinite_tokens": 4}
+    _assert_counts_add_up(stats)
+
+
+def test_max_age_override_and_health(package, drive):
+    with FusionRuntime(package, max_age_ns={"radar": 1}) as rt:  # radar is never fresh within 1 ns
+        outputs = _run(rt, drive[:200])
+        assert rt.health().state == "degraded" and "degraded:radar_missing" in rt.health().reasons
+    assert outputs and all("degraded:radar_missing" in o.flags for o in outputs)
+
+
+def test_context_manager_closes_sessions(package):
+    with FusionRuntime(package) as rt:
+        runners = rt.runners
+        assert set(runners) == {"camera", "radar", "map", "text", "head"}
+        assert all(r.is_active for r in runners.values())
+    assert not any(r.is_active for r in runners.values())
+    with pytest.raises(RunnerError, match="closed"):
+        rt.push(CameraFrame(stamp_ns=1, data=_jpeg()))
+    rt.close()  # idempotent
+
+
+def test_construction_errors_name_the_value(package, tmp_path):
+    with pytest.raises(ConfigError, match="'lidar'"):
+        FusionRuntime(package, trigger="lidar")
+    with pytest.raises(ConfigError, match="'gpu-magic'"):
+        FusionRuntime(package, backend="gpu-magic")
+    with pytest.raises(ConfigError, match="max_age_ns"):
+        FusionRuntime(package, max_age_ns={"radar": -1})
+    with pytest.raises(ConfigError, match="threads"):
+        FusionRuntime(package, threads=0)
+    bad_pre = dict(package.manifest["preprocess"], camera_height=72)  # the graph takes 36x64
+    bad = dataclasses.replace(package, manifest={**package.manifest, "preprocess": bad_pre})
+    with pytest.raises(GraphMismatchError, match=r"graph 'camera'.inputs\['image'\]"):
+        FusionRuntime(bad)
+    assert issubclass(GraphMismatchError, FusionRTError)
+
+
+def test_radar_trigger_and_ignored_messages(package, drive):
+    """Any modality can trigger; messages the package does not consume are counted as ignored."""
+    with FusionRuntime(package, trigger="radar", max_age_ns={"camera": 100 * MS}) as rt:
+        outputs = _run(rt, drive[:150])
+        stats = rt.stats()
+    assert len(outputs) == stats["messages"]["radar"]["received"] > 0
+    assert all(set(o.timings_ms) >= {"radar_preprocess", "radar_encoder", "head"} for o in outputs)
+    assert stats["ignored"]["CameraInfo"] > 0 and stats["ignored"]["RadarDetections"] > 0
