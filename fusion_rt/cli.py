@@ -283,6 +283,84 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """Quantize a model package with a precision recipe (INT8 QDQ or FP16) into a new package.
+
+    Recipes: ort-cpu-int8 (QDQ, uint8 activations, per-channel symmetric int8 weights: ONNX
+    Runtime's fast CPU kernels), tensorrt-int8 (QDQ, symmetric int8 activations and weights, zero
+    points 0: TensorRT 10/11 explicit quantization), fp16 (float16 graphs with float32 I/O; ops
+    that overflow or fail the parity check, cosine >= 0.999 on every output, stay float32).
+    Calibration frames are drawn from --calib logs, stratified over conditions and scene types
+    (evenly in time without ground truth). The new package carries quantization_report.json: task
+    metric vs FP32 on --eval-log (default: the calibration logs), output divergence, sizes and
+    interleaved batch-1 latency. When the primary metric (mean scene AUC) drops by more than
+    --tolerance (relative), the most sensitive nodes are kept in FP32 round by round. Exit code 1
+    when the tolerance still fails after those rounds (the package is written and says so).
+
+    example: fusion-rt quantize packages/attn --recipe ort-cpu-int8 --calib drive.mcap --out packages/attn-int8
+    """
+    from fusion_rt.calibration.recipes import QuantizeConfig, get_recipe
+
+    get_recipe(args.recipe)  # one-line errors before any log is read
+    if not Path(args.package).is_dir():
+        raise ConfigError(f"model package {args.package!r} is not a directory")
+    for log in [*args.calib, *(args.eval_log or [])]:
+        if not Path(log).is_file():
+            raise ConfigError(f"log {log!r} does not exist or is not a file")
+    config = QuantizeConfig(recipe=args.recipe, method=args.method, samples=args.samples, tolerance=args.tolerance,
+                            max_rounds=args.max_rounds, threads=args.threads,
+                            speed_gate=False if args.no_speed_gate else None)
+    from fusion_rt.calibration.quantize import quantize_package
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr)
+
+    result = quantize_package(args.package, args.out, config, args.calib, args.eval_log, progress=say)
+    acc = result.report["acceptance"]
+    if args.json:
+        print(json.dumps({"package": str(result.package.root), **acc}, indent=2))
+    else:
+        drop = acc["relative_drop"]
+        print(f"{result.package.root}: {args.recipe}, {acc['primary_metric']} {acc['fp32']} -> {acc['new']} "
+              f"({'n/a' if drop is None else f'{drop:+.2%}'} drop, tolerance {acc['tolerance']:.2%}), "
+              f"size {acc['size_ratio']:.2f}x, speed {acc['speedup_median']:.2f}x, "
+              f"worst cosine {acc['worst_output_cosine']:.5f}")
+    if not result.within_tolerance:
+        print(f"fusion-rt: warning: {acc['primary_metric']} drop exceeds the tolerance after "
+              f"{config.max_rounds} mixed-precision rounds (see quantization_report.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    """Build TensorRT engines for every graph of a model package (needs a GPU and TensorRT 10+).
+
+    Copies PKG_DIR to --out and builds engines/<graph>.engine with their metadata (TensorRT
+    version, GPU, precision, source graph sha256), which the runtime checks before loading.
+    Explicit quantization only: --precision int8-qdq needs a package made with
+    'fusion-rt quantize --recipe tensorrt-int8'. On TensorRT 11 (always strongly typed) FP16
+    needs an FP16 package ('--recipe fp16'); on TensorRT 10 (JetPack 6) the FP16 builder flag is
+    used. One optimization profile for the dynamic batch; a timing cache is reused across builds
+    ($FUSION_RT_TRT_TIMING_CACHE or ~/.cache/fusion-rt/tensorrt/timing.cache).
+
+    example: fusion-rt build-engine packages/attn-fp16 --out packages/attn-trt --precision fp16
+    """
+    from fusion_rt.export.tensorrt_build import BuildOptions, build_engines
+
+    options = BuildOptions(precision=args.precision, opt_batch=args.opt_batch, max_batch=args.max_batch,
+                           workspace_mb=args.workspace, dla_core=args.dla,
+                           timing_cache=Path(args.timing_cache) if args.timing_cache else None)
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr)
+
+    out = build_engines(args.package, args.out, options, progress=say, overwrite=args.overwrite)
+    print(f"{out}: engines built ({options.precision})")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 
@@ -348,6 +426,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="package name in the manifest (default fusion-<head>)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+    p = _verb(sub, "quantize", cmd_quantize)
+    p.add_argument("package", metavar="PKG_DIR", help="FP32 model package written by 'fusion-rt export'")
+    p.add_argument("--recipe", required=True, metavar="RECIPE",
+                   help="precision recipe: fp16, ort-cpu-int8 or tensorrt-int8")
+    p.add_argument("--calib", nargs="+", required=True, metavar="LOG", help="log(s) to draw calibration frames from")
+    p.add_argument("--out", required=True, metavar="PKG2", help="package directory to write (new or empty)")
+    p.add_argument("--method", default="percentile", choices=("minmax", "entropy", "percentile"),
+                   help="activation calibration method for int8 recipes (default percentile)")
+    p.add_argument("--samples", type=int, default=128, help="calibration frames (default 128)")
+    p.add_argument("--eval-log", nargs="+", default=None, metavar="LOG",
+                   help="labelled log(s) for the metric comparison (default: the calibration logs)")
+    p.add_argument("--tolerance", type=float, default=0.005,
+                   help="allowed relative drop of mean scene AUC (default 0.005 = 0.5%%)")
+    p.add_argument("--max-rounds", type=int, default=4, help="mixed-precision rounds at most (default 4)")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for evaluation and latency (default 2)")
+    p.add_argument("--no-speed-gate", action="store_true",
+                   help="quantize every graph even where INT8 is slower than FP32 on this host (smaller package)")
+    p.add_argument("--json", action="store_true", help="print the acceptance summary as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+    p = _verb(sub, "build-engine", cmd_build_engine)
+    p.add_argument("package", metavar="PKG_DIR", help="model package to build engines for")
+    p.add_argument("--out", required=True, metavar="PKG_DIR", help="package directory to write (with engines/)")
+    p.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8-qdq"),
+                   help="engine precision (default fp16)")
+    p.add_argument("--dla", type=int, default=None, metavar="N", help="build for DLA core N (Jetson), GPU fallback")
+    p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="builder workspace in MB (default 1024)")
+    p.add_argument("--opt-batch", type=int, default=1, help="batch size tactics are tuned for (default 1)")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch the engines accept (default 8)")
+    p.add_argument("--timing-cache", default=None, metavar="FILE", help="timing cache file to reuse and update")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
     log = sub.add_parser("log", help="inspect sensor logs", description="Inspect sensor logs.")

@@ -1,0 +1,229 @@
+"""Build TensorRT engines for every graph of a package (`fusion-rt build-engine`).
+
+Follows the TensorRT 10/11 Python API:
+- explicit quantization only: INT8 comes from the package's Q/DQ nodes (the `tensorrt-int8`
+  recipe: symmetric int8 weights and activations); implicit calibrators are deprecated in 10.x and
+  gone in 11;
+- TensorRT 11 networks are always strongly typed, so precision follows the graph: an FP16 engine
+  needs an FP16 package (`fusion-rt quantize --recipe fp16`). On TensorRT 10 (JetPack 6 ships
+  10.3) the FP16 builder flag is used where the installed TensorRT has it;
+- one optimization profile per graph for the dynamic batch axis (min 1, opt, max);
+- a timing cache reused across builds (faster rebuilds, consistent tactics);
+- each engine is written as `engines/<graph>.engine` with `engines/<graph>.json` holding its
+  metadata (TensorRT version, GPU name and compute capability, precision, source graph sha256),
+  which `fusion_rt.backends.tensorrt` checks before it deserializes anything.
+
+TensorRT and the CUDA bindings are imported lazily; without them the build stops with one line
+naming `pip install "fusion-rt[tensorrt]"`. `plan_network` and `profile_shapes` are pure and
+tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusion_rt.errors import ConfigError, FusionRTError
+from fusion_rt.package import GraphSpec, ModelPackage, load_package, sha256_file, write_manifest
+
+__all__ = ["BuildOptions", "NetworkPlan", "plan_network", "profile_shapes", "build_engines", "EngineBuildError",
+           "PRECISIONS", "default_timing_cache"]
+
+PRECISIONS = ("fp32", "fp16", "int8-qdq")
+
+
+class EngineBuildError(FusionRTError):
+    """TensorRT could not parse a graph or build an engine."""
+
+
+def default_timing_cache() -> Path:
+    """$FUSION_RT_TRT_TIMING_CACHE, else ~/.cache/fusion-rt/tensorrt/timing.cache."""
+    env = os.environ.get("FUSION_RT_TRT_TIMING_CACHE")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "fusion-rt" / "tensorrt" / "timing.cache"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    precision: str = "fp16"  # fp32 | fp16 | int8-qdq (int8 needs a tensorrt-int8 package)
+    opt_batch: int = 1  # the batch the runtime uses; tactics are timed for it
+    max_batch: int = 8  # largest batch the engine accepts (optimization profile max)
+    workspace_mb: int = 1024  # builder scratch memory; Jetson Orin Nano has 8 GB shared, keep it modest
+    dla_core: int | None = None  # run on this DLA core (Jetson AGX/NX), GPU fallback for unsupported layers
+    timing_cache: Path | None = None  # None: default_timing_cache()
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.opt_batch, int) or not isinstance(self.max_batch, int) \
+                or not 1 <= self.opt_batch <= self.max_batch <= 1024:
+            raise ConfigError(f"batch sizes must satisfy 1 <= opt ({self.opt_batch!r}) <= max ({self.max_batch!r}) "
+                              "<= 1024")
+        if not isinstance(self.workspace_mb, int) or self.workspace_mb < 16:
+            raise ConfigError(f"workspace must be at least 16 MB, got {self.workspace_mb!r}")
+        if self.dla_core is not None and (not isinstance(self.dla_core, int) or self.dla_core < 0):
+            raise ConfigError(f"DLA core must be a non-negative integer, got {self.dla_core!r}")
+        if self.dla_core is not None and self.precision == "fp32":
+            raise ConfigError("DLA runs FP16 or INT8 only: pass --precision fp16 or int8-qdq with --dla")
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """How to create the network and which builder flags to set, for one TensorRT version."""
+
+    strongly_typed: bool
+    builder_flags: tuple[str, ...]  # names of trt.BuilderFlag members
+
+
+def plan_network(tensorrt_version: str, precision: str, package_recipe: str, has_fp16_flag: bool,
+                 dla: bool = False) -> NetworkPlan:
+    """Pure: the network mode and flags for building `precision` from a package made by `package_recipe`.
+
+    `package_recipe` is the manifest's precision recipe name: "fp32", "fp16", "tensorrt-int8" or
+    "ort-cpu-int8". Raises ConfigError, naming the command that fixes it, when the package cannot
+    give that precision on this TensorRT.
+    """
+    try:
+        major = int(tensorrt_version.split(".")[0])
+    except ValueError:
+        raise ConfigError(f"cannot read the TensorRT version {tensorrt_version!r}") from None
+    if major < 10:
+        raise ConfigError(f"TensorRT {tensorrt_version} is too old: fusion-rt needs TensorRT 10 or newer "
+                          "(JetPack 6 ships 10.3)")
+    if package_recipe == "ort-cpu-int8":
+        raise ConfigError("this package was quantized for ONNX Runtime on CPU (uint8 activations); TensorRT needs "
+                          "symmetric int8: fusion-rt quantize FP32_PKG --recipe tensorrt-int8 --calib LOG --out PKG")
+    if precision == "int8-qdq" and package_recipe != "tensorrt-int8":
+        raise ConfigError(f"--precision int8-qdq needs a Q/DQ package (recipe tensorrt-int8), this one is "
+                          f"{package_recipe!r}: fusion-rt quantize PKG --recipe tensorrt-int8 --calib LOG --out PKG2")
+    if precision == "fp32" and package_recipe != "fp32":
+        raise ConfigError(f"--precision fp32 needs an FP32 package, this one is {package_recipe!r}")
+    flags: list[str] = []
+    if major >= 11:
+        # Strongly typed always: the graph's own types decide. FP16 engines come from FP16 graphs.
+        if precision == "fp16" and package_recipe != "fp16":
+            raise ConfigError("TensorRT 11 builds strongly typed networks, so FP16 must be in the graph: "
+                              "fusion-rt quantize PKG --recipe fp16 --calib LOG --out PKG_FP16, then build from it")
+        strongly_typed = True
+    elif precision == "int8-qdq":
+        # TensorRT 10 explicit quantization, weakly typed: INT8 for Q/DQ-wrapped layers, FP16 for the rest.
+        strongly_typed = False
+        flags.append("INT8")
+        if has_fp16_flag:
+            flags.append("FP16")
+    elif precision == "fp16":
+        if package_recipe == "fp16":
+            strongly_typed = True
+        elif has_fp16_flag:
+            strongly_typed = False
+            flags.append("FP16")
+        else:
+            raise ConfigError(f"TensorRT {tensorrt_version} has no FP16 builder flag: build from an FP16 package "
+                              "(fusion-rt quantize --recipe fp16)")
+    else:
+        strongly_typed = False
+    if dla:
+        flags.append("GPU_FALLBACK")
+    return NetworkPlan(strongly_typed=strongly_typed, builder_flags=tuple(flags))
+
+
+def profile_shapes(spec: GraphSpec, opt_batch: int, max_batch: int) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """Pure: (min, opt, max) shapes per input, the named (dynamic) batch axis spanning 1..max_batch."""
+    shapes = {}
+    for tensor in spec.inputs:
+        dims = []
+        for i, d in enumerate(tensor.shape):
+            if isinstance(d, int):
+                dims.append((d, d, d))
+            elif i == 0:
+                dims.append((1, opt_batch, max_batch))
+            else:
+                raise ConfigError(f"graph {spec.name!r} input {tensor.name!r} has a dynamic axis {d!r} at position "
+                                  f"{i}; only the batch axis may be dynamic for TensorRT profiles")
+        shapes[tensor.name] = tuple(tuple(axis[k] for axis in dims) for k in range(3))
+    return shapes
+
+
+def _recipe(package: ModelPackage) -> str:
+    recipe = package.manifest.get("precision_recipe", {})
+    return str(recipe.get("name", package.precision)) if isinstance(recipe, dict) else package.precision
+
+
+def build_engines(package_dir: str | os.PathLike, out_dir: str | os.PathLike, options: BuildOptions,
+                  progress: Callable[[str], None] | None = None, overwrite: bool = False) -> Path:
+    """Copy the package to `out_dir` and build an engine per graph into `out_dir/engines/`."""
+    from fusion_rt._optional import require
+    from fusion_rt.backends.tensorrt import EngineMetadata, current_device, engine_paths
+
+    say = progress or (lambda _msg: None)
+    package = load_package(package_dir)
+    trt = require("tensorrt", "building TensorRT engines")
+    try:
+        device = current_device()
+    except FusionRTError:
+        raise
+    except Exception as exc:  # the CUDA bindings raise their own errors when no GPU is visible
+        raise EngineBuildError(f"no usable CUDA GPU for TensorRT: {exc}") from exc
+    plan = plan_network(trt.__version__, options.precision, _recipe(package), hasattr(trt.BuilderFlag, "FP16"),
+                        dla=options.dla_core is not None)
+    out = Path(out_dir)
+    if out.exists():
+        if not overwrite:
+            raise ConfigError(f"output folder {str(out)!r} exists (pass --overwrite to replace it)")
+        shutil.rmtree(out)
+    shutil.copytree(package.root, out, ignore=shutil.ignore_patterns("engines"))
+    (out / "engines").mkdir()
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    cache_path = options.timing_cache or default_timing_cache()
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+    engines = {}
+    for name, spec in package.graphs.items():
+        say(f"building {name} ({options.precision}, {'strongly' if plan.strongly_typed else 'weakly'} typed)")
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(package.graph_path(name))):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise EngineBuildError(f"TensorRT could not parse graph {name!r}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+        for flag in plan.builder_flags:
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+        if options.dla_core is not None:
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = options.dla_core
+        profile = builder.create_optimization_profile()
+        for tensor, (lo, opt, hi) in profile_shapes(spec, options.opt_batch, options.max_batch).items():
+            profile.set_shape(tensor, lo, opt, hi)
+        config.add_optimization_profile(profile)
+        cache = config.create_timing_cache(cache_bytes)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise EngineBuildError(f"TensorRT failed to build graph {name!r} (see the TensorRT log above)")
+        cache_bytes = bytes(config.get_timing_cache().serialize())
+        engine_path, meta_path = engine_paths(out, name)
+        engine_path.write_bytes(bytes(serialized))
+        meta = EngineMetadata(tensorrt_version=trt.__version__, gpu_name=device.gpu_name,
+                              compute_capability=device.compute_capability, source_sha256=spec.sha256,
+                              precision=options.precision)
+        meta_path.write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
+        engines[name] = {"file": str(engine_path.relative_to(out)), "sha256": sha256_file(engine_path),
+                         "metadata": str(meta_path.relative_to(out))}
+    cache_path.write_bytes(cache_bytes)
+    manifest = {k: v for k, v in package.manifest.items() if k != "format_version"}
+    manifest["engines"] = {"precision": options.precision, "opt_batch": options.opt_batch,
+                           "max_batch": options.max_batch, "dla_core": options.dla_core, "graphs": engines}
+    write_manifest(out, manifest)
+    load_package(out)
+    say(f"wrote {out}")
+    return out
