@@ -1,0 +1,154 @@
+"""Run a package's graphs with ONNX Runtime on preprocessed arrays: encoders -> head, batch-wise.
+
+numpy + onnxruntime only (no torch), so calibration, evaluation and benchmarks of a package work
+on a machine without the train extra. `PackageRunner` is the one place that knows how the
+graphs are wired (encoder input names and dtypes, the head's `<m>_tokens` + `present` inputs), as
+the manifest describes them; graph files may be swapped (`graph_files`) to run a quantized
+graph inside an otherwise FP32 package.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fusion_rt.errors import ConfigError
+from fusion_rt.messages import MODALITIES
+from fusion_rt.package import GraphSpec, ModelPackage
+
+__all__ = ["Frames", "PackageRunner", "session_options", "sigmoid"]
+
+_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
+                 "bool": np.bool_, "uint8": np.uint8, "int8": np.int8}
+
+
+@dataclass
+class Frames:
+    """Preprocessed model inputs of N frames (what the encoders eat) plus the presence mask."""
+
+    inputs: dict[str, np.ndarray]  # modality -> [N, ...] (float32; text: int64 ids)
+    present: np.ndarray  # [N, 4] bool, MODALITIES order: modality available for the frame
+
+    def __len__(self) -> int:
+        return int(self.present.shape[0])
+
+    def take(self, index: np.ndarray) -> Frames:
+        return Frames({m: v[index] for m, v in self.inputs.items()}, self.present[index])
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+
+
+def session_options(threads: int = 2, profile_prefix: str | None = None):
+    """ORT session options for host-side measurement: fixed threads and no spinning.
+
+    Worker threads spin for 10-50 ms after a run (BASELINE.md); with several sessions alternating
+    in one process (FP32 vs INT8, encoder vs head) spinning threads steal the other's cores, so
+    spinning is off for every session alike.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    return opts
+
+
+class PackageRunner:
+    """ONNX Runtime sessions for every graph of a package, wired as the manifest says.
+
+    `graph_files` maps graph names to replacement ONNX files (same I/O contract), e.g. a
+    quantized encoder in an FP32 package. Sessions are created lazily, one per graph.
+    """
+
+    def __init__(self, package: ModelPackage, graph_files: Mapping[str, str | os.PathLike] | None = None,
+                 threads: int = 2, profile_prefix: str | None = None) -> None:
+        self.package = package
+        self.files = {name: Path(graph_files[name]) if graph_files and name in graph_files
+                      else package.graph_path(name) for name in package.graphs}
+        self.threads = threads
+        self.profile_prefix = profile_prefix
+        self._sessions: dict = {}
+        head = package.head
+        self.present_spec = next((t for t in head.inputs if t.name == "present"), None)
+        if self.present_spec is None:
+            raise ConfigError(f"head graph of {str(package.root)!r} has no 'present' input")
+
+    # ------------------------------------------------------------------ sessions
+
+    def session(self, name: str):
+        if name not in self._sessions:
+            import onnxruntime as ort
+
+            prefix = f"{self.profile_prefix}_{name}" if self.profile_prefix else None
+            self._sessions[name] = ort.InferenceSession(str(self.files[name]),
+                                                        session_options(self.threads, prefix),
+                                                        providers=["CPUExecutionProvider"])
+        return self._sessions[name]
+
+    def end_profiling(self) -> list[str]:
+        """Stop profiling on every open session; returns the trace files written."""
+        return [s.end_profiling() for s in self._sessions.values()]
+
+    # ------------------------------------------------------------------ running
+
+    @staticmethod
+    def _cast(spec: GraphSpec, name: str, value: np.ndarray) -> np.ndarray:
+        dtype = next(_NUMPY_DTYPES[t.dtype] for t in spec.inputs if t.name == name)
+        return np.ascontiguousarray(value, dtype=dtype)
+
+    def encoder_feed(self, modality: str, value: np.ndarray) -> dict[str, np.ndarray]:
+        spec = self.package.graphs[modality]
+        name = spec.inputs[0].name
+        return {name: self._cast(spec, name, value)}
+
+    def encode(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{modality: tokens [B, N, D]} for one batch of encoder inputs."""
+        return {m: self.session(m).run(["tokens"], self.encoder_feed(m, inputs[m]))[0]
+                for m in self.package.modalities}
+
+    def head_feed(self, tokens: Mapping[str, np.ndarray], present: np.ndarray) -> dict[str, np.ndarray]:
+        """The head's feed from tokens and a [B, 4] MODALITIES-order (or [B, M] package-order) mask."""
+        mods = self.package.modalities
+        if present.shape[1] == len(MODALITIES) and len(mods) != len(MODALITIES):
+            present = present[:, [MODALITIES.index(m) for m in mods]]
+        head = self.package.head
+        feed = {f"{m}_tokens": self._cast(head, f"{m}_tokens", tokens[m]) for m in mods}
+        feed["present"] = self._cast(head, "present", present)
+        return feed
+
+    def head(self, tokens: Mapping[str, np.ndarray], present: np.ndarray) -> dict[str, np.ndarray]:
+        names = [t.name for t in self.package.head.outputs]
+        return dict(zip(names, self.session("head").run(names, self.head_feed(tokens, present)), strict=True))
+
+    def run(self, frames: Frames, batch_size: int = 32, present: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Every head output over `frames`, concatenated; `present` overrides the frames' mask."""
+        mask = frames.present if present is None else present
+        out: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(frames), batch_size):
+            sl = slice(start, min(len(frames), start + batch_size))
+            tokens = self.encode({m: v[sl] for m, v in frames.inputs.items()})
+            for k, v in self.head(tokens, mask[sl]).items():
+                out.setdefault(k, []).append(v)
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+    def tokens(self, frames: Frames, batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Every encoder's tokens over `frames`, concatenated (the head's calibration input)."""
+        out: dict[str, list[np.ndarray]] = {m: [] for m in self.package.modalities}
+        for start in range(0, len(frames), batch_size):
+            sl = slice(start, min(len(frames), start + batch_size))
+            for m, v in self.encode({m: v[sl] for m, v in frames.inputs.items()}).items():
+                out[m].append(v)
+        return {m: np.concatenate(v) for m, v in out.items()}

@@ -1,0 +1,544 @@
+"""Quantize a model package with a precision recipe (DESIGN.md section 5).
+
+`quantize_package(pkg, out, config, calib_logs, eval_logs)`:
+1. loads and validates the FP32 package; picks calibration frames from the logs, stratified over
+   conditions and scene types (reader.py);
+2. INT8 recipes: prepares each graph (`quant_pre_process`), calibrates it with onnxruntime's own
+   calibrator and *explicit* options (recipes.CalibrationMethod) - encoders on preprocessed frames,
+   the head on the FP32 encoders' tokens of the same frames, all-present plus some frames with
+   modalities masked - and writes Q/DQ graphs with `quantize_static` from that calibration cache;
+   FP16: `convert_float_to_float16(keep_io_types=True)`, keeping in FP32 the nodes whose FP32
+   range overflows float16 and the op types the parity check asks for;
+3. measures the task metric against FP32 on the evaluation logs; when the primary metric drops
+   by more than the tolerance, ranks nodes by sensitivity and keeps the most sensitive ones in
+   FP32, round by round (automatic mixed precision);
+4. writes a complete package: graphs, vocabulary, manifest (new hashes, `precision`,
+   `precision_recipe`, a summary) and `quantization_report.json` (report.py), and validates it
+   with the runtime's `load_package`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fusion_rt.calibration.predict import Frames, PackageRunner, sigmoid
+from fusion_rt.calibration.reader import (
+    ArrayCalibrationReader,
+    CalibrationSet,
+    frames_from_split,
+    load_calibration_set,
+    package_preprocessing,
+)
+from fusion_rt.calibration.recipes import FP16_SENSITIVE_OPS, CalibrationMethod, QuantizeConfig, Recipe, get_recipe
+from fusion_rt.calibration.report import (
+    PRIMARY_METRIC,
+    REPORT_NAME,
+    benchmark_graph,
+    benchmark_latency,
+    graph_sizes,
+    output_divergence,
+    profile_ops,
+    relative_drop,
+    task_metrics,
+)
+from fusion_rt.errors import ConfigError, FusionRTError
+from fusion_rt.messages import MODALITIES
+from fusion_rt.package import ModelPackage, describe_graph, load_package, sha256_file, write_manifest
+
+__all__ = ["QuantizationError", "QuantizeResult", "quantize_package", "rank_node_sensitivity", "REPORT_FORMAT"]
+
+REPORT_FORMAT = "fusion-rt-quantization-report/1"
+#: FP32 activations beyond this magnitude are kept in FP32 by the fp16 recipe: float16's largest
+#: finite value is 65504; a 4x margin covers frames the calibration set did not show.
+FP16_SAFE_ABS = 65504.0 / 4
+#: A graph whose INT8 version runs below this speedup over FP32 (batch 1) stays FP32 (speed_gate).
+_SPEED_GATE = 1.05
+#: Op types that do arithmetic worth keeping in FP32 when they hurt (data movement ops share their
+#: input's scale and cost nothing in accuracy).
+_SENSITIVITY_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "LayerNormalization", "Softmax", "Add", "Mul",
+                              "Sigmoid", "Gelu", "Resize", "AveragePool", "GlobalAveragePool", "ReduceMean",
+                              "Gather", "Concat", "Where", "Div", "Sub", "Relu", "Erf", "Tanh"})
+
+ProgressFn = Callable[[str], None]
+
+
+class QuantizationError(FusionRTError):
+    """A graph could not be calibrated, quantized or converted."""
+
+
+@dataclass
+class QuantizeResult:
+    """What `quantize_package` wrote and measured."""
+
+    package: ModelPackage
+    report: dict
+    within_tolerance: bool
+    excluded_nodes: dict[str, list[str]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _quiet_ort():
+    """onnxruntime.quantization prints progress to stdout and warns through logging: keep stdout for
+    our --json output and the log for real problems."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+# ------------------------------------------------------------------------------------ graphs
+
+
+def _prepare(src: Path, dst: Path) -> None:
+    """ORT's quantization pre-processing (shape inference + graph optimization), then give every
+    node a name: nodes_to_exclude and the report refer to nodes by name."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        with _quiet_ort():
+            quant_pre_process(str(src), str(dst))
+    except Exception as exc:  # onnxruntime raises many types; any failure means no prepared graph
+        raise QuantizationError(f"{src.name}: quantization pre-processing failed: {type(exc).__name__}: {exc}") from exc
+    model = onnx.load(str(dst))
+    used = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+    onnx.save(model, str(dst))
+
+
+def _calibrate(model: Path, feeds: dict[str, np.ndarray], method: CalibrationMethod, symmetric: bool, cache: Path,
+               op_types: Sequence[str] | None = None, chunk: int = 16) -> None:
+    """Activation ranges of `model` on `feeds` with ORT's calibrator; saved as a calibration cache.
+
+    The calibrator gets every option explicitly (`quantize_static` drops the entropy bin settings)
+    and is fed chunk by chunk: histograms merge across chunks instead of keeping every activation.
+    """
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    options = method.calibrator_options(symmetric)  # MinMax merges its ranges at the end of every collect_data
+    reader = ArrayCalibrationReader(feeds)
+    try:
+        with _quiet_ort():
+            calibrator = create_calibrator(model, list(op_types) if op_types else None,
+                                           augmented_model_path=str(cache.with_suffix(".augmented.onnx")),
+                                           calibrate_method=method.ort(), extra_options=options)
+            for start in range(0, len(reader), chunk):
+                reader.set_range(start, start + chunk)
+                calibrator.collect_data(reader)
+            ranges = calibrator.compute_data()
+    except Exception as exc:  # the calibrator raises ValueError, RuntimeError, ORT errors
+        raise QuantizationError(f"{model.name}: {method.value} calibration failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
+    save_tensors_data(ranges, cache)
+    cache.with_suffix(".augmented.onnx").unlink(missing_ok=True)
+
+
+def _quantize_int8(model: Path, out: Path, recipe: Recipe, method: CalibrationMethod, cache: Path,
+                   exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> None:
+    """Q/DQ graph of `model` from a calibration cache (no recalibration: mixed-precision rounds
+    and sensitivity probes re-quantize with other node sets in about a second)."""
+    from onnxruntime.quantization import quantize_static
+
+    try:
+        with _quiet_ort():
+            quantize_static(str(model), str(out), calibration_data_reader=None, nodes_to_exclude=list(exclude),
+                            nodes_to_quantize=list(only) if only else None, calibrate_method=method.ort(),
+                            calibration_cache_path=str(cache), **recipe.quantize_static_kwargs())
+    except Exception as exc:  # quantize_static raises many types; any failure means no graph
+        raise QuantizationError(f"{model.name}: quantize_static failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _convert_fp16(model: Path, out: Path, block_ops: Sequence[str], block_nodes: Sequence[str]) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    with _quiet_ort():
+        fp16 = convert_float_to_float16(onnx.load(str(model)), keep_io_types=True,
+                                        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(block_ops),
+                                        node_block_list=list(block_nodes))
+    onnx.save(fp16, str(out))
+
+
+# ------------------------------------------------------------------------------- calibration feeds
+
+
+def _calibration_feeds(fp32: PackageRunner, calib: CalibrationSet, masked_fraction: float,
+                       seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per graph, its calibration inputs: encoders the preprocessed frames, the head the FP32
+    encoders' tokens of the same frames with all modalities present, plus a `masked_fraction`
+    share of copies with some non-camera modalities masked (as the runtime masks a missing or
+    stale sensor)."""
+    package = fp32.package
+    frames = calib.frames
+    feeds = {m: fp32.encoder_feed(m, frames.inputs[m]) for m in package.modalities}
+    tokens = fp32.tokens(frames)
+    n = len(frames)
+    present = np.ones((n, len(MODALITIES)), dtype=bool)
+    rng = np.random.default_rng(seed)
+    maskable = [MODALITIES.index(m) for m in package.modalities if m != "camera"]
+    n_masked = int(round(masked_fraction * n)) if maskable else 0
+    if n_masked:
+        pick = rng.choice(n, size=n_masked, replace=n_masked > n)
+        extra = np.ones((n_masked, len(MODALITIES)), dtype=bool)
+        for row in extra:
+            k = rng.integers(1, len(maskable) + 1)
+            row[rng.choice(maskable, size=k, replace=False)] = False
+        tokens = {m: np.concatenate([v, v[pick]]) for m, v in tokens.items()}
+        present = np.concatenate([present, extra])
+    feeds["head"] = fp32.head_feed(tokens, present)
+    return feeds
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+@dataclass
+class _Evaluation:
+    """Evaluation frames with their labels, and the FP32 reference outputs on them."""
+
+    split: object  # fusion_rt.export.data.Split
+    frames: Frames
+    fp32_outputs: dict[str, np.ndarray]
+    fp32_metrics: object  # report.TaskMetrics
+    logs: list[str]
+
+
+def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn) -> _Evaluation:
+    from fusion_rt.export.data import read_logs
+
+    preprocess, vocab = package_preprocessing(fp32.package)
+    split, _counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=1, require_truth=True)
+    frames = frames_from_split(split, fp32.package, vocab)
+    say(f"evaluating FP32 on {len(frames)} labelled frames")
+    outputs = fp32.run(frames)
+    return _Evaluation(split, frames, outputs, task_metrics(split, outputs, fp32.package), [str(p) for p in logs])
+
+
+def _score(evaluation: _Evaluation, outputs: dict[str, np.ndarray], package: ModelPackage) -> dict:
+    metrics = task_metrics(evaluation.split, outputs, package)
+    base = evaluation.fp32_metrics.overall[PRIMARY_METRIC]
+    value = metrics.overall[PRIMARY_METRIC]
+    return {"metrics": metrics.headline(), "relative_drop": relative_drop(base, value), "_full": metrics}
+
+
+def _within(drop: float | None, tolerance: float) -> bool:
+    return drop is None or drop <= tolerance + 1e-12
+
+
+# ----------------------------------------------------------------------------- mixed precision
+
+
+def rank_node_sensitivity(fp32: PackageRunner, prepared: dict[str, Path], caches: dict[str, Path], recipe: Recipe,
+                          method: CalibrationMethod, frames: Frames, workdir: Path,
+                          say: ProgressFn | None = None) -> list[dict]:
+    """Nodes ranked by how much quantizing *only that node* moves the package's outputs.
+
+    For each candidate node (arithmetic ops of every graph), its graph is quantized with only
+    that node, the package runs on `frames` with that graph swapped in, and the score is the mean
+    absolute change of the scene and BEV probabilities. Isolating one node at a time measures its
+    own damage, not the accumulated error of everything before it. Highest score first.
+    """
+    import onnx
+
+    say = say or (lambda _m: None)
+    reference = fp32.run(frames)
+    ranked = []
+    probe = workdir / "probe.onnx"
+    for name, path in prepared.items():
+        nodes = [n for n in onnx.load(str(path), load_external_data=False).graph.node
+                 if n.op_type in _SENSITIVITY_OPS and n.op_type in recipe.op_types]
+        say(f"sensitivity of {len(nodes)} nodes in {name}")
+        for node in nodes:
+            _quantize_int8(path, probe, recipe, method, caches[name], only=[node.name])
+            runner = PackageRunner(fp32.package, {name: probe}, threads=fp32.threads)
+            out = runner.run(frames)
+            scene = float(np.abs(sigmoid(out["scene_logits"]) - sigmoid(reference["scene_logits"])).mean())
+            bev = float(np.abs(sigmoid(out["bev_logits"]) - sigmoid(reference["bev_logits"])).mean())
+            ranked.append({"graph": name, "node": node.name, "op_type": node.op_type, "score": scene + bev,
+                           "scene_prob_mae": scene, "bev_prob_mae": bev})
+    ranked.sort(key=lambda r: -r["score"])
+    return ranked
+
+
+# ------------------------------------------------------------------------------------ package
+
+
+def _check_out(out: Path, src: Path) -> None:
+    if out.resolve() == src.resolve():
+        raise ConfigError(f"--out {str(out)!r} is the source package; write the quantized package elsewhere")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"output folder {str(out)!r} exists and is not empty; choose a new folder")
+
+
+def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: QuantizeConfig, calib: CalibrationSet,
+                   excluded: dict[str, list[str]], report: dict) -> None:
+    """Copy what the graphs do not change (vocabulary), rewrite the manifest, write the report."""
+    if fp32.vocabulary_path is not None:
+        shutil.copy2(fp32.vocabulary_path, staging / fp32.manifest["vocabulary"])
+    manifest = {k: v for k, v in fp32.manifest.items() if k not in ("format_version", "parity")}
+    manifest["graphs"] = {name: describe_graph(staging, spec.file, name, spec.role, spec.modality).to_dict()
+                          for name, spec in fp32.graphs.items()}
+    manifest["precision"] = recipe.precision
+    manifest["name"] = f"{fp32.name}-{recipe.name}"
+    manifest["precision_recipe"] = {
+        "name": recipe.name, **recipe.to_dict(),
+        "method": config.method.value if recipe.is_int8 else None,
+        "samples": len(calib.strata),
+        "calibration_logs": [{"file": Path(p).name, "sha256": sha256_file(p)} for p in calib.logs],
+        "excluded_nodes": excluded,  # kept in FP32 (mixed precision, or fp16 overflow)
+        "fp32_graphs": report["mixed_precision"].get("fp32_graphs", []),  # int8: INT8 was slower (speed gate)
+        "fp32_op_types": (report["fp16"] or {}).get("final", {}).get("fp32_op_types", []),  # fp16: kept FP32
+        "tolerance": config.tolerance,
+    }
+    (staging / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    manifest["quantization"] = {"report": REPORT_NAME, **report["acceptance"]}
+    manifest["provenance"] = {**fp32.manifest.get("provenance", {}),
+                              "source_package": {"name": fp32.name, "manifest_sha256": fp32.sha256}}
+    write_manifest(staging, manifest)
+
+
+def quantize_package(package_dir: str | Path, out_dir: str | Path, config: QuantizeConfig,
+                     calib_logs: Sequence[str | Path], eval_logs: Sequence[str | Path] | None = None,
+                     progress: ProgressFn | None = None) -> QuantizeResult:
+    """Apply `config.recipe` to the package in `package_dir`, writing a new package to `out_dir`."""
+    say = progress or (lambda _m: None)
+    recipe = get_recipe(config.recipe)
+    src, out = Path(package_dir), Path(out_dir)
+    fp32_pkg = load_package(src)
+    if fp32_pkg.precision != "fp32":
+        raise ConfigError(f"package {str(src)!r} is already {fp32_pkg.precision}; quantize the FP32 package")
+    _check_out(out, src)
+    package_preprocessing(fp32_pkg)  # fail on an unusable preprocess/vocabulary before reading logs
+
+    calib = load_calibration_set(calib_logs, fp32_pkg, config.samples)
+    say(f"calibration: {len(calib.strata)} frames of {calib.available} "
+        f"({', '.join(f'{k} {v}' for k, v in calib.counts()['per_condition'].items())})")
+    eval_from_calib = not eval_logs
+    eval_logs = list(eval_logs) if eval_logs else list(calib.logs)
+    fp32 = PackageRunner(fp32_pkg, threads=config.threads)
+    evaluation = _evaluation(fp32, eval_logs, say)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent) as tmp:
+        work, staging = Path(tmp) / "work", Path(tmp) / "package"
+        work.mkdir()
+        staging.mkdir()
+        files = {name: staging / spec.file for name, spec in fp32_pkg.graphs.items()}
+        if recipe.is_int8:
+            steps, excluded, fp16_info = _int8(fp32, recipe, config, calib, evaluation, work, files, say), None, None
+            excluded = steps["excluded"]
+        else:
+            fp16_info = _fp16(fp32, config, calib, evaluation, work, files, say)
+            steps, excluded = None, {g: nodes for g, nodes in fp16_info["overflow_nodes"].items() if nodes}
+
+        new = PackageRunner(fp32_pkg, files, threads=config.threads)
+        new_outputs = new.run(evaluation.frames)
+        scored = _score(evaluation, new_outputs, fp32_pkg)
+        say("benchmarking latency (batch 1, interleaved)")
+        frame = evaluation.frames.take(np.array([len(evaluation.frames) // 2]))
+        latency = benchmark_latency(fp32, new, frame, iterations=config.latency_iterations)
+        profile = {"fp32": profile_ops(fp32_pkg, None, frame, work, threads=config.threads),
+                   "new": profile_ops(fp32_pkg, files, frame, work, threads=config.threads)}
+        sizes = graph_sizes(fp32_pkg, staging)
+        divergence = output_divergence(evaluation.fp32_outputs, new_outputs)
+        drop = scored["relative_drop"]
+        within = _within(drop, config.tolerance)
+        acceptance = {
+            "primary_metric": PRIMARY_METRIC,
+            "fp32": evaluation.fp32_metrics.overall[PRIMARY_METRIC],
+            "new": scored["metrics"][PRIMARY_METRIC],
+            "relative_drop": drop,
+            "tolerance": config.tolerance,
+            "within_tolerance": within,
+            "size_ratio": sizes["ratio"],
+            "speedup_median": latency["speedup_median"],
+            "worst_output_cosine": min(d["cosine"] for d in divergence.values()),
+        }
+        if recipe.name == "ort-cpu-int8":
+            acceptance["speedup_at_least_2x"] = latency["speedup_median"] >= 2.0
+            acceptance["size_at_most_0.35x"] = sizes["ratio"] <= 0.35
+        if fp16_info is not None:
+            acceptance["fp16_parity_cosine_min"] = fp16_info["final"]["worst_cosine"]
+            acceptance["fp16_parity_ok"] = fp16_info["final"]["ok"]
+        report = {
+            "format": REPORT_FORMAT,
+            "recipe": recipe.to_dict(),
+            "method": config.method.value if recipe.is_int8 else None,
+            "calibration": {**calib.counts(), "logs": [{"file": p, "sha256": sha256_file(p)} for p in calib.logs],
+                            "head_masked_fraction": config.masked_fraction, "stratified_by": "condition/scene_type"},
+            "evaluation": {"logs": evaluation.logs, "frames": len(evaluation.frames),
+                           "source": "the calibration logs (no --eval-log given): metrics are optimistic for "
+                                     "unseen data" if eval_from_calib else "--eval-log"},
+            "metrics": {"fp32": evaluation.fp32_metrics.headline(), "new": scored["metrics"],
+                        "relative_drop": {k: relative_drop(evaluation.fp32_metrics.headline()[k], v)
+                                          for k, v in scored["metrics"].items()},
+                        "per_condition": {c: {"fp32": evaluation.fp32_metrics.summary["per_condition"][c]
+                                              [PRIMARY_METRIC], "new": v[PRIMARY_METRIC]}
+                                          for c, v in scored["_full"].summary["per_condition"].items()}},
+            "divergence": divergence,
+            "sizes": sizes,
+            "latency": latency,
+            "profile": profile,
+            "mixed_precision": steps if steps is not None else {"rounds": [], "excluded": {}},
+            "fp16": fp16_info,
+            "acceptance": acceptance,
+            "notes": [
+                "latency: encoders + head at batch 1, FP32 and new precision interleaved in one process on a "
+                "shared machine; read the ratios, not the milliseconds",
+                "fp16 parity runs on ONNX Runtime CPU, which computes ops without float16 kernels in float32 "
+                "between casts; GPU kernels may differ" if not recipe.is_int8 else
+                f"int8 activations {recipe.activation_type}, weights {recipe.weight_type} per-channel "
+                f"{'symmetric' if recipe.weight_symmetric else 'asymmetric'}",
+            ],
+        }
+        _write_package(fp32_pkg, staging, recipe, config, calib, excluded, report)
+        for leftover in staging.glob("*.onnx.data"):
+            leftover.unlink()
+        load_package(staging)  # the runtime's own validation, before the package is published
+        if out.exists():
+            out.rmdir()
+        shutil.move(str(staging), str(out))
+    say(f"wrote {out}")
+    return QuantizeResult(load_package(out), report, within, excluded)
+
+
+def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: CalibrationSet,
+          evaluation: _Evaluation, work: Path, files: dict[str, Path], say: ProgressFn) -> dict:
+    """Calibrate and quantize every graph; mixed-precision rounds while the metric misses tolerance."""
+    package = fp32.package
+    feeds = _calibration_feeds(fp32, calib, config.masked_fraction, config.seed)
+    prepared, caches = {}, {}
+    for name, spec in package.graphs.items():
+        prepared[name] = work / f"{name}.prepared.onnx"
+        _prepare(package.graph_path(name), prepared[name])
+        caches[name] = work / f"{name}.calibration.json"
+        say(f"calibrating {spec.file} ({config.method.value}, {len(next(iter(feeds[name].values())))} rows)")
+        _calibrate(prepared[name], feeds[name], config.method, recipe.activation_symmetric, caches[name],
+                   recipe.op_types)
+
+    for name in prepared:
+        _quantize_int8(prepared[name], files[name], recipe, config.method, caches[name])
+    speed: dict[str, dict] = {}
+    if recipe.speed_gate if config.speed_gate is None else config.speed_gate:
+        for name in list(prepared):
+            feed = {k: v[:1] for k, v in feeds[name].items()}
+            speed[name] = benchmark_graph(package.graph_path(name), files[name], feed, config.threads)
+            if speed[name]["speedup"] < _SPEED_GATE:
+                say(f"{name}: INT8 is not faster at batch 1 ({speed[name]['speedup']:.2f}x): kept in FP32")
+                shutil.copy2(package.graph_path(name), files[name])
+                del prepared[name]
+
+    def build(excluded: dict[str, list[str]], changed: Sequence[str]) -> dict:
+        for name in changed:
+            _quantize_int8(prepared[name], files[name], recipe, config.method, caches[name], excluded.get(name, ()))
+        outputs = PackageRunner(package, files, threads=config.threads).run(evaluation.frames)
+        return _score(evaluation, outputs, package)
+
+    excluded: dict[str, list[str]] = {}
+    say(f"evaluating {len(prepared)} INT8 graphs ({recipe.name})")
+    scored = build(excluded, [])
+    rounds = [{"round": 0, "excluded": 0, "metrics": scored["metrics"], "relative_drop": scored["relative_drop"]}]
+    ranking: list[dict] = []
+    if not _within(scored["relative_drop"], config.tolerance) and config.max_rounds > 0:
+        say(f"{PRIMARY_METRIC} dropped {scored['relative_drop']:.2%} > {config.tolerance:.2%}: ranking node "
+            "sensitivity")
+        sub = evaluation.frames.take(np.linspace(0, len(evaluation.frames) - 1,
+                                                 num=min(config.sensitivity_frames, len(evaluation.frames)))
+                                     .round().astype(np.int64))
+        ranking = rank_node_sensitivity(fp32, prepared, caches, recipe, config.method, sub, work, say)
+        k = max(1, len(ranking) // 16)
+        for r in range(1, config.max_rounds + 1):
+            top = ranking[:k]
+            new_excluded: dict[str, list[str]] = {}
+            for item in top:
+                new_excluded.setdefault(item["graph"], []).append(item["node"])
+            changed = [g for g in prepared if new_excluded.get(g, []) != excluded.get(g, [])]
+            excluded = new_excluded
+            scored = build(excluded, changed)
+            rounds.append({"round": r, "excluded": len(top), "nodes": [f"{i['graph']}:{i['node']}" for i in top],
+                           "metrics": scored["metrics"], "relative_drop": scored["relative_drop"]})
+            say(f"round {r}: {len(top)} nodes in FP32, {PRIMARY_METRIC} drop "
+                f"{(scored['relative_drop'] or 0.0):.2%}")
+            if _within(scored["relative_drop"], config.tolerance) or k >= len(ranking):
+                break
+            k = min(len(ranking), 2 * k)
+    return {"rounds": rounds, "excluded": excluded, "sensitivity_top": ranking[:20], "candidates": len(ranking),
+            "int8_graphs": sorted(prepared), "fp32_graphs": sorted(set(package.graphs) - set(prepared)),
+            "graph_speed": speed}
+
+
+def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, evaluation: _Evaluation, work: Path,
+          files: dict[str, Path], say: ProgressFn) -> dict:
+    """Convert every graph to FP16; keep overflowing nodes, then sensitive op types, in FP32 until
+    every output of every graph has cosine >= config.parity_cosine against FP32 on real frames."""
+    import onnx
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    package = fp32.package
+    feeds = _calibration_feeds(fp32, calib, config.masked_fraction, config.seed)
+    overflow: dict[str, list[str]] = {}
+    for name in package.graphs:
+        # FP32 ranges of every tensor from ORT's MinMax calibrator: nodes whose outputs leave the
+        # float16 range (with margin) stay FP32 - the overflow the parity check would otherwise find.
+        cache = work / f"{name}.fp32-range.json"
+        _calibrate(package.graph_path(name), feeds[name], CalibrationMethod.MINMAX, False, cache)
+        ranges = load_tensors_data(cache)
+        big = {t for t in ranges.data if float(np.max(np.abs(np.asarray(ranges[t].range_value, dtype=np.float64))))
+               > FP16_SAFE_ABS}
+        model = onnx.load(str(package.graph_path(name)), load_external_data=False)
+        overflow[name] = [n.name for n in model.graph.node if big & set(n.output) and n.name]
+
+    # Per-graph parity (each graph fed FP32 inputs) and end-to-end; eval frames are real frames.
+    sub = evaluation.frames.take(np.linspace(0, len(evaluation.frames) - 1, num=min(64, len(evaluation.frames)))
+                                 .round().astype(np.int64))
+    fp32_tokens = fp32.tokens(sub)
+    fp32_head = fp32.head(fp32_tokens, sub.present)
+    fp32_end = fp32.run(sub)
+    groups = [(), ("LayerNormalization",), ("Softmax",), ("ReduceMean", "ReduceSum"),
+              tuple(op for op in FP16_SENSITIVE_OPS if op not in ("LayerNormalization", "Softmax", "ReduceMean",
+                                                                   "ReduceSum"))]
+    attempts = []
+    blocked: list[str] = list(config.extra_fp16_block)
+    for group in groups:
+        blocked += list(group)
+        for name in package.graphs:
+            _convert_fp16(package.graph_path(name), files[name], blocked, overflow[name])
+        new = PackageRunner(package, files, threads=config.threads)
+        parity = {}
+        new_tokens = {}
+        for m in package.modalities:
+            new_tokens[m] = new.session(m).run(["tokens"], new.encoder_feed(m, sub.inputs[m]))[0]
+            parity[f"{m}.tokens"] = output_divergence({"tokens": fp32_tokens[m]}, {"tokens": new_tokens[m]})["tokens"]
+        for k, v in output_divergence(fp32_head, new.head(fp32_tokens, sub.present)).items():
+            parity[f"head.{k}"] = v
+        for k, v in output_divergence(fp32_end, new.run(sub)).items():
+            parity[f"end_to_end.{k}"] = v
+        worst = min(p["cosine"] for p in parity.values())
+        finite = all(np.isfinite(p["max_abs"]) for p in parity.values())
+        ok = finite and worst >= config.parity_cosine
+        attempts.append({"fp32_op_types": list(blocked), "worst_cosine": worst, "ok": ok, "parity": parity})
+        say(f"fp16 with {blocked or 'no extra ops'} in FP32: worst cosine {worst:.6f}")
+        if ok:
+            break
+    return {"frames": len(sub), "overflow_nodes": overflow, "fp16_safe_abs": FP16_SAFE_ABS, "attempts": attempts,
+            "final": {k: attempts[-1][k] for k in ("fp32_op_types", "worst_cosine", "ok")}}

@@ -1,0 +1,171 @@
+"""Precision recipes (DESIGN.md section 5): one typed recipe per target, not one switch.
+
+A `Recipe` says how a package's graphs are converted: INT8 QDQ with given activation/weight
+types and symmetry, or FP16 with ops kept in FP32. `QuantizeConfig` holds one quantization job's
+settings (recipe, calibration method, sample count, tolerance...). `CalibrationMethod` maps our
+method names onto onnxruntime's calibrators *and* the calibrator options we pass explicitly:
+`quantize_static` forwards no bin settings to the entropy calibrator, whose defaults (128 bins,
+128 quantized bins) leave one candidate threshold and so reproduce MinMax (shared/BASELINE.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from fusion_rt.errors import ConfigError
+
+__all__ = ["CalibrationMethod", "Recipe", "RECIPES", "get_recipe", "QuantizeConfig", "FP16_SENSITIVE_OPS"]
+
+
+class CalibrationMethod(str, Enum):
+    """How activation ranges are chosen from the calibration data."""
+
+    MINMAX = "minmax"  # observed min/max: no clipping, sensitive to outliers
+    ENTROPY = "entropy"  # KL-divergence threshold over a histogram (TensorRT's classic method)
+    PERCENTILE = "percentile"  # clip at a percentile of |x|: ignores rare outliers
+
+    @classmethod
+    def parse(cls, name: str) -> CalibrationMethod:
+        try:
+            return cls(name)
+        except ValueError:
+            raise ConfigError(f"unknown calibration method {name!r}; choose from "
+                              f"{', '.join(m.value for m in cls)}") from None
+
+    def ort(self):
+        """The matching `onnxruntime.quantization.CalibrationMethod`."""
+        from onnxruntime.quantization import CalibrationMethod as OrtMethod
+
+        return {CalibrationMethod.MINMAX: OrtMethod.MinMax, CalibrationMethod.ENTROPY: OrtMethod.Entropy,
+                CalibrationMethod.PERCENTILE: OrtMethod.Percentile}[self]
+
+    def calibrator_options(self, symmetric: bool) -> dict:
+        """Options for `onnxruntime.quantization.create_calibrator`, every one given explicitly."""
+        if self is CalibrationMethod.MINMAX:
+            return {"symmetric": symmetric, "moving_average": False}
+        if self is CalibrationMethod.ENTROPY:
+            # 1024 histogram bins searched down to 128 quantized bins: ~450 candidate thresholds
+            # (the ORT defaults 128/128 give exactly one, i.e. MinMax). TensorRT uses 2048/128;
+            # 1024 halves the O(bins^2) search with no visible change on our graphs.
+            return {"symmetric": symmetric, "num_bins": 1024, "num_quantized_bins": 128}
+        # 99.99th percentile of |x| (BASELINE.md: slightly better than MinMax on the prototype).
+        return {"symmetric": symmetric, "num_bins": 2048, "percentile": 99.99}
+
+
+#: Op types that may lose accuracy or overflow in FP16: normalization statistics, softmax and
+#: attention accumulation, exponentials and powers. The fp16 recipe keeps them in FP32 when the
+#: parity check on real frames asks for it.
+FP16_SENSITIVE_OPS: tuple[str, ...] = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Exp", "Pow",
+                                       "Sqrt", "Reciprocal", "Div", "Erf")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to convert a package's graphs for one target."""
+
+    name: str
+    precision: str  # manifest "precision" of the result: "int8" or "fp16"
+    target: str  # who consumes it, for the manifest and report
+    activation_type: str | None = None  # "uint8" | "int8" (INT8 recipes)
+    weight_type: str | None = None  # "int8"
+    per_channel: bool = True  # per-output-channel weight scales: needed for accuracy of small CNNs
+    activation_symmetric: bool = False  # zero point 0 for activations (TensorRT needs it)
+    weight_symmetric: bool = True
+    quantize_bias: bool = True  # int32 bias DQ (ORT); TensorRT fuses float bias itself
+    # Op types given Q/DQ. Weighted ops and what chains them (residual Add, Relu, pooling): on
+    # this model quantizing everything (LayerNorm, Softmax, Where, Transpose...) cost 14% scene AUC
+    # and made the attention head 1.5x slower; weighted ops + Add/Relu were the fastest encoders.
+    op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Relu", "MaxPool", "AveragePool",
+                                 "GlobalAveragePool")
+    # Keep a graph in FP32 when its INT8 version is not faster at batch 1 on this host (DESIGN.md 5:
+    # a layer that costs time stays in higher precision). Only meaningful when the host runs the target.
+    speed_gate: bool = False
+
+    @property
+    def is_int8(self) -> bool:
+        return self.precision == "int8"
+
+    def quantize_static_kwargs(self) -> dict:
+        """Arguments of `onnxruntime.quantization.quantize_static` this recipe fixes."""
+        from onnxruntime.quantization import QuantFormat, QuantType
+
+        assert self.is_int8, self.name
+        types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+        return {
+            "quant_format": QuantFormat.QDQ,
+            "op_types_to_quantize": list(self.op_types),
+            "per_channel": self.per_channel,
+            "reduce_range": False,  # VNNI-class CPUs (Zen 4 here) and GPUs accumulate without saturation
+            "activation_type": types[self.activation_type],
+            "weight_type": types[self.weight_type],
+            "extra_options": {
+                "ActivationSymmetric": self.activation_symmetric,
+                "WeightSymmetric": self.weight_symmetric,
+                "QuantizeBias": self.quantize_bias,
+            },
+        }
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "precision": self.precision, "target": self.target,
+                "activation_type": self.activation_type, "weight_type": self.weight_type,
+                "per_channel": self.per_channel, "activation_symmetric": self.activation_symmetric,
+                "weight_symmetric": self.weight_symmetric, "quantize_bias": self.quantize_bias,
+                "op_types": list(self.op_types) if self.is_int8 else None, "speed_gate": self.speed_gate}
+
+
+RECIPES: dict[str, Recipe] = {
+    "ort-cpu-int8": Recipe(
+        name="ort-cpu-int8", precision="int8", target="ONNX Runtime CPU (x86 VNNI / ARM dot-product)",
+        activation_type="uint8", weight_type="int8", activation_symmetric=False, weight_symmetric=True,
+        speed_gate=True),
+    "tensorrt-int8": Recipe(
+        name="tensorrt-int8", precision="int8", target="TensorRT 10/11 explicit quantization (Q/DQ)",
+        activation_type="int8", weight_type="int8", activation_symmetric=True, weight_symmetric=True,
+        # TensorRT's Q/DQ placement: inputs of weighted layers and residual adds; it fuses the rest.
+        quantize_bias=False, op_types=("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "MaxPool", "AveragePool",
+                                       "GlobalAveragePool")),
+    "fp16": Recipe(name="fp16", precision="fp16", target="GPU FP16 (TensorRT, CUDA EP); slower than FP32 on CPU"),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called `name`; ConfigError listing the choices otherwise."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown precision recipe {name!r}; choose from {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """One quantization job (what `fusion-rt quantize` is asked to do)."""
+
+    recipe: str
+    method: CalibrationMethod = CalibrationMethod.PERCENTILE  # BASELINE: percentile beat minmax
+    samples: int = 128  # calibration frames; ranges settle well before this on our small graphs
+    tolerance: float = 0.005  # allowed relative drop of the primary metric (mean scene AUC)
+    max_rounds: int = 4  # mixed-precision rounds before giving up (each excludes more nodes)
+    masked_fraction: float = 0.25  # share of head calibration frames with some modalities masked
+    parity_cosine: float = 0.999  # fp16 acceptance bar on every output
+    latency_iterations: int = 60  # timed batch-1 runs per precision (after warm-up)
+    threads: int = 2  # ORT intra-op threads for evaluation and latency
+    seed: int = 0
+    sensitivity_frames: int = 32  # frames used to rank nodes for mixed precision
+    speed_gate: bool | None = None  # None: the recipe's default (keep graphs that INT8 slows down in FP32)
+    extra_fp16_block: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        get_recipe(self.recipe)
+        if not isinstance(self.method, CalibrationMethod):
+            object.__setattr__(self, "method", CalibrationMethod.parse(self.method))
+        for name, lo in (("samples", 1), ("max_rounds", 0), ("latency_iterations", 1), ("threads", 1),
+                         ("sensitivity_frames", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ConfigError(f"{name} must be an integer >= {lo}, got {value!r}")
+        if not (0.0 <= self.tolerance < 1.0):
+            raise ConfigError(f"tolerance is a relative drop in [0, 1), got {self.tolerance!r} (0.005 = 0.5%)")
+        if not (0.0 <= self.masked_fraction < 1.0):
+            raise ConfigError(f"masked_fraction must be in [0, 1), got {self.masked_fraction!r}")
+        if not (0.0 < self.parity_cosine <= 1.0):
+            raise ConfigError(f"parity_cosine must be in (0, 1], got {self.parity_cosine!r}")

@@ -1,0 +1,287 @@
+"""Training and evaluation data: simulated drives -> MCAP logs -> preprocessed arrays in memory.
+
+The path a sample takes is the deployment path: the simulator's messages are recorded to MCAP,
+read back with `LogDataset` (camera-triggered, latest-within-max-age matching of the other
+streams) and preprocessed with the very functions of `fusion_rt.preprocess` the runtime calls.
+Only the storage differs: camera inputs are kept as float16 (values within [-2.2, 2.7] keep
+~1e-3 precision, well under one 8-bit grey level, 0.017 after normalization) and map inputs as
+float16 (fractions of 1/16, exact), which halves the memory of a training set.
+
+Logs are cached by their drive settings; preprocessed splits in an ``.npz`` keyed by a hash of the
+data and preprocessing configs (`np.load(..., allow_pickle=False)`: strings are stored as fixed
+width unicode arrays, never objects).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from fusion_rt.errors import ConfigError, DecodeError, LogError
+from fusion_rt.export.configs import DataConfig, DriveSpec
+from fusion_rt.messages import MODALITIES, RadarTensor
+from fusion_rt.preprocess import PreprocessConfig, Vocabulary, decode_camera, map_input, radar_tensor_input
+from fusion_rt.rig import CLASS_NAMES, BevGrid
+
+__all__ = ["Split", "LoadedData", "SCENE_LABELS", "default_cache_dir", "drive_log_path", "record_drives",
+           "fit_radar_normalization", "read_logs", "load_data", "CACHE_VERSION"]
+
+#: Scene labels, in model output order (the same tuple as fusion_rt.export.models.SCENE_LABELS,
+#: repeated so that data handling does not import torch).
+SCENE_LABELS: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist", "hazard")
+
+#: Bump when the meaning of cached arrays changes, so stale caches are never read.
+CACHE_VERSION = 1
+
+ProgressFn = Callable[[str, int, int], None]  # (stage description, done, total)
+
+
+def default_cache_dir() -> Path:
+    """Where simulated logs and preprocessed arrays are cached: $XDG_CACHE_HOME/fusion-rt (~/.cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fusion-rt"
+
+
+@dataclass
+class Split:
+    """Preprocessed samples of one split, as parallel arrays over N samples."""
+
+    camera: np.ndarray  # [N, 3, H, W] float16 normalized RGB
+    radar: np.ndarray  # [N, C, R, A] float32 normalized range-azimuth tensor (0 where absent)
+    map: np.ndarray  # [N, K, rows, cols] float16 one-hot map (0 where absent)
+    text: np.ndarray  # [N] unicode scene text ("" where absent)
+    present: np.ndarray  # [N, 4] bool: modality available for the frame, MODALITIES order
+    labels: np.ndarray  # [N, L] uint8 scene labels, SCENE_LABELS order
+    bev: np.ndarray  # [N, classes, rows, cols] uint8 BEV occupancy
+    condition: np.ndarray  # [N] unicode: day | night | fog | rain ("" for a frame without ground truth)
+    scene_type: np.ndarray  # [N] unicode: urban | highway | school_zone | construction ("" likewise)
+    log_index: np.ndarray  # [N] int32: which log the sample came from
+    stamp_ns: np.ndarray  # [N] int64 camera stamp
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def text_ids(self, vocab: Vocabulary) -> np.ndarray:
+        """[N, max_tokens] int64 word ids through `vocab` (empty text is all padding)."""
+        out = np.zeros((len(self), vocab.max_tokens), dtype=np.int64)
+        for i, text in enumerate(self.text):
+            vocab.encode(str(text), out[i])
+        return out
+
+    def save(self, path: Path, **extra: np.ndarray) -> None:
+        tmp = path.with_name(f".{path.name}.partial.npz")
+        np.savez(tmp, **{f.name: getattr(self, f.name) for f in fields(self)}, **extra)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[Split, dict[str, np.ndarray]]:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise ConfigError(f"cache file {path} lacks arrays {missing}; delete it to rebuild")
+        return cls(**{n: arrays.pop(n) for n in names}), arrays
+
+
+@dataclass
+class LoadedData:
+    """What training needs: both splits, the fitted preprocessing config and the vocabulary."""
+
+    train: Split
+    val: Split
+    preprocess: PreprocessConfig
+    vocab: Vocabulary
+    log_paths: dict[str, list[str]]  # split -> cached MCAP files
+
+
+def drive_log_path(drive: DriveSpec, camera_size: tuple[int, int], jpeg_quality: int, cache_dir: Path) -> Path:
+    """The cache file of a drive: named by every setting that changes its bytes."""
+    w, h = camera_size
+    scene = drive.scene_type or "any"
+    return (Path(cache_dir) / "logs" /
+            f"drive-s{drive.seed}-{drive.conditions}-{scene}-{drive.seconds:g}s-{w}x{h}-q{jpeg_quality}.mcap")
+
+
+def record_drives(drives: Sequence[DriveSpec], camera_size: tuple[int, int], jpeg_quality: int, cache_dir: Path,
+                  progress: ProgressFn | None = None) -> list[Path]:
+    """Simulate and record each drive not already in the cache; returns the log paths in order."""
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    paths = [drive_log_path(d, camera_size, jpeg_quality, cache_dir) for d in drives]
+    for i, (drive, path) in enumerate(zip(drives, paths, strict=True)):
+        if progress:
+            progress("simulating drives", i, len(drives))
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config = DriveConfig(seconds=drive.seconds, seed=drive.seed, conditions=drive.conditions,
+                             camera_size=tuple(camera_size), scene_type=drive.scene_type, jpeg_quality=jpeg_quality)
+        record_drive(config, path)  # writes to a temporary name and renames: never half a log
+    if progress:
+        progress("simulating drives", len(drives), len(drives))
+    return paths
+
+
+def fit_radar_normalization(paths: Sequence[Path], stride: int = 4) -> tuple[float, float]:
+    """(offset, scale) of the radar power channel, from every `stride`-th radar scan of `paths`.
+
+    offset = median power (the noise floor, where almost every cell lies); scale = (99.9th
+    percentile - median) / 4, so the strongest 0.1% of cells (the targets) land at about 4 and
+    only the very strongest reach the +-5 clip, keeping the RCS contrast between a truck and a
+    pedestrian that a mean/std normalization (std dominated by noise) would clip away.
+    """
+    from fusion_rt.logs import LogReader
+    from fusion_rt.logs.schemas import DEFAULT_TOPICS
+
+    samples = []
+    for path in paths:
+        with LogReader(path) as reader:
+            for k, item in enumerate(reader.messages(topics=[DEFAULT_TOPICS[RadarTensor]])):
+                msg = item.message
+                if k % stride or not isinstance(msg, RadarTensor) or "power_db" not in msg.channels:
+                    continue
+                power = np.asarray(msg.data[msg.channels.index("power_db")], dtype=np.float32)
+                samples.append(power[np.isfinite(power)][::7])  # a fixed thinning: plenty for percentiles
+    if not samples:
+        raise LogError(f"no radar tensors with a power_db channel in {[str(p) for p in paths]}: cannot fit "
+                       "the radar normalization")
+    values = np.concatenate(samples)
+    median = float(np.median(values))
+    top = float(np.percentile(values, 99.9))
+    scale = max((top - median) / 4.0, 1e-3)
+    return round(median, 4), round(scale, 4)
+
+
+def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_stride: int = 1,
+              progress: ProgressFn | None = None, require_truth: bool = True) -> tuple[Split, dict[str, int]]:
+    """Read logs through `LogDataset` and preprocess every `frame_stride`-th camera frame.
+
+    With `require_truth` (training, evaluation), frames without ground truth are skipped and a log
+    with none at all is an error. Without it (model inputs only: export parity, calibration),
+    every frame is kept; unlabelled ones get zero labels and BEV and an empty condition and
+    scene type. A frame whose camera image does not decode is
+    skipped, as the runtime rejects it; a radar tensor or map that does not decode marks that
+    modality absent, as the runtime masks it. Returns the split and counts of what was skipped.
+    """
+    from fusion_rt.logs import LogDataset
+
+    pre = preprocess
+    rows = {name: [] for name in ("camera", "radar", "map", "text", "present", "labels", "bev", "condition",
+                                  "scene_type", "log_index", "stamp_ns")}
+    counts = {"frames": 0, "no_ground_truth": 0, "camera_rejected": 0, "radar_rejected": 0, "map_rejected": 0,
+              "skipped_records": 0}
+    radar_zero = np.zeros((len(pre.radar_input_channels), *pre.radar_shape), dtype=np.float32)
+    map_zero = np.zeros(pre.map_shape, dtype=np.float16)
+    for li, path in enumerate(paths):
+        if not Path(path).is_file():
+            raise LogError(f"log {str(path)!r} does not exist or is not a file")
+        if progress:
+            progress("reading logs", li, len(paths))
+        with_truth = 0
+        dataset = LogDataset(path)
+        for k, sample in enumerate(dataset):
+            counts["frames"] += 1
+            gt = sample.ground_truth
+            if gt is None:
+                counts["no_ground_truth"] += 1
+                if require_truth:
+                    continue
+            else:
+                with_truth += 1
+            if k % frame_stride:
+                continue
+            try:
+                camera = decode_camera(sample.camera, pre).astype(np.float16)
+            except DecodeError:
+                counts["camera_rejected"] += 1
+                continue
+            radar, has_radar = radar_zero, False
+            if sample.radar_tensor is not None:
+                try:
+                    radar, has_radar = radar_tensor_input(sample.radar_tensor, pre), True
+                except DecodeError:
+                    counts["radar_rejected"] += 1
+            grid, has_map = map_zero, False
+            if sample.map is not None:
+                try:
+                    grid, has_map = map_input(sample.map, pre).astype(np.float16), True
+                except DecodeError:
+                    counts["map_rejected"] += 1
+            text = sample.text.text if sample.text is not None and isinstance(sample.text.text, str) else None
+            if gt is not None:
+                missing = [c for c in SCENE_LABELS if c not in gt.labels]
+                if missing:
+                    raise LogError(f"ground truth in {path} lacks scene labels {missing}")
+            rows["camera"].append(camera)
+            rows["radar"].append(radar)
+            rows["map"].append(grid)
+            rows["text"].append(text or "")
+            rows["present"].append((True, has_radar, has_map, text is not None))
+            if gt is not None:
+                rows["labels"].append([int(gt.labels[c]) for c in SCENE_LABELS])
+                rows["bev"].append(np.asarray(gt.bev, dtype=np.uint8))
+                rows["condition"].append(gt.condition)
+                rows["scene_type"].append(gt.scene_type)
+            else:  # kept only when require_truth is False (model inputs for export parity, calibration)
+                rows["labels"].append([0] * len(SCENE_LABELS))
+                rows["bev"].append(np.zeros((len(CLASS_NAMES), *BevGrid().shape), dtype=np.uint8))
+                rows["condition"].append("")
+                rows["scene_type"].append("")
+            rows["log_index"].append(li)
+            rows["stamp_ns"].append(sample.stamp_ns)
+        counts["skipped_records"] += sum(len(v) for v in dataset.issues.values())  # damaged records, reported
+        if require_truth and with_truth == 0:
+            raise LogError(f"log {str(path)!r} has no ground truth for any camera frame; evaluation and training "
+                           "need labelled logs (e.g. from 'fusion-rt simulate')")
+    if progress:
+        progress("reading logs", len(paths), len(paths))
+    if not rows["labels"]:
+        raise LogError(f"no usable samples in {[str(p) for p in paths]}")
+    assert len(MODALITIES) == 4 and MODALITIES[0] == "camera"  # the present tuple above follows MODALITIES
+    split = Split(
+        camera=np.stack(rows["camera"]), radar=np.stack(rows["radar"]), map=np.stack(rows["map"]),
+        text=np.array(rows["text"], dtype=str), present=np.array(rows["present"], dtype=bool),
+        labels=np.array(rows["labels"], dtype=np.uint8), bev=np.stack(rows["bev"]),
+        condition=np.array(rows["condition"], dtype=str), scene_type=np.array(rows["scene_type"], dtype=str),
+        log_index=np.array(rows["log_index"], dtype=np.int32), stamp_ns=np.array(rows["stamp_ns"], dtype=np.int64))
+    return split, counts
+
+
+def load_data(config: DataConfig, base_preprocess: PreprocessConfig, cache_dir: Path | None = None,
+              progress: ProgressFn | None = None) -> LoadedData:
+    """Record (or reuse) the drives of `config`, fit the radar normalization on the training logs,
+    and return both splits preprocessed, with the vocabulary built from the training texts."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    train_paths = record_drives(config.train_drives, config.camera_size, config.jpeg_quality, cache_dir, progress)
+    val_paths = record_drives(config.val_drives, config.camera_size, config.jpeg_quality, cache_dir, progress)
+    array_dir = cache_dir / "arrays"
+    array_dir.mkdir(parents=True, exist_ok=True)
+
+    key = config.digest(base_preprocess.to_dict(), {"cache_version": CACHE_VERSION})
+    train_file = array_dir / f"train-{key}.npz"
+    if train_file.exists():
+        train, extra = Split.load(train_file)
+        offset, scale = float(extra["radar_power_db_offset"]), float(extra["radar_power_db_scale"])
+        preprocess = replace(base_preprocess, radar_power_db_offset=offset, radar_power_db_scale=scale)
+    else:
+        offset, scale = fit_radar_normalization(train_paths, config.radar_fit_stride)
+        preprocess = replace(base_preprocess, radar_power_db_offset=offset, radar_power_db_scale=scale)
+        train, _ = read_logs(train_paths, preprocess, config.train_frame_stride, progress)
+        train.save(train_file, radar_power_db_offset=np.float64(offset), radar_power_db_scale=np.float64(scale))
+
+    val_key = config.digest(preprocess.to_dict(), {"cache_version": CACHE_VERSION, "split": "val"})
+    val_file = array_dir / f"val-{val_key}.npz"
+    if val_file.exists():
+        val, _ = Split.load(val_file)
+    else:
+        val, _ = read_logs(val_paths, preprocess, config.val_frame_stride, progress)
+        val.save(val_file)
+    vocab = Vocabulary.build((str(t) for t in train.text), max_tokens=preprocess.text_max_tokens)
+    return LoadedData(train=train, val=val, preprocess=preprocess, vocab=vocab,
+                      log_paths={"train": [str(p) for p in train_paths], "val": [str(p) for p in val_paths]})

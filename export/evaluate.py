@@ -1,0 +1,272 @@
+"""Evaluate a training run on labelled logs: per-class AUC and F1, BEV IoU, overall and per condition.
+
+`load_run` rebuilds the model of a run directory from its JSON config and its safetensors weights
+(no pickle anywhere). `evaluate_logs` reads logs through the same `LogDataset` + preprocessing
+path as training, optionally masks modalities through the presence mask (as the runtime does
+when a sensor is missing) and returns a JSON-ready dict; `summarize` computes the metrics and is
+shared with training's validation. `print_report` renders the result as rich tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fusion_rt.errors import ConfigError
+from fusion_rt.export.configs import ALL_CONDITIONS
+from fusion_rt.export.data import SCENE_LABELS, Split, read_logs
+from fusion_rt.export.metrics import bev_iou_per_class, f1_per_class, roc_auc_per_class
+from fusion_rt.messages import MODALITIES
+from fusion_rt.preprocess import PreprocessConfig, Vocabulary
+from fusion_rt.rig import Rig
+
+__all__ = ["Run", "Predictions", "load_run", "predict", "summarize", "evaluate_logs", "print_report",
+           "parse_modalities", "RUN_FILES"]
+
+#: Files every complete run directory holds.
+RUN_FILES: tuple[str, ...] = ("config.json", "model.safetensors", "vocab.json", "metrics.json")
+RUN_FORMAT = "fusion-rt-run"
+RUN_VERSION = 1
+
+
+def parse_modalities(text: str | Sequence[str], what: str = "modalities") -> tuple[str, ...]:
+    """'camera,radar' -> ('camera', 'radar'); ConfigError naming any unknown or repeated name."""
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text)]
+    items = [t for t in items if t]
+    unknown = [t for t in items if t not in MODALITIES]
+    if unknown:
+        raise ConfigError(f"unknown modality {unknown[0]!r} in {what}; choose from {','.join(MODALITIES)}")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"{what} names a modality twice: {','.join(items)}")
+    return tuple(items)
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined metric (a class absent from the data) becomes null."""
+    value = float(value)
+    return round(value, 5) if math.isfinite(value) else None
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+@dataclass
+class Predictions:
+    """Model outputs over a split: probabilities and the mean modality shares."""
+
+    scene: np.ndarray  # [N, L] sigmoid probabilities
+    bev: np.ndarray  # [N, C, rows, cols] float16 sigmoid probabilities (float16 halves the memory)
+    share: np.ndarray  # [N, L + 1, M] modality shares (per label, then BEV)
+
+
+def summarize(split: Split, pred: Predictions, class_names: Sequence[str], modalities: Sequence[str]) -> dict:
+    """Metrics overall and per condition (day, night, fog, rain: those present), JSON-ready.
+
+    Per group: sample count, label rates, per-class AUC and F1 (threshold 0.5) of the scene labels
+    and their means, hazard AUC, BEV IoU per class (threshold 0.5) and its mean; overall also the
+    mean modality shares. Undefined values (a class absent from a group) are null and left out of
+    the means.
+    """
+
+    def group(mask: np.ndarray) -> dict:
+        y, s = split.labels[mask], pred.scene[mask]
+        auc = roc_auc_per_class(y, s)
+        f1 = f1_per_class(y, s, 0.5)
+        iou = bev_iou_per_class(split.bev[mask], pred.bev[mask].astype(np.float32), 0.5)
+        return {
+            "samples": int(mask.sum()),
+            "label_rate": {c: _finite_or_none(v) for c, v in zip(SCENE_LABELS, y.mean(axis=0), strict=True)},
+            "scene_auc": {c: _finite_or_none(v) for c, v in zip(SCENE_LABELS, auc, strict=True)},
+            "scene_f1": {c: _finite_or_none(v) for c, v in zip(SCENE_LABELS, f1, strict=True)},
+            "mean_scene_auc": _finite_or_none(_nanmean(auc)),
+            "hazard_auc": _finite_or_none(auc[SCENE_LABELS.index("hazard")]),
+            "mean_scene_f1": _finite_or_none(_nanmean(f1)),
+            "bev_iou": {c: _finite_or_none(v) for c, v in zip(class_names, iou, strict=True)},
+            "mean_bev_iou": _finite_or_none(_nanmean(iou)),
+        }
+
+    everything = np.ones(len(split), dtype=bool)
+    overall = group(everything)
+    share = pred.share.mean(axis=0)  # [L + 1, M]
+    overall["modality_share"] = {
+        "scene": {m: _finite_or_none(v) for m, v in zip(modalities, share[:-1].mean(axis=0), strict=True)},
+        "bev": {m: _finite_or_none(v) for m, v in zip(modalities, share[-1], strict=True)},
+    }
+    per_condition = {c: group(split.condition == c) for c in ALL_CONDITIONS if np.any(split.condition == c)}
+    return {"overall": overall, "per_condition": per_condition}
+
+
+# ------------------------------------------------------------------------------------ torch side
+
+
+@dataclass
+class Run:
+    """A trained run loaded back: the model in eval mode and everything needed to feed it."""
+
+    path: Path
+    model: object  # fusion_rt.export.models.FusionModel
+    config: dict  # config.json as written by training
+    preprocess: PreprocessConfig
+    vocab: Vocabulary
+    rig: Rig
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.model.config.modalities)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Rebuild a run's model from config.json + model.safetensors (safetensors: no pickle)."""
+    from fusion_rt._optional import require
+
+    require("torch", "loading a trained model")
+    safetensors_torch = require("safetensors.torch", "loading model weights")
+    from fusion_rt.export.models import FusionModel, FusionModelConfig
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"run directory {str(path)!r} does not exist (train one with 'fusion-rt train --out DIR')")
+    for name in ("config.json", "model.safetensors", "vocab.json"):
+        if not (path / name).is_file():
+            raise ConfigError(f"run directory {str(path)!r} has no {name}: not a finished training run")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {path / 'config.json'}: {exc}") from exc
+    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+        raise ConfigError(f"{path / 'config.json'} is not a fusion-rt run config (format {RUN_FORMAT!r})")
+    if config.get("version") != RUN_VERSION:
+        raise ConfigError(f"run config version {config.get('version')!r} is not supported; this fusion-rt reads "
+                          f"{RUN_VERSION}")
+    rig = Rig.from_dict(config["rig"])
+    preprocess = PreprocessConfig.from_dict(config["preprocess"])
+    vocab = Vocabulary.load(path / "vocab.json")
+    model = FusionModel(FusionModelConfig.from_dict(config["model"]), rig=rig, preprocess=preprocess)
+    try:
+        state = safetensors_torch.load_file(str(path / "model.safetensors"))
+    except Exception as exc:  # safetensors raises its own SafetensorError for malformed files
+        raise ConfigError(f"cannot read weights {path / 'model.safetensors'}: {exc}") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"weights in {path / 'model.safetensors'} do not match the model in config.json: "
+                          f"{str(exc).splitlines()[0]}") from exc
+    model.eval()
+    return Run(path=path, model=model, config=config, preprocess=preprocess, vocab=vocab, rig=rig)
+
+
+def batch_inputs(split: Split, index: np.ndarray, text_ids: np.ndarray | None, modalities: Sequence[str]) -> dict:
+    """Torch inputs {modality: tensor} of the samples `index`, float32 (text: int64 ids)."""
+    import torch
+
+    out = {}
+    for m in modalities:
+        if m == "text":
+            out[m] = torch.from_numpy(text_ids[index])
+        else:
+            out[m] = torch.from_numpy(getattr(split, m)[index].astype(np.float32))
+    return out
+
+
+def predict(model, split: Split, vocab: Vocabulary, present: np.ndarray | None = None, batch_size: int = 64,
+            progress: Callable[[int, int], None] | None = None) -> Predictions:
+    """Run `model` over `split` with presence mask `present` ([N, 4], MODALITIES order; default:
+    what each sample has)."""
+    import torch
+
+    modalities = tuple(model.config.modalities)
+    cols = [MODALITIES.index(m) for m in modalities]
+    present = split.present if present is None else present
+    text_ids = split.text_ids(vocab) if "text" in modalities else None
+    n = len(split)
+    scene, bev, share = [], [], []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            index = np.arange(start, min(n, start + batch_size))
+            inputs = batch_inputs(split, index, text_ids, modalities)
+            mask = torch.from_numpy(np.ascontiguousarray(present[index][:, cols]))
+            out = model(inputs, mask)
+            scene.append(torch.sigmoid(out.scene_logits).numpy())
+            bev.append(torch.sigmoid(out.bev_logits).numpy().astype(np.float16))
+            share.append(out.modality_share.numpy())
+            if progress:
+                progress(int(index[-1]) + 1, n)
+    model.train(was_training)
+    return Predictions(scene=np.concatenate(scene), bev=np.concatenate(bev), share=np.concatenate(share))
+
+
+def evaluate_logs(run: Run, logs: Sequence[str | Path], drop: Sequence[str] = (), batch_size: int = 64,
+                  progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Metrics of `run` on `logs` (read with LogDataset, every frame with ground truth), with the
+    modalities in `drop` masked out. Returns the JSON-ready result (see README of export/results)."""
+    drop = parse_modalities(drop, "--drop")
+    if not logs:
+        raise ConfigError("no log to evaluate on: pass --log FILE.mcap")
+    used = [m for m in run.modalities if m not in drop]
+    if not used:
+        raise ConfigError(f"--drop {','.join(drop)} masks every modality the model uses ({','.join(run.modalities)})")
+    split, counts = read_logs([Path(p) for p in logs], run.preprocess, frame_stride=1, progress=progress)
+    present = split.present.copy()
+    for m in drop:
+        present[:, MODALITIES.index(m)] = False
+    pred = predict(run.model, split, run.vocab, present, batch_size,
+                   progress=(lambda i, n: progress("inference", i, n)) if progress else None)
+    result = {
+        "run": str(run.path),
+        "logs": [str(p) for p in logs],
+        "head": run.model.config.head,
+        "modalities": list(run.modalities),
+        "dropped": list(drop),
+        "used": used,
+        "read": counts,
+        **summarize(split, pred, run.rig.class_names, run.modalities),
+    }
+    return result
+
+
+def print_report(result: dict, console=None) -> None:
+    """Rich tables: scene AUC/F1 and BEV IoU, overall and per condition."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+
+    def fmt(v) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    groups = [("overall", result["overall"])] + list(result["per_condition"].items())
+    dropped = ", ".join(result["dropped"]) or "none"
+    console.print(f"[bold]{result['run']}[/bold]: {result['head']} head over {', '.join(result['modalities'])}; "
+                  f"masked: {dropped}; {result['overall']['samples']} frames from {len(result['logs'])} log(s)")
+    table = Table(title="scene labels: AUC / F1 (threshold 0.5)", show_edge=False)
+    table.add_column("group")
+    table.add_column("frames", justify="right")
+    for label in SCENE_LABELS:
+        table.add_column(label, justify="right")
+    table.add_column("mean AUC", justify="right")
+    for name, g in groups:
+        cells = [f"{fmt(g['scene_auc'][c])} / {fmt(g['scene_f1'][c])}" for c in SCENE_LABELS]
+        table.add_row(name, str(g["samples"]), *cells, fmt(g["mean_scene_auc"]))
+    console.print(table)
+    classes = list(result["overall"]["bev_iou"])
+    table = Table(title="BEV occupancy IoU (threshold 0.5)", show_edge=False)
+    table.add_column("group")
+    for c in classes:
+        table.add_column(c, justify="right")
+    table.add_column("mean", justify="right")
+    for name, g in groups:
+        table.add_row(name, *[fmt(g["bev_iou"][c]) for c in classes], fmt(g["mean_bev_iou"]))
+    console.print(table)
+    share = result["overall"].get("modality_share")
+    if share:
+        console.print("modality share (scene / BEV): " + ", ".join(
+            f"{m} {fmt(share['scene'][m])} / {fmt(share['bev'][m])}" for m in share["scene"]))

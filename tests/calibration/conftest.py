@@ -1,0 +1,34 @@
+"""Fixtures of the calibration tests: a tiny package and a short mixed-condition drive."""
+
+from __future__ import annotations
+
+import pytest
+
+from ._fixtures import make_calibration_package
+
+
+@pytest.fixture(scope="session")
+def calib_package(tmp_path_factory):
+    return make_calibration_package(tmp_path_factory.mktemp("pkg") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def calib_log(tmp_path_factory):
+    """A 3 s mixed-condition drive (several conditions, so stratification has something to do)."""
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    path = tmp_path_factory.mktemp("logs") / "calib.mcap"
+    record_drive(DriveConfig(seconds=3.0, seed=5, conditions="mixed"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def night_log(tmp_path_factory):
+    """A 1 s night drive: a minority condition next to calib_log."""
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    path = tmp_path_factory.mktemp("logs") / "night.mcap"
+    record_drive(DriveConfig(seconds=1.0, seed=7, conditions="night"), path)
+    return path

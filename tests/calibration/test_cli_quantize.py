@@ -1,0 +1,19 @@
+"""`fusion-rt quantize`: bad input ends as one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..conftest import run_cli
+
+
+@pytest.mark.parametrize("case", ["recipe", "log", "package"])
+def test_bad_input_is_one_line_exit_2(case, calib_package, calib_log, tmp_path):
+    args = {"recipe": ["--recipe", "int4"], "log": ["--recipe", "fp16"], "package": ["--recipe", "fp16"]}[case]
+    pkg = str(tmp_path) if case == "package" else str(calib_package)
+    log = str(tmp_path / "missing.mcap") if case == "log" else str(calib_log)
+    result = run_cli("quantize", pkg, *args, "--calib", log, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fusion-rt: error:")
+    assert {"recipe": "int4", "log": "missing.mcap", "package": "manifest.json"}[case] in lines[0]

@@ -1,0 +1,116 @@
+"""Every recipe writes a complete, valid package with the right Q/DQ types and a report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from fusion_rt.calibration import REPORT_KEYS, REPORT_NAME, QuantizeConfig, quantize_package
+from fusion_rt.calibration.quantize import _calibrate, _prepare, _quantize_int8
+from fusion_rt.calibration.recipes import CalibrationMethod, get_recipe
+from fusion_rt.package import load_package
+
+FAST = {"samples": 8, "latency_iterations": 3, "tolerance": 0.99, "speed_gate": False}
+
+
+@pytest.fixture(scope="module")
+def quantized(calib_package, calib_log, tmp_path_factory):
+    """recipe name -> QuantizeResult, each recipe run once for the module."""
+    out = tmp_path_factory.mktemp("quantized")
+    return {r: quantize_package(calib_package, out / r, QuantizeConfig(recipe=r, **FAST), [calib_log])
+            for r in ("ort-cpu-int8", "tensorrt-int8", "fp16")}
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def _qdq(model: onnx.ModelProto) -> tuple[list, list]:
+    inits = _initializers(model)
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    return [inits[n.input[2]] for n in q], [(n.input[0] in inits, inits[n.input[2]]) for n in dq if len(n.input) > 2]
+
+
+@pytest.mark.parametrize("recipe", ["ort-cpu-int8", "tensorrt-int8", "fp16"])
+def test_every_recipe_writes_a_valid_package(quantized, calib_package, recipe):
+    result = quantized[recipe]
+    package = load_package(result.package.root)  # the runtime's own validation
+    assert package.precision == get_recipe(recipe).precision
+    src = load_package(calib_package)
+    for name, spec in package.graphs.items():
+        assert spec.inputs == src.graphs[name].inputs and spec.outputs == src.graphs[name].outputs
+    assert (package.root / "vocab.json").read_bytes() == (src.root / "vocab.json").read_bytes()
+    pr = package.manifest["precision_recipe"]
+    assert pr["name"] == recipe and pr["samples"] == 8 and pr["tolerance"] == 0.99
+    assert len(pr["calibration_logs"][0]["sha256"]) == 64 and "excluded_nodes" in pr
+
+
+def test_ort_cpu_int8_has_uint8_activations_and_symmetric_int8_weights(quantized):
+    root = quantized["ort-cpu-int8"].package.root
+    model = onnx.load(str(root / "camera_encoder.onnx"))
+    activation_zps, dq = _qdq(model)
+    assert activation_zps and all(z.dtype == np.uint8 for z in activation_zps)
+    weights = [zp for is_init, zp in dq if is_init and zp.dtype == np.int8]
+    assert weights and all(np.all(zp == 0) for zp in weights)
+
+
+def test_tensorrt_int8_is_symmetric_int8_everywhere(quantized):
+    root = quantized["tensorrt-int8"].package.root
+    for path in root.glob("*.onnx"):
+        activation_zps, dq = _qdq(onnx.load(str(path)))
+        for zp in activation_zps + [zp for _, zp in dq]:
+            assert zp.dtype == np.int8 and np.all(zp == 0), path.name
+    assert _qdq(onnx.load(str(root / "head.onnx")))[0]
+
+
+def test_fp16_has_float16_weights_and_float32_io(quantized):
+    root = quantized["fp16"].package.root
+    model = onnx.load(str(root / "head.onnx"))
+    assert any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert all(v.type.tensor_type.elem_type != TensorProto.FLOAT16 for v in [*model.graph.input, *model.graph.output])
+    report = quantized["fp16"].report
+    assert report["fp16"]["final"]["ok"] and report["acceptance"]["fp16_parity_cosine_min"] >= 0.999
+
+
+@pytest.mark.parametrize("recipe", ["ort-cpu-int8", "fp16"])
+def test_report_has_the_documented_keys(quantized, recipe):
+    root = quantized[recipe].package.root
+    report = json.loads((root / REPORT_NAME).read_text())
+    assert set(REPORT_KEYS) <= set(report)
+    assert set(report["metrics"]["fp32"]) == {"mean_scene_auc", "hazard_auc", "mean_scene_f1", "mean_bev_iou"}
+    assert "calibration logs" in report["evaluation"]["source"]  # no --eval-log: the report says so
+    assert set(report["divergence"]) == {"scene_logits", "bev_logits", "modality_share"}
+    assert {"cosine", "max_abs", "mean_abs"} <= set(report["divergence"]["scene_logits"])
+    assert report["sizes"]["ratio"] > 0 and report["latency"]["speedup_median"] > 0
+    manifest = quantized[recipe].package.manifest
+    assert manifest["quantization"]["report"] == REPORT_NAME
+
+
+def test_entropy_and_percentile_change_the_scales(calib_package, calib_log, tmp_path):
+    """The calibrator options take effect: each method gives different activation scales."""
+    from fusion_rt.calibration.predict import PackageRunner
+    from fusion_rt.calibration.reader import load_calibration_set
+
+    package = load_package(calib_package)
+    frames = load_calibration_set([calib_log], package, 16).frames
+    feeds = PackageRunner(package).encoder_feed("radar", frames.inputs["radar"])
+    prepared = tmp_path / "radar.prepared.onnx"
+    _prepare(package.graph_path("radar"), prepared)
+    recipe = get_recipe("ort-cpu-int8")
+    scales = {}
+    for method in CalibrationMethod:
+        cache = tmp_path / f"{method.value}.json"
+        _calibrate(prepared, feeds, method, False, cache, recipe.op_types)
+        out = tmp_path / f"{method.value}.onnx"
+        _quantize_int8(prepared, out, recipe, method, cache)
+        model = onnx.load(str(out))
+        inits = _initializers(model)
+        scales[method] = np.array([float(inits[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"])
+    assert scales[CalibrationMethod.MINMAX].size
+    assert not np.allclose(scales[CalibrationMethod.ENTROPY], scales[CalibrationMethod.MINMAX])
+    assert not np.allclose(scales[CalibrationMethod.PERCENTILE], scales[CalibrationMethod.MINMAX])

@@ -1,0 +1,321 @@
+"""Training, run directories, evaluation and their CLI verbs, on tiny simulated drives.
+
+One `quick` training run (hermetic: its own simulation cache) is shared by the module; the
+rest evaluates it on a short held-out drive, in-process and through `fusion-rt evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusion_rt.errors import ConfigError, LogError
+from fusion_rt.export.configs import (
+    HELDOUT_SEED_BASE,
+    PRESETS,
+    DataConfig,
+    DriveSpec,
+    RunConfig,
+    TrainConfig,
+    plan_drives,
+    preset,
+)
+from fusion_rt.export.data import SCENE_LABELS, Split, read_logs
+from fusion_rt.messages import MODALITIES
+
+from ..conftest import run_cli
+
+torch = pytest.importorskip("torch")
+
+from fusion_rt.export.evaluate import RUN_FILES, evaluate_logs, load_run, predict, summarize  # noqa: E402
+from fusion_rt.export.train import modality_dropout, pos_weights, train  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+GROUP_KEYS = {"samples", "label_rate", "scene_auc", "scene_f1", "mean_scene_auc", "hazard_auc", "mean_scene_f1",
+              "bev_iou", "mean_bev_iou"}
+RESULT_KEYS = {"run", "logs", "head", "modalities", "dropped", "used", "read", "overall", "per_condition"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sim-cache")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, cache) -> tuple[Path, dict]:
+    """The `quick` preset trained once (about a minute). One thread: robust on a shared machine, where
+    two torch threads on two busy cores slow down by an order of magnitude (oversubscription)."""
+    out = tmp_path_factory.mktemp("runs") / "quick"
+    metrics = train(preset("quick", seed=0), out, cache_dir=cache, threads=1, quiet=True)
+    return out, metrics
+
+
+@pytest.fixture(scope="module")
+def heldout_log(tmp_path_factory) -> Path:
+    """A 3 s held-out drive (a seed never used in training), at night."""
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    path = tmp_path_factory.mktemp("heldout") / "heldout.mcap"
+    record_drive(DriveConfig(seconds=3.0, seed=HELDOUT_SEED_BASE + 999, conditions="night"), path)
+    return path
+
+
+# ------------------------------------------------------------------------------------ pure parts
+
+
+def test_presets_use_disjoint_seeds_and_every_condition():
+    heldout = {d.seed for d in plan_drives(16, HELDOUT_SEED_BASE, 8.0)}
+    for name, config in PRESETS.items():
+        train_seeds = {d.seed for d in config.data.train_drives}
+        val_seeds = {d.seed for d in config.data.val_drives}
+        assert not train_seeds & val_seeds and not (train_seeds | val_seeds) & heldout, name
+        assert {d.conditions for d in config.data.train_drives} == {"day", "night", "fog", "rain"}, name
+        assert {d.scene_type for d in config.data.train_drives} == {"urban", "highway", "school_zone",
+                                                                   "construction"}, name
+    # 16 drives of the Latin-square plan cover every (condition, scene type) pair once
+    pairs = {(d.conditions, d.scene_type) for d in plan_drives(16, 0, 1.0)}
+    assert len(pairs) == 16
+
+
+def test_config_validation_names_the_value():
+    drive = DriveSpec(seed=1, seconds=2.0, conditions="day", scene_type=None)
+    with pytest.raises(ConfigError, match=r"share seeds \[1\]"):
+        DataConfig(train_drives=(drive,), val_drives=(drive,))
+    with pytest.raises(ConfigError, match="snow"):
+        DriveSpec(seed=1, seconds=2.0, conditions="snow", scene_type=None)
+    with pytest.raises(ConfigError, match="lidar"):
+        preset("quick", modalities=("camera", "lidar"))
+    with pytest.raises(ConfigError, match="'huge'"):
+        preset("huge")
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="modality_dropout"):
+        TrainConfig(modality_dropout=1.0)
+    config = preset("quick", head="gated", modalities=("radar", "camera"), seed=3)
+    assert config.modalities == ("camera", "radar")  # canonical order
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_modality_dropout_never_masks_everything():
+    rng = np.random.default_rng(0)
+    present = rng.random((2000, 4)) < 0.8
+    present[:5] = False  # rows with nothing present stay empty
+    keep = modality_dropout(present, 0.6, rng)
+    assert not (keep & ~present).any()  # only masks, never adds
+    has_any = present.any(axis=1)
+    assert keep[has_any].any(axis=1).all()
+    assert not keep[~has_any].any()
+    assert 0.3 < keep[present].mean() < 0.5  # about 1 - p, plus the rescued rows
+    np.testing.assert_array_equal(modality_dropout(present, 0.0, rng), present)
+    again = modality_dropout(present, 0.6, np.random.default_rng(1))
+    np.testing.assert_array_equal(again, modality_dropout(present, 0.6, np.random.default_rng(1)))
+
+
+def test_pos_weights_from_label_frequencies():
+    labels = np.zeros((100, 5), np.uint8)
+    labels[:20, 0] = 1  # 20% -> 4
+    labels[:, 1] = 1  # always -> clipped to 1 / max
+    labels[:1, 2] = 1  # 1% -> 99, clipped to max
+    bev = np.zeros((10, 4, 8, 8), np.uint8)
+    bev[:, 0, :2, :2] = 1  # 4 / 64 -> sqrt(15)
+    scene, bev_w = pos_weights(labels, bev, scene_max=10.0, bev_max=20.0)
+    np.testing.assert_allclose(scene, [4.0, 1.0, 10.0, 1.0, 1.0], rtol=1e-6)  # never-seen classes: 1
+    np.testing.assert_allclose(bev_w, [np.sqrt(15.0), 1.0, 1.0, 1.0], rtol=1e-6)
+
+
+def test_read_logs_preprocesses_like_the_runtime(short_drive, tmp_path):
+    from fusion_rt.logs import LogDataset
+    from fusion_rt.preprocess import PreprocessConfig, decode_camera
+
+    pre = PreprocessConfig()
+    split, counts = read_logs([short_drive], pre, frame_stride=5)
+    n = len(split)
+    assert counts["frames"] >= 5 * (n - 1) and n >= 10
+    assert split.camera.shape == (n, 3, 144, 256) and split.camera.dtype == np.float16
+    assert split.radar.shape == (n, 2, 128, 64) and split.map.shape == (n, 5, 64, 64)
+    assert split.labels.shape == (n, len(SCENE_LABELS)) and split.bev.shape == (n, 4, 64, 64)
+    assert split.present[:, 0].all() and split.present[-1].all()
+    first = next(iter(LogDataset(short_drive)))
+    np.testing.assert_allclose(split.camera[0], decode_camera(first.camera, pre), atol=2e-3)
+    assert split.stamp_ns[0] == first.stamp_ns
+    # npz round trip without pickle
+    split.save(tmp_path / "s.npz", extra=np.float64(2.5))
+    back, extra = Split.load(tmp_path / "s.npz")
+    assert float(extra["extra"]) == 2.5
+    for name in ("camera", "radar", "map", "text", "present", "labels", "bev", "condition", "stamp_ns"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(split, name))
+
+
+def test_log_without_ground_truth_is_refused(tmp_path):
+    from fusion_rt.preprocess import PreprocessConfig
+
+    path = _log_without_truth(tmp_path)
+    with pytest.raises(LogError, match="no ground truth"):
+        read_logs([path], PreprocessConfig())
+    # model inputs only (export parity, calibration): every frame, unlabelled
+    split, counts = read_logs([path], PreprocessConfig(), require_truth=False)
+    assert len(split) == counts["no_ground_truth"] == counts["frames"] > 0
+    assert (split.condition == "").all() and not split.labels.any() and split.bev.shape[1:] == (4, 64, 64)
+
+
+def _log_without_truth(tmp_path: Path) -> Path:
+    from fusion_rt.logs import LogWriter
+    from fusion_rt.messages import GroundTruth
+    from fusion_rt.sim import DriveConfig, simulate_drive
+
+    path = tmp_path / "no_truth.mcap"
+    with LogWriter(path) as writer:
+        for msg in simulate_drive(DriveConfig(seconds=0.3, seed=7)):
+            if not isinstance(msg, GroundTruth):
+                writer.write(msg)
+    return path
+
+
+# -------------------------------------------------------------------------------- training run
+
+
+def test_quick_run_learns_and_writes_a_complete_run(quick_run):
+    out, metrics = quick_run
+    for name in (*RUN_FILES, "train.log"):
+        assert (out / name).is_file(), name
+    curve = metrics["curve"]
+    assert len(curve) == PRESETS["quick"].train.epochs
+    assert curve[-1]["loss"] < 0.8 * curve[0]["loss"], curve
+    overall = metrics["validation"]["overall"]
+    assert GROUP_KEYS <= set(overall)
+    assert overall["mean_scene_auc"] > 0.6, overall  # chance is 0.5
+    config = json.loads((out / "config.json").read_text())
+    for key in ("model", "preprocess", "rig", "run", "labels", "bev_classes"):
+        assert key in config
+    assert config["run"]["seed"] == 0 and config["run"]["head"] == "attention"
+    assert [d["seed"] for d in config["run"]["data"]["train_drives"]]  # the drives are stated
+    assert config["preprocess"]["radar_power_db_scale"] != 10.0  # fitted, not the default
+    assert "epoch 6/6" in (out / "train.log").read_text()
+
+
+def test_same_seed_same_weights(tmp_path, cache):
+    """Determinism: a micro run (radar + text, 2 steps) twice with one seed gives identical bytes."""
+    from fusion_rt.export.configs import TRAIN_SEED_BASE, VAL_SEED_BASE
+
+    data = DataConfig(train_drives=plan_drives(1, TRAIN_SEED_BASE + 900, 1.0),
+                      val_drives=plan_drives(1, VAL_SEED_BASE + 900, 1.0))
+    config = RunConfig("micro", data, TrainConfig(epochs=1, batch_size=5), modalities=("radar", "text"), seed=4)
+    from safetensors.numpy import load_file
+
+    other = RunConfig("micro", data, TrainConfig(epochs=1, batch_size=5), modalities=("radar", "text"), seed=5)
+    for name, cfg in (("a", config), ("b", config), ("c", other)):
+        train(cfg, tmp_path / name, cache_dir=cache, threads=1, quiet=True)
+    a, b, c = (load_file(str(tmp_path / n / "model.safetensors")) for n in "abc")
+    assert a.keys() == b.keys() == c.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not all(np.array_equal(a[k], c[k]) for k in a)
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_run_reloads_to_identical_outputs(quick_run, cache):
+    """Weights come back through safetensors (no pickle) and reproduce the validation metrics."""
+    from fusion_rt.export.data import load_data
+
+    out, metrics = quick_run
+    run = load_run(out)
+    assert not run.model.training
+    config = preset("quick")
+    data = load_data(config.data, run.preprocess, cache)  # cached arrays, same preprocessing
+    assert data.vocab.words == run.vocab.words
+    pred = predict(run.model, data.val, run.vocab)
+    again = summarize(data.val, pred, run.rig.class_names, run.modalities)
+    assert again == json.loads(json.dumps(metrics["validation"]))
+    pred2 = predict(load_run(out).model, data.val, run.vocab)
+    np.testing.assert_array_equal(pred.scene, pred2.scene)
+
+
+def test_evaluate_in_process_with_and_without_a_masked_sensor(quick_run, heldout_log):
+    run = load_run(quick_run[0])
+    full = evaluate_logs(run, [heldout_log])
+    masked = evaluate_logs(run, [heldout_log], drop=["radar"])
+    assert RESULT_KEYS <= set(full) and GROUP_KEYS <= set(full["overall"])
+    assert set(full["per_condition"]) == {"night"}
+    assert full["overall"]["samples"] == 60 and masked["dropped"] == ["radar"]
+    assert masked["used"] == ["camera", "map", "text"]
+    assert masked["overall"]["modality_share"]["scene"]["radar"] == 0.0
+    assert full["overall"]["modality_share"]["scene"]["radar"] > 0.0
+    with pytest.raises(ConfigError, match="every modality"):
+        evaluate_logs(run, [heldout_log], drop=list(MODALITIES))
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_evaluate_cli_writes_documented_json(quick_run, heldout_log, tmp_path):
+    out = tmp_path / "eval.json"
+    proc = run_cli("evaluate", str(quick_run[0]), "--log", str(heldout_log), "--drop", "camera", "--json",
+                   str(out), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "scene labels" in proc.stdout and "BEV occupancy IoU" in proc.stdout
+    result = json.loads(out.read_text())
+    assert RESULT_KEYS <= set(result) and result["dropped"] == ["camera"]
+    assert GROUP_KEYS <= set(result["per_condition"]["night"])
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["evaluate", "{tmp}/no_run", "--log", "{log}"], "does not exist"),
+        (["evaluate", "{run}", "--log", "{log}", "--drop", "lidar"], "lidar"),
+        (["evaluate", "{run}", "--log", "{tmp}/no_truth.mcap"], "no ground truth"),
+        (["evaluate", "{run}", "--log", "{tmp}/missing.mcap"], "missing.mcap"),
+        (["train", "--out", "{tmp}/r", "--modalities", "camera,lidar"], "lidar"),
+        (["train", "--out", "{run}", "--config", "quick"], "not empty"),
+        (["train", "--out", "{tmp}/r", "--config", "huge"], "huge"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(quick_run, heldout_log, tmp_path, args, needle):
+    _log_without_truth(tmp_path)
+    fill = {"tmp": tmp_path, "run": quick_run[0], "log": heldout_log}
+    proc = run_cli(*[a.format(**fill) for a in args])
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_cli_parser_and_help_do_not_import_torch():
+    script = textwrap.dedent(
+        """
+        import sys
+        from fusion_rt.cli import build_parser
+        build_parser()
+        assert "torch" not in sys.modules
+        print("NO-TORCH")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "NO-TORCH" in proc.stdout, proc.stderr
+    help_text = run_cli("train", "--help")
+    assert help_text.returncode == 0 and "--modalities" in help_text.stdout
+
+
+def test_train_without_torch_is_one_line_exit_2(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        class _Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "torch":
+                    raise ImportError("blocked")
+        sys.meta_path.insert(0, _Block())
+        from fusion_rt.cli import main
+        sys.exit(main(["train", "--out", {str(tmp_path / 'r')!r}, "--config", "quick"]))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and 'fusion-rt[train]' in lines[0], proc.stderr
