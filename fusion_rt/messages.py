@@ -149,8 +149,9 @@ class Agent:
 class GroundTruth:
     """What a model should predict for the camera frame with the same `stamp_ns`.
 
-    `labels` maps scene-label names ("car", "truck", "pedestrian", "cyclist": class present within
-    range; "hazard": a vulnerable road user in or next to the drivable area ahead) to 0/1.
+    `labels` maps scene-label names ("car", "truck", "pedestrian", "cyclist": class present in
+    the zone ahead, 0 < x <= 30 m and |y| <= 12 m; "hazard": a vulnerable road user in or within
+    1.5 m of the drivable area 0 < x <= 25 m ahead) to 0/1.
     `bev` is [classes, rows, cols] uint8 occupancy on the rig's BEV grid, classes in
     `bev_classes` order.
     """

@@ -19,11 +19,16 @@ from fusion_rt.sim.camera import CameraRender
 from fusion_rt.sim.world import AGENT_PEDESTRIAN, CROSS_ROAD_HALF_M, Road, WorldState
 
 __all__ = ["build_ground_truth", "radar_visible", "footprint_distance", "GT_X_RANGE_M", "GT_Y_HALF_M",
-           "HAZARD_RANGE_M", "HAZARD_MARGIN_M", "RADAR_ASSOCIATION_M"]
+           "HAZARD_RANGE_M", "HAZARD_MARGIN_M", "LABEL_ZONE_X_M", "LABEL_ZONE_Y_M", "RADAR_ASSOCIATION_M"]
 
 GT_X_RANGE_M = (-10.0, 110.0)  # agents listed in ground truth: what any sensor could see, plus a margin
 GT_Y_HALF_M = 50.0
-HAZARD_RANGE_M = 40.0  # "ahead": 0 < x <= 40 m
+HAZARD_RANGE_M = 25.0  # "ahead": 0 < x <= 25 m, about two seconds at urban speed
+#: Scene labels "<class> present" look at the zone a driver attends to, not the whole BEV grid: ahead
+#: 0 < x <= 30 m and |y| <= 12 m (the road and its sidewalks). Over the whole grid, urban scenes
+#: almost always held every class and the labels only restated the scene type.
+LABEL_ZONE_X_M = 30.0
+LABEL_ZONE_Y_M = 12.0
 HAZARD_MARGIN_M = 1.5  # "in or next to the drivable area"
 RADAR_ASSOCIATION_M = 2.0
 
@@ -83,7 +88,6 @@ def build_ground_truth(stamp_ns: int, st: WorldState, render: CameraRender, rada
     bev = rig.bev
     rows, cols = bev.shape
     occ = np.zeros((len(CLASS_NAMES), rows, cols), np.uint8)
-    _, _, inside = bev.cell_of(st.agent_x, st.agent_y)
     near = ((st.agent_x > bev.x_min_m - 6.0) & (st.agent_x < bev.x_max_m + 6.0)
             & (st.agent_y > bev.y_min_m - 6.0) & (st.agent_y < bev.y_max_m + 6.0))  # long trucks reach in
     for i in np.flatnonzero(near):
@@ -98,7 +102,8 @@ def build_ground_truth(stamp_ns: int, st: WorldState, render: CameraRender, rada
     r, c, ok = bev.cell_of(st.agent_x, st.agent_y)  # small agents always mark the cell they stand in
     occ[st.agent_cls[ok], r[ok], c[ok]] = 1
 
-    labels = {name: int(np.any(inside & (st.agent_cls == k))) for k, name in enumerate(CLASS_NAMES)}
+    zone = (st.agent_x > 0.0) & (st.agent_x <= LABEL_ZONE_X_M) & (np.abs(st.agent_y) <= LABEL_ZONE_Y_M)
+    labels = {name: int(np.any(zone & (st.agent_cls == k))) for k, name in enumerate(CLASS_NAMES)}
     vru = (st.agent_cls >= AGENT_PEDESTRIAN) & (st.agent_x > 0.0) & (st.agent_x <= HAZARD_RANGE_M)
     hazard = False
     if vru.any():
