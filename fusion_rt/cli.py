@@ -361,6 +361,155 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_progress(quiet: bool):
+    """A rich progress bar over log seconds (stderr, live only on a terminal) and its update callback."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f} s of log"),
+                        TimeElapsedColumn(), console=_stderr_console(), transient=True,
+                        disable=quiet or not sys.stderr.isatty())
+    task = progress.add_task("replaying", total=None)
+    last = [0.0]
+
+    def update(done_s: float, total_s: float | None) -> None:
+        if done_s - last[0] >= 0.25 or (total_s is not None and done_s >= total_s):
+            last[0] = done_s
+            progress.update(task, completed=done_s, total=total_s)
+
+    return progress, update
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _print_replay_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    pkg, log = summary["package"], summary["log"]
+    console.print(f"[bold]{log['path']}[/bold] through [bold]{pkg['name']}[/bold] ({pkg['precision']}, "
+                  f"{pkg['backend']}), {summary['mode']}: {log['duration_s'] or 0:.1f} s of log in "
+                  f"{summary['wall_s']:.1f} s"
+                  f" ({_fmt(summary['realtime_factor'], 2)}x real time)")
+    console.print(f"frames {summary['frames']}, outputs {summary['outputs']} (ok {summary['ok']}, degraded "
+                  f"{summary['degraded']}), rejected {summary['rejected']}, dropped {summary['dropped']}, "
+                  f"deadline misses {summary['deadline_misses']}"
+                  + (f", masked {summary['drop']}" if summary["drop"] else ""))
+    table = Table(title="latency (ms)", show_edge=False)
+    for col in ("stage", "count", "p50", "p90", "p99", "max"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, s in summary["latency_ms"].items():
+        table.add_row(stage, str(s.get("count", "")), *(_fmt(s.get(k)) for k in ("p50", "p90", "p99", "max")))
+    console.print(table)
+    metrics = summary.get("metrics")
+    if metrics:
+        table = Table(title="metrics", show_edge=False)
+        for col in ("condition", "frames", "scene AUC", "scene F1", "BEV IoU"):
+            table.add_column(col, justify="left" if col == "condition" else "right")
+        rows = [("overall", metrics["overall"]), *metrics["per_condition"].items()]
+        for name, m in rows:
+            table.add_row(name, str(m["frames"]), _fmt(m["scene_auc_mean"]), _fmt(m["scene_f1_mean"]),
+                          _fmt(m.get("bev_iou_mean")))
+        console.print(table)
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        print(f"fusion-rt: warning: {w}", file=sys.stderr)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a recorded drive (MCAP file or ROS 2 bag) through a model package.
+
+    Modes: lockstep (every message in log order; the same log and package give byte-identical
+    fused outputs, whatever --threads), realtime (paced by the log's stamps; what the runtime
+    cannot keep up with is dropped, latest wins, and counted), burst (as fast as possible, JPEG
+    decode overlapped with inference). Topics map to modalities by --topics, else the simulator's
+    defaults, else by schema. --drop masks modalities for the whole replay. A truncated log is
+    replayed up to its last complete message (exit 0, with a warning); skipped records are listed
+    with their offsets in the summary. Writes a results MCAP (--out: /fusion/outputs,
+    /fusion/timings, /fusion/bev/compressed, /fusion/camera/compressed), a JSON summary (--json)
+    and a self-contained HTML report (--report).
+
+    example: fusion-rt replay drive.mcap --package packages/attn-int8 --out results.mcap --report report.html
+    """
+    from fusion_rt.logs.topics import parse_topic_option
+    from fusion_rt.replay import ReplayConfig, replay
+
+    config = ReplayConfig(backend=args.backend, mode=args.mode, topics=parse_topic_option(args.topics),
+                          drop=tuple(m.strip() for m in args.drop.split(",") if m.strip()), threads=args.threads,
+                          out=args.out)
+    for path in (args.out, args.json, args.report):
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            raise ConfigError(f"output folder of {path!r} does not exist")
+    progress, update = _replay_progress(args.quiet)
+    with progress:
+        result = replay(args.log, args.package, config, progress=update)
+    summary = result.summary
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if args.report:
+        from fusion_rt.report import write_report
+
+        write_report(result, args.report)
+    if not args.quiet:
+        _print_replay_summary(summary)
+    _warn(result.warnings)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare two deployments (e.g. FP32 vs INT8, ONNX Runtime vs TensorRT) on one recorded drive.
+
+    Replays the log through both packages in lockstep, message by message, and reports per-output
+    divergence (max/mean abs, cosine, decision agreement at 0.5), the task metric of each and the
+    delta, end-to-end latency of each and the ratio, and the worst frames by stamp.
+
+    example: fusion-rt compare drive.mcap --a packages/attn --b packages/attn-int8 --json compare.json
+    """
+    from fusion_rt.logs.topics import parse_topic_option
+    from fusion_rt.replay import compare
+
+    progress, update = _replay_progress(args.quiet)
+    with progress:
+        result = compare(args.log, args.a, args.b, backend_a=args.backend_a, backend_b=args.backend_b,
+                         threads=args.threads, topics=parse_topic_option(args.topics), progress=update)
+    s = result.summary
+    if args.json:
+        Path(args.json).write_text(json.dumps(s, indent=2, default=str) + "\n")
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"{s['frames_compared']} frames compared, status agreement {_fmt(s['status_agreement'], 4)}"
+                  + (f", {s['unmatched']} frames with an output from one side only" if s["unmatched"] else ""))
+    table = Table(title="divergence (B vs A)", show_edge=False)
+    for col in ("output", "max abs", "mean abs", "cosine", "agreement"):
+        table.add_column(col, justify="left" if col == "output" else "right")
+    for name, d in s["divergence"].items():
+        table.add_row(name, f"{d['max_abs']:.2e}", f"{d['mean_abs']:.2e}", f"{d['cosine']:.6f}",
+                      _fmt(d.get("agreement"), 4))
+    console.print(table)
+    table = Table(title="A vs B", show_edge=False)
+    for col in ("", "A", "B", "delta / ratio"):
+        table.add_column(col, justify="left" if not col else "right")
+    table.add_row("package", f"{s['a']['package']['name']} ({s['a']['package']['precision']})",
+                  f"{s['b']['package']['name']} ({s['b']['package']['precision']})", "")
+    for k, v in s["metrics_delta"].items():
+        table.add_row(k, _fmt(s["a"]["metrics"][k]), _fmt(s["b"]["metrics"][k]), _fmt(v))
+    for k in ("p50", "p99"):
+        table.add_row(f"end_to_end {k} ms", _fmt(s["a"][f"end_to_end_{k}"]), _fmt(s["b"][f"end_to_end_{k}"]),
+                      f"{_fmt(s['latency_ratio_b_over_a'][k], 2)}x")
+    console.print(table)
+    if s["worst_frames"]:
+        console.print("worst frames: " + ", ".join(f"{w['stamp_ns']} ({w['scene_max_abs']:.3g})"
+                                                   for w in s["worst_frames"]))
+    _warn(s["warnings"])
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 
@@ -460,6 +609,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", default=None, metavar="FILE", help="timing cache file to reuse and update")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+    p = _verb(sub, "replay", cmd_replay)
+    p.add_argument("log", metavar="LOG", help="MCAP file or ROS 2 bag directory (.mcap or .db3)")
+    p.add_argument("--package", required=True, metavar="PKG_DIR", help="model package to run")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
+                   help="inference backend (default onnxruntime)")
+    p.add_argument("--mode", default="lockstep", choices=("lockstep", "realtime", "burst"),
+                   help="pacing (default lockstep: every message, deterministic)")
+    p.add_argument("--topics", default=None, metavar="MAP",
+                   help="topic per modality, e.g. camera=/cam/image,radar=/radar/points (default: simulator "
+                        "topics, else by schema)")
+    p.add_argument("--drop", default="", metavar="MODALITIES", help="comma-separated modalities to mask, e.g. radar")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per graph (default: its default)")
+    p.add_argument("--out", default=None, metavar="RESULTS.mcap", help="write a results MCAP (Foxglove-viewable)")
+    p.add_argument("--json", default=None, metavar="SUMMARY.json", help="write the summary as JSON")
+    p.add_argument("--report", default=None, metavar="REPORT.html", help="write a self-contained HTML report")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
+
+    p = _verb(sub, "compare", cmd_compare)
+    p.add_argument("log", metavar="LOG", help="MCAP file or ROS 2 bag directory")
+    p.add_argument("--a", required=True, metavar="PKG_A", help="reference package (e.g. FP32)")
+    p.add_argument("--b", required=True, metavar="PKG_B", help="package to check against it (e.g. INT8)")
+    p.add_argument("--backend-a", default="onnxruntime", choices=("onnxruntime", "tensorrt"), help="backend of A")
+    p.add_argument("--backend-b", default="onnxruntime", choices=("onnxruntime", "tensorrt"), help="backend of B")
+    p.add_argument("--topics", default=None, metavar="MAP", help="topic per modality, as for replay")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per graph")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the comparison as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     log = sub.add_parser("log", help="inspect sensor logs", description="Inspect sensor logs.")
     log_sub = log.add_subparsers(title="log verbs", metavar="<log verb>", parser_class=_Parser)

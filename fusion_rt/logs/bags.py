@@ -1,0 +1,272 @@
+"""Open any recorded drive as one message source: an MCAP file or a ROS 2 bag directory.
+
+`open_log(path)` returns a `LogSource`:
+
+- an MCAP file: `LogReader` (defensive: CRCs, truncation, offsets of skipped records);
+- a ROS 2 bag directory with ``.mcap`` storage: its ``.mcap`` files in split order, each through
+  `LogReader` (issues are reported per file);
+- a ROS 2 bag with ``.db3`` (sqlite3) storage, the directory or the ``.db3`` file: through
+  `rosbags` (the ``bags`` extra, imported only here and only then); CDR is decoded by rosbags'
+  typestore (ROS 2 Humble types, plus every type the bag defines) and converted by the same
+  `fusion_rt.logs.convert` functions as MCAP.
+
+Every source lists its topics (`TopicInfo`, with PointCloud2 field names so radar clouds can be
+told from lidar ones) and yields `LogMessage`s in log order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from fusion_rt.errors import LogError, NotALogError
+from fusion_rt.logs.convert import converter_for
+from fusion_rt.logs.reader import LogMessage, LogReader, ReadIssue
+from fusion_rt.logs.schemas import POINT_CLOUD2, normalize_schema_name
+from fusion_rt.logs.topics import TopicInfo
+
+__all__ = ["LogSource", "McapSource", "Db3BagSource", "open_log"]
+
+
+class LogSource(ABC):
+    """A recorded drive: its topics and its messages, plus what reading skipped."""
+
+    path: str
+
+    @abstractmethod
+    def topics(self) -> list[TopicInfo]:
+        """Every topic with its schema (and PointCloud2 field names, from the topic's first message)."""
+
+    @abstractmethod
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[LogMessage]:
+        """Decoded messages of `topics` (None: all) in log order; damaged records are skipped, reported."""
+
+    @property
+    @abstractmethod
+    def issues(self) -> list[ReadIssue]:
+        """What the last `messages` pass skipped, with offsets and reasons."""
+
+    @property
+    def truncated_at(self) -> int | None:
+        """Byte offset where the (last) file was cut, or None."""
+        return None
+
+    @property
+    def duration_ns(self) -> int | None:
+        """Time span of the messages when the log's index says it (None: unknown until read)."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 (optional hook: sources without open files need none)
+        """Release open files (idempotent)."""
+
+    def __enter__(self) -> LogSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _split_index(path: Path) -> tuple[int, str]:
+    """rosbag2 split files are <name>_<n>.mcap: order by n, then by name."""
+    match = re.search(r"_(\d+)$", path.stem)
+    return (int(match.group(1)) if match else 0, path.name)
+
+
+class McapSource(LogSource):
+    """One MCAP file, or the ordered ``.mcap`` files of a rosbag2 directory."""
+
+    def __init__(self, files: list[Path], path: str) -> None:
+        self.path = path
+        self._readers = [LogReader(f) for f in files]  # NotALogError for anything that is not MCAP
+        self._topics: list[TopicInfo] | None = None
+        self._duration: int | None = None
+
+    def topics(self) -> list[TopicInfo]:
+        if self._topics is not None:
+            return self._topics
+        found: dict[str, TopicInfo] = {}
+        starts, ends = [], []
+        for reader in self._readers:
+            summary = _official_summary(reader.path)
+            channels: list[tuple[str, str]] = []
+            if summary is not None:
+                for channel in summary.channels.values():
+                    schema = summary.schemas.get(channel.schema_id)
+                    channels.append((channel.topic, normalize_schema_name(schema.name) if schema else ""))
+                stats = summary.statistics
+                if stats is not None and stats.message_count:
+                    starts.append(stats.message_start_time)
+                    ends.append(stats.message_end_time)
+            else:  # no usable index (a truncated log): one undecoded pass finds the channels
+                seen: set[str] = set()
+                for raw in reader.raw_messages():
+                    if raw.channel.topic not in seen:
+                        seen.add(raw.channel.topic)
+                        channels.append((raw.channel.topic, reader.schema_name(raw.channel)))
+            for topic, schema_name in channels:
+                if topic in found:
+                    continue
+                fields = _cloud_fields(reader, topic) if schema_name == POINT_CLOUD2 else None
+                found[topic] = TopicInfo(topic, schema_name, fields)
+        if starts and len(starts) == len(self._readers):
+            self._duration = max(ends) - min(starts)
+        self._topics = sorted(found.values(), key=lambda i: i.topic)
+        return self._topics
+
+    @property
+    def duration_ns(self) -> int | None:
+        self.topics()
+        return self._duration
+
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[LogMessage]:
+        wanted = None if topics is None else list(topics)
+        for reader in self._readers:
+            yield from reader.messages(topics=wanted)
+
+    @property
+    def issues(self) -> list[ReadIssue]:
+        if len(self._readers) == 1:
+            return list(self._readers[0].issues)
+        return [ReadIssue(i.offset, i.kind, f"{Path(r.path).name}: {i.detail}")
+                for r in self._readers for i in r.issues]
+
+    @property
+    def truncated_at(self) -> int | None:
+        cuts = [r.truncated_at for r in self._readers if r.truncated_at is not None]
+        return cuts[-1] if cuts else None
+
+    def close(self) -> None:
+        for reader in self._readers:
+            reader.close()
+
+
+def _official_summary(path: str) -> Any:
+    """The summary section through the official reader (None when absent or unreadable)."""
+    from mcap.exceptions import McapError
+    from mcap.reader import make_reader
+
+    try:
+        with open(path, "rb") as f:
+            return make_reader(f).get_summary()
+    except (McapError, OSError):
+        return None
+    except Exception:  # noqa: BLE001 (a damaged summary: LogReader reads the file without it)
+        return None
+
+
+def _cloud_fields(reader: LogReader, topic: str) -> tuple[str, ...] | None:
+    """Field names of a PointCloud2 topic's first message (None when there is none or it fails)."""
+    from mcap.records import Schema
+    from mcap_ros2.decoder import DecoderFactory
+
+    for raw in reader.raw_messages(topics=[topic]):
+        schema = reader._schemas.get(raw.channel.schema_id)  # noqa: SLF001 (same package)
+        if schema is None:
+            return None
+        try:
+            decode = DecoderFactory().decoder_for(raw.channel.message_encoding,
+                                                  Schema(schema.id, schema.name, schema.encoding, schema.data))
+            return tuple(f.name for f in decode(raw.record.data).fields)
+        except Exception:  # noqa: BLE001 (a probe: a cloud that does not decode is judged by its schema)
+            return None
+    return None
+
+
+class Db3BagSource(LogSource):
+    """A rosbag2 sqlite3 (``.db3``) bag, read with `rosbags` (the ``bags`` extra)."""
+
+    def __init__(self, path: Path) -> None:
+        from fusion_rt._optional import require
+
+        rosbag2 = require("rosbags.rosbag2", purpose="reading .db3 ROS 2 bags")
+        typesys = require("rosbags.typesys", purpose="reading .db3 ROS 2 bags")
+        self.path = str(path)
+        bag_dir = path.parent if path.is_file() else path
+        try:
+            self._reader = rosbag2.Reader(bag_dir)
+            self._reader.open()
+        except Exception as exc:  # rosbags raises its own ReaderError and sqlite3 errors
+            raise NotALogError(f"{self.path!r} is not a readable ROS 2 bag: {exc}") from exc
+        self._store = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)
+        self._issues: list[ReadIssue] = []
+        for conn in self._reader.connections:
+            if conn.msgtype in self._store.types:
+                continue
+            msgdef = getattr(conn, "msgdef", None)
+            text = getattr(msgdef, "data", "") if msgdef is not None else ""
+            if text:
+                try:
+                    self._store.register(typesys.get_types_from_msg(text, conn.msgtype))
+                except Exception as exc:  # noqa: BLE001 (a type we cannot parse: its topic is skipped)
+                    self._issues.append(ReadIssue(0, "schema", f"type {conn.msgtype} of {conn.topic!r}: {exc}"))
+
+    def topics(self) -> list[TopicInfo]:
+        out = []
+        for conn in self._reader.connections:
+            name = normalize_schema_name(conn.msgtype)
+            fields = None
+            if name == POINT_CLOUD2:
+                for _, _, raw in self._reader.messages(connections=[conn]):
+                    try:
+                        fields = tuple(f.name for f in self._store.deserialize_cdr(raw, conn.msgtype).fields)
+                    except Exception:  # noqa: BLE001 (a probe, as for MCAP)
+                        fields = None
+                    break
+            out.append(TopicInfo(conn.topic, name, fields))
+        return sorted(out, key=lambda i: i.topic)
+
+    @property
+    def duration_ns(self) -> int | None:
+        return int(self._reader.duration) if self._reader.message_count else None
+
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[LogMessage]:
+        wanted = None if topics is None else set(topics)
+        conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
+        routes = {c.id: converter_for(c.msgtype) for c in conns}
+        for conn, stamp, raw in self._reader.messages(connections=conns):
+            convert = routes.get(conn.id)
+            if convert is None or conn.msgtype not in self._store.types:
+                continue
+            try:
+                message = convert(self._store.deserialize_cdr(raw, conn.msgtype), int(stamp))
+            except Exception as exc:  # noqa: BLE001 (a bad message is reported and skipped, as for MCAP)
+                self._issues.append(ReadIssue(0, "decode", f"{conn.msgtype} on {conn.topic!r} at log time {stamp}: "
+                                                           f"{type(exc).__name__}: {exc}"))
+                continue
+            yield LogMessage(conn.topic, normalize_schema_name(conn.msgtype), int(stamp), message)
+
+    @property
+    def issues(self) -> list[ReadIssue]:
+        return list(self._issues)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def open_log(path: str | os.PathLike) -> LogSource:
+    """A `LogSource` for an MCAP file, a rosbag2 directory (mcap or sqlite3 storage) or a ``.db3`` file.
+
+    Raises `NotALogError` (one clear line) for anything else.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise NotALogError(f"{str(p)!r} does not exist")
+    if p.is_dir():
+        mcaps = sorted(p.glob("*.mcap"), key=_split_index)
+        if mcaps:
+            return McapSource(mcaps, str(p))
+        if any(p.glob("*.db3")):
+            return Db3BagSource(p)
+        raise NotALogError(f"{str(p)!r} is a directory without .mcap or .db3 files, not a ROS 2 bag")
+    if p.suffix == ".db3":
+        return Db3BagSource(p)
+    try:
+        return McapSource([p], str(p))
+    except NotALogError:
+        raise
+    except OSError as exc:
+        raise LogError(f"cannot read {str(p)!r}: {exc}") from exc

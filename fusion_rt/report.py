@@ -1,0 +1,291 @@
+"""One self-contained HTML page for a replay: inline CSS, hand-written SVG charts, JPEG thumbnails as data URIs.
+
+No plotting library (the runtime installs numpy and OpenCV only) and nothing fetched at view time,
+so the page opens anywhere, offline. Sections: headline counts, latency histogram and per-stage
+breakdown, a timeline of frame outcomes (degraded, rejected, dropped, deadline misses), attention
+share per modality over time, metrics per condition, the worst frames, and what reading skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from fusion_rt.errors import ConfigError
+from fusion_rt.replay import STAT_KEYS, ReplayResult
+
+__all__ = ["render_report", "write_report"]
+
+_STATUS_COLOURS = {"ok": "#3fa34d", "degraded": "#f0a202", "rejected": "#d7263d", "dropped": "#8d8d8d"}
+_MODALITY_COLOURS = {"camera": "#2e86de", "radar": "#e4572e", "map": "#76b041", "text": "#a05195"}
+_TRIGGER_STAGES = ("camera_preprocess", "camera_encoder", "head", "overhead")
+_STAGE_COLOURS = ("#2e86de", "#54a0ff", "#e4572e", "#999999")
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#222;
+background:#fafafa}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.sub{color:#666;font-size:13px}.cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}
+.card{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:8px 14px;min-width:92px}
+.card b{display:block;font-size:20px}.card span{font-size:12px;color:#666}
+table{border-collapse:collapse;font-size:13px;background:#fff}td,th{border:1px solid #e3e3e3;padding:3px 8px;
+text-align:right}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+.warn{background:#fff4e0;border-left:4px solid #f0a202;padding:6px 10px;margin:6px 0;font-size:13px}
+.thumbs{display:flex;flex-wrap:wrap;gap:12px}.thumbs figure{margin:0;background:#fff;border:1px solid #e3e3e3;
+padding:6px;border-radius:6px}.thumbs figcaption{font-size:12px;color:#444;max-width:320px}
+svg{background:#fff;border:1px solid #e3e3e3;border-radius:6px}.legend span{display:inline-block;margin-right:12px;
+font-size:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _legend(items: Sequence[tuple[str, str]]) -> str:
+    return '<div class="legend">' + "".join(f'<span><i style="background:{c}"></i>{_e(n)}</span>'
+                                            for n, c in items) + "</div>"
+
+
+def _histogram(values: Sequence[float], width: int = 520, height: int = 220, bins: int = 30,
+               marks: dict[str, float] | None = None) -> str:
+    """An SVG histogram of `values` (ms) with vertical lines at `marks` (e.g. p50, p99)."""
+    if not values:
+        return "<p>no outputs</p>"
+    a = np.asarray(values, dtype=np.float64)
+    hi = float(np.percentile(a, 99.5)) * 1.1 or 1.0
+    counts, edges = np.histogram(np.clip(a, 0, hi), bins=bins, range=(0.0, hi))
+    left, bottom, top = 40, height - 28, 12
+    plot_w, plot_h = width - left - 10, bottom - top
+    peak = max(int(counts.max()), 1)
+    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">']
+    bar_w = plot_w / bins
+    for i, c in enumerate(counts):
+        h = plot_h * c / peak
+        parts.append(f'<rect x="{left + i * bar_w:.1f}" y="{bottom - h:.1f}" width="{max(bar_w - 1, 1):.1f}" '
+                     f'height="{h:.1f}" fill="#2e86de"/>')
+    for k in range(5):
+        x = left + plot_w * k / 4
+        parts.append(f'<text x="{x:.0f}" y="{height - 10}" text-anchor="middle">{hi * k / 4:.1f}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 0}" text-anchor="middle">end-to-end ms</text>')
+    parts.append(f'<text x="4" y="{top + 8}">{peak}</text><text x="4" y="{bottom}">0</text>')
+    parts.append(f'<line x1="{left}" y1="{bottom}" x2="{left + plot_w}" y2="{bottom}" stroke="#444"/>')
+    for name, value in (marks or {}).items():
+        if value is None:
+            continue
+        x = left + plot_w * min(value / hi, 1.0)
+        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="#d7263d" '
+                     f'stroke-dasharray="4 3"/><text x="{x + 3:.1f}" y="{top + 10}" fill="#d7263d">{_e(name)} '
+                     f'{value:.2f}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _stage_bars(latency: dict, width: int = 520, height: int = 150) -> str:
+    """Stacked horizontal bars of the trigger path's stages at p50 and p99."""
+    stages = [s for s in _TRIGGER_STAGES if s in latency]
+    if not stages:
+        return ""
+    rows = [("p50", [latency[s].get("p50") or 0.0 for s in stages]),
+            ("p99", [latency[s].get("p99") or 0.0 for s in stages])]
+    total = max(sum(v) for _, v in rows) or 1.0
+    left, plot_w = 44, width - 110
+    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">']
+    for r, (name, values) in enumerate(rows):
+        y = 16 + r * 46
+        x = left
+        parts.append(f'<text x="6" y="{y + 20}">{name}</text>')
+        for s, v, colour in zip(stages, values, _STAGE_COLOURS, strict=False):
+            w = plot_w * v / total
+            parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="30" fill="{colour}">'
+                         f'<title>{_e(s)} {v:.3f} ms</title></rect>')
+            x += w
+        parts.append(f'<text x="{x + 4:.1f}" y="{y + 20}">{sum(values):.2f} ms</text>')
+    parts.append("</svg>")
+    return "".join(parts) + _legend(list(zip(stages, _STAGE_COLOURS, strict=False)))
+
+
+def _timeline(result: ReplayResult, width: int = 1040) -> str:
+    """Frame outcomes over log time: status lane, one lane per masked modality, deadline misses, latency."""
+    frames = result.frames
+    if not frames:
+        return "<p>no frames</p>"
+    t0 = frames[0].stamp_ns
+    span = max((frames[-1].stamp_ns - t0) / 1e9, 1e-3)
+    others = [m for m in result.modalities if m != "camera"]
+    lanes = ["status", *[f"{m} missing" for m in others], "deadline miss"]
+    lane_h, left, top = 18, 110, 8
+    lat_h = 90
+    height = top + lane_h * len(lanes) + lat_h + 40
+    plot_w = width - left - 12
+
+    def x_of(stamp: int) -> float:
+        return left + plot_w * ((stamp - t0) / 1e9) / span
+
+    tick_w = max(plot_w / max(len(frames), 1), 1.0)
+    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">']
+    for i, lane in enumerate(lanes):
+        y = top + i * lane_h
+        parts.append(f'<text x="4" y="{y + 12}">{_e(lane)}</text>')
+        parts.append(f'<rect x="{left}" y="{y + 2}" width="{plot_w}" height="{lane_h - 4}" fill="#f4f4f4"/>')
+    for f in frames:
+        x = x_of(f.stamp_ns)
+        parts.append(f'<rect x="{x:.1f}" y="{top + 2}" width="{tick_w:.1f}" height="{lane_h - 4}" '
+                     f'fill="{_STATUS_COLOURS.get(f.status, "#000")}"/>')
+        for i, m in enumerate(others, start=1):
+            if f"degraded:{m}_missing" in f.flags:
+                parts.append(f'<rect x="{x:.1f}" y="{top + i * lane_h + 2}" width="{tick_w:.1f}" '
+                             f'height="{lane_h - 4}" fill="#f0a202"/>')
+        if any(fl.startswith("deadline_miss:") for fl in f.flags):
+            y = top + (len(lanes) - 1) * lane_h + 2
+            parts.append(f'<rect x="{x:.1f}" y="{y}" width="{max(tick_w, 2):.1f}" height="{lane_h - 4}" '
+                         f'fill="#d7263d"/>')
+    y0 = top + lane_h * len(lanes) + 6
+    lat = [(f.stamp_ns, f.timings_ms.get("end_to_end")) for f in frames if f.timings_ms.get("end_to_end") is not None]
+    if lat:
+        peak = max(v for _, v in lat) or 1.0
+        pts = " ".join(f"{x_of(s):.1f},{y0 + lat_h - lat_h * v / peak:.1f}" for s, v in lat)
+        parts.append(f'<text x="4" y="{y0 + 12}">latency ms</text><text x="4" y="{y0 + 26}">max {peak:.1f}</text>')
+        parts.append(f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{lat_h}" fill="#f9f9f9"/>')
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="#2e86de" stroke-width="1"/>')
+    for k in range(6):
+        x = left + plot_w * k / 5
+        parts.append(f'<text x="{x:.0f}" y="{height - 6}" text-anchor="middle">{span * k / 5:.1f} s</text>')
+    parts.append("</svg>")
+    return "".join(parts) + _legend([*_STATUS_COLOURS.items(), ("deadline miss", "#d7263d")])
+
+
+def _share_chart(result: ReplayResult, width: int = 1040, height: int = 200) -> str:
+    """Stacked area of the attention share per modality over log time."""
+    frames = [f for f in result.frames if f.share]
+    if not frames or not any(any(f.share) for f in frames):
+        return "<p>the package's head reports no attention share</p>"
+    t0 = frames[0].stamp_ns
+    span = max((frames[-1].stamp_ns - t0) / 1e9, 1e-3)
+    left, top, plot_h = 40, 8, height - 36
+    plot_w = width - left - 12
+    shares = np.array([f.share for f in frames], dtype=np.float64)  # [N, M]
+    sums = shares.sum(axis=1, keepdims=True)
+    shares = np.divide(shares, sums, out=np.zeros_like(shares), where=sums > 0)
+    xs = [left + plot_w * ((f.stamp_ns - t0) / 1e9) / span for f in frames]
+    base = np.zeros(len(frames))
+    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">']
+    for m, name in enumerate(result.modalities):
+        upper = base + shares[:, m]
+        top_pts = [f"{x:.1f},{top + plot_h * (1 - u):.1f}" for x, u in zip(xs, upper, strict=True)]
+        bottom_pts = [f"{x:.1f},{top + plot_h * (1 - b):.1f}" for x, b in zip(reversed(xs), reversed(base),
+                                                                              strict=True)]
+        parts.append(f'<polygon points="{" ".join(top_pts + bottom_pts)}" '
+                     f'fill="{_MODALITY_COLOURS.get(name, "#777")}" fill-opacity="0.85"/>')
+        base = upper
+    parts.append(f'<text x="4" y="{top + 10}">1.0</text><text x="4" y="{top + plot_h}">0</text>')
+    for k in range(6):
+        x = left + plot_w * k / 5
+        parts.append(f'<text x="{x:.0f}" y="{height - 8}" text-anchor="middle">{span * k / 5:.1f} s</text>')
+    parts.append("</svg>")
+    return "".join(parts) + _legend([(m, _MODALITY_COLOURS.get(m, "#777")) for m in result.modalities])
+
+
+def _metrics_section(metrics: dict | None) -> str:
+    if not metrics:
+        return "<p>The log has no ground truth: no task metrics.</p>"
+    rows = [("overall", metrics["overall"]), *metrics["per_condition"].items()]
+    labels = list(metrics["overall"]["scene_auc"])
+    head = "".join(f"<th>AUC {_e(lb)}</th>" for lb in labels)
+    out = ["<table><tr><th>condition</th><th>frames</th><th>scene AUC</th><th>scene F1</th><th>BEV IoU</th>"
+           f"{head}</tr>"]
+    for name, m in rows:
+        cells = "".join(f"<td>{_num(m['scene_auc'].get(lb))}</td>" for lb in labels)
+        out.append(f"<tr><td>{_e(name)}</td><td>{m['frames']}</td><td>{_num(m['scene_auc_mean'])}</td>"
+                   f"<td>{_num(m['scene_f1_mean'])}</td><td>{_num(m.get('bev_iou_mean'))}</td>{cells}</tr>")
+    out.append("</table>")
+    # bars of mean scene AUC per condition
+    conds = list(metrics["per_condition"].items())
+    width, bar_h = 520, 22
+    height = 12 + bar_h * len(conds) + 10
+    svg = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">']
+    for i, (name, m) in enumerate(conds):
+        y = 8 + i * bar_h
+        v = m["scene_auc_mean"] or 0.0
+        svg.append(f'<text x="4" y="{y + 14}">{_e(name)}</text><rect x="100" y="{y}" width="{360 * v:.1f}" '
+                   f'height="{bar_h - 6}" fill="#2e86de"/><text x="{104 + 360 * v:.1f}" y="{y + 14}">{v:.3f}</text>')
+    svg.append("</svg>")
+    return "".join(out) + "<p class='sub'>mean scene AUC per condition</p>" + "".join(svg)
+
+
+def render_report(result: ReplayResult) -> str:
+    """The report page as an HTML string (see the module docstring)."""
+    s = result.summary
+    pkg, log = s["package"], s["log"]
+    e2e = s["latency_ms"].get("end_to_end", {})
+    cards = [("frames", s["frames"]), ("outputs", s["outputs"]), ("degraded", s["degraded"]),
+             ("rejected", s["rejected"]), ("dropped", s["dropped"]), ("deadline misses", s["deadline_misses"]),
+             ("e2e p50 ms", _num(e2e.get("p50"), 2)), ("e2e p99 ms", _num(e2e.get("p99"), 2)),
+             ("x real time", _num(s.get("realtime_factor"), 1))]
+    overall = (s.get("metrics") or {}).get("overall")
+    if overall:
+        cards += [("scene AUC", _num(overall["scene_auc_mean"])), ("BEV IoU", _num(overall.get("bev_iou_mean")))]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>fusion-rt replay: {_e(pkg['name'])}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>Replay of {_e(os.path.basename(log['path']))} through {_e(pkg['name'])}</h1>",
+             f"<div class='sub'>{_e(log['path'])} · package {_e(pkg['path'])} ({_e(pkg['precision'])}, sha256 "
+             f"{_e(pkg['sha256'][:12])}…) · backend {_e(pkg['backend'])} · mode {_e(s['mode'])} · "
+             f"{_num(log['duration_s'], 1)} s of log in {_num(s['wall_s'], 1)} s"
+             + (f" · masked: {_e(', '.join(s['drop']))}" if s["drop"] else "") + "</div>"]
+    for w in s.get("warnings", []):
+        parts.append(f"<div class='warn'>{_e(w)}</div>")
+    parts.append("<div class='cards'>" + "".join(f"<div class='card'><b>{_e(v)}</b><span>{_e(k)}</span></div>"
+                                                 for k, v in cards) + "</div>")
+    e2e_values = [f.timings_ms["end_to_end"] for f in result.frames if "end_to_end" in f.timings_ms]
+    parts.append("<h2>Latency</h2><div style='display:flex;gap:16px;flex-wrap:wrap'><div>"
+                 + _histogram(e2e_values, marks={"p50": e2e.get("p50"), "p99": e2e.get("p99")})
+                 + "</div><div>" + _stage_bars(s["latency_ms"]) + "</div></div>")
+    rows = "".join(f"<tr><td>{_e(stage)}</td><td>{v.get('count', '')}</td>"
+                   + "".join(f"<td>{_num(v.get(k))}</td>" for k in STAT_KEYS) + "</tr>"
+                   for stage, v in s["latency_ms"].items())
+    parts.append("<table><tr><th>stage (ms)</th><th>count</th>" + "".join(f"<th>{k}</th>" for k in STAT_KEYS)
+                 + f"</tr>{rows}</table>")
+    parts.append("<h2>Timeline</h2>" + _timeline(result))
+    parts.append("<h2>Attention share per modality</h2>" + _share_chart(result))
+    parts.append("<h2>Metrics per condition</h2>" + _metrics_section(s.get("metrics")))
+    if result.worst:
+        figs = []
+        for w in result.worst:
+            data = base64.b64encode(w.thumbnail_jpeg).decode("ascii")
+            figs.append(f"<figure><img src='data:image/jpeg;base64,{data}' width='320' alt='frame {w.stamp_ns}'>"
+                        f"<figcaption>stamp {w.stamp_ns} · {_e(w.reason)} {w.score:.3f}"
+                        + (f" · {_e(w.condition)}" if w.condition else "") + "</figcaption></figure>")
+        parts.append("<h2>Worst frames</h2><div class='thumbs'>" + "".join(figs) + "</div>")
+    reasons = s.get("reasons", {})
+    lines = [f"<tr><td>{_e(outcome)}</td><td>{_e(k)}</td><td>{n}</td></tr>"
+             for outcome, bucket in reasons.items() for k, n in sorted(bucket.items())]
+    if lines:
+        parts.append("<h2>Reasons</h2><table><tr><th>outcome</th><th>reason</th><th>count</th></tr>"
+                     + "".join(lines) + "</table>")
+    if log["issue_list"]:
+        parts.append("<h2>Log issues</h2><table><tr><th>offset</th><th>kind</th><th>detail</th></tr>"
+                     + "".join(f"<tr><td>{i['offset']}</td><td>{_e(i['kind'])}</td>"
+                               f"<td style='text-align:left'>{_e(i['detail'])}</td></tr>" for i in log["issue_list"])
+                     + "</table>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def write_report(result: ReplayResult, path: str | os.PathLike) -> None:
+    """Write `render_report(result)` to `path`."""
+    if not result.frames and result.summary.get("frames"):
+        raise ConfigError("the replay kept no per-frame records (keep_frames=False); the report needs them")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(render_report(result))

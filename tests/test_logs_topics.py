@@ -1,0 +1,73 @@
+"""Topic -> modality mapping: by option, by simulator default, by schema; ambiguity lists candidates."""
+
+from __future__ import annotations
+
+import pytest
+
+from fusion_rt.errors import ConfigError
+from fusion_rt.logs.topics import (
+    AmbiguousTopicError,
+    TopicInfo,
+    UnknownTopicError,
+    parse_topic_option,
+    resolve_topics,
+)
+
+IMG = "sensor_msgs/msg/CompressedImage"
+RAW = "sensor_msgs/msg/Image"
+PC2 = "sensor_msgs/msg/PointCloud2"
+TENSOR = "fusion_rt_msgs/msg/RadarTensor"
+GRID = "nav_msgs/msg/OccupancyGrid"
+STRING = "std_msgs/msg/String"
+NUSCENES = ("x", "y", "z", "dyn_prop", "id", "rcs", "vx", "vy", "vx_comp", "vy_comp", "is_quality_valid",
+            "ambig_state", "x_rms", "y_rms", "invalid_state", "pdh0", "vx_rms", "vy_rms")
+
+SIM = [TopicInfo("/camera/front/image/compressed", IMG), TopicInfo("/camera/front/camera_info",
+                                                                   "sensor_msgs/msg/CameraInfo"),
+       TopicInfo("/radar/front/tensor", TENSOR), TopicInfo("/radar/front/detections", PC2, ("x", "y", "z",
+                                                                                             "radial_velocity", "rcs")),
+       TopicInfo("/map/local", GRID), TopicInfo("/context/text", STRING),
+       TopicInfo("/ground_truth", "fusion_rt_msgs/msg/GroundTruth")]
+
+
+def test_simulator_defaults():
+    tm = resolve_topics(SIM)
+    assert tm.topics == {"camera": "/camera/front/image/compressed", "radar": "/radar/front/tensor",
+                         "map": "/map/local", "text": "/context/text", "ground_truth": "/ground_truth"}
+    assert set(tm.how.values()) == {"default"}
+
+
+def test_option_wins_over_default():
+    tm = resolve_topics(SIM, option={"radar": "/radar/front/detections"})
+    assert tm.topics["radar"] == "/radar/front/detections" and tm.how["radar"] == "option"
+    assert tm.modality_of()["/radar/front/detections"] == "radar"
+
+
+def test_schema_inference_on_foreign_names_and_lidar_is_not_radar():
+    infos = [TopicInfo("/CAM_FRONT/image_raw", RAW), TopicInfo("/RADAR_FRONT", PC2, NUSCENES),
+             TopicInfo("/LIDAR_TOP", PC2, ("x", "y", "z", "intensity", "ring"))]
+    tm = resolve_topics(infos, ("camera", "radar", "map"))
+    assert tm.topics == {"camera": "/CAM_FRONT/image_raw", "radar": "/RADAR_FRONT"}
+    assert tm.how == {"camera": "schema", "radar": "schema"}
+
+
+def test_ambiguity_lists_candidates():
+    infos = [TopicInfo("/cam_left/compressed", IMG), TopicInfo("/cam_right/compressed", IMG)]
+    with pytest.raises(AmbiguousTopicError) as info:
+        resolve_topics(infos, ("camera",))
+    assert "/cam_left/compressed" in str(info.value) and "/cam_right/compressed" in str(info.value)
+    assert "--topics camera=" in str(info.value)
+    assert resolve_topics(infos, ("camera",), {"camera": "/cam_right/compressed"}).topics["camera"] == \
+        "/cam_right/compressed"
+
+
+def test_option_errors_name_the_value():
+    with pytest.raises(UnknownTopicError, match="/nope"):
+        resolve_topics(SIM, option={"camera": "/nope"})
+    with pytest.raises(UnknownTopicError, match="cannot feed camera"):
+        resolve_topics(SIM, option={"camera": "/map/local"})
+    with pytest.raises(UnknownTopicError, match="lidar"):
+        parse_topic_option("lidar=/x")
+    with pytest.raises(ConfigError, match="modality=/topic"):
+        parse_topic_option("camera")
+    assert parse_topic_option("camera=/a, radar=/b") == {"camera": "/a", "radar": "/b"}

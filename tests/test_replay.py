@@ -1,0 +1,223 @@
+"""Replay and compare on real simulated drives and the tiny package: determinism, modes, bad logs,
+foreign layouts (raw Image, nuScenes 18-field radar), sensor ablation, the results log."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
+from mcap_ros2.writer import Writer as Ros2Writer
+
+from fusion_rt.errors import ConfigError
+from fusion_rt.logs.convert import to_ros
+from fusion_rt.logs.schemas import IMAGE, POINT_CLOUD2, SCHEMAS
+from fusion_rt.messages import CameraFrame
+from fusion_rt.replay import RESULT_TOPICS, STAT_KEYS, ReplayConfig, ReplayMode, replay
+
+from .conftest import run_cli
+from .tiny_package import make_tiny_package
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    return make_tiny_package(tmp_path_factory.mktemp("replay") / "pkg")
+
+
+def _outputs_digest(path: Path) -> tuple[str, int]:
+    """sha256 over the raw CDR bytes of every /fusion/outputs message, read with the official reader."""
+    with open(path, "rb") as f:
+        data = [m.data for _, _, m in make_reader(f).iter_messages(topics=[RESULT_TOPICS["outputs"]])]
+    return hashlib.sha256(b"".join(data)).hexdigest(), len(data)
+
+
+def test_lockstep_outputs_are_byte_identical_across_runs_threads_and_burst(short_drive, package, tmp_path):
+    digests = []
+    for name, kw in (("a", {"threads": 1}), ("b", {"threads": 1}), ("c", {"threads": 2}),
+                     ("d", {"threads": 2, "mode": "burst"})):
+        result = replay(short_drive, package, ReplayConfig(out=tmp_path / f"{name}.mcap", **kw))
+        digests.append(_outputs_digest(tmp_path / f"{name}.mcap"))
+        assert result.summary["outputs"] == digests[-1][1] > 0
+    assert len(set(digests)) == 1, digests
+
+
+def test_results_log_opens_with_the_official_reader_and_decodes(short_drive, package, tmp_path):
+    out = tmp_path / "results.mcap"
+    result = replay(short_drive, package, ReplayConfig(out=out))
+    seen: dict[str, int] = {}
+    with open(out, "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        assert reader.get_header().profile == "ros2"
+        for schema, channel, _, decoded in reader.iter_decoded_messages():
+            seen[channel.topic] = seen.get(channel.topic, 0) + 1
+            if channel.topic == RESULT_TOPICS["outputs"]:
+                assert schema.name == "fusion_rt_msgs/msg/FusionOutput"
+                assert list(decoded.scene_labels) == ["car", "truck", "pedestrian", "cyclist", "hazard"]
+                assert len(decoded.scene_probabilities) == 5 and decoded.status in ("ok", "degraded")
+                assert "camera" in decoded.source_modalities
+                assert not any(f.startswith("deadline_miss") for f in decoded.flags)
+            elif channel.topic in (RESULT_TOPICS["bev"], RESULT_TOPICS["camera"]):
+                assert decoded.format in ("png", "jpeg") and len(decoded.data) > 100
+            elif channel.topic == RESULT_TOPICS["timings"]:
+                assert "end_to_end" in decoded.stages and decoded.mode == "lockstep"
+    n = result.summary["outputs"]
+    assert seen == {t: n for t in RESULT_TOPICS.values()}
+
+
+def test_cli_summary_keys_and_table(short_drive, package, tmp_path):
+    summary_path = tmp_path / "s.json"
+    proc = run_cli("replay", str(short_drive), "--package", str(package), "--json", str(summary_path),
+                   "--mode", "burst")
+    assert proc.returncode == 0, proc.stderr
+    assert "latency (ms)" in proc.stdout and "end_to_end" in proc.stdout
+    s = json.loads(summary_path.read_text())
+    for key in ("frames", "outputs", "rejected", "degraded", "dropped", "deadline_misses", "latency_ms", "metrics",
+                "log", "package"):
+        assert key in s, key
+    assert s["frames"] == 80 and s["outputs"] + s["messages"]["camera"]["rejected"] == s["frames"]
+    assert set(STAT_KEYS) <= set(s["latency_ms"]["end_to_end"])
+    assert {"camera_preprocess", "camera_encoder", "head"} <= set(s["latency_ms"])
+    assert {"name", "precision", "sha256"} <= set(s["package"]) and len(s["package"]["sha256"]) == 64
+    assert s["log"]["truncated_at"] is None and s["log"]["issues"] == 0
+    overall = s["metrics"]["overall"]
+    assert {"scene_auc", "scene_f1", "bev_iou"} <= set(overall) and s["metrics"]["per_condition"]
+
+
+def test_truncated_log_replays_to_the_cut_with_a_warning(short_drive, package, tmp_path):
+    cut = tmp_path / "cut.mcap"
+    data = short_drive.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    summary_path = tmp_path / "s.json"
+    proc = run_cli("replay", str(cut), "--package", str(package), "--json", str(summary_path), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "truncated" in proc.stderr and "Traceback" not in proc.stderr
+    s = json.loads(summary_path.read_text())
+    assert s["log"]["truncated_at"] is not None and 0 < s["log"]["truncated_at"] <= len(data) * 0.6
+    assert str(s["log"]["truncated_at"]) in proc.stderr
+    assert 0 < s["frames"] < 80
+
+
+def test_not_a_log_is_one_line_and_non_zero(package, tmp_path):
+    junk = tmp_path / "notes.mcap"
+    junk.write_text("this is not a log\n")
+    proc = run_cli("replay", str(junk), "--package", str(package))
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "not an MCAP log" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_drop_radar_flags_every_output_degraded(short_drive, package):
+    result = replay(short_drive, package, ReplayConfig(drop=("radar",), out=None))
+    s = result.summary
+    assert s["outputs"] > 0 and s["degraded"] == s["outputs"]
+    assert all("degraded:radar_missing" in f.flags for f in result.frames if f.status != "rejected")
+    assert s["messages"]["radar"]["received"] == 0
+    with pytest.raises(ConfigError, match="lidar"):
+        replay(short_drive, package, ReplayConfig(drop=("lidar",)))
+
+
+def test_realtime_mode_counts_add_up(short_drive, package):
+    s = replay(short_drive, package, ReplayConfig(mode=ReplayMode.REALTIME, realtime_speed=4.0)).summary
+    camera = s["messages"]["camera"]
+    assert s["frames"] == 80 == camera["received"]
+    assert camera["ok"] + camera["degraded"] + camera["rejected"] + camera["dropped"] == camera["received"]
+    assert s["outputs"] == camera["ok"] + camera["degraded"]
+
+
+def test_compare_package_with_itself(short_drive, package, tmp_path):
+    out = tmp_path / "c.json"
+    proc = run_cli("compare", str(short_drive), "--a", str(package), "--b", str(package), "--json", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(out.read_text())
+    assert s["frames_compared"] == 80 and s["status_agreement"] == 1.0
+    for name in ("scene", "bev"):
+        d = s["divergence"][name]
+        assert d["max_abs"] == 0.0 and d["mean_abs"] == 0.0 and d["agreement"] == 1.0
+        assert d["cosine"] == pytest.approx(1.0)
+    assert all(v == 0.0 for v in s["metrics_delta"].values() if v is not None)
+    assert s["latency_ratio_b_over_a"]["p50"] > 0 and len(s["worst_frames"]) == 5
+
+
+def _nuscenes_cloud(stamp_ns: int, rng: np.random.Generator) -> dict:
+    """A nuScenes-layout radar PointCloud2 (18 fields, mixed types, velocity components only)."""
+    layout = [("x", "f4", 7), ("y", "f4", 7), ("z", "f4", 7), ("dyn_prop", "i1", 1), ("id", "i2", 3),
+              ("rcs", "f4", 7), ("vx", "f4", 7), ("vy", "f4", 7), ("vx_comp", "f4", 7), ("vy_comp", "f4", 7),
+              ("is_quality_valid", "i1", 1), ("ambig_state", "i1", 1), ("x_rms", "i1", 1), ("y_rms", "i1", 1),
+              ("invalid_state", "i1", 1), ("pdh0", "i1", 1), ("vx_rms", "i1", 1), ("vy_rms", "i1", 1)]
+    dtype = np.dtype([(n, "<" + t) for n, t, _ in layout])  # packed, like the nuScenes devkit's files
+    n = 40
+    pts = np.zeros(n, dtype=dtype)
+    pts["x"] = rng.uniform(5, 60, n)
+    pts["y"] = rng.uniform(-20, 20, n)
+    pts["rcs"] = rng.uniform(-5, 20, n)
+    pts["vx_comp"] = rng.uniform(-10, 10, n)
+    pts["vy_comp"] = rng.uniform(-2, 2, n)
+    fields = [{"name": name, "offset": dtype.fields[name][1], "datatype": code, "count": 1}
+              for name, _, code in layout]
+    sec, nsec = divmod(stamp_ns, 1_000_000_000)
+    return {"header": {"stamp": {"sec": sec, "nanosec": nsec}, "frame_id": "radar_front"}, "height": 1,
+            "width": n, "fields": fields, "is_bigendian": False, "point_step": dtype.itemsize,
+            "row_step": dtype.itemsize * n, "data": pts.tobytes(), "is_dense": True}
+
+
+def test_raw_image_and_nuscenes_radar_replay(package, tmp_path):
+    path = tmp_path / "foreign.mcap"
+    rng = np.random.default_rng(0)
+    t0 = 1_600_000_000_000_000_000
+    with open(path, "wb") as f:
+        writer = Ros2Writer(f)
+        image_schema = writer.register_msgdef(IMAGE, SCHEMAS[IMAGE])
+        cloud_schema = writer.register_msgdef(POINT_CLOUD2, SCHEMAS[POINT_CLOUD2])
+        for i in range(20):
+            stamp = t0 + i * 50_000_000
+            writer.write_message("/RADAR_FRONT", cloud_schema, _nuscenes_cloud(stamp - 10_000_000, rng),
+                                 log_time=stamp - 10_000_000, publish_time=stamp - 10_000_000)
+            pixels = rng.integers(0, 255, (90, 160, 3), dtype=np.uint8)  # not the rig's 640x360
+            _, ros = to_ros(CameraFrame(stamp, pixels.tobytes(), encoding="rgb8", width=160, height=90))
+            writer.write_message("/CAM_FRONT/image_raw", image_schema, ros, log_time=stamp, publish_time=stamp)
+        writer.finish()
+    result = replay(path, package, ReplayConfig(out=tmp_path / "r.mcap"))
+    s = result.summary
+    assert s["log"]["topics"] == {"camera": "/CAM_FRONT/image_raw", "radar": "/RADAR_FRONT"}
+    assert s["log"]["topics_how"] == {"camera": "schema", "radar": "schema"}
+    assert s["radar_from_detections"] is True
+    assert s["frames"] == 20 and s["outputs"] == 20 and s["rejected"] == 0
+    assert s["messages"]["radar"]["ok"] == 20
+    assert all("degraded:radar_missing" not in f.flags for f in result.frames)
+    assert any("map" in w for w in s["warnings"])  # no map / text topics: said, not an error
+
+
+def test_bag_directory_of_mcap_files(short_drive, package, tmp_path):
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    shutil.copy(short_drive, bag / "bag_0.mcap")
+    s = replay(bag, package).summary
+    assert s["frames"] == 80 and s["outputs"] > 0
+
+
+def test_db3_bag(package, tmp_path):
+    rosbags = pytest.importorskip("rosbags.rosbag2")
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    image_t = store.types["sensor_msgs/msg/CompressedImage"]
+    header_t, time_t = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    import cv2
+
+    ok, jpeg = cv2.imencode(".jpg", np.full((360, 640, 3), 90, np.uint8))
+    bag = tmp_path / "db3bag"
+    t0 = 1_600_000_000_000_000_000
+    with rosbags.Writer(bag, version=8) as writer:
+        conn = writer.add_connection("/cam/compressed", "sensor_msgs/msg/CompressedImage", typestore=store)
+        for i in range(10):
+            stamp = t0 + i * 50_000_000
+            msg = image_t(header=header_t(stamp=time_t(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam"),
+                          format="jpeg", data=np.frombuffer(jpeg.tobytes(), np.uint8))
+            writer.write(conn, stamp, store.serialize_cdr(msg, conn.msgtype))
+    s = replay(bag, package).summary
+    assert s["log"]["topics"] == {"camera": "/cam/compressed"} and s["outputs"] == 10
