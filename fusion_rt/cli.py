@@ -510,6 +510,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job end to end, without torch or a GPU (a few minutes on 2 cores).
+
+    Simulates a drive with changing conditions and a separate calibration drive, quantizes the
+    shipped FP32 package with the ort-cpu-int8 recipe on the calibration drive, replays the drive
+    through FP32 and INT8, compares them frame by frame, prints a table (latency per stage
+    p50/p99, metrics, FP32 vs INT8 agreement, degraded frames) and writes the results log
+    (OUT/results_int8.mcap), the report (OUT/report_int8.html) and OUT/demo.json.
+
+    example: fusion-rt demo --out out/demo
+    """
+    from fusion_rt.demo import DemoConfig, print_demo, run_demo
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {args.seconds}")
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"demo: {message}", file=sys.stderr)
+
+    summary = run_demo(DemoConfig(out=Path(args.out), package=Path(args.package) if args.package else None,
+                                  seconds=args.seconds, seed=args.seed, threads=args.threads), say=say)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print_demo(summary)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 
@@ -637,6 +666,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per graph")
     p.add_argument("--json", default=None, metavar="OUT", help="write the comparison as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    p = _verb(sub, "demo", cmd_demo)
+    p.add_argument("--out", default="out/demo", metavar="DIR",
+                   help="folder for logs, packages and reports (default out/demo)")
+    p.add_argument("--package", default=None, metavar="PKG_DIR", help="FP32 package (default: the shipped one)")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of the replayed drive (default 30)")
+    p.add_argument("--seed", type=int, default=7, help="drive seed (default 7)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per graph")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
     log = sub.add_parser("log", help="inspect sensor logs", description="Inspect sensor logs.")
     log_sub = log.add_subparsers(title="log verbs", metavar="<log verb>", parser_class=_Parser)

@@ -1,0 +1,165 @@
+"""The demo: the main job end to end, without torch and without a GPU.
+
+1. simulate a drive with changing conditions (the log a user would have recorded);
+2. simulate a separate calibration drive (another seed: calibration never sees the test drive);
+3. quantize the shipped FP32 package with the `ort-cpu-int8` recipe on the calibration drive;
+4. replay the drive through FP32 and INT8 (burst mode), writing the INT8 results log and report;
+5. compare the two deployments frame by frame and print one table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusion_rt.errors import PackageError
+
+__all__ = ["DemoConfig", "run_demo", "shipped_package", "SHIPPED_PACKAGE_NAME"]
+
+SHIPPED_PACKAGE_NAME = "fusion-attention"
+
+
+def shipped_package() -> Path:
+    """The FP32 package that ships inside fusion_rt (see fusion_rt/packages/README.md)."""
+    path = Path(__file__).resolve().parent / "packages" / SHIPPED_PACKAGE_NAME
+    if not (path / "manifest.json").is_file():
+        raise PackageError(f"the shipped package is missing from {str(path)!r}; reinstall fusion-rt or pass "
+                           "--package PKG_DIR")
+    return path
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: Path
+    package: Path | None = None  # None: the shipped package
+    seconds: float = 30.0  # the replayed drive
+    seed: int = 7
+    calib_seconds: float = 12.0  # the calibration drive (another seed)
+    calib_samples: int = 64  # calibration frames for the int8 recipe
+    threads: int | None = None  # ONNX Runtime threads per graph (None: ORT's default)
+
+
+def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> dict:
+    """Run every step and return the demo's summary (also written to OUT/demo.json)."""
+    from fusion_rt.calibration import QuantizeConfig, quantize_package
+    from fusion_rt.replay import ReplayConfig, compare, replay
+    from fusion_rt.report import write_report
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    say = say or (lambda _msg: None)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fp32 = Path(config.package) if config.package else shipped_package()
+    steps: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def step(name: str, message: str):
+        say(message)
+        steps[name] = time.perf_counter()
+
+    def done(name: str) -> None:
+        steps[name] = round(time.perf_counter() - steps[name], 2)
+
+    drive, calib = out / "drive.mcap", out / "calibration_drive.mcap"
+    step("simulate", f"simulating a {config.seconds:.0f} s drive (seed {config.seed}, mixed conditions)")
+    drive_summary = record_drive(DriveConfig(seconds=config.seconds, seed=config.seed, conditions="mixed"), drive)
+    record_drive(DriveConfig(seconds=config.calib_seconds, seed=config.seed + 1000, conditions="mixed"), calib)
+    done("simulate")
+
+    int8 = out / "package-int8"
+    step("quantize", "quantizing the FP32 package with ort-cpu-int8 on the calibration drive")
+    if int8.exists():
+        import shutil
+
+        shutil.rmtree(int8)
+    quant = quantize_package(fp32, int8, QuantizeConfig(recipe="ort-cpu-int8", samples=config.calib_samples,
+                                                         latency_iterations=20, max_rounds=2),
+                             calib_logs=[calib], eval_logs=[calib])
+    done("quantize")
+
+    step("replay", "replaying the drive through FP32 and INT8")
+    r32 = replay(drive, fp32, ReplayConfig(mode="burst", threads=config.threads, keep_frames=False))
+    r8 = replay(drive, int8, ReplayConfig(mode="burst", threads=config.threads, out=out / "results_int8.mcap"))
+    write_report(r8, out / "report_int8.html")
+    done("replay")
+
+    step("compare", "comparing FP32 and INT8 frame by frame")
+    cmp = compare(drive, fp32, int8, threads=config.threads).summary
+    done("compare")
+
+    summary = {
+        "drive": {"log": str(drive), "seconds": config.seconds, "seed": config.seed,
+                  "conditions": drive_summary.to_dict()["conditions"]},
+        "packages": {"fp32": str(fp32), "int8": str(int8)},
+        "fp32": _side(r32.summary),
+        "int8": _side(r8.summary),
+        "agreement": {"scene_decisions": cmp["divergence"]["scene"].get("agreement"),
+                      "scene_cosine": cmp["divergence"]["scene"]["cosine"],
+                      "bev_decisions": cmp["divergence"]["bev"].get("agreement"),
+                      "status": cmp["status_agreement"]},
+        "quantization": {"within_tolerance": quant.within_tolerance,
+                         "excluded_nodes": {g: len(n) for g, n in quant.excluded_nodes.items()},
+                         "size_ratio": quant.report.get("size", {}).get("ratio")},
+        "outputs": {"results_log": str(out / "results_int8.mcap"), "report": str(out / "report_int8.html"),
+                    "int8_package": str(int8)},
+        "seconds": {**steps, "total": round(time.perf_counter() - t_all, 2)},
+    }
+    (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def _side(s: dict) -> dict:
+    lat = s["latency_ms"]
+    metrics = s.get("metrics") or {}
+    overall = metrics.get("overall", {})
+    return {
+        "outputs": s["outputs"], "degraded": s["degraded"], "rejected": s["rejected"], "dropped": s["dropped"],
+        "deadline_misses": s["deadline_misses"], "realtime_factor": s.get("realtime_factor"),
+        "latency_ms": {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in sorted(lat.items())
+                       if k in ("camera_preprocess", "camera_encoder", "head", "end_to_end", "radar_encoder")},
+        "scene_auc": overall.get("scene_auc_mean"), "hazard_auc": (overall.get("scene_auc") or {}).get("hazard"),
+        "scene_f1": overall.get("scene_f1_mean"), "bev_iou": overall.get("bev_iou_mean"),
+    }
+
+
+def print_demo(summary: dict) -> None:
+    """The demo's table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    a, b = summary["fp32"], summary["int8"]
+
+    def f(v, fmt="{:.3f}"):
+        return "-" if v is None else fmt.format(v)
+
+    table = Table(title=f"FP32 vs INT8 on a {summary['drive']['seconds']:.0f} s drive", show_edge=False)
+    table.add_column("")
+    table.add_column("FP32", justify="right")
+    table.add_column("INT8", justify="right")
+    for stage in ("camera_preprocess", "camera_encoder", "head", "end_to_end", "radar_encoder"):
+        if stage in a["latency_ms"] and stage in b["latency_ms"]:
+            table.add_row(f"{stage} p50 / p99 ms",
+                          f"{a['latency_ms'][stage]['p50']:.2f} / {a['latency_ms'][stage]['p99']:.2f}",
+                          f"{b['latency_ms'][stage]['p50']:.2f} / {b['latency_ms'][stage]['p99']:.2f}")
+    table.add_row("x real time (burst)", f(a["realtime_factor"], "{:.1f}"), f(b["realtime_factor"], "{:.1f}"))
+    table.add_row("scene AUC (mean)", f(a["scene_auc"]), f(b["scene_auc"]))
+    table.add_row("hazard AUC", f(a["hazard_auc"]), f(b["hazard_auc"]))
+    table.add_row("scene F1 (mean)", f(a["scene_f1"]), f(b["scene_f1"]))
+    table.add_row("BEV IoU (mean)", f(a["bev_iou"]), f(b["bev_iou"]))
+    table.add_row("degraded / rejected frames", f"{a['degraded']} / {a['rejected']}",
+                  f"{b['degraded']} / {b['rejected']}")
+    console.print(table)
+    agree = summary["agreement"]
+    console.print(f"FP32 vs INT8: scene decisions agree on {f(agree['scene_decisions'], '{:.1%}')}, "
+                  f"BEV cells on {f(agree['bev_decisions'], '{:.1%}')}, "
+                  f"scene cosine {f(agree['scene_cosine'], '{:.4f}')}")
+    outputs = summary["outputs"]
+    console.print(f"results log: {outputs['results_log']}\nreport:      {outputs['report']}")
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items() if k != "total")
+    console.print(f"took {summary['seconds']['total']:.0f} s ({parts})")
+
