@@ -101,10 +101,12 @@ class LoadedData:
 
 def drive_log_path(drive: DriveSpec, camera_size: tuple[int, int], jpeg_quality: int, cache_dir: Path) -> Path:
     """The cache file of a drive: named by every setting that changes its bytes."""
+    from fusion_rt.sim import SIM_VERSION
+
     w, h = camera_size
     scene = drive.scene_type or "any"
-    return (Path(cache_dir) / "logs" /
-            f"drive-s{drive.seed}-{drive.conditions}-{scene}-{drive.seconds:g}s-{w}x{h}-q{jpeg_quality}.mcap")
+    return (Path(cache_dir) / "logs" / f"drive-sim{SIM_VERSION}-s{drive.seed}-{drive.conditions}-{scene}-"
+                                       f"{drive.seconds:g}s-{w}x{h}-q{jpeg_quality}.mcap")
 
 
 def record_drives(drives: Sequence[DriveSpec], camera_size: tuple[int, int], jpeg_quality: int, cache_dir: Path,
@@ -263,7 +265,9 @@ def load_data(config: DataConfig, base_preprocess: PreprocessConfig, cache_dir: 
     array_dir = cache_dir / "arrays"
     array_dir.mkdir(parents=True, exist_ok=True)
 
-    key = config.digest(base_preprocess.to_dict(), {"cache_version": CACHE_VERSION})
+    from fusion_rt.sim import SIM_VERSION
+
+    key = config.digest(base_preprocess.to_dict(), {"cache_version": CACHE_VERSION, "sim_version": SIM_VERSION})
     train_file = array_dir / f"train-{key}.npz"
     if train_file.exists():
         train, extra = Split.load(train_file)

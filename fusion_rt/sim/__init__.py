@@ -13,8 +13,17 @@ Building blocks, one per module: `world` (road, zones, agents, props, dynamics),
 (ground truth) and `drive` (configuration and the message scheduler).
 """
 
-from fusion_rt.sim.drive import EPOCH_NS, STREAMS, DriveConfig, StreamTiming, drive_stamps, simulate_drive
+from fusion_rt.sim.drive import EPOCH_NS, SIM_VERSION, STREAMS, DriveConfig, StreamTiming, drive_stamps, simulate_drive
 from fusion_rt.sim.world import CONDITIONS, SCENE_TYPES
 
-__all__ = ["DriveConfig", "simulate_drive", "CONDITIONS", "SCENE_TYPES", "EPOCH_NS", "STREAMS", "StreamTiming",
-           "drive_stamps"]
+__all__ = [
+    "DriveConfig",
+    "simulate_drive",
+    "SIM_VERSION",
+    "CONDITIONS",
+    "SCENE_TYPES",
+    "EPOCH_NS",
+    "STREAMS",
+    "StreamTiming",
+    "drive_stamps",
+]

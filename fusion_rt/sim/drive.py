@@ -38,8 +38,11 @@ from fusion_rt.sim.radar import RadarFrame, RadarSimulator
 from fusion_rt.sim.truth import build_ground_truth, radar_visible
 from fusion_rt.sim.world import CONDITIONS, SCENE_TYPES, World, WorldState
 
-__all__ = ["DriveConfig", "simulate_drive", "EPOCH_NS", "STREAMS", "StreamTiming", "drive_stamps"]
+__all__ = ["DriveConfig", "simulate_drive", "SIM_VERSION", "EPOCH_NS", "STREAMS", "StreamTiming", "drive_stamps"]
 
+#: Bump whenever the simulator's output changes meaning (labels, rendering, timing), so caches of
+#: simulated logs (training data) are never reused across versions. 2: labels look at the zone ahead.
+SIM_VERSION = 2
 EPOCH_NS = 1_700_000_000 * 1_000_000_000  # a fixed wall-clock-like origin (Nov 2023), never the real clock
 _MAX_SECONDS = 3600.0  # the route and agent population grow with the drive; split longer drives by seed
 _MS = 1_000_000
