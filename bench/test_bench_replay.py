@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,20 +21,8 @@ from fusion_rt.replay import ReplayConfig, replay
 from fusion_rt.sim import DriveConfig
 from fusion_rt.sim.record import record_drive
 
-ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 3
 TARGET_RTF = 3.0  # issue 6: burst replay >= 3x real time with the int8 package
-
-
-@pytest.fixture(scope="module")
-def package_path(tmp_path_factory) -> Path:
-    env = os.environ.get("FUSION_RT_BENCH_PACKAGE")
-    if env:
-        return Path(env)
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_package import make_tiny_package
-
-    return make_tiny_package(tmp_path_factory.mktemp("bench") / "pkg", heavy=True)
 
 
 @pytest.fixture(scope="module")

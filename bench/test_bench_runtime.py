@@ -22,7 +22,6 @@ noisy: compare ratios of medians, not milliseconds). Ratios land in `benchmark.e
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -43,17 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2  # the bench machine's cores
 STEPS = 300
 MS = 1_000_000
-
-
-@pytest.fixture(scope="module")
-def package_path(tmp_path_factory) -> Path:
-    env = os.environ.get("FUSION_RT_BENCH_PACKAGE")
-    if env:
-        return Path(env)
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_package import make_tiny_package
-
-    return make_tiny_package(tmp_path_factory.mktemp("bench") / "pkg", heavy=True)
 
 
 @pytest.fixture(scope="module")

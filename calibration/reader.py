@@ -19,10 +19,10 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from fusion_rt.calibration.predict import Frames
-from fusion_rt.errors import ConfigError, DecodeError, LogError
+from fusion_rt.errors import ConfigError, LogError
 from fusion_rt.messages import MODALITIES
 from fusion_rt.package import ModelPackage
-from fusion_rt.preprocess import PreprocessConfig, Vocabulary, decode_camera, map_input, radar_tensor_input
+from fusion_rt.preprocess import PreprocessConfig, Vocabulary, preprocess_sample
 
 __all__ = ["CalibrationSet", "ArrayCalibrationReader", "stratified_indices", "load_calibration_set",
            "frames_from_split", "package_preprocessing", "NO_TRUTH"]
@@ -140,26 +140,14 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
         for k, sample in enumerate(LogDataset(path)):
             if (li, k) not in chosen:
                 continue
-            # The same rules as training's read_logs: a camera frame that does not decode is
-            # rejected; a radar tensor or map that does not decode marks that modality absent.
-            try:
-                camera = decode_camera(sample.camera, preprocess)
-            except DecodeError:
-                skipped["camera_rejected"] += 1
+            inputs = preprocess_sample(sample, preprocess)  # the same rules as training's read_logs
+            skipped.update(f"{m}_rejected" for m in inputs.rejected)
+            if inputs.camera is None:
                 continue
-            radar, has_radar = radar_zero, False
-            if sample.radar_tensor is not None:
-                try:
-                    radar, has_radar = radar_tensor_input(sample.radar_tensor, preprocess), True
-                except DecodeError:
-                    skipped["radar_rejected"] += 1
-            grid, has_map = map_zero, False
-            if sample.map is not None:
-                try:
-                    grid, has_map = map_input(sample.map, preprocess).astype(np.float32), True
-                except DecodeError:
-                    skipped["map_rejected"] += 1
-            text = sample.text.text if sample.text is not None and isinstance(sample.text.text, str) else None
+            camera, text = inputs.camera, inputs.text
+            has_radar, has_map = inputs.radar is not None, inputs.map is not None
+            radar = inputs.radar if has_radar else radar_zero
+            grid = inputs.map if has_map else map_zero
             values = {"camera": camera, "radar": radar, "map": grid}
             for m in package.modalities:
                 rows[m].append(vocab.encode(text or "") if m == "text" else values[m])

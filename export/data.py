@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_rt.errors import ConfigError, DecodeError, LogError
+from fusion_rt.errors import ConfigError, LogError
 from fusion_rt.export.configs import DataConfig, DriveSpec
 from fusion_rt.messages import MODALITIES, RadarTensor
-from fusion_rt.preprocess import PreprocessConfig, Vocabulary, decode_camera, map_input, radar_tensor_input
+from fusion_rt.preprocess import PreprocessConfig, Vocabulary, preprocess_sample
 from fusion_rt.rig import CLASS_NAMES, BevGrid
 
 __all__ = ["Split", "LoadedData", "SCENE_LABELS", "default_cache_dir", "drive_log_path", "record_drives",
@@ -198,24 +198,15 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
                 with_truth += 1
             if k % frame_stride:
                 continue
-            try:
-                camera = decode_camera(sample.camera, pre).astype(np.float16)
-            except DecodeError:
-                counts["camera_rejected"] += 1
+            inputs = preprocess_sample(sample, pre)
+            for m in inputs.rejected:
+                counts[f"{m}_rejected"] += 1
+            if inputs.camera is None:
                 continue
-            radar, has_radar = radar_zero, False
-            if sample.radar_tensor is not None:
-                try:
-                    radar, has_radar = radar_tensor_input(sample.radar_tensor, pre), True
-                except DecodeError:
-                    counts["radar_rejected"] += 1
-            grid, has_map = map_zero, False
-            if sample.map is not None:
-                try:
-                    grid, has_map = map_input(sample.map, pre).astype(np.float16), True
-                except DecodeError:
-                    counts["map_rejected"] += 1
-            text = sample.text.text if sample.text is not None and isinstance(sample.text.text, str) else None
+            camera, text = inputs.camera.astype(np.float16), inputs.text
+            has_radar, has_map = inputs.radar is not None, inputs.map is not None
+            radar = inputs.radar if has_radar else radar_zero
+            grid = inputs.map.astype(np.float16) if has_map else map_zero
             if gt is not None:
                 missing = [c for c in SCENE_LABELS if c not in gt.labels]
                 if missing:

@@ -27,6 +27,8 @@ from fusion_rt.rig import MapGrid, Radar, Rig
 
 __all__ = [
     "PreprocessConfig",
+    "SampleInputs",
+    "preprocess_sample",
     "decode_camera",
     "image_size",
     "radar_tensor_input",
@@ -594,3 +596,43 @@ class Vocabulary:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read vocabulary {path}: {exc}") from exc
         return cls.from_dict(d)
+
+
+@dataclass(frozen=True, eq=False)
+class SampleInputs:
+    """A camera-triggered sample as model inputs, with the runtime's rules for bad data applied.
+
+    A camera frame that does not decode rejects the whole sample (`camera` is None); a radar tensor
+    or map that does not decode marks that modality absent (None), as the runtime masks it.
+    `rejected` names the modalities whose message was present but did not decode.
+    """
+
+    camera: np.ndarray | None  # [3, H, W] float32
+    radar: np.ndarray | None  # [C, R, A] float32
+    map: np.ndarray | None  # [K, H, W] float32
+    text: str | None
+    rejected: tuple[str, ...]
+
+
+def preprocess_sample(sample, config: PreprocessConfig) -> SampleInputs:
+    """Preprocess a `fusion_rt.logs.Sample` (training, calibration and parity data all go through here)."""
+    rejected = []
+    try:
+        camera = decode_camera(sample.camera, config)
+    except DecodeError:
+        camera = None
+        rejected.append("camera")
+    radar = grid = None
+    if camera is not None and sample.radar_tensor is not None:
+        try:
+            radar = radar_tensor_input(sample.radar_tensor, config)
+        except DecodeError:
+            rejected.append("radar")
+    if camera is not None and sample.map is not None:
+        try:
+            grid = map_input(sample.map, config)
+        except DecodeError:
+            rejected.append("map")
+    text = sample.text.text if sample.text is not None and isinstance(sample.text.text, str) else None
+    return SampleInputs(camera=camera, radar=radar, map=grid, text=text, rejected=tuple(rejected))
+
