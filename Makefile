@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out
 
-.PHONY: demo test test-all bench lint setup setup-dev clean
+.PHONY: demo test test-all bench lint setup setup-dev clean package
 
 $(VENV)/.runtime: pyproject.toml setup.py scripts/setup-env.sh
 	scripts/setup-env.sh $(VENV)
@@ -19,9 +19,16 @@ setup: $(VENV)/.runtime
 setup-dev: $(VENV)/.dev
 
 demo: $(VENV)/.runtime
+	$(VENV)/bin/fusion-rt demo --out $(OUT)/demo
+
+# Rebuild the shipped FP32 package (fusion_rt/packages/fusion-attention) from scratch: train the
+# default attention model (~30 min on 2 idle cores), export it with parity on a held-out drive.
+package: $(VENV)/.dev
 	@mkdir -p $(OUT)
-	$(VENV)/bin/fusion-rt simulate $(OUT)/demo_drive.mcap --seconds 30 --seed 7 --conditions mixed
-	$(VENV)/bin/fusion-rt log info $(OUT)/demo_drive.mcap
+	$(VENV)/bin/fusion-rt train --out $(OUT)/default-attention --config default --head attention --seed 0 --threads 2
+	$(VENV)/bin/fusion-rt simulate $(OUT)/parity_drive.mcap --seconds 6 --seed 424242 --quiet
+	$(VENV)/bin/fusion-rt export $(OUT)/default-attention --out fusion_rt/packages/fusion-attention \
+	  --parity-log $(OUT)/parity_drive.mcap --name fusion-attention --overwrite
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -m "not slow" -q
