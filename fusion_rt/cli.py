@@ -224,9 +224,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fusion_rt.export.evaluate import evaluate_logs, load_run, print_report
 
     if args.threads is not None:
-        import torch
+        from fusion_rt._optional import require
 
-        torch.set_num_threads(args.threads)
+        require("torch", "evaluating a trained model").set_num_threads(args.threads)
     if args.json and Path(args.json).is_dir():
         raise ConfigError(f"--json path {args.json!r} is a directory; give a file name")
     run = load_run(args.run)
