@@ -30,6 +30,7 @@ __all__ = [
     "SampleInputs",
     "preprocess_sample",
     "decode_camera",
+    "decode_compressed_bgr",
     "image_size",
     "radar_tensor_input",
     "rasterize_detections",
@@ -273,7 +274,8 @@ _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMR
                   8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-def _decode_compressed(frame: CameraFrame, fmt: str, config: PreprocessConfig) -> np.ndarray:
+def decode_compressed_bgr(frame: CameraFrame, fmt: str, config: PreprocessConfig) -> np.ndarray:
+    """Decode a JPEG/PNG frame to BGR at the reduced resolution `decode_camera` uses (DecodeError if bad)."""
     data = frame.data
     found, width, height = image_size(data)
     if found != fmt:
@@ -329,7 +331,7 @@ def decode_camera(frame: CameraFrame, config: PreprocessConfig, out: np.ndarray 
     """
     encoding = frame.encoding.lower()
     if encoding in _COMPRESSED:
-        bgr, is_rgb = _decode_compressed(frame, _COMPRESSED[encoding], config), False
+        bgr, is_rgb = decode_compressed_bgr(frame, _COMPRESSED[encoding], config), False
     elif encoding in _RAW_CHANNELS:
         bgr, is_rgb = _decode_raw(frame, config)
     else:

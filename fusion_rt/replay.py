@@ -258,13 +258,13 @@ def _predecode(frame: CameraFrame, config: PreprocessConfig) -> CameraFrame:
     The runtime then only resizes and normalizes it, so outputs equal those of the compressed frame.
     A frame that does not decode is passed on unchanged, for the runtime to reject with its reason.
     """
-    from fusion_rt.preprocess import _decode_compressed  # the runtime's own decode: same pixels
+    from fusion_rt.preprocess import decode_compressed_bgr  # the runtime's own decode: same pixels
 
     fmt = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png"}.get(frame.encoding.lower())
     if fmt is None:
         return frame
     try:
-        bgr = _decode_compressed(frame, fmt, config)
+        bgr = decode_compressed_bgr(frame, fmt, config)
     except DecodeError:
         return frame
     h, w = bgr.shape[:2]

@@ -164,7 +164,7 @@ def _cloud_fields(reader: LogReader, topic: str) -> tuple[str, ...] | None:
     from mcap_ros2.decoder import DecoderFactory
 
     for raw in reader.raw_messages(topics=[topic]):
-        schema = reader._schemas.get(raw.channel.schema_id)  # noqa: SLF001 (same package)
+        schema = reader.schema(raw.channel)
         if schema is None:
             return None
         try:

@@ -200,9 +200,13 @@ class LogReader:
         wanted = None if topics is None else frozenset([topics] if isinstance(topics, str) else topics)
         yield from self._scan(wanted, start_ns, end_ns)
 
+    def schema(self, channel: Channel) -> Schema | None:
+        """A channel's schema record as read so far (None when it has none)."""
+        return self._schemas.get(channel.schema_id)
+
     def schema_name(self, channel: Channel) -> str:
         """The `pkg/msg/Type` name of a channel's schema ("" when it has none)."""
-        schema = self._schemas.get(channel.schema_id)
+        schema = self.schema(channel)
         return "" if schema is None else normalize_schema_name(schema.name)
 
     def read_metadata(self) -> dict[str, dict[str, str]]:
