@@ -8,7 +8,7 @@ OUT ?= out
 .PHONY: demo test test-all bench lint setup setup-dev clean package
 
 $(VENV)/.runtime: pyproject.toml setup.py scripts/setup-env.sh
-	scripts/setup-env.sh $(VENV)
+	scripts/setup-env.sh $(VENV) quantize
 	touch $@
 
 $(VENV)/.dev: pyproject.toml setup.py scripts/setup-env.sh

@@ -109,6 +109,9 @@ def _prepare(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from fusion_rt._optional import require
+
+    require("sympy", "ONNX Runtime's symbolic shape inference before quantization")
     try:
         with _quiet_ort():
             quant_pre_process(str(src), str(dst))

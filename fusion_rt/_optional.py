@@ -19,6 +19,7 @@ EXTRA_FOR: dict[str, str] = {
     "safetensors": "train",
     "tensorrt": "tensorrt",
     "rosbags": "bags",
+    "sympy": "quantize",
 }
 
 
