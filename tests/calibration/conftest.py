@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ..conftest import record_test_drive
 from ._fixtures import make_calibration_package
 
 
@@ -15,20 +16,10 @@ def calib_package(tmp_path_factory):
 @pytest.fixture(scope="session")
 def calib_log(tmp_path_factory):
     """A 3 s mixed-condition drive (several conditions, so stratification has something to do)."""
-    from fusion_rt.sim import DriveConfig
-    from fusion_rt.sim.record import record_drive
-
-    path = tmp_path_factory.mktemp("logs") / "calib.mcap"
-    record_drive(DriveConfig(seconds=3.0, seed=5, conditions="mixed"), path)
-    return path
+    return record_test_drive(tmp_path_factory, "calib", 3.0, seed=5)
 
 
 @pytest.fixture(scope="session")
 def night_log(tmp_path_factory):
     """A 1 s night drive: a minority condition next to calib_log."""
-    from fusion_rt.sim import DriveConfig
-    from fusion_rt.sim.record import record_drive
-
-    path = tmp_path_factory.mktemp("logs") / "night.mcap"
-    record_drive(DriveConfig(seconds=1.0, seed=7, conditions="night"), path)
-    return path
+    return record_test_drive(tmp_path_factory, "night", 1.0, seed=7, conditions="night")

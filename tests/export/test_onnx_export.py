@@ -14,6 +14,8 @@ pytestmark = pytest.mark.train
 from fusion_rt.errors import ConfigError  # noqa: E402
 from fusion_rt.package import load_package  # noqa: E402
 
+from ..conftest import record_test_drive  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def random_run(tmp_path_factory):
@@ -42,12 +44,7 @@ def random_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def parity_log(tmp_path_factory):
-    from fusion_rt.sim import DriveConfig
-    from fusion_rt.sim.record import record_drive
-
-    path = tmp_path_factory.mktemp("logs") / "parity.mcap"
-    record_drive(DriveConfig(seconds=1.0, seed=77, conditions="fog"), path)
-    return path
+    return record_test_drive(tmp_path_factory, "parity", 1.0, seed=77, conditions="fog")
 
 
 @pytest.fixture(scope="module")
