@@ -46,7 +46,7 @@ from fusion_rt.errors import ConfigError, DecodeError, GraphMismatchError, Manif
 from fusion_rt.messages import CameraFrame, MapRaster, RadarTensor, TextContext
 from fusion_rt.package import GraphSpec, ModelPackage, load_package
 from fusion_rt.preprocess import PreprocessConfig, Vocabulary, decode_camera, image_size, map_input, radar_tensor_input
-from fusion_rt.sync import LatestWithin, Reason, StreamChecker
+from fusion_rt.sync import LatestWithin, StreamChecker
 from fusion_rt.telemetry import Health, Telemetry
 
 __all__ = ["FusionRuntime", "FusionOutput", "SourceInfo", "RunnerFactory", "OUTCOMES"]
@@ -255,7 +255,7 @@ class FusionRuntime:
             raise ManifestError(f"manifest.max_age_ns lacks {missing_age}; pass max_age_ns={{...}} to set them")
         self.max_age_ns = ages
         self._sync = LatestWithin(trigger, ages, history=history)
-        # Without a receive clock the reference is the newest accepted stamp (`_reference_ns`), so the
+        # Without a receive clock the reference is the newest accepted stamp (StreamChecker), so the
         # margin must exceed the period of the fastest stream: 500 ms serves rigs down to 2 Hz, and
         # bounds what one corrupted future stamp can block (that stream's messages for 0.5 s).
         self._checker = stream_checker or StreamChecker(future_margin_ns=500_000_000)
@@ -280,8 +280,6 @@ class FusionRuntime:
             self.close()
             raise
 
-        self._newest_ns: int | None = None  # newest accepted stamp: the reference clock of stamp checks
-        self._future_pending: dict[str, int] = {}  # stream -> its last stamp refused as future
         self._counters = {m: _Counter() for m in pkg.modalities}
         self._ignored: dict[str, int] = {}
         self._outputs = dict.fromkeys(("total", "ok", "degraded"), 0)
@@ -377,7 +375,7 @@ class FusionRuntime:
 
         `deadline_ns` (time.monotonic_ns clock): drop the message, counted, if it is already late.
         `now_ns`: the receive time on the stamps' clock, when the caller has one; it is the reference
-        of the future-stamp check (else see `_reference_ns`).
+        of the future-stamp check (else the newest accepted stamp: see `StreamChecker`).
         """
         t0 = time.perf_counter_ns()
         if self._closed:
@@ -399,21 +397,15 @@ class FusionRuntime:
             return []
         stamp = int(stamp)
         try:
-            verdict = self._checker.check(modality, stamp, self._reference_ns(modality, stamp, now_ns))
+            verdict = self._checker.check(modality, stamp, now_ns)
         except ConfigError as exc:
             counter.add("rejected", ("bad_stamp",), str(exc))
             return []
         if not verdict.feed:
-            if verdict.reason is Reason.FUTURE:
-                self._future_pending[modality] = stamp
             counter.add("rejected", (f"stamp_{verdict.reason.value}",), verdict.detail)
             return []
-        self._future_pending.pop(modality, None)
         if verdict.reset:
             self._reset_cache()
-            self._newest_ns = stamp
-        elif self._newest_ns is None or stamp > self._newest_ns:
-            self._newest_ns = stamp
         if modality == self.trigger:
             return self._fire(enc, message, counter, t0)
         self._update(enc, message, counter)
@@ -473,24 +465,6 @@ class FusionRuntime:
         return {**{m: e.runner for m, e in self._encoders.items()}, "head": self._head}
 
     # --------------------------------------------------------------------------------- internals
-    def _reference_ns(self, modality: str, stamp: object, now_ns: int | None) -> int | None:
-        """The clock a stamp is checked against for being in the future.
-
-        Without a receive time, the newest stamp accepted on any stream, this one included. (The
-        other streams' last stamps alone are no clock: with radar silent and map and text at 1 Hz,
-        a 20 Hz camera runs ahead of them by design.) A stream whose previous stamp was refused as
-        future and whose new stamp follows it within the margin confirms itself (a pause, or a
-        sensor stamped ahead of the others): one message is lost, not all of them.
-        """
-        if now_ns is not None:
-            return now_ns
-        reference = self._newest_ns
-        pending = self._future_pending.get(modality)
-        if (pending is not None and isinstance(stamp, Integral) and reference is not None
-                and 0 < stamp - pending <= self._checker.future_margin_ns):
-            reference = max(reference, pending)
-        return reference
-
     def _reset_cache(self) -> None:
         self._clock_resets += 1
         self._sync.reset()

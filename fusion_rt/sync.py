@@ -654,7 +654,7 @@ _ACCEPT = Verdict(Action.ACCEPT)
 @dataclass
 class _StreamState:
     last_accepted: int | None = None
-    last_seen: int | None = None  # latest stamp that arrived, accepted or not
+    refused_future: int | None = None  # the stream's last stamp refused as future, until one is fed
     counts: dict[str, int] = field(default_factory=lambda: {"accepted": 0, **{r.value: 0 for r in Reason}})
 
 
@@ -665,11 +665,12 @@ class StreamChecker:
     - backwards: older than the last accepted stamp -> reject, or a clock jump (reset) when older by
       more than `jump_threshold_ns` (a log looping, a simulator restarting);
     - future: more than `future_margin_ns` ahead of the reference clock -> reject. The reference is
-      `now_ns` when given, else the latest stamp that arrived on any other stream (accepted or not,
-      so that a forward jump seen by two streams confirms itself instead of locking them all out).
-      Without `now_ns`, once the other streams fall silent and this stream's previous stamp already
-      ran more than the margin past them, they stop being a reference (so one stamp is rejected
-      when the others stop, never all of them). Pass `now_ns` (receive time) where there is one;
+      `now_ns` when given (the receive time; pass it where there is one), else the newest stamp
+      accepted on any stream, this one included. (The other streams' stamps alone are no clock:
+      with radar silent and map and text at 1 Hz, a 20 Hz camera runs ahead of them by design.) A
+      stamp refused as future, on any stream, confirms a later stamp that follows it within the
+      margin: a sensor stamped ahead of the others, or a clock that really jumped, costs one
+      message, never the whole stream; a single corrupted stamp confirms nothing;
     - forward jump: more than `jump_threshold_ns` after the newest stamp accepted on any stream
       (a stream resuming after a pause is not a jump, since the others kept the clock moving).
     On a jump the checker forgets every stream's history (counters are kept) and returns RESET: the
@@ -694,7 +695,7 @@ class StreamChecker:
     def forget(self) -> None:
         """Forget every stream's last stamps (counters are kept); done automatically on a jump."""
         for state in self._streams.values():
-            state.last_accepted = state.last_seen = None
+            state.last_accepted = state.refused_future = None
 
     def check(self, stream: Hashable, stamp_ns: int, now_ns: int | None = None) -> Verdict:
         """Classify one stamp; counts it, and records it as the stream's latest when fed."""
@@ -702,29 +703,34 @@ class StreamChecker:
         if now_ns is not None:
             now_ns = _check_stamp(now_ns)
         state = self._streams.setdefault(stream, _StreamState())
-        others = [s for name, s in self._streams.items() if name != stream]
-        verdict = self._classify(state, others, stamp, now_ns)
-        state.last_seen = stamp
+        verdict = self._classify(state, stamp, now_ns)
         if verdict.reason is not None:
             state.counts[verdict.reason.value] += 1
+        if verdict.reason is Reason.FUTURE:
+            state.refused_future = stamp
+        elif verdict.feed:
+            state.refused_future = None
         if verdict.reset:
             self.resets += 1
             self.forget()
-            state.last_seen = stamp
         if verdict.feed:
             state.last_accepted = stamp
             state.counts["accepted"] += 1
         return verdict
 
-    def _classify(self, state: _StreamState, others: list[_StreamState], stamp: int, now_ns: int | None) -> Verdict:
+    def _reference(self, stamp: int, now_ns: int | None) -> int | None:
         if now_ns is not None:
-            reference: int | None = now_ns
-        else:
-            seen = [s.last_seen for s in others if s.last_seen is not None]
-            reference = max(seen) if seen else None
-            own = state.last_seen
-            if reference is not None and own is not None and own - reference > self.future_margin_ns:
-                reference = None  # the others fell silent and this stream ran ahead: it is the clock now
+            return now_ns
+        accepted = [s.last_accepted for s in self._streams.values() if s.last_accepted is not None]
+        reference = max(accepted) if accepted else None
+        confirming = [s.refused_future for s in self._streams.values()
+                      if s.refused_future is not None and 0 <= stamp - s.refused_future <= self.future_margin_ns]
+        if reference is not None and confirming:
+            reference = max(reference, *confirming)
+        return reference
+
+    def _classify(self, state: _StreamState, stamp: int, now_ns: int | None) -> Verdict:
+        reference = self._reference(stamp, now_ns)
         if reference is not None and stamp - reference > self.future_margin_ns:
             return Verdict(Action.REJECT, Reason.FUTURE, f"{stamp - reference} ns ahead of the reference clock")
         last = state.last_accepted
@@ -735,7 +741,7 @@ class StreamChecker:
                 if last - stamp > self.jump_threshold_ns:
                     return Verdict(Action.RESET, Reason.JUMP, f"{last - stamp} ns backwards")
                 return Verdict(Action.REJECT, Reason.BACKWARDS, f"{last - stamp} ns backwards")
-        accepted = [s.last_accepted for s in (state, *others) if s.last_accepted is not None]
+        accepted = [s.last_accepted for s in self._streams.values() if s.last_accepted is not None]
         if accepted and stamp - max(accepted) > self.jump_threshold_ns:
             return Verdict(Action.RESET, Reason.JUMP, f"{stamp - max(accepted)} ns after every accepted stamp")
         return _ACCEPT
