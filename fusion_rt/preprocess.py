@@ -112,6 +112,9 @@ class PreprocessConfig:
     # Non-finite radar cells up to this fraction are masked (set to the normalized 0); more and
     # the frame is rejected as broken. A single bad bin should not drop a whole radar frame.
     radar_max_nonfinite_fraction: float = 0.01
+    # Raw radar values (dB, m/s) beyond +-this are no measurement (a corrupted cell, 1e30): they
+    # count as non-finite cells (masked, or the frame rejected) instead of being clipped silently.
+    radar_max_abs: float = 1e4
     # Append the `DETECTION_CHANNELS` rasterized from a detection list to the radar input.
     radar_use_detections: bool = False
     # Map classes one-hot encoded, in channel order ("unknown" is all-zero, not a channel).
@@ -140,7 +143,7 @@ class PreprocessConfig:
             raise ConfigError(f"radar_shape must be (range_bins, azimuth_bins), got {self.radar_shape!r}")
         for value in self.radar_shape:
             _int_in("radar_shape entries", value, 4, 4096)
-        for name in ("radar_power_db_scale", "radar_velocity_scale_mps", "radar_clip"):
+        for name in ("radar_power_db_scale", "radar_velocity_scale_mps", "radar_clip", "radar_max_abs"):
             _positive(name, getattr(self, name))
         if not (isinstance(self.radar_power_db_offset, (int, float)) and math.isfinite(self.radar_power_db_offset)):
             raise ConfigError(f"radar_power_db_offset must be finite, got {self.radar_power_db_offset!r}")
@@ -367,10 +370,12 @@ def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarr
 
     Channels are picked by name in `config.radar_channels` order: power in dB becomes
     (p - offset) / scale, radial velocity v / scale, any other channel passes through; values are
-    clipped to +-radar_clip. Non-finite cells are masked to 0 (the normalized "nothing here")
-    when they are at most `radar_max_nonfinite_fraction` of the tensor, and the frame is rejected
-    with DecodeError above that. With `radar_use_detections`, `out` has the extra detection
-    channels; this function fills only the tensor channels (see `rasterize_detections`).
+    clipped to +-radar_clip. Non-finite cells, and raw values beyond +-`radar_max_abs`, are masked
+    to 0 (the normalized "nothing here") when they are at most `radar_max_nonfinite_fraction` of
+    the tensor, and the frame is rejected with DecodeError above that. A tensor whose range or
+    azimuth extent is not finite and increasing (a negative range included) is rejected. With
+    `radar_use_detections`, `out` has the extra detection channels; this function fills only the
+    tensor channels (see `rasterize_detections`).
     """
     data = np.asarray(msg.data)
     if data.ndim != 3:
@@ -385,27 +390,43 @@ def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarr
     missing = [c for c in config.radar_channels if c not in msg.channels]
     if missing:
         raise DecodeError(f"radar tensor lacks channels {missing}; it has {list(msg.channels)}")
+    extent = (msg.range_min_m, msg.range_max_m, msg.azimuth_min_rad, msg.azimuth_max_rad)
+    try:
+        r0, r1, a0, a1 = (float(v) for v in extent)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"radar tensor geometry invalid: range and azimuth limits must be numbers, got {extent!r}") \
+            from exc
+    if not (math.isfinite(r0 + r1 + a0 + a1) and 0.0 <= r0 < r1 and a0 < a1):
+        raise DecodeError(f"radar tensor geometry invalid: range [{r0:g}, {r1:g}] m and azimuth [{a0:g}, {a1:g}] rad "
+                          f"must be finite with 0 <= range_min_m < range_max_m and azimuth_min_rad < azimuth_max_rad")
     n_in = len(config.radar_input_channels)
     shape = (n_in, *config.radar_shape)
     if out is None:
         out = np.zeros(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ConfigError(f"out must be float32 of shape {shape}, got {out.dtype} {out.shape}")
+    tensor = out[: len(config.radar_channels)]
+    bad = np.empty(tensor.shape, dtype=np.bool_)
     for c, name in enumerate(config.radar_channels):
         dst = out[c]
         np.copyto(dst, data[msg.channels.index(name)], casting="unsafe")
+        with np.errstate(invalid="ignore"):
+            np.greater(np.abs(dst), config.radar_max_abs, out=bad[c])  # +-inf included; NaN compares False
+        bad[c] |= np.isnan(dst)
         if name == "power_db":
             dst -= config.radar_power_db_offset
             dst *= 1.0 / config.radar_power_db_scale
         elif name == "radial_velocity_mps":
             dst *= 1.0 / config.radar_velocity_scale_mps
-    tensor = out[: len(config.radar_channels)]
-    bad = ~np.isfinite(tensor)
     n_bad = int(np.count_nonzero(bad))
     if n_bad:
         fraction = n_bad / tensor.size
         if fraction > config.radar_max_nonfinite_fraction:
-            raise DecodeError(f"radar tensor has {n_bad} non-finite values ({fraction:.1%}), more than the "
+            n_nonfinite = int(np.count_nonzero(~np.isfinite(tensor)))
+            kinds = [f"{n_nonfinite} non-finite"] if n_nonfinite else []
+            kinds += [f"{n_bad - n_nonfinite} out-of-range (beyond +-{config.radar_max_abs:g})"] \
+                if n_bad > n_nonfinite else []
+            raise DecodeError(f"radar tensor has {' and '.join(kinds)} values ({fraction:.1%}), more than the "
                               f"{config.radar_max_nonfinite_fraction:.1%} that are masked")
         tensor[bad] = 0.0
     np.clip(tensor, -config.radar_clip, config.radar_clip, out=tensor)

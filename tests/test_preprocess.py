@@ -212,10 +212,11 @@ def test_radar_tensor_masks_few_nonfinite_cells_and_rejects_many():
     data = np.zeros((2, 128, 64), np.float32)
     data[0, 3, 4] = np.nan
     data[1, 5, 6] = np.inf
-    data[0, 7, 8] = 1e30  # finite but absurd: clipped
+    data[0, 7, 8] = 1e30  # finite but no measurement (beyond radar_max_abs): masked like a non-finite cell
+    data[0, 9, 9] = 200.0  # a strong but real return: clipped
     x = radar_tensor_input(_radar_msg(data), CFG)
     assert np.isfinite(x).all()
-    assert x[0, 3, 4] == 0.0 and x[1, 5, 6] == 0.0 and x[0, 7, 8] == CFG.radar_clip
+    assert x[0, 3, 4] == 0.0 and x[1, 5, 6] == 0.0 and x[0, 7, 8] == 0.0 and x[0, 9, 9] == CFG.radar_clip
     data[0, :20] = np.nan  # 20 of 128 rows of one channel: 7.8% > 1%
     with pytest.raises(DecodeError, match="non-finite"):
         radar_tensor_input(_radar_msg(data), CFG)
