@@ -25,7 +25,9 @@ Overload: `push` is synchronous and the runtime holds no queue, so nothing piles
 real-time caller passes `deadline_ns` (on the `time.monotonic_ns()` clock): a message that
 arrives after its deadline is dropped and counted, and a caller that drops messages itself
 (latest-wins mailbox) reports them with `note_dropped` so every drop lands in `stats()`.
-The runtime is not thread-safe: one thread pushes.
+The runtime is not thread-safe: one thread pushes. `health()` is the exception: a supervising
+thread may poll it while `push` runs, and it reports "failing" while a stage has been busy longer
+than `stall_after_ns` (a stalled graph or decoder: polled once a period, detected within two).
 """
 
 from __future__ import annotations
@@ -140,15 +142,21 @@ class _Encoder:
 def _decode_reason(exc: Exception) -> str:
     """A short counter key for a preprocessing failure (the full message is kept as detail)."""
     text = str(exc).lower()
+    if "geometry" in text:
+        return "bad_geometry"
     if "truncated" in text:
         return "truncated"
     if "non-finite" in text:
         return "nonfinite"
+    if "out-of-range" in text:
+        return "out_of_range"
     if "lacks channels" in text or "names" in text and "channels" in text:
         return "wrong_channels"
     if any(w in text for w in ("size", "shape", "grid", "larger than", "header says")):
         return "wrong_size"
-    if any(w in text for w in ("corrupt", "not a jpeg", "could not decode", "encoding")):
+    if "encoding" in text:
+        return "wrong_encoding"
+    if any(w in text for w in ("corrupt", "not a jpeg", "could not decode")):
         return "corrupt"
     return "malformed"
 
@@ -199,6 +207,8 @@ class FusionRuntime:
         check_camera_size: reject images whose size differs from the rig's camera intrinsics.
         budgets_ms: per-stage overrides of the manifest's `latency_budget_ms`.
         window: samples kept per stage for percentiles.
+        stall_after_ns: a stage busy longer than this is reported as stalled by `health()`
+            (default: the end_to_end budget, else 1 s).
     """
 
     def __init__(
@@ -216,6 +226,7 @@ class FusionRuntime:
         budgets_ms: Mapping[str, float] | None = None,
         window: int = 4096,
         stream_checker: StreamChecker | None = None,  # per-stream stamp checks; default: 500 ms future margin
+        stall_after_ns: int | None = None,
     ) -> None:
         self.package = package if isinstance(package, ModelPackage) else load_package(package)
         pkg = self.package
@@ -262,6 +273,12 @@ class FusionRuntime:
 
         budgets = {**pkg.latency_budget_ms, **dict(budgets_ms or {})}
         self.telemetry = Telemetry(budgets, window=window)
+        if stall_after_ns is None:  # a stage still busy when the whole frame's budget is spent has stalled
+            stall_after_ns = int(budgets["end_to_end"] * 1e6) if budgets.get("end_to_end") else 1_000_000_000
+        if isinstance(stall_after_ns, bool) or not isinstance(stall_after_ns, int) or stall_after_ns <= 0:
+            raise ConfigError(f"stall_after_ns must be a positive integer of nanoseconds, got {stall_after_ns!r}")
+        self.stall_after_ns = stall_after_ns
+        self._busy: tuple[str, int] | None = None  # (stage, perf_counter_ns at its start) while push() is in it
 
         if callable(backend):
             factory: RunnerFactory = backend
@@ -406,10 +423,13 @@ class FusionRuntime:
             return []
         if verdict.reset:
             self._reset_cache()
-        if modality == self.trigger:
-            return self._fire(enc, message, counter, t0)
-        self._update(enc, message, counter)
-        return []
+        try:
+            if modality == self.trigger:
+                return self._fire(enc, message, counter, t0)
+            self._update(enc, message, counter)
+            return []
+        finally:
+            self._busy = None
 
     def note_dropped(self, message, reason: str = "superseded") -> None:
         """Count a message the caller dropped before pushing it (e.g. a latest-wins mailbox)."""
@@ -440,9 +460,17 @@ class FusionRuntime:
         }
 
     def health(self) -> Health:
-        """Telemetry health, at least "degraded" while the latest output had masked modalities."""
+        """Telemetry health, at least "degraded" while the latest output had masked modalities, and
+        "failing" while a stage has been busy longer than `stall_after_ns` (safe to poll from a
+        supervising thread while another pushes)."""
+        busy = self._busy  # read once: push() replaces it meanwhile
         health = self.telemetry.health()
         degraded = tuple(f for f in self._last_flags if f.startswith("degraded:"))
+        if busy is not None:
+            busy_ns = time.perf_counter_ns() - busy[1]
+            if busy_ns > self.stall_after_ns:
+                stalled = f"stalled: {busy[0]} busy for {busy_ns / 1e6:.0f} ms (limit {self.stall_after_ns / 1e6:g} ms)"
+                return Health("failing", (stalled, *health.reasons, *degraded))
         if degraded and health.state == "ok":
             return Health("degraded", degraded)
         return Health(health.state, health.reasons + degraded)
@@ -478,19 +506,26 @@ class FusionRuntime:
             if self.check_camera_size:
                 if message.encoding.lower() in ("jpeg", "jpg", "png"):
                     _, width, height = image_size(message.data)
-                else:
+                elif message.width or message.height:
                     width, height = message.width, message.height
+                else:  # no size to check (an unknown encoding): decode_camera names what is wrong
+                    width, height = self._camera_size
                 if (width, height) != self._camera_size:
                     raise DecodeError(f"camera image size {width}x{height} differs from the rig's camera "
                                       f"{self._camera_size[0]}x{self._camera_size[1]}")
             decode_camera(message, self.preprocess, out=enc.buffer[0])
             return None, ()
         if m == "radar":
+            # radar_tensor_input masks these cells (or rejects the frame); here they are only named
             data = np.asarray(message.data)
             masked = ()
             if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-                masked = ("nonfinite_masked",)  # radar_tensor_input masks them or rejects the frame
+                masked = ("nonfinite_masked",)
             radar_tensor_input(message, self.preprocess, out=enc.buffer[0])
+            with np.errstate(invalid="ignore"):
+                beyond = np.abs(data) > self.preprocess.radar_max_abs  # +-inf too; NaN compares False
+            if beyond.any() and np.isfinite(data[beyond]).any():
+                masked += ("out_of_range_masked",)
             return None, masked
         if m == "map":
             grid = np.asarray(message.grid)
@@ -520,11 +555,13 @@ class FusionRuntime:
 
     def _update(self, enc: _Encoder, message, counter: _Counter) -> None:
         t0 = time.perf_counter_ns()
+        self._busy = (enc.stage_pre, t0)
         result = self._run_preprocess(enc, message, counter)
         if result is None:
             return
         key, degraded = result
         t1 = time.perf_counter_ns()
+        self._busy = (enc.stage_enc, t1)
         self.telemetry.record(enc.stage_pre, t1 - t0)
         slot = enc.accepted % self.history
         if key is not None and key == enc.content_key:
@@ -548,9 +585,11 @@ class FusionRuntime:
 
     def _fire(self, enc: _Encoder, message, counter: _Counter, t0: int) -> list[FusionOutput]:
         tp = time.perf_counter_ns()
+        self._busy = (enc.stage_pre, tp)
         if self._run_preprocess(enc, message, counter) is None:
             return []
         t1 = time.perf_counter_ns()
+        self._busy = (enc.stage_enc, t1)
         tokens = enc.runner.infer(enc.feed)[enc.tokens_name]
         t2 = time.perf_counter_ns()
         enc.runs += 1
@@ -579,6 +618,7 @@ class FusionRuntime:
                 present[0, self._present_index[m]] = 1
                 np.copyto(buf, self._encoders[m].slots[chosen[1]])
                 sources[m] = SourceInfo(chosen[0], fused.ages_ns[m])
+        self._busy = ("head", t2)  # t2 also starts the head stage in `timings_ms`
         outputs = self._head.infer(feed)
         t3 = time.perf_counter_ns()
         for name, value in outputs.items():

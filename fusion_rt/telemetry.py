@@ -141,7 +141,7 @@ class Telemetry:
         budgeted stage misses more than `degraded_miss_rate` recently, else "ok"."""
         reasons = []
         state = "ok"
-        for name, s in self.stages.items():
+        for name, s in list(self.stages.items()):  # a snapshot: another thread may poll while stages are added
             if s.budget_ms is None or not s.count:
                 continue
             rate = s.recent_miss_rate()
