@@ -122,6 +122,14 @@ def _provider_list(ort, names: Sequence[str]) -> list[str]:
     return out
 
 
+def _ort_errors(ort) -> tuple[type[Exception], ...]:
+    """ONNX Runtime's own exception types (they derive from Exception only)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException", "InvalidProtobuf",
+             "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
+    return tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
+
+
 class SessionFromOnnx:
     """Loader: an `onnxruntime.InferenceSession` for an ONNX file, built when called."""
 
@@ -147,7 +155,11 @@ class SessionFromOnnx:
             if cfg.threading is OrtThreading.NO_SPIN:
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        return ort.InferenceSession(str(self.path), options, providers=_provider_list(ort, cfg.providers))
+        providers = _provider_list(ort, cfg.providers)
+        try:
+            return ort.InferenceSession(str(self.path), options, providers=providers)
+        except _ort_errors(ort) as exc:  # a graph ONNX Runtime refuses (e.g. shape constants in external data)
+            raise RunnerError(f"ONNX Runtime cannot load {str(self.path)!r}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"SessionFromOnnx({str(self.path)!r}, {self.config!r})"
