@@ -290,11 +290,14 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
         if not isinstance(g, dict):
             raise ManifestError(f"{where}: expected an object")
         role = _require(g, "role", str, where)
+        opset = g.get("opset", MIN_OPSET)
+        if isinstance(opset, bool) or not isinstance(opset, int):
+            raise ManifestError(f"{where}.opset: expected an integer, got {opset!r}")
         graphs[name] = GraphSpec(
             name=name, file=_require(g, "file", str, where), sha256=_require(g, "sha256", str, where), role=role,
             inputs=tuple(TensorSpec.from_dict(t, f"{where}.inputs") for t in _require(g, "inputs", list, where)),
             outputs=tuple(TensorSpec.from_dict(t, f"{where}.outputs") for t in _require(g, "outputs", list, where)),
-            modality=g.get("modality"), opset=int(g.get("opset", MIN_OPSET)),
+            modality=g.get("modality"), opset=opset,
         )
     for m in modalities:
         if m not in graphs or graphs[m].role != "encoder" or graphs[m].modality != m:

@@ -60,6 +60,11 @@ _MIB = 1 << 20
 # Exceptions a CDR decoder or a converter raises on a payload that does not fit its schema.
 _DECODE_ERRORS = (struct.error, ValueError, IndexError, KeyError, TypeError, AttributeError,
                   NotImplementedError, RuntimeError, OverflowError, McapError)
+try:  # the msg-definition parser that mcap_ros2 vendors raises its own types (and NameError) on bad text
+    from mcap_ros2._vendor.rosidl_adapter.parser import InvalidSpecification, InvalidValue
+    _SCHEMA_ERRORS: tuple[type[Exception], ...] = (*_DECODE_ERRORS, NameError, InvalidSpecification, InvalidValue)
+except ImportError:  # another mcap_ros2 layout: its parser errors are then not known by type
+    _SCHEMA_ERRORS = (*_DECODE_ERRORS, NameError)
 
 
 class _ShortRead(Exception):
@@ -467,7 +472,7 @@ class LogReader:
             schema = Schema(id=schema.id, name=schema.name, encoding=schema.encoding, data=codec_text.encode())
         try:
             decode = factory.decoder_for(channel.message_encoding, schema)
-        except _DECODE_ERRORS as exc:
+        except _SCHEMA_ERRORS as exc:
             self._issue(pos, "schema", f"schema {schema.name!r} of topic {channel.topic!r} does not parse: {exc}")
             decode = None
         return _Route(channel, name, decode, convert)
