@@ -72,10 +72,11 @@ class LogWriter:
         self._sequence: dict[str, int] = {}
         self._closed = False
 
-    def write(self, message: Message, topic: str | None = None) -> None:
+    def write(self, message: Message, topic: str | None = None, log_time_ns: int | None = None) -> None:
         """Append one message; `topic` defaults to `default_topic(message)`.
 
-        Log and publish time are `message.stamp_ns`. A topic keeps the schema of its first message.
+        Publish time is `message.stamp_ns`; log time too, unless `log_time_ns` gives the time the
+        message was received (a late or bursty link). A topic keeps the schema of its first message.
         """
         if self._closed:
             raise LogError(f"log {self.path!r} is closed")
@@ -95,8 +96,12 @@ class LogWriter:
             self._schemas[schema_name] = schema
         sequence = self._sequence.get(topic, 0)
         stamp_ns = int(message.stamp_ns)
+        log_time = stamp_ns
+        if log_time_ns is not None:
+            split_stamp(log_time_ns)  # refused like a stamp when a log cannot hold it
+            log_time = int(log_time_ns)
         try:
-            self._writer.write_message(topic, schema, ros_message, log_time=stamp_ns, publish_time=stamp_ns,
+            self._writer.write_message(topic, schema, ros_message, log_time=log_time, publish_time=stamp_ns,
                                        sequence=sequence)
         except (struct.error, ValueError, TypeError, OverflowError, McapError) as exc:
             raise LogError(f"cannot encode {type(message).__name__} at {stamp_ns} on {topic!r} "
