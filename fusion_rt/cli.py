@@ -539,6 +539,97 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark a model package against its peers and check the latency budgets.
+
+    Every alternative runs in this one process, interleaved step by step after a warm-up, on the
+    same inputs (a simulated camera JPEG, radar tensor, map and text): the runtime end to end
+    (FusionRuntime) and per stage; each stage alone; raw ONNX Runtime session.run of the same
+    graphs; every encoder run at each frame (vs the runtime's critical path); with --int8 an INT8
+    package's runtime and graphs; with --peers the same model in PyTorch eager FP32 and
+    torch.compile ([train] extra; weights from --run, else the architecture from the package's
+    provenance). Prints p50/p90/p99 per series, ratios of medians (runtime_vs_raw_session,
+    critical_path_vs_all_encoders, int8_vs_fp32, fp32_vs_torch_eager, int8_vs_torch_eager, ...)
+    and the verdicts of the budgets file (default bench/budgets.toml): ratio budgets always, stage
+    budgets (p50/p99 ms) for --device-class (default: detected). Also a burst replay of a
+    simulated drive (--replay-seconds; real-time factor). --json writes everything with an
+    environment fingerprint; --png a latency histogram. Exit code 1 with --check when a budget
+    is missed, else 0. The machine should be otherwise idle: read the ratios more than the
+    milliseconds on a shared one.
+
+    example: fusion-rt bench --package fusion_rt/packages/fusion-attention --int8 pkg-int8 --peers --json b.json
+    """
+    from fusion_rt.bench import BenchConfig, Verdict, histogram_png, load_budgets, run_bench, verdict_table
+
+    for path in (args.json, args.png):
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            raise ConfigError(f"output folder of {path!r} does not exist")
+    budgets = None if args.no_budgets else load_budgets(args.budgets)
+    steps = args.steps if args.steps is not None else (60 if args.quick else 300)
+    warmup = 10 if args.quick else 20
+    replay_seconds = args.replay_seconds if args.replay_seconds is not None else (0.0 if args.quick else 10.0)
+    if replay_seconds < 0:
+        raise ConfigError(f"--replay-seconds must be >= 0, got {replay_seconds}")
+    config = BenchConfig(package=Path(args.package), int8_package=Path(args.int8) if args.int8 else None,
+                         peers=args.peers, run_dir=Path(args.run) if args.run else None, steps=steps,
+                         warmup=warmup, threads=args.threads, quick=args.quick)
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"bench: {message}", file=sys.stderr)
+
+    report = run_bench(config, budgets, device_class=args.device_class, replay_seconds=replay_seconds, say=say)
+    samples = report.pop("_samples_ms")
+    if args.png:
+        fp = report["fingerprint"]
+        histogram_png(samples, args.png, title=f"{report['package']['name']} | {fp['cpu_model']} | "
+                      f"{fp['usable_cores']} cores | load {fp['load_average'][0] if fp['load_average'] else '?'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    if not args.quiet:
+        _print_bench(report)
+    missed = verdict_table([Verdict.from_dict(v) for v in report["verdicts"]])
+    if missed:
+        print(f"budgets missed ({report['missed']}):\n{missed}", file=sys.stderr)
+    return 1 if args.check and report["missed"] else 0
+
+
+def _print_bench(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    fp = report["fingerprint"]
+    console.print(f"[bold]{report['package']['name']}[/bold] ({report['package']['precision']})"
+                  + (f" vs [bold]{report['int8_package']['name']}[/bold]" if report.get("int8_package") else "")
+                  + f", {report['steps']} interleaved steps, {report['threads']} threads; {fp['cpu_model']}, "
+                  f"{fp['usable_cores']} cores, load {fp['load_average']}; device class {report['device_class']}")
+    table = Table(title="latency (ms)", show_edge=False)
+    for col in ("series", "count", "p50", "p90", "p99", "max"):
+        table.add_column(col, justify="left" if col == "series" else "right")
+    for name, s in report["stages"].items():
+        table.add_row(name, str(s["count"]), *(_fmt(s[k]) for k in ("p50", "p90", "p99", "max")))
+    console.print(table)
+    budgets = {v["budget"].split(":", 1)[1]: v for v in report["verdicts"] if v["budget"].startswith("ratio:")}
+    table = Table(title="ratios of medians", show_edge=False)
+    for col in ("ratio", "value", "budget", "verdict"):
+        table.add_column(col, justify="left" if col == "ratio" else "right")
+    for name in sorted(set(report["ratios"]) | set(budgets)):
+        v = budgets.get(name)
+        verdict = "" if v is None else "not measured" if v["ok"] is None else "ok" if v["ok"] else "MISSED"
+        table.add_row(name, _fmt(report["ratios"].get(name)), "" if v is None else f"{v['op']} {v['limit']:g}",
+                      verdict)
+    console.print(table)
+    stage_verdicts = [v for v in report["verdicts"] if not v["budget"].startswith("ratio:")]
+    if stage_verdicts:
+        ok = sum(v["ok"] is True for v in stage_verdicts)
+        console.print(f"stage budgets ({report['device_class']}): {ok} of {len(stage_verdicts)} met")
+    for name, why in report["skipped"].items():
+        console.print(f"skipped {name}: {why}")
+    for note in report["notes"]:
+        console.print(f"note: {note}")
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 
@@ -666,6 +757,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per graph")
     p.add_argument("--json", default=None, metavar="OUT", help="write the comparison as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    p = _verb(sub, "bench", cmd_bench)
+    p.add_argument("--package", required=True, metavar="PKG_DIR", help="FP32 model package to benchmark")
+    p.add_argument("--int8", default=None, metavar="PKG_DIR",
+                   help="INT8 package of the same model (fusion-rt quantize) to measure against it")
+    p.add_argument("--peers", action="store_true",
+                   help="also PyTorch eager FP32 and torch.compile of the same model ([train] extra)")
+    p.add_argument("--run", default=None, metavar="RUN_DIR",
+                   help="trained run for the PyTorch peers' weights (default: the package's provenance)")
+    p.add_argument("--steps", type=int, default=None, help="measured interleaved steps (default 300; 60 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="CI-sized: 60 steps, no torch.compile, no replay (well under a minute on 2 cores)")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime and torch threads (default 2)")
+    p.add_argument("--replay-seconds", type=float, default=None,
+                   help="simulated drive for the burst replay real-time factor (default 10; 0 with --quick = skip)")
+    p.add_argument("--device-class", default=None, choices=("cpu-x86-2core", "jetson-orin", "desktop-gpu"),
+                   help="whose stage budgets to check (default: detected from the machine, else none)")
+    p.add_argument("--budgets", default=None, metavar="FILE", help="budgets file (default bench/budgets.toml)")
+    p.add_argument("--no-budgets", action="store_true", help="measure only, check no budgets")
+    p.add_argument("--check", action="store_true", help="exit code 1 when a budget is missed (CI gates)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the report (with the fingerprint) as JSON")
+    p.add_argument("--png", default=None, metavar="OUT", help="write a latency histogram PNG")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines and no tables")
 
     p = _verb(sub, "demo", cmd_demo)
     p.add_argument("--out", default="out/demo", metavar="DIR",

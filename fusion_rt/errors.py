@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "FusionRTError",
     "ConfigError",
+    "BudgetError",
     "MissingExtraError",
     "LogError",
     "NotALogError",
@@ -43,6 +44,10 @@ class MissingExtraError(FusionRTError, ImportError):
         )
         self.module = module
         self.extra = extra
+
+
+class BudgetError(ConfigError):
+    """A latency budgets file (bench/budgets.toml) is unreadable, or a budget is missing or malformed."""
 
 
 class LogError(FusionRTError):

@@ -1,0 +1,173 @@
+"""fusion_rt.bench: the budgets file, verdicts, the fingerprint, and `fusion-rt bench` on the tiny package."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import pytest
+
+from fusion_rt.bench import (
+    BUDGET_STAGES,
+    DEFAULT_BUDGETS,
+    DEVICE_CLASSES,
+    check_budgets,
+    fingerprint,
+    load_budgets,
+    verdict_table,
+)
+from fusion_rt.cli import main
+from fusion_rt.errors import BudgetError, ConfigError
+
+from .test_packaging import _BLOCKER
+from .tiny_package import make_tiny_package
+
+RATIO_BUDGETS = {"runtime_vs_raw_session": ("<=", 1.05), "int8_vs_fp32": ("<=", 0.5),
+                 "int8_vs_torch_eager": ("<=", 0.25), "critical_path_vs_all_encoders": ("<", 1.0),
+                 "replay_realtime_factor": (">=", 3.0)}
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    return make_tiny_package(tmp_path_factory.mktemp("bench") / "pkg")
+
+
+def _budgets_file(tmp_path, text: str):
+    path = tmp_path / "budgets.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_shipped_budgets_file_parses_with_every_stage_and_ratio():
+    budgets = load_budgets(DEFAULT_BUDGETS)
+    for name, (op, limit) in RATIO_BUDGETS.items():
+        assert (budgets.ratios[name].op, budgets.ratios[name].limit) == (op, limit)
+    assert set(budgets.devices) == set(DEVICE_CLASSES)
+    for device in DEVICE_CLASSES:
+        assert set(budgets.devices[device]) == set(BUDGET_STAGES)
+        for b in budgets.devices[device].values():
+            assert 0 < b.p50_ms <= b.p99_ms
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("[ratios]\nruntime_vs_raw_session = { max = -1 }\n", ["ratios.runtime_vs_raw_session.max", "-1"]),
+    ("[ratios]\nint8_vs_fp32 = { most = 0.5 }\n", ["ratios.int8_vs_fp32", "most"]),
+    ("[ratios]\nint8_vs_fp32 = 0.5\n", ["ratios.int8_vs_fp32", "0.5"]),
+    ('[devices.cpu-x86-2core.stages]\nhead = { p50 = "fast", p99 = 4.0 }\n', ["head.p50", "'fast'"]),
+    ("[devices.cpu-x86-2core.stages]\nhead = { p50 = 5.0, p99 = 4.0 }\n", ["head", "p99 4", "p50 5"]),
+    ("[devices.cpu-x86-2core.stages]\nneck = { p50 = 1.0 }\n", ["neck", "unknown stage"]),
+    ("[ratio]\nx = { max = 1 }\n", ["['ratio']"]),
+    ("[ratios\n", ["not valid TOML"]),
+])
+def test_bad_budgets_raise_a_typed_error_naming_the_value(tmp_path, text, names):
+    with pytest.raises(BudgetError) as info:
+        load_budgets(_budgets_file(tmp_path, text))
+    assert isinstance(info.value, ConfigError)
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_missing_budgets_file_names_it(tmp_path):
+    with pytest.raises(BudgetError, match="nope.toml"):
+        load_budgets(tmp_path / "nope.toml")
+
+
+def test_verdicts_report_what_missed_and_by_how_much(tmp_path):
+    budgets = load_budgets(_budgets_file(tmp_path, """
+        [ratios]
+        runtime_vs_raw_session = { max = 1.05 }
+        critical_path_vs_all_encoders = { below = 1.0 }
+        replay_realtime_factor = { min = 3.0 }
+        int8_vs_fp32 = { max = 0.5 }
+        [devices.cpu-x86-2core.stages]
+        head = { p50 = 2.0, p99 = 4.0 }
+        radar_encoder = { p50 = 1.0 }
+        """))
+    stages = {"head": {"p50": 1.5, "p99": 6.0}, "alone.radar_encoder": {"p50": 0.5, "p99": 9.0}}
+    ratios = {"runtime_vs_raw_session": 1.26, "critical_path_vs_all_encoders": 1.0, "replay_realtime_factor": 2.4}
+    verdicts = {v.name: v for v in check_budgets(budgets, stages, ratios, "cpu-x86-2core")}
+    assert verdicts["ratio:runtime_vs_raw_session"].ok is False
+    assert verdicts["ratio:runtime_vs_raw_session"].by == pytest.approx(0.21)
+    assert verdicts["ratio:runtime_vs_raw_session"].by_pct == pytest.approx(20.0)
+    assert verdicts["ratio:critical_path_vs_all_encoders"].ok is False  # strictly below
+    assert verdicts["ratio:replay_realtime_factor"].by == pytest.approx(0.6)  # a minimum: short by
+    assert verdicts["ratio:int8_vs_fp32"].ok is None  # not measured is not a miss
+    assert verdicts["cpu-x86-2core:head.p50"].ok is True
+    assert verdicts["cpu-x86-2core:head.p99"].by == pytest.approx(2.0)
+    assert verdicts["cpu-x86-2core:radar_encoder.p50"].ok is True  # read from the stage measured alone
+    table = verdict_table(list(verdicts.values()))
+    rows = {line.split()[0]: " ".join(line.split()[1:]) for line in table.splitlines()[1:]}
+    assert rows["ratio:runtime_vs_raw_session"] == "1.260 <= 1.05 0.210 (20%)"
+    assert rows["ratio:replay_realtime_factor"] == "2.400 >= 3 0.600 (20%)"
+    assert rows["cpu-x86-2core:head.p99"] == "6.000 ms <= 4 ms 2.000 ms (50%)"
+    assert "head.p50" not in table and "int8_vs_fp32" not in table
+    assert verdict_table([verdicts["cpu-x86-2core:head.p50"]]) == ""
+    assert len(check_budgets(budgets, stages, ratios, "cpu-x86-2core", ratios_only=True)) == 4
+    with pytest.raises(BudgetError, match="jetson-orin"):
+        check_budgets(budgets, stages, ratios, "jetson-orin")
+
+
+def test_fingerprint_has_its_keys(package):
+    fp = fingerprint({"fp32": package})
+    for key in ("cpu_model", "cpu_flags", "cores", "usable_cores", "load_average", "python", "versions", "packages",
+                "jetson"):
+        assert key in fp
+    assert set(fp["versions"]) >= {"numpy", "onnxruntime", "torch", "tensorrt", "opencv"}
+    assert fp["versions"]["numpy"] and fp["versions"]["onnxruntime"]
+    assert len(fp["packages"]["fp32"]["manifest_sha256"]) == 64
+    json.dumps(fp)  # JSON-ready
+
+
+def test_bench_quick_writes_json_with_ratios_and_a_png(package, tmp_path, capsys):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    rc = main(["bench", "--package", str(package), "--quick", "--steps", "12", "--json", str(out), "--png", str(png),
+               "--device-class", "cpu-x86-2core"])
+    assert rc == 0  # verdicts are printed, not enforced, without --check
+    report = json.loads(out.read_text())
+    for name in ("runtime_vs_raw_session", "critical_path_vs_all_encoders", "critical_path_vs_stages_alone"):
+        assert report["ratios"][name] > 0
+    for series in ("end_to_end", "peer.raw_session", "peer.all_encoders", "alone.camera_encoder", "alone.head",
+                   "model.ort_fp32"):
+        s = report["stages"][series]
+        assert s["count"] == 12 and 0 < s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
+    assert report["steps"] == 12 and report["device_class"] == "cpu-x86-2core"
+    assert {v["budget"] for v in report["verdicts"]} >= {"ratio:runtime_vs_raw_session",
+                                                         "cpu-x86-2core:end_to_end.p99"}
+    assert "int8" in report["skipped"] and "replay_realtime_factor" in report["skipped"]
+    assert report["fingerprint"]["packages"]["fp32"]["manifest_sha256"]
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[1] == 960
+    assert "runtime_vs_raw_session" in capsys.readouterr().out
+
+
+def test_bench_check_fails_on_a_missed_budget(package, tmp_path, capsys):
+    budgets = _budgets_file(tmp_path, "[ratios]\nruntime_vs_raw_session = { max = 0.001 }\n")
+    args = ["bench", "--package", str(package), "--quick", "--steps", "5", "--budgets", str(budgets), "-q"]
+    assert main(args) == 0
+    assert "ratio:runtime_vs_raw_session" in capsys.readouterr().err
+    assert main([*args, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "budgets missed (1)" in err and "<= 0.001" in err
+
+
+def test_bench_bad_budgets_file_is_one_line_exit_2(package, tmp_path, capsys):
+    budgets = _budgets_file(tmp_path, "[ratios]\nint8_vs_fp32 = { max = 0 }\n")
+    assert main(["bench", "--package", str(package), "--quick", "--budgets", str(budgets)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ratios.int8_vs_fp32.max" in err and "got 0" in err
+
+
+def test_bench_peers_without_torch_names_the_train_extra(package, tmp_path):
+    script = _BLOCKER + textwrap.dedent(f"""
+        import fusion_rt.bench  # the runtime side imports no torch
+        from fusion_rt.cli import main
+        sys.exit(main(["bench", "--package", {str(package)!r}, "--quick", "--peers", "-q"]))
+        """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert 'pip install "fusion-rt[train]"' in lines[0] and "--peers" in lines[0]
