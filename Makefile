@@ -39,6 +39,12 @@ test-all: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=median,iqr,min,max,rounds
 
+# What CI runs: the ratio budgets of bench/budgets.toml on the shipped package, in well under 3 minutes.
+.PHONY: bench-quick
+bench-quick: $(VENV)/.dev
+	FUSION_RT_BENCH_QUICK=1 $(PY) -m pytest bench/test_bench_budgets.py -q --benchmark-only \
+	  --benchmark-columns=median,iqr,rounds
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check fusion_rt export calibration tests bench
 

@@ -1,7 +1,12 @@
-"""Benchmarks: outside the default test run (`make bench`), warm-up first, fixed inputs.
+"""Benchmarks: outside the default test run (`make bench`, `make bench-quick`), warm-up first, fixed inputs.
 
-`FUSION_RT_BENCH_PACKAGE` points the runtime and replay suites at a real package (e.g. the shipped
-one, or an int8 package from `fusion-rt quantize`); without it they use the heavy tiny package.
+Environment (the one place bench/ reads it):
+- `FUSION_RT_BENCH_PACKAGE`: the package the suites measure. Without it, the runtime and replay
+  suites use the heavy tiny package and the budget suite the shipped FP32 package.
+- `FUSION_RT_BENCH_INT8`: an INT8 package of the same model (`fusion-rt quantize`): adds the
+  int8 ratios to the budget suite.
+- `FUSION_RT_BENCH_QUICK=1`: CI-sized runs (the budget suite in well under 3 minutes).
+- `FUSION_RT_BENCH_SECONDS`, `FUSION_RT_BENCH_FULL`: drive lengths of the replay and sim suites.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_PACKAGE = ROOT / "fusion_rt" / "packages" / "fusion-attention"
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +30,21 @@ def package_path(tmp_path_factory) -> Path:
     from tiny_package import make_tiny_package
 
     return make_tiny_package(tmp_path_factory.mktemp("bench") / "pkg", heavy=True)
+
+
+@pytest.fixture(scope="module")
+def real_package_path() -> Path:
+    """A real exported model: $FUSION_RT_BENCH_PACKAGE, else the shipped FP32 package."""
+    return Path(os.environ.get("FUSION_RT_BENCH_PACKAGE") or SHIPPED_PACKAGE)
+
+
+@pytest.fixture(scope="module")
+def int8_package_path() -> Path | None:
+    env = os.environ.get("FUSION_RT_BENCH_INT8")
+    return Path(env) if env else None
+
+
+@pytest.fixture(scope="session")
+def bench_quick() -> bool:
+    """FUSION_RT_BENCH_QUICK=1: CI-sized runs."""
+    return os.environ.get("FUSION_RT_BENCH_QUICK") == "1"

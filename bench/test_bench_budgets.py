@@ -1,0 +1,51 @@
+"""The budgets of bench/budgets.toml through pytest-benchmark: the same measurements as `fusion-rt bench`.
+
+Run: `make bench-quick` (what CI runs: FUSION_RT_BENCH_QUICK=1, well under 3 minutes) or `make bench`.
+
+`fusion_rt.bench.BenchSession` builds every alternative on the same inputs; pytest-benchmark times
+its `step()` (one interleaved round of every series, after warm-up), and the per-series
+percentiles, the ratios of medians, the budget verdicts and the environment fingerprint go into
+`benchmark.extra_info`, so they are saved with the run. Only the RATIO budgets are asserted: this
+machine is shared and noisy, and absolute budgets are for fixed hardware (`fusion-rt bench
+--device-class ... --check` checks those). A miss fails with the table of what missed and by how much.
+
+Save a baseline, and compare a later run against it (the step's median; 25% is this machine's noise):
+
+    .venv/bin/pytest bench/test_bench_budgets.py --benchmark-only --benchmark-save=baseline
+    .venv/bin/pytest bench/test_bench_budgets.py --benchmark-only --benchmark-compare \
+        --benchmark-compare-fail=median:25%
+
+Runs are stored under .benchmarks/<machine id>/NNNN_<name>.json (pytest-benchmark JSON).
+Package: $FUSION_RT_BENCH_PACKAGE or the shipped FP32 package; $FUSION_RT_BENCH_INT8 adds the INT8
+ratios; PyTorch eager joins as a peer when torch is installed (the [train] extra).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from fusion_rt.bench import BenchConfig, BenchSession, check_budgets, fingerprint, load_budgets, verdict_table
+
+
+def test_ratio_budgets(benchmark, real_package_path, int8_package_path, bench_quick):
+    budgets = load_budgets()
+    peers = importlib.util.find_spec("torch") is not None
+    config = BenchConfig(package=real_package_path, int8_package=int8_package_path, peers=peers,
+                         steps=60 if bench_quick else 300, warmup=10 if bench_quick else 20, quick=bench_quick)
+    with BenchSession(config) as session:
+        session.warm_up()
+        benchmark.pedantic(session.step, rounds=config.steps, iterations=1)
+        result = session.result()
+    verdicts = check_budgets(budgets, result.stages, result.ratios, None, ratios_only=True)
+    packages = {"fp32": real_package_path, **({"int8": int8_package_path} if int8_package_path else {})}
+    benchmark.extra_info.update({
+        "fingerprint": fingerprint(packages), "ratios": result.ratios, "skipped": result.skipped,
+        "stages": {k: {s: round(v, 4) for s, v in st.items()} for k, st in result.stages.items()},
+        "verdicts": [v.to_dict() for v in verdicts], "info": result.info,
+    })
+    print("\n" + json.dumps({"ratios": result.ratios, "skipped": result.skipped}, indent=1))
+    missed = verdict_table(verdicts)
+    assert not missed, f"ratio budgets missed ({real_package_path}):\n{missed}"
+    measured = [v for v in verdicts if v.ok is not None]
+    assert {v.name for v in measured} >= {"ratio:runtime_vs_raw_session", "ratio:critical_path_vs_all_encoders"}
