@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out
 
-.PHONY: demo test test-all bench lint setup setup-dev clean package
+.PHONY: demo test test-all reliability bench lint setup setup-dev clean package
 
 $(VENV)/.runtime: pyproject.toml setup.py scripts/setup-env.sh
 	scripts/setup-env.sh $(VENV) quantize
@@ -35,6 +35,11 @@ test: $(VENV)/.dev
 
 test-all: $(VENV)/.dev
 	$(PY) -m pytest -q
+
+# The reliability battery (tests/reliability, issue #8) with its full counts (the slow variants too),
+# writing what it measured to $(OUT)/reliability/figures.json (README: Reliability).
+reliability: $(VENV)/.dev
+	FUSION_RT_RELIABILITY_FIGURES=$(OUT)/reliability/figures.json $(PY) -m pytest tests/reliability -q
 
 bench: $(VENV)/.dev
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=median,iqr,min,max,rounds

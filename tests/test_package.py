@@ -1,10 +1,9 @@
-"""The model package contract: a valid package loads; every kind of damage is refused at load."""
+"""The model package contract: a valid package loads; a malformed manifest is refused at load (damaged
+or unsafe graphs and paths: tests/reliability/test_package_faults.py, R8)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import numpy as np
 import onnx
@@ -13,10 +12,8 @@ import pytest
 
 from fusion_rt.errors import (
     GraphMismatchError,
-    IntegrityError,
     ManifestError,
     PackageError,
-    UnsafePathError,
 )
 from fusion_rt.package import load_package, sha256_file
 
@@ -44,60 +41,6 @@ def test_valid_package_loads_and_runs(pkg):
     session = ort.InferenceSession(str(package.graph_path("camera")), providers=["CPUExecutionProvider"])
     (tokens,) = session.run(None, {"image": np.zeros((2, 3, 36, 64), np.float32)})
     assert tokens.shape == (2, 9, 8)
-
-
-def test_wrong_dtype_in_manifest(pkg):
-    _edit_manifest(pkg, lambda m: m["graphs"]["camera"]["inputs"][0].update(dtype="float16"))
-    with pytest.raises(GraphMismatchError, match=r"graph 'camera'.inputs\['image'\].dtype"):
-        load_package(pkg)
-
-
-def test_wrong_shape_in_manifest(pkg):
-    _edit_manifest(pkg, lambda m: m["graphs"]["radar"]["outputs"][0].update(shape=["batch", 7, 8]))
-    with pytest.raises(GraphMismatchError, match=r"graph 'radar'.outputs\['tokens'\].shape"):
-        load_package(pkg)
-
-
-def test_tampered_graph(pkg):
-    data = bytearray((pkg / "map_encoder.onnx").read_bytes())
-    data[-5] ^= 0xFF
-    (pkg / "map_encoder.onnx").write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="graph 'map'.*sha256"):
-        load_package(pkg)
-
-
-def test_missing_graph(pkg):
-    (pkg / "head.onnx").unlink()
-    with pytest.raises(IntegrityError, match="head.onnx.*missing"):
-        load_package(pkg)
-
-
-def test_graph_outside_package(pkg, tmp_path):
-    _edit_manifest(pkg, lambda m: m["graphs"]["text"].update(file="../elsewhere.onnx"))
-    with pytest.raises(UnsafePathError, match="outside the package"):
-        load_package(pkg)
-    _edit_manifest(pkg, lambda m: m["graphs"]["text"].update(file="/etc/passwd"))
-    with pytest.raises(UnsafePathError, match="absolute"):
-        load_package(pkg)
-
-
-def test_graph_through_symlink_outside(pkg, tmp_path):
-    outside = tmp_path / "outside.onnx"
-    shutil.move(pkg / "camera_encoder.onnx", outside)
-    os.symlink(outside, pkg / "camera_encoder.onnx")
-    with pytest.raises(UnsafePathError, match="outside the package"):
-        load_package(pkg)
-
-
-def test_external_data_outside_package(pkg, tmp_path):
-    model = onnx.load(str(pkg / "radar_encoder.onnx"))
-    onnx.save(model, str(pkg / "radar_encoder.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="radar.bin", size_threshold=0)
-    assert load_package(pkg, check_hashes=False).graphs["radar"]  # external data inside: fine
-    shutil.move(pkg / "radar.bin", tmp_path / "radar.bin")
-    os.symlink(tmp_path / "radar.bin", pkg / "radar.bin")
-    with pytest.raises(UnsafePathError, match="external data"):
-        load_package(pkg, check_hashes=False)
 
 
 def test_low_opset_refused(pkg):

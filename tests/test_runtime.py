@@ -89,23 +89,6 @@ def test_every_camera_frame_of_a_recorded_log_gives_an_output(package, short_dri
         assert lat["count"] > 0 and 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
 
 
-def test_radar_absent_for_50_frames(package, drive):
-    cameras = [m.stamp_ns for m in drive if isinstance(m, CameraFrame)]
-    gap_start, gap_end = cameras[40], cameras[90]  # no radar for camera frames 40..89
-    messages = [m for m in drive if not (isinstance(m, RadarTensor) and gap_start - 60 * MS <= m.stamp_ns < gap_end)]
-    with FusionRuntime(package) as rt:
-        outputs = _run(rt, messages)
-        _assert_counts_add_up(rt.stats())
-    assert [o.stamp_ns for o in outputs] == cameras
-    missing = ["degraded:radar_missing" in o.flags for o in outputs]
-    assert all(missing[42:90]), missing[40:95]  # masked once its last message is older than its max age
-    assert all(o.status == "degraded" for o in outputs[42:90])
-    assert "stale:radar" in outputs[60].flags and "radar" not in outputs[60].sources
-    assert outputs[60].modality_share["radar"] == 0.0
-    assert not any(missing[92:]), missing[88:]  # back within 2 frames of radar's return
-    assert all(_assert_finite(o) is None for o in outputs)
-
-
 def _map(stamp: int, value: int) -> MapRaster:
     grid = np.full((64, 64), 50, dtype=np.int8)
     grid[:, :8] = value
@@ -149,67 +132,6 @@ def _radar(stamp: int, rng: np.random.Generator, bad_fraction: float = 0.0, bad=
         data.reshape(-1)[rng.choice(data.size, n_bad, replace=False)] = bad
     return RadarTensor(stamp_ns=stamp, data=data, channels=("power_db", "radial_velocity_mps"), range_min_m=0.5,
                        range_max_m=80.0, azimuth_min_rad=-0.7, azimuth_max_rad=0.7)
-
-
-def test_1000_corrupted_inputs_are_rejected_or_masked_with_reasons(package):
-    rng = np.random.default_rng(5)
-    good = _jpeg()
-    kinds = ["truncated", "bitflip", "wrong_size", "garbage", "radar_nan_few", "radar_inf_many", "radar_grid",
-             "size_mismatch"]
-    expected = {"truncated": ("camera", "rejected", {"truncated", "corrupt"}),
-                "wrong_size": ("camera", "rejected", {"wrong_size"}),
-                "size_mismatch": ("camera", "rejected", {"wrong_size"}),
-                "garbage": ("camera", "rejected", {"corrupt"}),
-                "radar_nan_few": ("radar", "degraded", {"nonfinite_masked"}),
-                "radar_inf_many": ("radar", "rejected", {"nonfinite"}),
-                "radar_grid": ("radar", "rejected", {"wrong_size"})}
-    stamp = 2_000 * 1_000_000_000
-    outputs = []
-    seen = {k: 0 for k in kinds}
-    with FusionRuntime(package) as rt:
-        for i in range(1000):
-            stamp += 5 * MS
-            kind = kinds[i % len(kinds)]
-            seen[kind] += 1
-            if kind == "truncated":
-                msg = CameraFrame(stamp_ns=stamp, data=good[: int(rng.integers(4, len(good) - 2))])
-            elif kind == "bitflip":
-                data = bytearray(good)
-                for pos in rng.integers(2, len(data), 8):
-                    data[pos] ^= 1 << int(rng.integers(0, 8))
-                msg = CameraFrame(stamp_ns=stamp, data=bytes(data))
-            elif kind == "wrong_size":
-                msg = CameraFrame(stamp_ns=stamp, data=_jpeg(320, 180))
-            elif kind == "size_mismatch":
-                msg = CameraFrame(stamp_ns=stamp, data=good, width=1280, height=720)
-            elif kind == "garbage":
-                msg = CameraFrame(stamp_ns=stamp, data=rng.integers(0, 255, 500, dtype=np.uint8).tobytes())
-            elif kind == "radar_nan_few":
-                msg = _radar(stamp, rng, 0.004, np.nan)
-            elif kind == "radar_inf_many":
-                msg = _radar(stamp, rng, 0.2, np.inf)
-            else:
-                msg = _radar(stamp, rng, shape=(64, 64))
-            before = rt.stats()["messages"][msg.modality]
-            outputs += rt.push(msg)
-            after = rt.stats()["messages"][msg.modality]
-            outcome = next(o for o in OUTCOMES if after[o] == before[o] + 1)
-            if kind in expected:
-                modality, want, reasons = expected[kind]
-                assert outcome == want, (kind, after["last_detail"])
-                changed = {r for r, n in after["reasons"][outcome].items() if n != before["reasons"][outcome].get(r, 0)}
-                assert changed and changed <= reasons, (kind, changed)
-            else:  # a bit flip inside the entropy-coded data can still decode: any outcome, never a crash
-                assert outcome in ("ok", "degraded", "rejected")
-            if i % 10 == 9:  # a good frame now and then, so outputs keep coming
-                stamp += 5 * MS
-                outputs += rt.push(CameraFrame(stamp_ns=stamp, data=good))
-        stats = rt.stats()
-    assert len(outputs) >= 100
-    for out in outputs:
-        _assert_finite(out)
-    _assert_counts_add_up(stats)
-    assert stats["messages"]["camera"]["received"] + stats["messages"]["radar"]["received"] == 1100
 
 
 def test_bad_stamps_are_rejected_and_a_clock_jump_resets_the_cache(package):
@@ -287,28 +209,6 @@ class NanRunner(SlowRunner):
         if self.calls % self.every == 0:
             outputs = {k: np.full_like(v, np.nan) for k, v in outputs.items()}
         return outputs
-
-
-def test_deadline_misses_counted_exactly_with_a_slow_backend(package):
-    slow: dict[str, SlowRunner] = {}
-
-    def factory(pkg, graph):
-        runner = create_runner(pkg, graph)
-        if graph == "head":
-            runner = slow[graph] = SlowRunner(runner, sleep_s=0.06, every=3)
-        return runner
-
-    t0 = 5_000 * 1_000_000_000
-    # budgets far from both the fast path (~1-5 ms here) and the sleep (60 ms): the count is exact
-    with FusionRuntime(package, backend=factory, budgets_ms={"head": 30.0, "end_to_end": 30.0}) as rt:
-        outputs = [rt.push(CameraFrame(stamp_ns=t0 + k * 50 * MS, data=_jpeg()))[0] for k in range(12)]
-        stats = rt.stats()
-    assert slow["head"].slow_calls == 4
-    assert stats["deadline_misses"]["head"] == 4 and stats["deadline_misses"]["end_to_end"] == 4
-    assert [("deadline_miss:head" in o.flags) for o in outputs] == [k % 3 == 2 for k in range(12)]
-    assert stats["latency_ms"]["head"]["misses"] == 4 and stats["latency_ms"]["head"]["max"] >= 60
-    assert stats["health"] == "degraded"  # end_to_end late in 4 of 12 recent frames: above 5%, below 50%
-    _assert_counts_add_up(stats)
 
 
 def test_non_finite_encoder_or_head_outputs_never_leave_the_runtime(package):
