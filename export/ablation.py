@@ -57,6 +57,8 @@ EVALUATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("attention", "attention", ()),
     ("attention, radar masked", "attention", ("radar",)),
     ("attention, camera masked", "attention", ("camera",)),
+    # camera + radar alone: what the sensors fuse to without the road context
+    ("attention, map and text masked", "attention", ("map", "text")),
 )
 
 METRICS = ("mean_scene_auc", "hazard_auc", "mean_bev_iou")

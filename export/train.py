@@ -8,9 +8,10 @@ What training does, and why:
 
 - Data: `fusion_rt.export.data.load_data` (simulated drives, the runtime's preprocessing, radar
   power normalization fitted on the training logs, vocabulary from the training texts).
-- Modality dropout: each present modality of a sample is masked with probability
-  `modality_dropout` (never all of them), so the head learns to decide from whatever is left, as
-  the runtime asks it to when a sensor is late or broken.
+- Modality dropout: each present sensor of a sample is masked with probability
+  `modality_dropout`, each context input (map, text) with `context_dropout` (never all of them),
+  so the head learns to decide from whatever is left, as the runtime asks it to when a sensor is
+  late or broken, and does not take the kind of road for who is on it.
 - Class imbalance: BCE `pos_weight` per scene label from the training label frequencies, and a
   square-root-softened per-class `pos_weight` for the sparse BEV occupancy.
 - AdamW with linear warm-up and cosine decay, gradient clipping; deterministic for a given seed
@@ -40,6 +41,8 @@ from fusion_rt.export.configs import RunConfig
 from fusion_rt.export.data import SCENE_LABELS, LoadedData, load_data
 from fusion_rt.export.evaluate import RUN_FORMAT, RUN_VERSION, batch_inputs, predict, summarize
 from fusion_rt.messages import MODALITIES
+
+CONTEXT_MODALITIES = ("map", "text")  # inputs that describe the road, not the road users
 from fusion_rt.preprocess import PreprocessConfig
 from fusion_rt.rig import Rig
 
@@ -54,8 +57,9 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def modality_dropout(present: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
-    """Mask each True of `present` [B, M] with probability `p`, keeping at least one per row.
+def modality_dropout(present: np.ndarray, p: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mask each True of `present` [B, M] with probability `p` (one for all, or one per column),
+    keeping at least one per row.
 
     A row that would lose every modality keeps one of its present ones, drawn uniformly; a row
     with nothing present stays empty (the head's null key handles it).
@@ -206,6 +210,8 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
         cols = [MODALITIES.index(m) for m in config.modalities]
         text_ids = train_set.text_ids(data.vocab) if "text" in config.modalities else None
         labels_f = train_set.labels.astype(np.float32)
+        dropout_p = np.array([tc.context_dropout if m in CONTEXT_MODALITIES else tc.modality_dropout
+                              for m in config.modalities])
         log(f"training: {tc.epochs} epochs x {steps_per_epoch} steps of {tc.batch_size}; scene pos_weight "
             f"{np.round(scene_pw, 2).tolist()}, BEV pos_weight {np.round(bev_pw, 2).tolist()}")
 
@@ -221,7 +227,7 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
                 for step in range(steps_per_epoch):
                     index = np.sort(order[step * tc.batch_size:(step + 1) * tc.batch_size])
                     inputs = batch_inputs(train_set, index, text_ids, config.modalities)
-                    present = modality_dropout(train_set.present[index][:, cols], tc.modality_dropout, rng)
+                    present = modality_dropout(train_set.present[index][:, cols], dropout_p, rng)
                     outputs = model(inputs, torch.from_numpy(present))
                     scene_loss = F.binary_cross_entropy_with_logits(
                         outputs.scene_logits, torch.from_numpy(labels_f[index]), pos_weight=scene_pw_t)

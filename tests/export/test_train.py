@@ -119,6 +119,18 @@ def test_modality_dropout_never_masks_everything():
     np.testing.assert_array_equal(again, modality_dropout(present, 0.6, np.random.default_rng(1)))
 
 
+def test_modality_dropout_per_column_rates():
+    """Context inputs (map, text) are masked at their own rate, the sensors at theirs."""
+    rng = np.random.default_rng(0)
+    present = np.ones((20000, 4), bool)
+    keep = modality_dropout(present, np.array([0.1, 0.1, 0.6, 0.6]), rng)
+    kept = keep.mean(axis=0)
+    assert 0.87 < kept[0] < 0.92 and 0.87 < kept[1] < 0.92
+    assert 0.37 < kept[2] < 0.43 and 0.37 < kept[3] < 0.43
+    with pytest.raises(ConfigError, match="context_dropout"):
+        TrainConfig(context_dropout=-0.1)
+
+
 def test_pos_weights_from_label_frequencies():
     labels = np.zeros((100, 5), np.uint8)
     labels[:20, 0] = 1  # 20% -> 4
