@@ -351,6 +351,7 @@ class BenchConfig:
     steps: int = 300
     warmup: int = 20
     threads: int = 2  # ONNX Runtime intra-op threads per session, and torch threads
+    providers: tuple[str, ...] = ("cpu",)  # ONNX Runtime execution providers (fusion_rt.backends.PROVIDERS)
     quick: bool = False  # no torch.compile (its cold compile alone takes ~40 s here)
     seed: int = 2  # the simulated drive the inputs come from
 
@@ -428,14 +429,14 @@ class BenchSession:
         self._measured_from = 0  # steps before this one were warm-up
         self.info: dict = {}
         threads = config.threads
-        ort_config = OrtConfig(threads=threads)
+        ort_config = OrtConfig(threads=threads, providers=config.providers)
         self.package = load_package(config.package)
         pkg = self.package
         if "camera" not in pkg.modalities:
             raise ConfigError(f"package {pkg.name!r} has no camera modality; the benchmark triggers on camera frames")
         torch_model = self._torch_model() if config.peers else None  # fails early (missing extra) before building
 
-        self.runtime = FusionRuntime(pkg, threads=threads)
+        self.runtime = FusionRuntime(pkg, threads=threads, providers=config.providers)
         self._closers.append(self.runtime.close)
         rt = self.runtime
         self.preprocess = rt.preprocess
@@ -472,7 +473,7 @@ class BenchSession:
             if pkg8.modalities != pkg.modalities:
                 raise ConfigError(f"--int8 package modalities {list(pkg8.modalities)} differ from "
                                   f"{list(pkg.modalities)}")
-            self.int8 = FusionRuntime(pkg8, threads=threads)
+            self.int8 = FusionRuntime(pkg8, threads=threads, providers=config.providers)
             self._closers.append(self.int8.close)
             for m in data["drive"]:
                 self.int8.push(m)
@@ -486,8 +487,9 @@ class BenchSession:
                      "int8_package": None if self.int8 is None else {
                          "path": str(self.int8.package.root), "name": self.int8.package.name,
                          "precision": self.int8.package.precision},
-                     "threads": threads, "inputs": {"camera_bytes": len(self.messages["camera"].data),
-                                                    "camera_input": list(self.buffers["camera"].shape)},
+                     "threads": threads, "providers": list(ort_config.providers),
+                     "inputs": {"camera_bytes": len(self.messages["camera"].data),
+                                "camera_input": list(self.buffers["camera"].shape)},
                      **self.info}
 
     # ------------------------------------------------------------------------------------ inputs

@@ -572,7 +572,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--replay-seconds must be >= 0, got {replay_seconds}")
     config = BenchConfig(package=Path(args.package), int8_package=Path(args.int8) if args.int8 else None,
                          peers=args.peers, run_dir=Path(args.run) if args.run else None, steps=steps,
-                         warmup=warmup, threads=args.threads, quick=args.quick)
+                         warmup=warmup, threads=args.threads, quick=args.quick,
+                         providers=tuple(x.strip() for x in args.providers.split(",") if x.strip()))
 
     def say(message: str) -> None:
         if not args.quiet:
@@ -770,6 +771,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="CI-sized: 60 steps, no torch.compile, no replay (well under a minute on 2 cores)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime and torch threads (default 2)")
+    p.add_argument("--providers", default="cpu", metavar="LIST",
+                   help="ONNX Runtime execution providers in priority order: cpu, cuda, tensorrt "
+                        "(default cpu; cuda/tensorrt need onnxruntime-gpu)")
     p.add_argument("--replay-seconds", type=float, default=None,
                    help="simulated drive for the burst replay real-time factor (default 10; 0 with --quick = skip)")
     p.add_argument("--device-class", default=None, choices=("cpu-x86-2core", "jetson-orin", "desktop-gpu"),
