@@ -395,7 +395,9 @@ def _inputs(package, seed: int) -> dict:
     from fusion_rt.sim import DriveConfig, simulate_drive
 
     kinds = {"camera": CameraFrame, "radar": RadarTensor, "map": MapRaster, "text": TextContext}
-    drive = list(simulate_drive(DriveConfig(seconds=1.5, seed=seed, conditions="day")))
+    camera = package.rig.camera.intrinsics  # the runtime refuses images of another size
+    drive = list(simulate_drive(DriveConfig(seconds=1.5, seed=seed, conditions="day",
+                                            camera_size=(camera.width, camera.height))))
     messages = {m: next(x for x in reversed(drive) if isinstance(x, kinds[m])) for m in package.modalities}
     return {"drive": drive, "messages": messages}
 
@@ -526,7 +528,12 @@ class BenchSession:
             for m in ("map", "text"):
                 if m in msgs:
                     rt.push(replace(msgs[m], stamp_ns=stamp))
-        (out,) = rt.push(replace(msgs["camera"], stamp_ns=self._next_stamp()))
+        outputs = rt.push(replace(msgs["camera"], stamp_ns=self._next_stamp()))
+        if len(outputs) != 1:
+            camera = rt.stats()["messages"]["camera"]
+            raise ConfigError(f"package {rt.package.name!r} gave no output for the benchmark's camera frame: "
+                              f"rejected {camera['reasons']['rejected']} {camera['last_detail']}")
+        (out,) = outputs
         for stage, ms in out.timings_ms.items():
             self._record(f"{prefix}{stage}", round(ms * _MS))
 
