@@ -60,6 +60,7 @@ EVALUATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # camera + radar alone: what the sensors fuse to without the road context
     ("attention, map and text masked", "attention", ("map", "text")),
 )
+SENSORS_ONLY = "attention, map and text masked"
 
 METRICS = ("mean_scene_auc", "hazard_auc", "mean_bev_iou")
 METRIC_TITLES = {"mean_scene_auc": "mean scene AUC", "hazard_auc": "hazard AUC", "mean_bev_iou": "mean BEV IoU"}
@@ -169,13 +170,14 @@ def _checks(table: dict) -> dict:
     single = [r for r in ("camera-only", "radar-only") if r in table]
     if "attention" not in table or not single:
         return out
-    for metric in METRICS:
+
+    def gains(fused: str, metric: str) -> dict:
         per = {}
         for scope in ("overall", *ALL_CONDITIONS):
             def get(row: str, scope: str = scope) -> dict:
                 return table[row]["overall"] if scope == "overall" else table[row]["per_condition"].get(scope, {})
 
-            att = get("attention").get(metric)
+            att = get(fused).get(metric)
             singles = {r: get(r).get(metric) for r in single if get(r).get(metric)}
             if not att or not singles:
                 continue
@@ -184,7 +186,12 @@ def _checks(table: dict) -> dict:
             spread = max(att["std"], singles[best]["std"])
             per[scope] = {"best_single": best, "gain": round(gain, 4), "spread": round(spread, 4),
                           "gain_exceeds_spread": bool(gain > spread)}
-        out[metric] = per
+        return per
+
+    for metric in METRICS:
+        out[metric] = gains("attention", metric)
+    if SENSORS_ONLY in table:  # the same model on camera + radar alone: what the two sensors add together
+        out["sensors_only"] = {metric: gains(SENSORS_ONLY, metric) for metric in METRICS}
     masked = table.get("attention, radar masked")
     cam = table.get("camera-only")
     if masked and cam:
@@ -238,6 +245,14 @@ def _markdown(report: dict) -> str:
             for scope, c in checks.get(metric, {}).items():
                 lines.append(f"| {METRIC_TITLES[metric]} | {scope} | {c['best_single']} | {c['gain']:+.3f} | "
                              f"{c['spread']:.3f} | {'yes' if c['gain_exceeds_spread'] else 'no'} |")
+        if "sensors_only" in checks:
+            lines += ["", f"The same, for `{SENSORS_ONLY}` (camera and radar only) vs the best single sensor:", "",
+                      "| metric | scope | best single | gain | spread | gain > spread |",
+                      "|---|---|---|---|---|---|"]
+            for metric in METRICS:
+                for scope, c in checks["sensors_only"].get(metric, {}).items():
+                    lines.append(f"| {METRIC_TITLES[metric]} | {scope} | {c['best_single']} | {c['gain']:+.3f} | "
+                                 f"{c['spread']:.3f} | {'yes' if c['gain_exceeds_spread'] else 'no'} |")
         if "radar_masked_minus_camera_only" in checks:
             diff = checks["radar_masked_minus_camera_only"]
             lines += ["", "Attention with radar masked minus camera-only: " +
