@@ -69,6 +69,16 @@ def test_package_is_valid_and_complete(package):
     assert manifest["outputs"]["bev_classes"] == ["car", "truck", "pedestrian", "cyclist"]
 
 
+def test_graphs_carry_no_exporter_debug_info(package):
+    """No stack traces with this machine's paths, no FX text: only the graph ships."""
+    import onnx
+
+    for path in sorted(package.glob("*.onnx")):
+        model = onnx.load(str(path))
+        assert not any(n.metadata_props or n.doc_string for n in model.graph.node), path.name
+        assert b"stack_trace" not in path.read_bytes(), path.name
+
+
 def test_parity_report_on_real_frames(package):
     report = json.loads((package / "parity.json").read_text())
     assert "parity.mcap" in report["source"]
