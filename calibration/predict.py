@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion_rt.backends.onnxruntime import WEIGHT_ONLY_SESSION_CONFIG, is_weight_only_quantized
 from fusion_rt.errors import ConfigError
 from fusion_rt.messages import MODALITIES
 from fusion_rt.package import GraphSpec, ModelPackage
@@ -44,7 +45,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
 
 
-def session_options(threads: int = 2, profile_prefix: str | None = None):
+def session_options(threads: int = 2, profile_prefix: str | None = None, path: str | os.PathLike | None = None):
     """ORT session options for host-side measurement: fixed threads and no spinning.
 
     Worker threads spin for 10-50 ms after a run (BASELINE.md); with several sessions alternating
@@ -60,6 +61,9 @@ def session_options(threads: int = 2, profile_prefix: str | None = None):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
+    if path is not None and is_weight_only_quantized(path):  # as the runtime's backend does
+        for key, value in WEIGHT_ONLY_SESSION_CONFIG.items():
+            opts.add_session_config_entry(key, value)
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
@@ -94,7 +98,7 @@ class PackageRunner:
 
             prefix = f"{self.profile_prefix}_{name}" if self.profile_prefix else None
             self._sessions[name] = ort.InferenceSession(str(self.files[name]),
-                                                        session_options(self.threads, prefix),
+                                                        session_options(self.threads, prefix, self.files[name]),
                                                         providers=["CPUExecutionProvider"])
         return self._sessions[name]
 

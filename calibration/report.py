@@ -125,7 +125,8 @@ def benchmark_graph(fp32_file: Path, new_file: Path, feed: Mapping[str, np.ndarr
 
     from fusion_rt.calibration.predict import session_options
 
-    sessions = {key: ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    sessions = {key: ort.InferenceSession(str(path), session_options(threads, path=path),
+                                          providers=["CPUExecutionProvider"])
                 for key, path in (("fp32", fp32_file), ("new", new_file))}
     times: dict[str, list[int]] = {"fp32": [], "new": []}
     for i in range(warmup + iterations):

@@ -130,6 +130,21 @@ def _ort_errors(ort) -> tuple[type[Exception], ...]:
     return tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
 
 
+#: Session config for a weight-only quantized graph: lets ONNX Runtime fold each
+#: DequantizeLinear of a constant weight into an FP32 initializer when the session is created, so
+#: the graph runs at FP32 speed from a file with int8 weights (left as QDQ, ORT dequantizes them on
+#: every run: +28% on the shipped head here).
+WEIGHT_ONLY_SESSION_CONFIG = {"session.disable_quant_qdq": "1"}
+
+
+def is_weight_only_quantized(path: str | os.PathLike) -> bool:
+    """True for a graph with DequantizeLinear nodes and no QuantizeLinear: int8 weights, FP32 compute."""
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    return "DequantizeLinear" in ops and "QuantizeLinear" not in ops
+
+
 class SessionFromOnnx:
     """Loader: an `onnxruntime.InferenceSession` for an ONNX file, built when called."""
 
@@ -155,6 +170,9 @@ class SessionFromOnnx:
             if cfg.threading is OrtThreading.NO_SPIN:
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if is_weight_only_quantized(self.path):
+            for key, value in WEIGHT_ONLY_SESSION_CONFIG.items():
+                options.add_session_config_entry(key, value)
         providers = _provider_list(ort, cfg.providers)
         try:
             return ort.InferenceSession(str(self.path), options, providers=providers)

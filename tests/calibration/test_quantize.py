@@ -114,3 +114,32 @@ def test_entropy_and_percentile_change_the_scales(calib_package, calib_log, tmp_
     assert scales[CalibrationMethod.MINMAX].size
     assert not np.allclose(scales[CalibrationMethod.ENTROPY], scales[CalibrationMethod.MINMAX])
     assert not np.allclose(scales[CalibrationMethod.PERCENTILE], scales[CalibrationMethod.MINMAX])
+
+
+def test_weight_only_int8_keeps_fp32_compute_with_int8_weights(tmp_path):
+    """The speed gate's fallback: int8 weight matrices behind DequantizeLinear, FP32 activations."""
+    from fusion_rt.backends.onnxruntime import OrtConfig, SessionFromOnnx, is_weight_only_quantized
+    from fusion_rt.calibration.quantize import weight_only_int8
+    from fusion_rt.demo import shipped_package
+
+    src = shipped_package() / "head.onnx"
+    dst = tmp_path / "head.onnx"
+    converted = weight_only_int8(src, dst)
+    model = onnx.load(str(dst))
+    assert converted >= 10 and converted == sum(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    assert not any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    assert is_weight_only_quantized(dst) and not is_weight_only_quantized(src)
+    assert dst.stat().st_size < 0.45 * src.stat().st_size
+    # same outputs up to int8 weight rounding, through the runtime's own session loader
+    rng = np.random.default_rng(0)
+    fp32, wo = SessionFromOnnx(src, OrtConfig(threads=1))(), SessionFromOnnx(dst, OrtConfig(threads=1))()
+    feed = {}
+    for i in fp32.get_inputs():
+        shape = [1 if not isinstance(d, int) else d for d in i.shape]
+        feed[i.name] = (rng.random(shape) < 0.8) if i.type == "tensor(bool)" else rng.standard_normal(shape).astype(
+            np.float32)
+    feed["present"][0, 0] = True
+    for a, b in zip(fp32.run(None, feed), wo.run(None, feed), strict=True):
+        cosine = float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b)))
+        assert cosine > 0.999, cosine
+        assert not np.array_equal(a, b)  # the weights really changed
