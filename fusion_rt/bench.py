@@ -260,8 +260,12 @@ def _version(dist: str) -> str | None:
         return None
 
 
+_CPU_ID_KEYS = ("cpu family", "model", "stepping", "CPU implementer", "CPU part")  # x86, then ARM
+
+
 def _cpuinfo() -> dict:
-    info: dict = {"model": platform.processor() or None, "flags": []}
+    info: dict = {"model": platform.processor() or None, "flags": [], "id": None}
+    ids: dict[str, str] = {}
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -273,7 +277,10 @@ def _cpuinfo() -> dict:
             info["model_name"] = value.strip()
         elif key in ("flags", "Features") and not info["flags"]:
             info["flags"] = sorted(value.split())
+        elif key in _CPU_ID_KEYS and key not in ids:
+            ids[key] = value.strip()  # tells CPU generations apart where the model name is generic
     info["model"] = info.pop("model_name", None) or info["model"]
+    info["id"] = ", ".join(f"{k} {v}" for k, v in ids.items()) or None
     return info
 
 
@@ -304,7 +311,7 @@ def fingerprint(packages: Mapping[str, str | os.PathLike] | None = None) -> dict
     except AttributeError:  # not Linux
         usable = os.cpu_count()
     out = {
-        "cpu_model": cpu["model"], "cpu_flags": cpu["flags"], "machine": platform.machine(),
+        "cpu_model": cpu["model"], "cpu_id": cpu["id"], "cpu_flags": cpu["flags"], "machine": platform.machine(),
         "cores": os.cpu_count(), "usable_cores": usable,
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(), "platform": platform.platform(),

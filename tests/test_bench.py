@@ -112,8 +112,8 @@ def test_verdicts_report_what_missed_and_by_how_much(tmp_path):
 
 def test_fingerprint_has_its_keys(package):
     fp = fingerprint({"fp32": package})
-    for key in ("cpu_model", "cpu_flags", "cores", "usable_cores", "load_average", "python", "versions", "packages",
-                "jetson"):
+    for key in ("cpu_model", "cpu_id", "cpu_flags", "cores", "usable_cores", "load_average", "python", "versions",
+                "packages", "jetson"):
         assert key in fp
     assert set(fp["versions"]) >= {"numpy", "onnxruntime", "torch", "tensorrt", "opencv"}
     assert fp["versions"]["numpy"] and fp["versions"]["onnxruntime"]
