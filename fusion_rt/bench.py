@@ -122,9 +122,10 @@ class Budgets:
     """The parsed budgets file."""
 
     path: Path
-    ratios: dict[str, RatioBudget]
+    ratios: dict[str, RatioBudget]  # enforced: a miss fails `--check` and the CI run
     devices: dict[str, dict[str, StageBudget]]
     descriptions: dict[str, str] = field(default_factory=dict)
+    targets: dict[str, RatioBudget] = field(default_factory=dict)  # the project's goals: reported, never failing
 
 
 def _number(value, where: str) -> float:
@@ -144,16 +145,11 @@ def load_budgets(path: str | os.PathLike | None = None) -> Budgets:
         raise BudgetError(f"cannot read budgets file {str(path)!r}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise BudgetError(f"budgets file {str(path)!r} is not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - {"ratios", "devices"})
+    unknown = sorted(set(data) - {"ratios", "targets", "devices"})
     if unknown:
-        raise BudgetError(f"{path}: unknown top-level tables {unknown}; expected [ratios] and [devices.<class>]")
-    ratios: dict[str, RatioBudget] = {}
-    for name, spec in dict(data.get("ratios", {})).items():
-        where = f"{path.name}: ratios.{name}"
-        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _OPS:
-            raise BudgetError(f"{where} must be one of {{ max = x }}, {{ below = x }}, {{ min = x }}, got {spec!r}")
-        (key, value), = spec.items()
-        ratios[name] = RatioBudget(name, _OPS[key], _number(value, f"{where}.{key}"))
+        raise BudgetError(f"{path}: unknown top-level tables {unknown}; expected [ratios], [targets] and "
+                          f"[devices.<class>]")
+    ratios, targets = (_ratio_table(path, data, table) for table in ("ratios", "targets"))
     devices: dict[str, dict[str, StageBudget]] = {}
     descriptions: dict[str, str] = {}
     for device, table in dict(data.get("devices", {})).items():
@@ -177,18 +173,34 @@ def load_budgets(path: str | os.PathLike | None = None) -> Budgets:
                 raise BudgetError(f"{where}.stages.{stage}: p99 {p99:g} ms is below p50 {p50:g} ms")
             stages[stage] = StageBudget(p50, p99)
         devices[device] = stages
-    return Budgets(path=path, ratios=ratios, devices=devices, descriptions=descriptions)
+    return Budgets(path=path, ratios=ratios, devices=devices, descriptions=descriptions, targets=targets)
+
+
+def _ratio_table(path: Path, data: dict, table: str) -> dict[str, RatioBudget]:
+    out = {}
+    for name, spec in dict(data.get(table, {})).items():
+        where = f"{path.name}: {table}.{name}"
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _OPS:
+            raise BudgetError(f"{where} must be one of {{ max = x }}, {{ below = x }}, {{ min = x }}, got {spec!r}")
+        (key, value), = spec.items()
+        out[name] = RatioBudget(name, _OPS[key], _number(value, f"{where}.{key}"))
+    return out
 
 
 @dataclass(frozen=True)
 class Verdict:
     """One budget against its measurement. `by`: how far past the limit (ratio units or ms; 0 when met)."""
 
-    name: str  # "ratio:<name>" or "<device>:<stage>.p50"
+    name: str  # "ratio:<name>", "target:<name>" or "<device>:<stage>.p50"
     measured: float | None
     op: str
     limit: float
     ok: bool | None  # None: not measured in this run
+
+    @property
+    def is_target(self) -> bool:
+        """A goal from [targets]: reported, but a miss fails nothing."""
+        return self.name.startswith("target:")
 
     @property
     def by(self) -> float:
@@ -216,10 +228,11 @@ def check_budgets(budgets: Budgets, stages: Mapping[str, Mapping[str, float]], r
     A stage budget reads the series of the same name (the runtime's own timing), else `alone.<stage>`.
     """
     verdicts = []
-    for name, budget in budgets.ratios.items():
-        value = ratios.get(name)
-        verdicts.append(Verdict(f"ratio:{name}", value, budget.op, budget.limit,
-                                None if value is None else budget.holds(value)))
+    for kind, table in (("ratio", budgets.ratios), ("target", budgets.targets)):
+        for name, budget in table.items():
+            value = ratios.get(name)
+            verdicts.append(Verdict(f"{kind}:{name}", value, budget.op, budget.limit,
+                                    None if value is None else budget.holds(value)))
     if ratios_only or device_class is None:
         return verdicts
     if device_class not in budgets.devices:
@@ -236,14 +249,15 @@ def check_budgets(budgets: Budgets, stages: Mapping[str, Mapping[str, float]], r
     return verdicts
 
 
-def verdict_table(verdicts: Sequence[Verdict]) -> str:
-    """Plain-text table of the missed budgets and by how much ('' when none missed)."""
-    missed = [v for v in verdicts if v.ok is False]
+def verdict_table(verdicts: Sequence[Verdict], targets: bool = False) -> str:
+    """Plain-text table of the missed budgets (or, with `targets`, the missed targets) and by how
+    much ('' when none missed)."""
+    missed = [v for v in verdicts if v.ok is False and v.is_target == targets]
     if not missed:
         return ""
     rows = [("budget", "measured", "limit", "missed by")]
     for v in missed:
-        unit = "" if v.name.startswith("ratio:") else " ms"
+        unit = " ms" if v.name.endswith((".p50", ".p99")) else ""
         rows.append((v.name, f"{v.measured:.3f}{unit}", f"{v.op} {v.limit:g}{unit}",
                      f"{v.by:.3f}{unit} ({v.by_pct:.0f}%)"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -866,6 +880,8 @@ def run_bench(config: BenchConfig, budgets: Budgets | None, device_class: str | 
               "config": {"steps": config.steps, "warmup": config.warmup, "threads": config.threads,
                          "quick": config.quick, "peers": config.peers},
               **result.to_dict(), "verdicts": [v.to_dict() for v in verdicts],
-              "missed": sum(v.ok is False for v in verdicts), "notes": notes, "fingerprint": fp}
+              "missed": sum(v.ok is False and not v.is_target for v in verdicts),
+              "targets_missed": sum(v.ok is False and v.is_target for v in verdicts), "notes": notes,
+              "fingerprint": fp}
     report["_samples_ms"] = result.samples_ms  # for the histogram; dropped before JSON
     return report

@@ -589,7 +589,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     if not args.quiet:
         _print_bench(report)
-    missed = verdict_table([Verdict.from_dict(v) for v in report["verdicts"]])
+    verdicts = [Verdict.from_dict(v) for v in report["verdicts"]]
+    targets = verdict_table(verdicts, targets=True)
+    if targets:
+        print(f"targets missed ({report['targets_missed']}; goals, not failures):\n{targets}", file=sys.stderr)
+    missed = verdict_table(verdicts)
     if missed:
         print(f"budgets missed ({report['missed']}):\n{missed}", file=sys.stderr)
     return 1 if args.check and report["missed"] else 0
@@ -611,17 +615,23 @@ def _print_bench(report: dict) -> None:
     for name, s in report["stages"].items():
         table.add_row(name, str(s["count"]), *(_fmt(s[k]) for k in ("p50", "p90", "p99", "max")))
     console.print(table)
-    budgets = {v["budget"].split(":", 1)[1]: v for v in report["verdicts"] if v["budget"].startswith("ratio:")}
+    def by_kind(kind: str) -> dict:
+        return {v["budget"].split(":", 1)[1]: v for v in report["verdicts"] if v["budget"].startswith(f"{kind}:")}
+
+    def verdict(v: dict | None, missed: str) -> tuple[str, str]:
+        if v is None:
+            return "", ""
+        return f"{v['op']} {v['limit']:g}", "not measured" if v["ok"] is None else "ok" if v["ok"] else missed
+
+    budgets, targets = by_kind("ratio"), by_kind("target")
     table = Table(title="ratios of medians", show_edge=False)
-    for col in ("ratio", "value", "budget", "verdict"):
-        table.add_column(col, justify="left" if col == "ratio" else "right")
-    for name in sorted(set(report["ratios"]) | set(budgets)):
-        v = budgets.get(name)
-        verdict = "" if v is None else "not measured" if v["ok"] is None else "ok" if v["ok"] else "MISSED"
-        table.add_row(name, _fmt(report["ratios"].get(name)), "" if v is None else f"{v['op']} {v['limit']:g}",
-                      verdict)
+    for col in ("ratio", "value", "budget", "verdict", "target"):
+        table.add_column(col, justify="left" if col == "ratio" else "right", no_wrap=col in ("ratio", "target"))
+    for name in sorted(set(report["ratios"]) | set(budgets) | set(targets)):
+        target = " ".join(verdict(targets.get(name), "not yet")).strip()
+        table.add_row(name, _fmt(report["ratios"].get(name)), *verdict(budgets.get(name), "MISSED"), target)
     console.print(table)
-    stage_verdicts = [v for v in report["verdicts"] if not v["budget"].startswith("ratio:")]
+    stage_verdicts = [v for v in report["verdicts"] if v["budget"].endswith((".p50", ".p99"))]
     if stage_verdicts:
         ok = sum(v["ok"] is True for v in stage_verdicts)
         console.print(f"stage budgets ({report['device_class']}): {ok} of {len(stage_verdicts)} met")
