@@ -62,8 +62,12 @@ REPORT_FORMAT = "fusion-rt-quantization-report/1"
 #: FP32 activations beyond this magnitude are kept in FP32 by the fp16 recipe: float16's largest
 #: finite value is 65504; a 4x margin covers frames the calibration set did not show.
 FP16_SAFE_ABS = 65504.0 / 4
-#: A graph whose INT8 version runs below this speedup over FP32 (batch 1) stays FP32 (speed_gate).
-_SPEED_GATE = 1.05
+#: A graph whose INT8 version is measurably slower than FP32 (batch 1: speedup below this) keeps
+#: FP32 compute (speed_gate). Not "must be faster": a sub-millisecond graph measures 0.95-1.2x run
+#: to run (the map encoder flipped between INT8 and FP32, and the package between 0.30x and 0.40x
+#: the size); the graphs INT8 really slows (the attention head, the text encoder) sit at 0.8-0.9x.
+_SPEED_GATE = 0.95
+_SPEED_GATE_ITERATIONS = 200  # interleaved runs per graph and precision (sub-ms graphs: ~1 s)
 #: Op types that do arithmetic worth keeping in FP32 when they hurt (data movement ops share their
 #: input's scale and cost nothing in accuracy).
 _SENSITIVITY_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "LayerNormalization", "Softmax", "Add", "Mul",
@@ -495,10 +499,11 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     if recipe.speed_gate if config.speed_gate is None else config.speed_gate:
         for name in list(prepared):
             feed = {k: v[:1] for k, v in feeds[name].items()}
-            speed[name] = benchmark_graph(package.graph_path(name), files[name], feed, config.threads)
+            speed[name] = benchmark_graph(package.graph_path(name), files[name], feed, config.threads,
+                                          iterations=_SPEED_GATE_ITERATIONS)
             if speed[name]["speedup"] < _SPEED_GATE:
                 converted = weight_only_int8(package.graph_path(name), files[name])
-                say(f"{name}: INT8 is not faster at batch 1 ({speed[name]['speedup']:.2f}x): FP32 compute, "
+                say(f"{name}: INT8 is slower at batch 1 ({speed[name]['speedup']:.2f}x): FP32 compute, "
                     f"{converted} weight matrices stored as int8")
                 del prepared[name]
 

@@ -78,7 +78,7 @@ class Recipe:
     # and made the attention head 1.5x slower; weighted ops + Add/Relu were the fastest encoders.
     op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Relu", "MaxPool", "AveragePool",
                                  "GlobalAveragePool")
-    # Keep a graph in FP32 when its INT8 version is not faster at batch 1 on this host (DESIGN.md 5:
+    # Keep a graph at FP32 compute when its INT8 version is measurably slower at batch 1 on this host (DESIGN.md 5:
     # a layer that costs time stays in higher precision). Only meaningful when the host runs the target.
     speed_gate: bool = False
 
