@@ -21,7 +21,8 @@
   (`load_budgets`, `check_budgets`, `verdict_table`).
 - `fingerprint()`: what the numbers were measured on; `histogram_png()`: latency histograms (OpenCV).
 
-torch is imported only when the PyTorch peers are asked for.
+torch is never imported here: the PyTorch peers live in `fusion_rt.export.bench_peers` (host side),
+loaded only when they are asked for.
 """
 
 from __future__ import annotations
@@ -625,77 +626,32 @@ class BenchSession:
 
     # ------------------------------------------------------------------------------------ torch peers
     def _torch_model(self):
-        """The package's model in PyTorch: trained weights from --run, else the architecture from the
-        package's provenance with its initial weights (latency does not depend on weight values)."""
+        """The package's model in PyTorch (fusion_rt.export.bench_peers: the runtime never imports torch)."""
         from fusion_rt._optional import require
 
-        # torch's OpenMP workers spin after each op and starve the ONNX Runtime runs interleaved with
-        # them (measured here: runtime 11.6 -> 7.1 ms, torch eager 77 -> 23 ms median with PASSIVE).
-        # libgomp reads the policy once, when torch loads: it only takes effect if torch is not loaded yet.
-        torch_loaded = "torch" in sys.modules
-        if not torch_loaded:
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        torch = require("torch", "the PyTorch peers (--peers)")
-        torch.set_num_threads(self.config.threads)
-        policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")
-        self.info["omp_wait_policy"] = policy if not torch_loaded else f"{policy} (torch was loaded before the bench)"
-        pkg = self.package
-        if self.config.run_dir is not None:
-            require("safetensors", "the PyTorch peers (--peers)")
-            from fusion_rt.export.evaluate import load_run
+        require("torch", "the PyTorch peers (--peers)")  # names the extra before the host-side import
+        from fusion_rt.export.bench_peers import load_torch_model
 
-            run = load_run(self.config.run_dir)
-            model, weights = run.model, f"trained weights from {self.config.run_dir}"
-        else:
-            cfg = (pkg.manifest.get("provenance") or {}).get("training_config")
-            if not isinstance(cfg, dict) or not all(k in cfg for k in ("model", "rig", "preprocess")):
-                raise ConfigError(f"package {str(pkg.root)!r} has no provenance.training_config to rebuild the "
-                                  f"PyTorch model from; pass --run RUN_DIR (the trained run it was exported from)")
-            from fusion_rt.export.models import FusionModel, FusionModelConfig
-            from fusion_rt.preprocess import PreprocessConfig
-            from fusion_rt.rig import Rig
-
-            torch.manual_seed(0)
-            model = FusionModel(FusionModelConfig.from_dict(cfg["model"]), rig=Rig.from_dict(cfg["rig"]),
-                                preprocess=PreprocessConfig.from_dict(cfg["preprocess"])).eval()
-            weights = "initial weights, architecture from the package's provenance.training_config (pass --run " \
-                      "for the trained weights; latency does not depend on them)"
-        if tuple(model.config.modalities) != tuple(pkg.modalities):
-            raise ConfigError(f"the PyTorch model's modalities {list(model.config.modalities)} differ from the "
-                              f"package's {list(pkg.modalities)}")
-        self.info["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(), "weights": weights}
+        model, info = load_torch_model(self.package, self.config.run_dir, self.config.threads)
+        self.info.update(info)
         return model
 
     def _torch_probes(self, model) -> list[_Probe]:
-        import torch
+        from fusion_rt.export.bench_peers import peer_runners
 
-        pkg, clock = self.package, time.perf_counter_ns
-        inputs = {m: torch.from_numpy(self.buffers[m]) for m in pkg.modalities}  # shares the buffers
-        present = torch.ones((1, len(pkg.modalities)), dtype=torch.bool)
+        runners, skipped = peer_runners(model, self.buffers, self.package.modalities, not self.config.quick,
+                                         self._say)
+        self.skipped.update(skipped)
+        clock = time.perf_counter_ns
 
-        def timed(fn, name: str) -> Callable[[], None]:
-            def run() -> None:
+        def timed(name: str, run: Callable[[], None]) -> Callable[[], None]:
+            def probe() -> None:
                 t = clock()
-                with torch.inference_mode():
-                    fn(inputs, present)
+                run()
                 self._record(name, clock() - t)
-            return run
+            return probe
 
-        probes = [_Probe("torch_eager", timed(model, "model.torch_eager"))]
-        if self.config.quick:
-            self.skipped["model.torch_compile"] = "quick mode (a cold torch.compile takes ~40 s on 2 cores)"
-            return probes
-        self._say("compiling the model with torch.compile (a minute or so)")
-        try:
-            compiled = torch.compile(model)
-            with torch.inference_mode():
-                compiled(inputs, present)  # the cold compile happens here
-        except Exception as exc:  # inductor raises many types (no C compiler, unsupported op...): a skip, named
-            self.skipped["model.torch_compile"] = f"torch.compile failed: {type(exc).__name__}: " \
-                                                  f"{str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-            return probes
-        probes.append(_Probe("torch_compile", timed(compiled, "model.torch_compile")))
-        return probes
+        return [_Probe(name.split(".", 1)[1], timed(name, run)) for name, run in runners.items()]
 
     # ------------------------------------------------------------------------------------ running
     def step(self) -> None:
