@@ -365,7 +365,8 @@ def _camera_affine(config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------------------- radar
 
-def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
+def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarray | None = None,
+                       masked: dict[str, int] | None = None) -> np.ndarray:
     """Normalize a range-azimuth radar tensor into the radar input [C, R, A] float32.
 
     Channels are picked by name in `config.radar_channels` order: power in dB becomes
@@ -375,7 +376,8 @@ def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarr
     the tensor, and the frame is rejected with DecodeError above that. A tensor whose range or
     azimuth extent is not finite and increasing (a negative range included) is rejected. With
     `radar_use_detections`, `out` has the extra detection channels; this function fills only the
-    tensor channels (see `rasterize_detections`).
+    tensor channels (see `rasterize_detections`). `masked`, when given, receives how many cells were
+    masked of each kind: {"nonfinite": n, "out_of_range": n} (only the kinds that occurred).
     """
     data = np.asarray(msg.data)
     if data.ndim != 3:
@@ -421,14 +423,17 @@ def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarr
     n_bad = int(np.count_nonzero(bad))
     if n_bad:
         fraction = n_bad / tensor.size
+        n_nonfinite = int(np.count_nonzero(~np.isfinite(tensor)))
         if fraction > config.radar_max_nonfinite_fraction:
-            n_nonfinite = int(np.count_nonzero(~np.isfinite(tensor)))
             kinds = [f"{n_nonfinite} non-finite"] if n_nonfinite else []
             kinds += [f"{n_bad - n_nonfinite} out-of-range (beyond +-{config.radar_max_abs:g})"] \
                 if n_bad > n_nonfinite else []
             raise DecodeError(f"radar tensor has {' and '.join(kinds)} values ({fraction:.1%}), more than the "
                               f"{config.radar_max_nonfinite_fraction:.1%} that are masked")
         tensor[bad] = 0.0
+        if masked is not None:
+            counts = {"nonfinite": n_nonfinite, "out_of_range": n_bad - n_nonfinite}
+            masked.update({k: v for k, v in counts.items() if v})
     np.clip(tensor, -config.radar_clip, config.radar_clip, out=tensor)
     return out
 

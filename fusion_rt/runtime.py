@@ -516,17 +516,9 @@ class FusionRuntime:
             decode_camera(message, self.preprocess, out=enc.buffer[0])
             return None, ()
         if m == "radar":
-            # radar_tensor_input masks these cells (or rejects the frame); here they are only named
-            data = np.asarray(message.data)
-            masked = ()
-            if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-                masked = ("nonfinite_masked",)
-            radar_tensor_input(message, self.preprocess, out=enc.buffer[0])
-            with np.errstate(invalid="ignore"):
-                beyond = np.abs(data) > self.preprocess.radar_max_abs  # +-inf too; NaN compares False
-            if beyond.any() and np.isfinite(data[beyond]).any():
-                masked += ("out_of_range_masked",)
-            return None, masked
+            counts: dict[str, int] = {}  # what radar_tensor_input masked (it rejects the frame above a share)
+            radar_tensor_input(message, self.preprocess, out=enc.buffer[0], masked=counts)
+            return None, tuple(f"{kind}_masked" for kind in ("nonfinite", "out_of_range") if kind in counts)
         if m == "map":
             grid = np.asarray(message.grid)
             digest = hashlib.blake2b(digest_size=16)
