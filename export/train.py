@@ -41,12 +41,12 @@ from fusion_rt.export.configs import RunConfig
 from fusion_rt.export.data import SCENE_LABELS, LoadedData, load_data
 from fusion_rt.export.evaluate import RUN_FORMAT, RUN_VERSION, batch_inputs, predict, summarize
 from fusion_rt.messages import MODALITIES
-
-CONTEXT_MODALITIES = ("map", "text")  # inputs that describe the road, not the road users
 from fusion_rt.preprocess import PreprocessConfig
 from fusion_rt.rig import Rig
 
 __all__ = ["train", "modality_dropout", "pos_weights", "default_threads", "check_out_dir"]
+
+CONTEXT_MODALITIES = ("map", "text")  # inputs that describe the road, not the road users
 
 
 def default_threads() -> int:
