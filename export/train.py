@@ -172,8 +172,11 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
             f"{data.preprocess.radar_power_db_scale} dB; vocabulary {len(data.vocab)} ids")
 
         # ---- model
-        encoders = {"text": {"vocab_size": len(data.vocab)}} if "text" in config.modalities else {}
-        model_config = FusionModelConfig(modalities=config.modalities, head=config.head, encoders=encoders)
+        encoders = {m: dict(config.model.get(m, {})) for m in config.modalities if config.model.get(m)}
+        if "text" in config.modalities:
+            encoders["text"] = {**encoders.get("text", {}), "vocab_size": len(data.vocab)}
+        model_config = FusionModelConfig(modalities=config.modalities, head=config.head, encoders=encoders,
+                                         head_config=dict(config.model.get(config.head, {})))
         model = FusionModel(model_config, rig=rig, preprocess=data.preprocess)
         n_params = sum(p.numel() for p in model.parameters())
         head_params = sum(p.numel() for p in model.head.parameters())

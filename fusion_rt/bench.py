@@ -34,6 +34,7 @@ import os
 import platform
 import shutil
 import subprocess
+import random
 import sys
 import tempfile
 import time
@@ -450,6 +451,7 @@ class BenchSession:
         self.series: dict[str, list[int]] = {}
         self._closers: list[Callable[[], None]] = []
         self._steps = 0
+        self._order = random.Random(config.seed)  # probe order per step
         self._measured_from = 0  # steps before this one were warm-up
         self.info: dict = {}
         threads = config.threads
@@ -655,10 +657,13 @@ class BenchSession:
 
     # ------------------------------------------------------------------------------------ running
     def step(self) -> None:
-        """One round: every probe once, starting one further along each round."""
-        n = len(self.probes)
-        k = self._steps % n
-        for probe in self.probes[k:] + self.probes[:k]:
+        """One round: every probe once, in a fresh random order (seeded).
+
+        Not a rotation: rotating keeps each probe's neighbour fixed, so the runtime always ran right
+        after PyTorch eager and paid for the caches and threads it left behind (10% in the runtime's
+        ratios); a random order gives every probe every predecessor equally often.
+        """
+        for probe in self._order.sample(self.probes, len(self.probes)):
             probe.fn()
         self._steps += 1
 

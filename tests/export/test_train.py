@@ -102,6 +102,19 @@ def test_config_validation_names_the_value():
     config = preset("quick", head="gated", modalities=("radar", "camera"), seed=3)
     assert config.modalities == ("camera", "radar")  # canonical order
     assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="model must map"):
+        preset("quick", model={"camera": [48, 96]})
+    old = config.to_dict()
+    del old["model"]  # runs written before architectures were per preset
+    assert RunConfig.from_dict(old).model == {}
+
+
+def test_presets_name_their_architecture():
+    """The shipped model's architecture is the default preset's; the ablation's is the compact one."""
+    from fusion_rt.export.configs import DEPLOY_MODEL
+
+    assert PRESETS["default"].model == DEPLOY_MODEL and PRESETS["ablation"].model == {}
+    assert PRESETS["default"].model is not DEPLOY_MODEL  # a copy: a preset cannot change the constant
 
 
 def test_modality_dropout_never_masks_everything():
@@ -230,6 +243,32 @@ def test_same_seed_same_weights(tmp_path, cache):
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not all(np.array_equal(a[k], c[k]) for k in a)
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_architecture_overrides_reach_the_model_and_the_run(tmp_path, cache):
+    """RunConfig.model sets the built encoders' and head's configs (others' entries are ignored),
+    is recorded in config.json, and load_run rebuilds the same architecture from it."""
+    from fusion_rt.export.configs import TRAIN_SEED_BASE, VAL_SEED_BASE
+
+    data = DataConfig(train_drives=plan_drives(1, TRAIN_SEED_BASE + 901, 1.0),
+                      val_drives=plan_drives(1, VAL_SEED_BASE + 901, 1.0))
+    model = {"camera": {"stem_width": 8, "widths": [8, 16, 24], "depths": [0, 0, 1]},
+             "attention": {"bev_queries": [4, 4], "num_layers": 1},
+             "radar": {"no_such_field": 1}, "gated": {"no_such_field": 1}}  # not built: ignored
+    config = RunConfig("micro", data, TrainConfig(epochs=1, batch_size=5), modalities=("camera", "text"),
+                       model=model)
+    train(config, tmp_path / "run", cache_dir=cache, threads=1, quiet=True)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["run"]["model"] == model
+    assert recorded["model"]["encoders"]["camera"]["widths"] == [8, 16, 24]
+    assert recorded["model"]["head_config"] == {"bev_queries": [4, 4], "num_layers": 1}
+    run = load_run(tmp_path / "run")
+    assert run.model.encoders["camera"].config.widths == (8, 16, 24)
+    assert run.model.head.config.bev_queries == (4, 4) and len(run.model.head.blocks) == 1
+    bad = RunConfig("micro", data, TrainConfig(epochs=1, batch_size=5), modalities=("camera", "text"),
+                    model={"camera": {"width": 8}})
+    with pytest.raises(ConfigError, match=r"encoders.camera has unknown fields \['width'\]"):
+        train(bad, tmp_path / "bad", cache_dir=cache, threads=1, quiet=True)
 
 
 def test_run_reloads_to_identical_outputs(quick_run, cache):
