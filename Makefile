@@ -22,7 +22,7 @@ demo: $(VENV)/.runtime
 	$(VENV)/bin/fusion-rt demo --out $(OUT)/demo
 
 # Rebuild the shipped FP32 package (fusion_rt/packages/fusion-attention) from scratch: train the
-# default attention model (~30 min on 2 idle cores), export it with parity on a held-out drive.
+# default attention model (DEPLOY_MODEL, ~35 min on 2 idle cores), export it with parity on a held-out drive.
 package: $(VENV)/.dev
 	@mkdir -p $(OUT)
 	$(VENV)/bin/fusion-rt train --out $(OUT)/default-attention --config default --head attention --seed 0 --threads 2

@@ -8,7 +8,7 @@ measurement on the project's 2-core CPU machine:
 - `quick`: under a minute here (a couple on a busy machine); for tests and CI.
 - `ablation`: about 5 minutes per run, so the ablation table (5 variants x 3 seeds) runs in the
   background within a working session.
-- `default`: the model shipped by default, about half an hour.
+- `default`: the model shipped by default (the `DEPLOY_MODEL` architecture), about 35 minutes.
 
 Everything here is plain data with JSON round-trips; validation raises `ConfigError` naming the
 offending value. Numpy only: nothing here imports torch.
