@@ -2,8 +2,8 @@
 
 `fusion-rt bench` and the pytest-benchmark suites in bench/ call the same functions here:
 
-- `BenchSession`: every alternative runs in one process, interleaved step by step (the order
-  rotates each step), after warm-up, on the same inputs: a simulated drive's camera JPEG, radar
+- `BenchSession`: every alternative runs in one process, interleaved step by step (a fresh
+  seeded random order each step), after warm-up, on the same inputs: a simulated drive's camera JPEG, radar
   tensor, map and text. Series (ms per sample):
   - the runtime (`FusionRuntime.push` of a camera frame, radar features cached):
     `camera_preprocess`, `camera_encoder`, `head`, `overhead`, `end_to_end` from its own timings;
@@ -32,9 +32,9 @@ import importlib.metadata
 import math
 import os
 import platform
+import random
 import shutil
 import subprocess
-import random
 import sys
 import tempfile
 import time
@@ -434,7 +434,7 @@ class _Probe:
 
 
 class BenchSession:
-    """Builds every alternative on the same inputs; `step()` runs each once (rotating order).
+    """Builds every alternative on the same inputs; `step()` runs each once (in a fresh random order).
 
     Use as a context manager: `with BenchSession(cfg) as s: s.warm_up(); for _ in ...: s.step()`,
     then `s.result()`. `step` is what pytest-benchmark times in bench/.

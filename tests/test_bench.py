@@ -193,3 +193,24 @@ def test_bench_peers_without_torch_names_the_train_extra(package, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert 'pip install "fusion-rt[train]"' in lines[0] and "--peers" in lines[0]
+
+
+def test_probes_run_in_a_fresh_order_each_step(package):
+    """Every probe once per step, but not in a fixed cycle: each probe must follow many others
+    (a rotation kept the runtime always right after PyTorch eager and charged it for its caches)."""
+    from fusion_rt.bench import BenchConfig, BenchSession
+
+    with BenchSession(BenchConfig(package=package, steps=40, warmup=0, quick=True)) as session:
+        order: list[str] = []
+        for probe in session.probes:
+            probe.fn = (lambda f, name: lambda: (order.append(name), f())[1])(probe.fn, probe.name)
+        for _ in range(40):
+            session.step()
+    names = [p.name for p in session.probes]
+    steps = [order[i:i + len(names)] for i in range(0, len(order), len(names))]
+    assert all(sorted(s) == sorted(names) for s in steps)  # each probe exactly once per step
+    predecessors = {b: set() for b in names}
+    flat = [n for s in steps for n in s]
+    for a, b in zip(flat, flat[1:], strict=False):
+        predecessors[b].add(a)
+    assert len(predecessors["runtime"]) >= len(names) - 2, predecessors["runtime"]

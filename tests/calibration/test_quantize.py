@@ -143,3 +143,29 @@ def test_weight_only_int8_keeps_fp32_compute_with_int8_weights(tmp_path):
         cosine = float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b)))
         assert cosine > 0.999, cosine
         assert not np.array_equal(a, b)  # the weights really changed
+
+
+def test_speed_gate_benchmark_cycles_through_every_row(monkeypatch):
+    """benchmark_graph feeds row i mod rows at batch 1, so the gate sees full and masked inputs alike."""
+    import onnxruntime as ort
+
+    from fusion_rt.calibration.report import benchmark_graph
+    from fusion_rt.demo import shipped_package
+
+    fed: list[int] = []
+    real_run = ort.InferenceSession.run
+
+    def run(self, outputs, feed, *args, **kw):
+        (ids,) = feed.values()
+        assert ids.shape == (1, 16)  # batch 1
+        fed.append(int(ids[0, 0]))
+        return real_run(self, outputs, feed, *args, **kw)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", run)
+    src = shipped_package() / "text_encoder.onnx"
+    ids = np.zeros((3, 16), dtype=np.int64)
+    ids[:, 0] = [1, 2, 3]
+    result = benchmark_graph(src, src, {"text_ids": ids}, threads=1, iterations=6, warmup=0)
+    assert result["rows"] == 3 and result["fp32_median_ms"] > 0 and result["median_ms"] > 0
+    assert result["speedup"] == pytest.approx(result["fp32_median_ms"] / result["median_ms"], rel=0.01)
+    assert fed == [1, 1, 2, 2, 3, 3, 1, 1, 2, 2, 3, 3]  # both precisions, every row in turn
