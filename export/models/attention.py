@@ -65,10 +65,19 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, self_mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [B, Q, D] -> (x, cross-attention weights [B, H, Q, T] or None)."""
-        cross_weights = None
+        return self.after_self(self.self_step(x, self_mask), context, context_mask)
+
+    def self_step(self, x: torch.Tensor, self_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The self-attention residual step alone (identity without self-attention)."""
         if self.self_attn is not None:
             h = self.norm_self(x)
             x = x + self.self_attn(h, h, self_mask)[0]
+        return x
+
+    def after_self(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                   context_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cross-attention and MLP steps: `forward` after `self_step`."""
+        cross_weights = None
         if self.cross_attn is not None:
             assert context is not None
             out, cross_weights = self.cross_attn(self.norm_cross(x), context, context_mask)

@@ -141,9 +141,13 @@ class AttentionHead(nn.Module):
         kv_mask = torch.cat(key_mask, dim=1)  # [B, 1 + sum(N)]
 
         queries = torch.cat([self.label_queries, self.bev_queries + self.bev_pos], dim=0)  # [Q, d]
-        q = queries[None].expand(B, -1, -1)
-        weights = None
-        for block in self.blocks:
+        # The first block's self-attention sees only the learned queries, the same for every sample:
+        # run it once, before the batch expand, so it is a constant of the exported graph that ONNX
+        # Runtime folds at load (the same arithmetic; the weights and outputs do not change).
+        first = self.blocks[0]
+        q = first.self_step(queries[None]).expand(B, -1, -1)
+        q, weights = first.after_self(q, context=kv, context_mask=kv_mask)
+        for block in self.blocks[1:]:
             q, weights = block(q, context=kv, context_mask=kv_mask)
         q = self.out_norm(q)  # [B, L + G, d]
         L = self.num_labels
