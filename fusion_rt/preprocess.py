@@ -520,8 +520,14 @@ def map_input(msg: MapRaster, config: PreprocessConfig, out: np.ndarray | None =
     offsets = (np.arange(sub) + 0.5) / sub * target.cell_m  # within a target cell, from its far/left edge
     x = target.x_max_m - (np.arange(rows)[:, None] * target.cell_m + offsets[None, :])  # [rows, sub]
     y = target.y_max_m - (np.arange(cols)[:, None] * target.cell_m + offsets[None, :])  # [cols, sub]
-    sr = np.floor((msg.x_max_m - x) / msg.cell_m).astype(np.int64)
-    sc = np.floor((msg.y_max_m - y) / msg.cell_m).astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        fr = np.floor((msg.x_max_m - x) / msg.cell_m)
+        fc = np.floor((msg.y_max_m - y) / msg.cell_m)
+    if not (np.isfinite(fr).all() and np.isfinite(fc).all()
+            and max(np.abs(fr).max(), np.abs(fc).max()) < 2.0**62):
+        raise DecodeError(f"map raster geometry out of range: x_max_m {msg.x_max_m!r}, y_max_m {msg.y_max_m!r}, "
+                          f"cell_m {msg.cell_m!r} put the ego grid beyond any index")
+    sr, sc = fr.astype(np.int64), fc.astype(np.int64)
     # [rows, sub, 1, 1] x [1, 1, cols, sub] -> every sample point of every target cell
     rr = sr[:, :, None, None]
     cc = sc[None, None, :, :]

@@ -310,6 +310,11 @@ def test_map_rejects_malformed_rasters():
     with pytest.raises(DecodeError, match="integer"):
         map_input(MapRaster(stamp_ns=1, grid=np.zeros((5, 5), np.float32), cell_m=1.0, x_max_m=1.0, y_max_m=1.0),
                   CFG)
+    # finite but absurd geometry: the ego grid lands beyond any index (no silent int overflow)
+    for cell_m, x_max in ((1e-300, 1.0), (1.0, 1e300)):
+        with pytest.raises(DecodeError, match="out of range.*cell_m"):
+            map_input(MapRaster(stamp_ns=1, grid=np.zeros((5, 5), np.int8), cell_m=cell_m, x_max_m=x_max,
+                                y_max_m=1.0), CFG)
 
 
 # ------------------------------------------------------------------------------------------ text
