@@ -361,3 +361,32 @@ def test_damaged_chunk_framing_and_record_lengths(multi_chunk_log: Path, tmp_pat
     got, reader = _stamps(tmp_path / "bad.mcap")
     assert got == [t for t in full if t < victim.message_start_time]
     assert reader.truncated_at == victim.chunk_start_offset
+
+
+def test_a_negative_header_stamp_is_reported_and_the_stream_goes_on(tmp_path: Path) -> None:
+    """sec < 0 (found by the R13 fuzzer: a flipped sign bit) is a decode issue naming it, not a stamp."""
+    dtype = np.dtype({"names": ["x", "y", "doppler"], "formats": ["<f4", "<f4", "<f4"]})
+    cloud = np.ones(2, dtype)
+    fields = [{"name": nm, "offset": 4 * i, "datatype": 7, "count": 1} for i, nm in enumerate(("x", "y", "doppler"))]
+    good = {"header": _header(7), "height": 1, "width": 2, "fields": fields, "is_bigendian": False,
+            "point_step": 12, "row_step": 24, "data": cloud.tobytes(), "is_dense": True}
+    bad = dict(good, header={"stamp": {"sec": -5, "nanosec": 0}, "frame_id": "radar"})
+    _foreign_log(tmp_path / "neg.mcap", S.POINT_CLOUD2, [("/radar_front", bad, 6), ("/radar_front", good, 7)])
+    with LogReader(tmp_path / "neg.mcap") as reader:
+        got = [m.message for m in reader.messages()]
+        issues = reader.issues
+    assert len(got) == 1 and got[0].stamp_ns == 7
+    assert len(issues) == 1 and issues[0].kind == "decode" and "sec -5 is negative" in issues[0].detail
+
+
+def test_a_length_beyond_any_stream_is_a_short_read() -> None:
+    """A damaged length field past sys.maxsize (R13) is a short read, not an OverflowError from BytesIO."""
+    import io
+    import sys
+
+    from fusion_rt.logs.reader import _ShortRead, _StrictStream
+
+    stream = _StrictStream(io.BytesIO(b"abc"))
+    with pytest.raises(_ShortRead, match="needed"):
+        stream.read(sys.maxsize + 1)
+    assert stream.read(2) == b"ab"

@@ -89,6 +89,8 @@ def _stamp_of(header: Any) -> int:
     stamp = header.stamp
     if not 0 <= stamp.nanosec < _NS:
         raise DecodeError(f"header stamp nanosec {stamp.nanosec} is not in [0, 1e9)")
+    if stamp.sec < 0:  # fusion-rt stamps are nanoseconds since the epoch, never before it
+        raise DecodeError(f"header stamp sec {stamp.sec} is negative")
     return stamp.sec * _NS + stamp.nanosec
 
 
@@ -346,8 +348,9 @@ def _radar_detections(msg: Any, log_time_ns: int) -> RadarDetections:
     cols = _point_cloud_columns(msg)
     if "x" not in cols or "y" not in cols:
         raise DecodeError(f"PointCloud2 has no x/y fields (fields: {sorted(cols)})")
-    x = cols["x"].astype(np.float64)
-    y = cols["y"].astype(np.float64)
+    with np.errstate(invalid="ignore"):  # a signalling NaN (damaged bytes) raises FE_INVALID when widened;
+        x = cols["x"].astype(np.float64)  # non-finite detections are masked with a reason downstream
+        y = cols["y"].astype(np.float64)
     radial = next((cols[k] for k in _RADIAL_NAMES if k in cols), None)
     if radial is None:
         pair = next(((cols[a], cols[b]) for a, b in _VELOCITY_PAIRS if a in cols and b in cols), None)

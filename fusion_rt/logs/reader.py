@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class _StrictStream(ReadDataStream):
     def read(self, length: int) -> bytes:
         if length < 0:
             raise _ShortRead(f"negative length {length}")
+        if length > sys.maxsize:  # a damaged length field: no stream holds it (BytesIO would raise OverflowError)
+            raise _ShortRead(f"needed {length} bytes")
         data = super().read(length) if length else b""
         if len(data) != length:
             raise _ShortRead(f"needed {length} bytes, {len(data)} left")
