@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_rt.backends.onnxruntime import WEIGHT_ONLY_SESSION_CONFIG, is_weight_only_quantized
+from fusion_rt.backends.onnxruntime import apply_weight_only_config
 from fusion_rt.errors import ConfigError
 from fusion_rt.messages import MODALITIES
 from fusion_rt.package import GraphSpec, ModelPackage
@@ -61,9 +61,8 @@ def session_options(threads: int = 2, profile_prefix: str | None = None, path: s
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
-    if path is not None and is_weight_only_quantized(path):  # as the runtime's backend does
-        for key, value in WEIGHT_ONLY_SESSION_CONFIG.items():
-            opts.add_session_config_entry(key, value)
+    if path is not None:
+        apply_weight_only_config(opts, path)  # as the runtime's backend does
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix

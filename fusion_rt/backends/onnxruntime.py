@@ -35,7 +35,8 @@ import numpy as np
 from fusion_rt.backends.base import Runner, RunnerError
 from fusion_rt.errors import ConfigError, MissingExtraError
 
-__all__ = ["OrtThreading", "OrtConfig", "SessionFromOnnx", "OrtRunner", "PROVIDERS"]
+__all__ = ["OrtThreading", "OrtConfig", "SessionFromOnnx", "OrtRunner", "PROVIDERS", "WEIGHT_ONLY_SESSION_CONFIG",
+           "is_weight_only_quantized", "apply_weight_only_config"]
 
 #: Short provider names -> ONNX Runtime execution provider names.
 PROVIDERS: dict[str, str] = {
@@ -145,6 +146,13 @@ def is_weight_only_quantized(path: str | os.PathLike) -> bool:
     return "DequantizeLinear" in ops and "QuantizeLinear" not in ops
 
 
+def apply_weight_only_config(options, path: str | os.PathLike) -> None:
+    """Add `WEIGHT_ONLY_SESSION_CONFIG` to ORT `options` when the graph at `path` is weight-only quantized."""
+    if is_weight_only_quantized(path):
+        for key, value in WEIGHT_ONLY_SESSION_CONFIG.items():
+            options.add_session_config_entry(key, value)
+
+
 class SessionFromOnnx:
     """Loader: an `onnxruntime.InferenceSession` for an ONNX file, built when called."""
 
@@ -170,9 +178,7 @@ class SessionFromOnnx:
             if cfg.threading is OrtThreading.NO_SPIN:
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        if is_weight_only_quantized(self.path):
-            for key, value in WEIGHT_ONLY_SESSION_CONFIG.items():
-                options.add_session_config_entry(key, value)
+        apply_weight_only_config(options, self.path)
         providers = _provider_list(ort, cfg.providers)
         try:
             return ort.InferenceSession(str(self.path), options, providers=providers)
