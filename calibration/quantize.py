@@ -56,7 +56,7 @@ from fusion_rt.messages import MODALITIES
 from fusion_rt.package import ModelPackage, describe_graph, load_package, sha256_file, write_manifest
 
 __all__ = ["QuantizationError", "QuantizeResult", "quantize_package", "rank_node_sensitivity", "weight_only_int8",
-           "REPORT_FORMAT"]
+           "input_convs", "REPORT_FORMAT"]
 
 REPORT_FORMAT = "fusion-rt-quantization-report/1"
 #: FP32 activations beyond this magnitude are kept in FP32 by the fp16 recipe: float16's largest
@@ -135,6 +135,25 @@ def _prepare(src: Path, dst: Path) -> None:
             node.name = name
             used.add(name)
     onnx.save(model, str(dst))
+
+
+def input_convs(model: Path, max_channels: int) -> list[str]:
+    """Names of the Conv nodes of `model` that read a graph input with at most `max_channels` channels."""
+    import onnx
+
+    if max_channels <= 0:
+        return []
+    graph = onnx.load(str(model), load_external_data=False).graph
+    inputs = {i.name for i in graph.input}
+    weights = {t.name: tuple(t.dims) for t in graph.initializer}
+    names = []
+    for node in graph.node:
+        if node.op_type != "Conv" or node.input[0] not in inputs or node.input[1] not in weights:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if weights[node.input[1]][1] * group <= max_channels:
+            names.append(node.name)
+    return names
 
 
 def _calibrate(model: Path, feeds: dict[str, np.ndarray], method: CalibrationMethod, symmetric: bool, cache: Path,
@@ -308,13 +327,14 @@ def _within(drop: float | None, tolerance: float) -> bool:
 
 def rank_node_sensitivity(fp32: PackageRunner, prepared: dict[str, Path], caches: dict[str, Path], recipe: Recipe,
                           method: CalibrationMethod, frames: Frames, workdir: Path,
-                          say: ProgressFn | None = None) -> list[dict]:
+                          say: ProgressFn | None = None, skip: dict[str, list[str]] | None = None) -> list[dict]:
     """Nodes ranked by how much quantizing *only that node* moves the package's outputs.
 
     For each candidate node (arithmetic ops of every graph), its graph is quantized with only
     that node, the package runs on `frames` with that graph swapped in, and the score is the mean
     absolute change of the scene and BEV probabilities. Isolating one node at a time measures its
-    own damage, not the accumulated error of everything before it. Highest score first.
+    own damage, not the accumulated error of everything before it. Highest score first. Nodes in
+    `skip` (graph -> names: kept in FP32 anyway) are not candidates.
     """
     import onnx
 
@@ -323,8 +343,9 @@ def rank_node_sensitivity(fp32: PackageRunner, prepared: dict[str, Path], caches
     ranked = []
     probe = workdir / "probe.onnx"
     for name, path in prepared.items():
+        skipped = set((skip or {}).get(name, ()))
         nodes = [n for n in onnx.load(str(path), load_external_data=False).graph.node
-                 if n.op_type in _SENSITIVITY_OPS and n.op_type in recipe.op_types]
+                 if n.op_type in _SENSITIVITY_OPS and n.op_type in recipe.op_types and n.name not in skipped]
         say(f"sensitivity of {len(nodes)} nodes in {name}")
         for node in nodes:
             _quantize_int8(path, probe, recipe, method, caches[name], only=[node.name])
@@ -364,6 +385,8 @@ def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: Qu
         "samples": len(calib.strata),
         "calibration_logs": [{"file": Path(p).name, "sha256": sha256_file(p)} for p in calib.logs],
         "excluded_nodes": excluded,  # kept in FP32 (mixed precision, or fp16 overflow)
+        # int8: input convolutions the recipe keeps in FP32 (Recipe.fp32_input_conv_channels)
+        "fp32_input_convs": report["mixed_precision"].get("fp32_input_convs", {}),
         "fp32_graphs": report["mixed_precision"].get("fp32_graphs", []),  # int8: INT8 was slower (speed gate)
         # ...of which these store their weight matrices as int8 (DequantizeLinear folded at load)
         "weight_only_graphs": report["mixed_precision"].get("weight_only_graphs", []),
@@ -496,8 +519,12 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
         _calibrate(prepared[name], feeds[name], config.method, recipe.activation_symmetric, caches[name],
                    recipe.op_types)
 
+    # Input convolutions the recipe keeps in FP32 (Recipe.fp32_input_conv_channels): in every build,
+    # never a sensitivity candidate.
+    fixed = {name: input_convs(path, recipe.fp32_input_conv_channels) for name, path in prepared.items()}
+    fixed = {name: nodes for name, nodes in fixed.items() if nodes}
     for name in prepared:
-        _quantize_int8(prepared[name], files[name], recipe, config.method, caches[name])
+        _quantize_int8(prepared[name], files[name], recipe, config.method, caches[name], fixed.get(name, ()))
     speed: dict[str, dict] = {}
     if recipe.speed_gate if config.speed_gate is None else config.speed_gate:
         for name in list(prepared):
@@ -512,7 +539,8 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
 
     def build(excluded: dict[str, list[str]], changed: Sequence[str]) -> dict:
         for name in changed:
-            _quantize_int8(prepared[name], files[name], recipe, config.method, caches[name], excluded.get(name, ()))
+            _quantize_int8(prepared[name], files[name], recipe, config.method, caches[name],
+                           [*fixed.get(name, ()), *excluded.get(name, ())])
         outputs = PackageRunner(package, files, threads=config.threads).run(evaluation.frames)
         return _score(evaluation, outputs, package)
 
@@ -527,7 +555,7 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
         sub = evaluation.frames.take(np.linspace(0, len(evaluation.frames) - 1,
                                                  num=min(config.sensitivity_frames, len(evaluation.frames)))
                                      .round().astype(np.int64))
-        ranking = rank_node_sensitivity(fp32, prepared, caches, recipe, config.method, sub, work, say)
+        ranking = rank_node_sensitivity(fp32, prepared, caches, recipe, config.method, sub, work, say, skip=fixed)
         k = max(1, len(ranking) // 16)
         for r in range(1, config.max_rounds + 1):
             top = ranking[:k]
@@ -547,6 +575,7 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     return {"rounds": rounds, "excluded": excluded, "sensitivity_top": ranking[:20], "candidates": len(ranking),
             "int8_graphs": sorted(prepared), "fp32_graphs": sorted(set(package.graphs) - set(prepared)),
             "weight_only_graphs": sorted(n for n in speed if n not in prepared),
+            "fp32_input_convs": {name: nodes for name, nodes in fixed.items() if name in prepared},
             "graph_speed": speed}
 
 

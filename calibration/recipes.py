@@ -81,6 +81,12 @@ class Recipe:
     # Keep a graph at FP32 compute when its INT8 version is measurably slower at batch 1 on this host (DESIGN.md 5:
     # a layer that costs time stays in higher precision). Only meaningful when the host runs the target.
     speed_gate: bool = False
+    # Convolutions that read a graph input with at most this many channels (the image stem, the
+    # radar and map grids' first layer) stay FP32 (0: none). With 2-5 input channels the u8 GEMM has
+    # K = 18-45 and runs slower than FP32 (ONNX Runtime, AVX-512 VNNI here: the camera stem 3x
+    # slower), and quantizing the raw input costs a full pass plus an NHWC transpose; measured per
+    # graph: camera 2.41x -> 2.65x, radar 1.46x -> 1.68x, map 1.11x -> 1.29x over FP32.
+    fp32_input_conv_channels: int = 0
 
     @property
     def is_int8(self) -> bool:
@@ -111,14 +117,15 @@ class Recipe:
                 "activation_type": self.activation_type, "weight_type": self.weight_type,
                 "per_channel": self.per_channel, "activation_symmetric": self.activation_symmetric,
                 "weight_symmetric": self.weight_symmetric, "quantize_bias": self.quantize_bias,
-                "op_types": list(self.op_types) if self.is_int8 else None, "speed_gate": self.speed_gate}
+                "op_types": list(self.op_types) if self.is_int8 else None, "speed_gate": self.speed_gate,
+                "fp32_input_conv_channels": self.fp32_input_conv_channels}
 
 
 RECIPES: dict[str, Recipe] = {
     "ort-cpu-int8": Recipe(
         name="ort-cpu-int8", precision="int8", target="ONNX Runtime CPU (x86 VNNI / ARM dot-product)",
         activation_type="uint8", weight_type="int8", activation_symmetric=False, weight_symmetric=True,
-        speed_gate=True),
+        speed_gate=True, fp32_input_conv_channels=8),
     "tensorrt-int8": Recipe(
         name="tensorrt-int8", precision="int8", target="TensorRT 10/11 explicit quantization (Q/DQ)",
         activation_type="int8", weight_type="int8", activation_symmetric=True, weight_symmetric=True,

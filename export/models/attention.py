@@ -3,18 +3,39 @@
 Explicit ops rather than nn.MultiheadAttention: its fused fast path has no ONNX export
 (shared/BASELINE.md), and the attention weights are needed as an output (modality shares).
 Masked keys get a large negative score (not -inf: fp16-safe, and a fully masked row stays
-finite); their softmax weight underflows to exactly 0.
+finite); their softmax weight underflows to exactly 0. The mask arrives as an additive score bias
+(`attention_bias`), built once per forward and shared by every layer: one Add per attention
+instead of the Shape/Expand/Where a boolean mask costs in the exported graph (the head is
+dispatch-bound: its time goes per node, not per FLOP).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-__all__ = ["MultiHeadAttention", "TransformerBlock", "MASKED_SCORE"]
+__all__ = ["MultiHeadAttention", "TransformerBlock", "MASKED_SCORE", "Gelu", "attention_bias"]
 
 #: Score given to masked keys: exp(-1e4) is exactly 0 in fp32 and fp16, yet stays finite.
 MASKED_SCORE = -1.0e4
+
+
+def attention_bias(key_mask: torch.Tensor) -> torch.Tensor:
+    """Bool key mask [B, T] (True = attend) -> additive score bias [B, 1, 1, T]: 0 or MASKED_SCORE."""
+    return torch.where(key_mask, 0.0, MASKED_SCORE)[:, None, None, :]
+
+
+class Gelu(nn.Module):
+    """Exact (erf) GELU, the same function as nn.GELU, written in the order ONNX Runtime fuses.
+
+    The exporter's own decomposition of nn.GELU (0.5 * (1 + erf) first, then x) is five nodes
+    that ONNX Runtime leaves unfused; `x * 0.5 * (1 + erf(x / sqrt 2))` becomes one Gelu node.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
 class MultiHeadAttention(nn.Module):
@@ -32,8 +53,8 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor,
-                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (output [B, Q, D], weights [B, H, Q, T]); key_mask [B, T] bool, True = attend."""
+                key_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (output [B, Q, D], weights [B, H, Q, T]); key_bias [B, 1, 1, T] from `attention_bias`."""
         B, Q, D = x.shape
         T = context.shape[1]
         H, Dh = self.num_heads, self.head_dim
@@ -41,8 +62,8 @@ class MultiHeadAttention(nn.Module):
         k = self.k(context).reshape(B, T, H, Dh).transpose(1, 2)  # [B, H, T, Dh]
         v = self.v(context).reshape(B, T, H, Dh).transpose(1, 2)  # [B, H, T, Dh]
         scores = torch.matmul(q, k.transpose(-2, -1)) * self.scale  # [B, H, Q, T]
-        if key_mask is not None:
-            scores = torch.where(key_mask[:, None, None, :], scores, torch.full_like(scores, MASKED_SCORE))
+        if key_bias is not None:
+            scores = scores + key_bias
         weights = torch.softmax(scores, dim=-1)
         out = torch.matmul(weights, v).transpose(1, 2).reshape(B, Q, D)  # [B, Q, H * Dh]
         return self.out(out), weights
@@ -60,27 +81,27 @@ class TransformerBlock(nn.Module):
         self.norm_cross = nn.LayerNorm(dim) if cross_attention else None
         hidden = int(dim * mlp_ratio)
         self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), Gelu(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor, self_mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x [B, Q, D] -> (x, cross-attention weights [B, H, Q, T] or None)."""
-        return self.after_self(self.self_step(x, self_mask), context, context_mask)
+    def forward(self, x: torch.Tensor, self_bias: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                context_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [B, Q, D] -> (x, cross-attention weights [B, H, Q, T] or None); biases from `attention_bias`."""
+        return self.after_self(self.self_step(x, self_bias), context, context_bias)
 
-    def self_step(self, x: torch.Tensor, self_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def self_step(self, x: torch.Tensor, self_bias: torch.Tensor | None = None) -> torch.Tensor:
         """The self-attention residual step alone (identity without self-attention)."""
         if self.self_attn is not None:
             h = self.norm_self(x)
-            x = x + self.self_attn(h, h, self_mask)[0]
+            x = x + self.self_attn(h, h, self_bias)[0]
         return x
 
     def after_self(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                   context_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   context_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Cross-attention and MLP steps: `forward` after `self_step`."""
         cross_weights = None
         if self.cross_attn is not None:
             assert context is not None
-            out, cross_weights = self.cross_attn(self.norm_cross(x), context, context_mask)
+            out, cross_weights = self.cross_attn(self.norm_cross(x), context, context_bias)
             x = x + out
         x = x + self.mlp(self.norm_mlp(x))
         return x, cross_weights

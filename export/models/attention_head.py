@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from fusion_rt.errors import ConfigError
-from fusion_rt.export.models.attention import TransformerBlock
+from fusion_rt.export.models.attention import MASKED_SCORE, TransformerBlock
 from fusion_rt.export.models.common import (
     SCENE_LABELS,
     HeadOutput,
@@ -124,21 +125,25 @@ class AttentionHead(nn.Module):
 
     def forward(self, tokens: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
                 present: torch.Tensor) -> HeadOutput:
+        # Written for a short exported graph (the head is dispatch-bound on CPU: its time goes per
+        # node): one presence slice per modality, the modality embedding folded into the projection
+        # bias (a constant), the key mask as one gathered score bias shared by every layer, and the
+        # shares as one matmul with a constant token-to-modality matrix. The same arithmetic as
+        # the straightforward form; the weights do not change.
         toks = order_tokens(tokens, self.config.modalities)
         present = presence_bool(present, len(toks))
         B = present.shape[0]
+        keep = present[:, :, None]  # [B, M, 1]
         memory = [self.null_key.expand(B, 1, -1)]
-        key_mask = [torch.ones(B, 1, dtype=torch.bool, device=present.device)]
-        sizes = []
         for i, t in enumerate(toks):
-            _, N, _ = t.shape
-            keep = present[:, i]  # [B]
-            t = torch.where(keep[:, None, None], t, torch.zeros_like(t))  # NaN/garbage in a masked input stays out
-            memory.append(self.in_proj[i](self.in_norm[i](t)) + self.modality_embed[i])
-            key_mask.append(keep[:, None].expand(B, N))
-            sizes.append(N)
+            t = torch.where(keep[:, i:i + 1], t, 0.0)  # NaN/garbage in a masked input stays out
+            proj = self.in_proj[i]
+            memory.append(F.linear(self.in_norm[i](t), proj.weight, proj.bias + self.modality_embed[i]))
+        sizes = [t.shape[1] for t in toks]
         kv = self.memory_norm(torch.cat(memory, dim=1))  # [B, 1 + sum(N), d]
-        kv_mask = torch.cat(key_mask, dim=1)  # [B, 1 + sum(N)]
+        owner = torch.as_tensor(np.repeat(np.arange(len(sizes) + 1), [1, *sizes]), device=present.device)
+        # Score bias per modality, 0 for the always-present null key, gathered to every key: [B, 1, 1, 1 + T].
+        kv_bias = F.pad(torch.where(present, 0.0, MASKED_SCORE), (1, 0)).index_select(1, owner)[:, None, None, :]
 
         queries = torch.cat([self.label_queries, self.bev_queries + self.bev_pos], dim=0)  # [Q, d]
         # The first block's self-attention sees only the learned queries, the same for every sample:
@@ -146,23 +151,23 @@ class AttentionHead(nn.Module):
         # Runtime folds at load (the same arithmetic; the weights and outputs do not change).
         first = self.blocks[0]
         q = first.self_step(queries[None]).expand(B, -1, -1)
-        q, weights = first.after_self(q, context=kv, context_mask=kv_mask)
+        q, weights = first.after_self(q, context=kv, context_bias=kv_bias)
         for block in self.blocks[1:]:
-            q, weights = block(q, context=kv, context_mask=kv_mask)
+            q, weights = block(q, context=kv, context_bias=kv_bias)
         q = self.out_norm(q)  # [B, L + G, d]
         L = self.num_labels
         scene = (q[:, :L] * self.label_weight).sum(dim=-1) + self.label_bias  # [B, L]
         bev = self.bev(q[:, L:])
-        return HeadOutput(scene, bev, self._shares(weights, sizes))
+        return HeadOutput(scene, bev, self._shares(weights, owner))
 
-    def _shares(self, weights: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-        """Last-layer attention [B, H, Q, 1 + T] -> modality shares [B, L + 1, M], summing to 1 over present."""
+    def _shares(self, weights: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        """Last-layer attention [B, H, Q, 1 + T] -> modality shares [B, L + 1, M], summing to 1 over present.
+
+        `owner` gives each key's modality index + 1 (0: the null key, which belongs to none)."""
+        m = len(self.config.modalities)
         w = weights.mean(dim=1)  # [B, Q, 1 + T], averaged over heads
-        per_modality, start = [], 1  # index 0 is the null key
-        for n in sizes:
-            per_modality.append(w[:, :, start:start + n].sum(dim=-1))
-            start += n
-        share = torch.stack(per_modality, dim=-1)  # [B, Q, M]
+        assign = (owner[:, None] == torch.arange(1, m + 1, device=owner.device)).to(w.dtype)  # [1 + T, M]
+        share = torch.matmul(w, assign)  # [B, Q, M]: attention summed per modality
         share = share / share.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         L = self.num_labels
         return torch.cat([share[:, :L], share[:, L:].mean(dim=1, keepdim=True)], dim=1)  # [B, L + 1, M]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from fusion_rt.errors import ConfigError
-from fusion_rt.export.models.attention import TransformerBlock
+from fusion_rt.export.models.attention import TransformerBlock, attention_bias
 from fusion_rt.export.models.common import check_ints
 from fusion_rt.export.models.registry import register_model
 from fusion_rt.preprocess import PAD_ID, UNK_ID, PreprocessConfig
@@ -72,8 +72,9 @@ class TextEncoder(nn.Module):
         ids = torch.where(ids < self.config.vocab_size, ids, torch.full_like(ids, UNK_ID)).clamp_min(0)
         keep = ids != PAD_ID  # [B, T]
         x = self.embed(ids) + self.pos[:T]  # [B, T, D]
+        bias = attention_bias(keep)
         for block in self.blocks:
-            x = block(x, self_mask=keep)[0]
+            x = block(x, self_bias=bias)[0]
         x = self.norm(x)
         w = keep.to(x.dtype)[:, :, None]  # [B, T, 1]
         pooled = (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)  # [B, D]; all-padding text -> 0

@@ -169,3 +169,36 @@ def test_speed_gate_benchmark_cycles_through_every_row(monkeypatch):
     assert result["rows"] == 3 and result["fp32_median_ms"] > 0 and result["median_ms"] > 0
     assert result["speedup"] == pytest.approx(result["fp32_median_ms"] / result["median_ms"], rel=0.01)
     assert fed == [1, 1, 2, 2, 3, 3, 1, 1, 2, 2, 3, 3]  # both precisions, every row in turn
+
+
+def test_ort_cpu_int8_keeps_the_input_convolutions_fp32(tmp_path):
+    """Recipe.fp32_input_conv_channels: the camera stem (3 channels) and radar's first conv (2) stay
+    FP32, every other convolution is quantized, and the graph input is not quantized at all."""
+    from fusion_rt.calibration.quantize import input_convs
+    from fusion_rt.demo import shipped_package
+
+    recipe = get_recipe("ort-cpu-int8")
+    assert recipe.fp32_input_conv_channels >= 5 and get_recipe("tensorrt-int8").fp32_input_conv_channels == 0
+    package = load_package(shipped_package())
+    prepared = {}
+    for name in ("camera", "radar", "head"):
+        prepared[name] = tmp_path / f"{name}.prepared.onnx"
+        _prepare(package.graph_path(name), prepared[name])
+    stems = {name: input_convs(path, recipe.fp32_input_conv_channels) for name, path in prepared.items()}
+    assert len(stems["camera"]) == 1 and len(stems["radar"]) == 1 and stems["head"] == []  # head convs read tensors
+    assert input_convs(prepared["camera"], 2) == [] and input_convs(prepared["camera"], 0) == []
+
+    (spec,) = package.graphs["camera"].inputs
+    rng = np.random.default_rng(0)
+    feeds = {spec.name: rng.standard_normal((4, *spec.shape[1:])).astype(np.float32)}
+    cache = tmp_path / "camera.json"
+    _calibrate(prepared["camera"], feeds, CalibrationMethod.MINMAX, False, cache, recipe.op_types)
+    out = tmp_path / "camera.onnx"
+    _quantize_int8(prepared["camera"], out, recipe, CalibrationMethod.MINMAX, cache, stems["camera"])
+    graph = onnx.load(str(out)).graph
+    (stem,) = [n for n in graph.node if n.name == stems["camera"][0]]
+    assert stem.op_type == "Conv" and stem.input[0] == spec.name  # FP32, straight off the input
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == spec.name for n in graph.node)
+    convs = [n for n in graph.node if n.op_type == "Conv" and n is not stem]
+    weight_dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert convs and all(c.input[1] in weight_dq for c in convs)  # the rest run INT8 (QDQ weights)

@@ -277,3 +277,12 @@ def test_attention_config_validates():
         AttentionHeadConfig(dim=66)
     with pytest.raises(ConfigError, match="modalities"):
         AttentionHeadConfig(modalities=("camera", "lidar"))
+
+
+def test_gelu_is_nn_gelu_and_attention_bias_masks():
+    from fusion_rt.export.models.attention import MASKED_SCORE, Gelu, attention_bias
+
+    x = torch.linspace(-8, 8, 1001)
+    torch.testing.assert_close(Gelu()(x), torch.nn.GELU()(x), rtol=1e-6, atol=1e-6)
+    bias = attention_bias(torch.tensor([[True, False, True]]))
+    assert bias.shape == (1, 1, 1, 3) and bias.flatten().tolist() == [0.0, MASKED_SCORE, 0.0]

@@ -113,3 +113,21 @@ def test_parity_stats_detect_divergence():
     assert parity_stats(ref, ref)["max_abs"] == 0.0
     bad = parity_stats(ref, ref + 0.01)
     assert bad["max_rel"] == pytest.approx(0.01) and bad["cosine"] < 1.0
+
+
+def test_onnxruntime_fuses_the_attention_graphs(package, tmp_path):
+    """GELU is written so ONNX Runtime fuses it (no Erf left), and the key mask is one shared
+    score bias (no Expand per attention): the head is dispatch-bound, so node count is latency."""
+    import onnx
+    import onnxruntime as ort
+
+    for graph in ("head", "text"):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{graph}.optimized.onnx")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        ort.InferenceSession(str(load_package(package).graph_path(graph)), options,
+                             providers=["CPUExecutionProvider"])
+        ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+        assert "Erf" not in ops and any(op in ("Gelu", "BiasGelu") for op in ops), (graph, ops)
+        if graph == "head":
+            assert ops.count("Expand") <= 2 and ops.count("Where") <= 5, ops  # null key + queries; 4 inputs + bias
