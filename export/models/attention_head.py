@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fusion_rt.errors import ConfigError
-from fusion_rt.export.models.attention import MASKED_SCORE, TransformerBlock
+from fusion_rt.export.models.attention import MASKED_SCORE, TransformerBlock, project_contexts
 from fusion_rt.export.models.common import (
     SCENE_LABELS,
     HeadOutput,
@@ -127,8 +127,9 @@ class AttentionHead(nn.Module):
                 present: torch.Tensor) -> HeadOutput:
         # Written for a short exported graph (the head is dispatch-bound on CPU: its time goes per
         # node): one presence slice per modality, the modality embedding folded into the projection
-        # bias (a constant), the key mask as one gathered score bias shared by every layer, and the
-        # shares as one matmul with a constant token-to-modality matrix. The same arithmetic as
+        # bias (a constant), the key mask as one gathered score bias shared by every layer, every
+        # layer's keys and values in one matmul, and the shares as one matmul with a constant
+        # token-to-modality matrix. The same arithmetic as
         # the straightforward form; the weights do not change.
         toks = order_tokens(tokens, self.config.modalities)
         present = presence_bool(present, len(toks))
@@ -151,9 +152,11 @@ class AttentionHead(nn.Module):
         # Runtime folds at load (the same arithmetic; the weights and outputs do not change).
         first = self.blocks[0]
         q = first.self_step(queries[None]).expand(B, -1, -1)
-        q, weights = first.after_self(q, context=kv, context_bias=kv_bias)
-        for block in self.blocks[1:]:
-            q, weights = block(q, context=kv, context_bias=kv_bias)
+        # Every block's cross-attention keys and values over the one memory, in a single matmul.
+        context_kv = project_contexts([block.cross_attn for block in self.blocks], kv)
+        q, weights = first.after_self(q, context=kv, context_bias=kv_bias, context_kv=context_kv[0])
+        for block, block_kv in zip(self.blocks[1:], context_kv[1:], strict=True):
+            q, weights = block(q, context=kv, context_bias=kv_bias, context_kv=block_kv)
         q = self.out_norm(q)  # [B, L + G, d]
         L = self.num_labels
         scene = (q[:, :L] * self.label_weight).sum(dim=-1) + self.label_bias  # [B, L]
@@ -165,9 +168,8 @@ class AttentionHead(nn.Module):
 
         `owner` gives each key's modality index + 1 (0: the null key, which belongs to none)."""
         m = len(self.config.modalities)
-        w = weights.mean(dim=1)  # [B, Q, 1 + T], averaged over heads
-        assign = (owner[:, None] == torch.arange(1, m + 1, device=owner.device)).to(w.dtype)  # [1 + T, M]
-        share = torch.matmul(w, assign)  # [B, Q, M]: attention summed per modality
+        assign = (owner[:, None] == torch.arange(1, m + 1, device=owner.device)).to(weights.dtype)  # [1 + T, M]
+        share = torch.matmul(weights, assign).mean(dim=1)  # [B, Q, M]: summed per modality, averaged over heads
         share = share / share.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         L = self.num_labels
         return torch.cat([share[:, :L], share[:, L:].mean(dim=1, keepdim=True)], dim=1)  # [B, L + 1, M]
