@@ -322,8 +322,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(json.dumps({"package": str(result.package.root), **acc}, indent=2))
     else:
         drop = acc["relative_drop"]
+        change = "n/a" if drop is None else f"{-drop:+.2%}"  # relative change: negative is a drop
         print(f"{result.package.root}: {args.recipe}, {acc['primary_metric']} {acc['fp32']} -> {acc['new']} "
-              f"({'n/a' if drop is None else f'{drop:+.2%}'} drop, tolerance {acc['tolerance']:.2%}), "
+              f"({change}, tolerance {acc['tolerance']:.2%} drop), "
               f"size {acc['size_ratio']:.2f}x, speed {acc['speedup_median']:.2f}x, "
               f"worst cosine {acc['worst_output_cosine']:.5f}")
     if not result.within_tolerance:

@@ -142,7 +142,10 @@ class AttentionHead(nn.Module):
             memory.append(F.linear(self.in_norm[i](t), proj.weight, proj.bias + self.modality_embed[i]))
         sizes = [t.shape[1] for t in toks]
         kv = self.memory_norm(torch.cat(memory, dim=1))  # [B, 1 + sum(N), d]
-        owner = torch.as_tensor(np.repeat(np.arange(len(sizes) + 1), [1, *sizes]), device=present.device)
+        # Each key's modality index + 1 (0: the null key); torch ops, not numpy: torch.compile guards
+        # on a tensor made from numpy in forward fail ("dispatch key set mismatch").
+        owner = torch.cat([torch.full((n,), i, dtype=torch.long, device=present.device)
+                           for i, n in enumerate([1, *sizes])])
         # Score bias per modality, 0 for the always-present null key, gathered to every key: [B, 1, 1, 1 + T].
         kv_bias = F.pad(torch.where(present, 0.0, MASKED_SCORE), (1, 0)).index_select(1, owner)[:, None, None, :]
 
