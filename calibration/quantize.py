@@ -199,8 +199,9 @@ def _quantize_int8(model: Path, out: Path, recipe: Recipe, method: CalibrationMe
 
 
 def weight_only_int8(src: Path, dst: Path, min_elements: int = 1024) -> int:
-    """Write `src` to `dst` with each MatMul's constant 2-D weight stored as int8 (symmetric, one
-    scale per output column) behind a DequantizeLinear; activations and compute stay FP32.
+    """Write `src` to `dst` with each MatMul's and Gemm's constant 2-D weight stored as int8
+    (symmetric, one scale per output channel) behind a DequantizeLinear; activations and compute
+    stay FP32.
 
     For graphs the speed gate keeps in FP32 (INT8 activations slow their many small ops): 4x
     smaller weights at FP32 speed, because the runtime's sessions fold the DequantizeLinear of a
@@ -221,21 +222,24 @@ def weight_only_int8(src: Path, dst: Path, min_elements: int = 1024) -> int:
             users[name] = users.get(name, 0) + 1
     dq_nodes, converted = [], 0
     for node in graph.node:
-        if node.op_type != "MatMul" or len(node.input) != 2 or node.input[1] not in inits:
+        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
             continue
         name = node.input[1]
         w = numpy_helper.to_array(inits[name])
         if w.dtype != np.float32 or w.ndim != 2 or w.size < min_elements or users.get(name, 0) != 1:
             continue
-        scale = (np.abs(w).max(axis=0) / 127.0).astype(np.float32)
+        # Output channels: the columns of a MatMul weight [K, N]; a Gemm's rows when transB=1 ([N, K]).
+        trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+        axis = 0 if trans_b else 1
+        scale = (np.abs(w).max(axis=1 - axis) / 127.0).astype(np.float32)
         scale[scale == 0] = 1.0
-        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        q = np.clip(np.rint(w / np.expand_dims(scale, 1 - axis)), -127, 127).astype(np.int8)
         graph.initializer.remove(inits[name])
         graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
                                   numpy_helper.from_array(scale, f"{name}_scale"),
                                   numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero_point")])
         dq_nodes.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"],
-                                         [name], name=f"{name}_dequantize", axis=1))
+                                         [name], name=f"{name}_dequantize", axis=axis))
         converted += 1
     nodes = dq_nodes + list(graph.node)  # their inputs are initializers: first keeps the graph sorted
     del graph.node[:]
