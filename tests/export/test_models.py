@@ -286,3 +286,15 @@ def test_gelu_is_nn_gelu_and_attention_bias_masks():
     torch.testing.assert_close(Gelu()(x), torch.nn.GELU()(x), rtol=1e-6, atol=1e-6)
     bias = attention_bias(torch.tensor([[True, False, True]]))
     assert bias.shape == (1, 1, 1, 3) and bias.flatten().tolist() == [0.0, MASKED_SCORE, 0.0]
+
+
+def test_attention_head_without_bev_refinement():
+    from fusion_rt.export.models.attention_head import AttentionHead
+
+    head = AttentionHead(AttentionHeadConfig(bev_queries=(4, 4), num_layers=1, refine_channels=0), rig=RIG).eval()
+    assert head.bev.refine is None
+    with torch.no_grad():
+        out = head(_tokens(), torch.ones(2, M, dtype=torch.bool))
+    assert out.bev_logits.shape[-2:] == RIG.bev.shape and torch.isfinite(out.bev_logits).all()
+    with pytest.raises(ConfigError, match="refine_channels"):
+        AttentionHeadConfig(refine_channels=-1)
