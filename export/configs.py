@@ -251,9 +251,9 @@ def _data(n_train: int, train_s: float, n_val: int, val_s: float, **kw) -> DataC
 #: wider camera encoder (stride-16 tokens from 48/96/192-channel stages) where int8 convolutions
 #: pay (2.2-2.5x faster than FP32 in ONNX Runtime here with the trained weights, 2.6-2.8x with the
 #: stem kept FP32, vs 1.4x for the 32/48/96 encoder), so the camera is most of a frame's compute as
-#: DESIGN.md plans; and a 4 x 4 grid of BEV
-#: queries (21 queries instead of 69), which halves the attention head's latency. Without
-#: overrides (quick, ablation) the model is the compact one the ablation measured.
+#: DESIGN.md plans; and a 4 x 4 grid of BEV queries (21 queries instead of 69), which halves the
+#: attention head's latency. Without overrides (quick, ablation) the model is the compact one the
+#: ablation measured.
 DEPLOY_MODEL: dict = {
     "camera": {"stem_width": 16, "widths": [48, 96, 192], "depths": [0, 1, 1]},
     "attention": {"bev_queries": [4, 4]},

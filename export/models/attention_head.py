@@ -133,8 +133,8 @@ class AttentionHead(nn.Module):
         # node): one presence slice per modality, the modality embedding folded into the projection
         # bias (a constant), the key mask as one gathered score bias shared by every layer, every
         # layer's keys and values in one matmul, and the shares as one matmul with a constant
-        # token-to-modality matrix. The same arithmetic as
-        # the straightforward form; the weights do not change.
+        # token-to-modality matrix. The same arithmetic as the straightforward form; the weights do
+        # not change.
         toks = order_tokens(tokens, self.config.modalities)
         present = presence_bool(present, len(toks))
         B = present.shape[0]
