@@ -205,4 +205,5 @@ def test_r7_bombs_are_refused_before_allocating(drive_messages, tiny_package, tm
                 assert str(GIB) in s["log"]["issue_list"][0]["detail"]
         assert traced < normal_traced + 32, (name, peaks)  # a 1 GiB allocation would show here
     # RSS is recorded, not asserted: it depends on the host's accounting (see _peak_growth_mb)
-    figures.update(peak_growth_mb_traced_rss=peaks, rss_probe_64mib=round(probe_rss, 1), refused=f"{len(logs)}/{len(logs)}")
+    figures.update(peak_growth_mb_traced_rss=peaks, rss_probe_64mib=round(probe_rss, 1),
+                   refused=f"{len(logs)}/{len(logs)}")
