@@ -103,8 +103,8 @@ def _peak_growth_mb(fn) -> tuple[float, float, object]:
     (traced, rss, result). traced: tracemalloc's peak, which sees every buffer made through Python's
     allocators (bytes from the decompressors, numpy arrays, OpenCV's returned images) on any host.
     rss: the process's peak resident memory (VmHWM) over its resident memory before; it sees native
-    allocations too, but some hosts' accounting misses whole allocations (CI once read 0.01 MB for a
-    64 MiB array: per-CPU RSS counters on a many-core host, or freed memory still resident)."""
+    allocations too, but is not reliable enough to assert on: CI once read 0.01 MB of growth for a
+    64 MiB array written page by page (cause not found; the same probe reads 63.9 MB otherwise)."""
     import tracemalloc
 
     try:

@@ -20,8 +20,8 @@ from .conftest import scaled
 
 
 def _rss_mb() -> float:
-    """Resident memory counted page by page (smaps_rollup walks the mappings), not the kernel's
-    running counters behind VmRSS, which can lag by many MB on a many-core host."""
+    """Resident memory counted page by page when read (smaps_rollup walks the mappings), rather
+    than the kernel's running counters behind VmRSS (see test_log_faults._peak_growth_mb)."""
     with open("/proc/self/smaps_rollup") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("Rss:")) / 1024
 
