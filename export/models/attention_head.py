@@ -24,6 +24,7 @@ from fusion_rt.export.models.attention import MASKED_SCORE, TransformerBlock, pr
 from fusion_rt.export.models.common import (
     SCENE_LABELS,
     HeadOutput,
+    check_counts,
     check_ints,
     check_modalities,
     order_tokens,
@@ -56,9 +57,7 @@ class AttentionHeadConfig:
         check_modalities("AttentionHeadConfig", self.modalities)
         check_ints("AttentionHeadConfig", token_dim=self.token_dim, dim=self.dim, num_heads=self.num_heads,
                    num_layers=self.num_layers, bev_queries=self.bev_queries)
-        refine = self.refine_channels
-        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-            raise ConfigError(f"AttentionHeadConfig.refine_channels must be an integer >= 0, got {refine!r}")
+        check_counts("AttentionHeadConfig", refine_channels=self.refine_channels)
         if len(self.bev_queries) != 2:
             raise ConfigError(f"AttentionHeadConfig.bev_queries must be (rows, cols), got {self.bev_queries!r}")
         if self.dim % self.num_heads or self.dim % 4:

@@ -12,8 +12,8 @@ from torch import nn
 from fusion_rt.errors import ConfigError
 from fusion_rt.messages import MODALITIES
 
-__all__ = ["SCENE_LABELS", "HeadOutput", "check_ints", "check_modalities", "order_tokens", "presence_bool",
-           "masked_token_mean", "PooledDecoder", "uniform_share"]
+__all__ = ["SCENE_LABELS", "HeadOutput", "check_ints", "check_counts", "check_modalities", "order_tokens",
+           "presence_bool", "masked_token_mean", "PooledDecoder", "uniform_share"]
 
 #: Scene-level labels predicted by every head, in output order (GroundTruth.labels keys).
 SCENE_LABELS: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist", "hazard")
@@ -33,6 +33,13 @@ def check_ints(owner: str, **values) -> None:
         items = value if isinstance(value, tuple) else (value,)
         if not items or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in items):
             raise ConfigError(f"{owner}.{name} must be positive integers, got {value!r}")
+
+
+def check_counts(owner: str, **values) -> None:
+    """ConfigError unless every value is an int >= 0 (a count that may be zero: layers, channels)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{owner}.{name} must be an integer >= 0, got {value!r}")
 
 
 def check_modalities(owner: str, modalities: tuple[str, ...]) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from fusion_rt.errors import ConfigError
 from fusion_rt.export.models.attention import TransformerBlock, attention_bias
-from fusion_rt.export.models.common import check_ints
+from fusion_rt.export.models.common import check_counts, check_ints
 from fusion_rt.export.models.registry import register_model
 from fusion_rt.preprocess import PAD_ID, UNK_ID, PreprocessConfig
 from fusion_rt.rig import Rig
@@ -35,8 +35,7 @@ class TextEncoderConfig:
                    num_heads=self.num_heads)
         if self.vocab_size < 3:
             raise ConfigError(f"TextEncoderConfig.vocab_size must be >= 3 (pad, unk, a word), got {self.vocab_size}")
-        if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, int) or self.num_layers < 0:
-            raise ConfigError(f"TextEncoderConfig.num_layers must be an integer >= 0, got {self.num_layers!r}")
+        check_counts("TextEncoderConfig", num_layers=self.num_layers)
         if self.token_dim % self.num_heads:
             raise ConfigError(f"TextEncoderConfig.token_dim {self.token_dim} is not divisible by num_heads "
                               f"{self.num_heads}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -106,8 +107,6 @@ def _peak_growth_mb(fn) -> tuple[float, float, object]:
     allocations too, but only what is not already resident: inside the full suite every replay
     here reads 0.0-0.1 MB (memory freed by earlier tests is reused), and CI once read 0.01 MB for
     a 64 MiB array. So it is recorded, not asserted."""
-    import tracemalloc
-
     try:
         with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS (Linux >= 4.0)
             f.write("5")
