@@ -172,6 +172,8 @@ def _calibrate(model: Path, feeds: dict[str, np.ndarray], method: CalibrationMet
             calibrator = create_calibrator(model, list(op_types) if op_types else None,
                                            augmented_model_path=str(cache.with_suffix(".augmented.onnx")),
                                            calibrate_method=method.ort(), extra_options=options)
+            if method is CalibrationMethod.ENTROPY:
+                _seed_full_range_histograms(calibrator, reader, chunk)
             for start in range(0, len(reader), chunk):
                 reader.set_range(start, start + chunk)
                 calibrator.collect_data(reader)
@@ -181,6 +183,42 @@ def _calibrate(model: Path, feeds: dict[str, np.ndarray], method: CalibrationMet
                                 f"{type(exc).__name__}: {exc}") from exc
     save_tensors_data(ranges, cache)
     cache.with_suffix(".augmented.onnx").unlink(missing_ok=True)
+
+
+def _seed_full_range_histograms(calibrator, reader: ArrayCalibrationReader, chunk: int) -> None:
+    """Give ORT's entropy calibrator every tensor's full range before it sees the first chunk.
+
+    ORT's HistogramCollector widens a histogram when a later chunk exceeds its range but keeps the
+    first chunk's bin width. A tensor whose range jumps between chunks grows by orders of magnitude:
+    the head's attention scores (|x| ~ 10) meet the masked-key bias (-1e4) in the first chunk with a
+    masked modality, and 1024 bins become ~10^6, on which the KL threshold search (a Python loop
+    per candidate threshold) runs for hours. One pass of the calibrator's own augmented session
+    finds each tensor's min and max; the histograms start empty over [-max|x|, max|x|], so every
+    chunk lands in the same `num_bins` bins, as one pass over all rows at once would.
+    """
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    session = calibrator.infer_session
+    wanted = set(calibrator.tensors_to_calibrate)
+    names = [o.name for o in session.get_outputs()]
+    lo: dict[str, np.ndarray] = {}
+    hi: dict[str, np.ndarray] = {}
+    for start in range(0, len(reader), chunk):
+        reader.set_range(start, start + chunk)
+        while (feed := reader.get_next()) is not None:
+            for name, value in zip(names, session.run(None, feed)):
+                if name in wanted and value.size:
+                    v_lo, v_hi = np.nanmin(value), np.nanmax(value)
+                    lo[name] = np.minimum(lo.get(name, v_lo), v_lo)
+                    hi[name] = np.maximum(hi.get(name, v_hi), v_hi)
+    collector = HistogramCollector(method=calibrator.method, symmetric=calibrator.symmetric,
+                                   num_bins=calibrator.num_bins, num_quantized_bins=calibrator.num_quantized_bins,
+                                   percentile=calibrator.percentile, scenario=calibrator.scenario)
+    for name in lo:
+        threshold = np.array(max(abs(lo[name]), abs(hi[name])), dtype=lo[name].dtype)
+        hist, edges = np.histogram(np.zeros(0, lo[name].dtype), calibrator.num_bins, range=(-threshold, threshold))
+        collector.histogram_dict[name] = (hist, edges, lo[name], hi[name], threshold)
+    calibrator.collector = collector
 
 
 def _quantize_int8(model: Path, out: Path, recipe: Recipe, method: CalibrationMethod, cache: Path,

@@ -15,10 +15,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import subprocess
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +99,28 @@ def _graphs(model, inputs: dict) -> list[_Graph]:
     return graphs
 
 
+# Chatter of the dynamo exporter that says nothing about this model: the optional torchvision ops it
+# could not register, onnxscript declining to constant-fold LayerNormalization (it has several
+# outputs), torch's pytree deprecation warning. Errors still raise; other warnings still show.
+_QUIET_LOGGERS = ("torch.onnx._internal.exporter._registration", "onnxscript.optimizer._constant_folding")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used", category=UserWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _export_one(graph: _Graph, path: Path) -> None:
     import onnx
     import torch
@@ -107,9 +132,10 @@ def _export_one(graph: _Graph, path: Path) -> None:
     else:
         dynamic_shapes = ({0: batch},)
     try:
-        torch.onnx.export(graph.module, graph.args, str(path), dynamo=True, opset_version=OPSET,
-                          input_names=graph.input_names, output_names=graph.output_names,
-                          dynamic_shapes=dynamic_shapes, verbose=False, external_data=False)
+        with _quiet_exporter():
+            torch.onnx.export(graph.module, graph.args, str(path), dynamo=True, opset_version=OPSET,
+                              input_names=graph.input_names, output_names=graph.output_names,
+                              dynamic_shapes=dynamic_shapes, verbose=False, external_data=False)
     except Exception as exc:  # the exporter raises many types; any failure means no graph
         raise ExportError(f"graph {graph.name!r} failed to export: {type(exc).__name__}: {exc}") from exc
     strip_debug_info(path)
