@@ -33,14 +33,22 @@ class ConfigError(FusionRTError, ValueError):
     """An argument or configuration value is out of range or malformed."""
 
 
+#: Where an extra's pip wheel is not how most users get the module.
+_INSTALL_NOTES = {
+    "tensorrt": " (needs an NVIDIA GPU and driver; on Jetson it comes with JetPack 6: "
+                "apt package python3-libnvinfer)",
+}
+
+
 class MissingExtraError(FusionRTError, ImportError):
     """An optional dependency is needed but not installed; the message names the extra."""
 
     def __init__(self, module: str, extra: str, purpose: str = "") -> None:
         why = f" for {purpose}" if purpose else ""
+        where = _INSTALL_NOTES.get(module.split(".")[0], "")
         super().__init__(
             f"'{module}' is required{why} but is not installed: "
-            f'pip install "fusion-rt[{extra}]"'
+            f'pip install "fusion-rt[{extra}]"{where}'
         )
         self.module = module
         self.extra = extra
