@@ -56,7 +56,7 @@ from fusion_rt.messages import MODALITIES
 from fusion_rt.package import ModelPackage, describe_graph, load_package, sha256_file, write_manifest
 
 __all__ = ["QuantizationError", "QuantizeResult", "quantize_package", "rank_node_sensitivity", "weight_only_int8",
-           "input_convs", "REPORT_FORMAT"]
+           "input_convs", "softmax_input_adds", "REPORT_FORMAT"]
 
 REPORT_FORMAT = "fusion-rt-quantization-report/1"
 #: FP32 activations beyond this magnitude are kept in FP32 by the fp16 recipe: float16's largest
@@ -137,6 +137,15 @@ def _prepare(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
+def softmax_input_adds(model: Path) -> list[str]:
+    """Names of the Add nodes of `model` whose output feeds a Softmax (attention score + mask bias)."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    softmax_inputs = {n.input[0] for n in graph.node if n.op_type == "Softmax"}
+    return [n.name for n in graph.node if n.op_type == "Add" and n.output[0] in softmax_inputs]
+
+
 def input_convs(model: Path, max_channels: int) -> list[str]:
     """Names of the Conv nodes of `model` that read a graph input with at most `max_channels` channels."""
     import onnx
@@ -206,7 +215,7 @@ def _seed_full_range_histograms(calibrator, reader: ArrayCalibrationReader, chun
     for start in range(0, len(reader), chunk):
         reader.set_range(start, start + chunk)
         while (feed := reader.get_next()) is not None:
-            for name, value in zip(names, session.run(None, feed)):
+            for name, value in zip(names, session.run(None, feed), strict=True):
                 if name in wanted and value.size:
                     v_lo, v_hi = np.nanmin(value), np.nanmax(value)
                     lo[name] = np.minimum(lo.get(name, v_lo), v_lo)
@@ -429,6 +438,8 @@ def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: Qu
         "excluded_nodes": excluded,  # kept in FP32 (mixed precision, or fp16 overflow)
         # int8: input convolutions the recipe keeps in FP32 (Recipe.fp32_input_conv_channels)
         "fp32_input_convs": report["mixed_precision"].get("fp32_input_convs", {}),
+        # int8: the Adds feeding a Softmax (attention score + mask bias; Recipe.fp32_softmax_inputs)
+        "fp32_softmax_inputs": report["mixed_precision"].get("fp32_softmax_inputs", {}),
         "fp32_graphs": report["mixed_precision"].get("fp32_graphs", []),  # int8: INT8 was slower (speed gate)
         # ...of which these store their weight matrices as int8 (DequantizeLinear folded at load)
         "weight_only_graphs": report["mixed_precision"].get("weight_only_graphs", []),
@@ -561,10 +572,11 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
         _calibrate(prepared[name], feeds[name], config.method, recipe.activation_symmetric, caches[name],
                    recipe.op_types)
 
-    # Input convolutions the recipe keeps in FP32 (Recipe.fp32_input_conv_channels): in every build,
-    # never a sensitivity candidate.
-    fixed = {name: input_convs(path, recipe.fp32_input_conv_channels) for name, path in prepared.items()}
-    fixed = {name: nodes for name, nodes in fixed.items() if nodes}
+    # Nodes the recipe keeps in FP32 in every build, never sensitivity candidates: input convolutions
+    # (Recipe.fp32_input_conv_channels) and the Adds that feed a Softmax (Recipe.fp32_softmax_inputs).
+    stems = {name: input_convs(path, recipe.fp32_input_conv_channels) for name, path in prepared.items()}
+    scores = {name: softmax_input_adds(path) if recipe.fp32_softmax_inputs else [] for name, path in prepared.items()}
+    fixed = {name: [*stems[name], *scores[name]] for name in prepared if stems[name] or scores[name]}
     for name in prepared:
         _quantize_int8(prepared[name], files[name], recipe, config.method, caches[name], fixed.get(name, ()))
     speed: dict[str, dict] = {}
@@ -617,7 +629,8 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     return {"rounds": rounds, "excluded": excluded, "sensitivity_top": ranking[:20], "candidates": len(ranking),
             "int8_graphs": sorted(prepared), "fp32_graphs": sorted(set(package.graphs) - set(prepared)),
             "weight_only_graphs": sorted(n for n in speed if n not in prepared),
-            "fp32_input_convs": {name: nodes for name, nodes in fixed.items() if name in prepared},
+            "fp32_input_convs": {name: nodes for name, nodes in stems.items() if nodes and name in prepared},
+            "fp32_softmax_inputs": {name: nodes for name, nodes in scores.items() if nodes and name in prepared},
             "graph_speed": speed}
 
 

@@ -87,6 +87,12 @@ class Recipe:
     # slower), and quantizing the raw input costs a full pass plus an NHWC transpose; measured per
     # graph: camera 2.41x -> 2.65x, radar 1.46x -> 1.68x, map 1.11x -> 1.29x over FP32.
     fp32_input_conv_channels: int = 0
+    # Adds that feed a Softmax (attention scores + the additive key-mask bias) stay FP32. A masked
+    # key scores -1e4 against real scores of ~10: one int8 scale cannot hold both, and with the
+    # masked rows of the calibration set MinMax and percentile ranges reach 1e4, so every real score
+    # rounds to zero (tensorrt-int8 on the shipped head: scene AUC -46% with MinMax until mixed
+    # precision found these two Adds). TensorRT keeps attention softmax inputs in higher precision too.
+    fp32_softmax_inputs: bool = True
 
     @property
     def is_int8(self) -> bool:
@@ -118,7 +124,8 @@ class Recipe:
                 "per_channel": self.per_channel, "activation_symmetric": self.activation_symmetric,
                 "weight_symmetric": self.weight_symmetric, "quantize_bias": self.quantize_bias,
                 "op_types": list(self.op_types) if self.is_int8 else None, "speed_gate": self.speed_gate,
-                "fp32_input_conv_channels": self.fp32_input_conv_channels}
+                "fp32_input_conv_channels": self.fp32_input_conv_channels,
+                "fp32_softmax_inputs": self.fp32_softmax_inputs}
 
 
 RECIPES: dict[str, Recipe] = {
