@@ -52,8 +52,9 @@ from fusion_rt.calibration.report import (
     task_metrics,
 )
 from fusion_rt.errors import ConfigError, FusionRTError
+from fusion_rt.logs.bags import log_sha256
 from fusion_rt.messages import MODALITIES
-from fusion_rt.package import ModelPackage, describe_graph, load_package, sha256_file, write_manifest
+from fusion_rt.package import ModelPackage, describe_graph, load_package, write_manifest
 
 __all__ = ["QuantizationError", "QuantizeResult", "quantize_package", "rank_node_sensitivity", "weight_only_int8",
            "input_convs", "softmax_input_adds", "REPORT_FORMAT"]
@@ -434,7 +435,7 @@ def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: Qu
         "name": recipe.name, **recipe.to_dict(),
         "method": config.method.value if recipe.is_int8 else None,
         "samples": len(calib.strata),
-        "calibration_logs": [{"file": Path(p).name, "sha256": sha256_file(p)} for p in calib.logs],
+        "calibration_logs": [{"file": Path(p).name, "sha256": log_sha256(p)} for p in calib.logs],
         "excluded_nodes": excluded,  # kept in FP32 (mixed precision, or fp16 overflow)
         # int8: input convolutions the recipe keeps in FP32 (Recipe.fp32_input_conv_channels)
         "fp32_input_convs": report["mixed_precision"].get("fp32_input_convs", {}),
@@ -520,7 +521,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
             "format": REPORT_FORMAT,
             "recipe": recipe.to_dict(),
             "method": config.method.value if recipe.is_int8 else None,
-            "calibration": {**calib.counts(), "logs": [{"file": p, "sha256": sha256_file(p)} for p in calib.logs],
+            "calibration": {**calib.counts(), "logs": [{"file": p, "sha256": log_sha256(p)} for p in calib.logs],
                             "head_masked_fraction": config.masked_fraction, "stratified_by": "condition/scene_type"},
             "evaluation": {"logs": evaluation.logs, "frames": len(evaluation.frames),
                            "source": "the calibration logs (no --eval-log given): metrics are optimistic for "

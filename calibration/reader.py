@@ -102,11 +102,11 @@ def package_preprocessing(package: ModelPackage) -> tuple[PreprocessConfig, Voca
 
 def _check_logs(logs: Sequence[str | Path]) -> list[Path]:
     if not logs:
-        raise ConfigError("no calibration log given: pass --calib FILE.mcap")
+        raise ConfigError("no calibration log given: pass --calib FILE.mcap (or a ROS 2 bag directory)")
     paths = [Path(p) for p in logs]
     for p in paths:
-        if not p.is_file():
-            raise LogError(f"log {str(p)!r} does not exist or is not a file")
+        if not p.exists():
+            raise LogError(f"log {str(p)!r} does not exist")
     return paths
 
 

@@ -181,8 +181,8 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
     radar_zero = np.zeros((len(pre.radar_input_channels), *pre.radar_shape), dtype=np.float32)
     map_zero = np.zeros(pre.map_shape, dtype=np.float16)
     for li, path in enumerate(paths):
-        if not Path(path).is_file():
-            raise LogError(f"log {str(path)!r} does not exist or is not a file")
+        if not Path(path).exists():
+            raise LogError(f"log {str(path)!r} does not exist")
         if progress:
             progress("reading logs", li, len(paths))
         with_truth = 0

@@ -154,6 +154,16 @@ def cmd_log_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_log(path: str, what: str = "log") -> None:
+    """One clear line, before any work, when `path` is not a log: missing, or neither an MCAP file
+    nor a ROS 2 bag (directory or .db3) that `fusion_rt.logs.bags.open_log` can open."""
+    from fusion_rt.logs.bags import open_log
+
+    if not Path(path).exists():
+        raise ConfigError(f"{what} {path!r} does not exist")
+    open_log(path).close()
+
+
 def _require_train_extra(purpose: str) -> None:
     """MissingExtraError (one line, exit 2) before anything imports torch."""
     from fusion_rt._optional import require
@@ -218,8 +228,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not Path(args.run).is_dir():
         raise ConfigError(f"run directory {args.run!r} does not exist (train one with 'fusion-rt train --out DIR')")
     for log in args.log:
-        if not Path(log).is_file():
-            raise ConfigError(f"log {log!r} does not exist or is not a file")
+        _check_log(log)
     _require_train_extra("evaluating a trained model")
     from fusion_rt.export.evaluate import evaluate_logs, load_run, print_report
 
@@ -262,8 +271,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """
     if not Path(args.run).is_dir():
         raise ConfigError(f"run directory {args.run!r} does not exist (train one with 'fusion-rt train --out DIR')")
-    if args.parity_log is not None and not Path(args.parity_log).is_file():
-        raise ConfigError(f"parity log {args.parity_log!r} does not exist or is not a file")
+    if args.parity_log is not None:
+        _check_log(args.parity_log, "parity log")
     _require_train_extra("exporting a trained model")
     from fusion_rt.export.onnx_export import export_run
 
@@ -305,8 +314,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if not Path(args.package).is_dir():
         raise ConfigError(f"model package {args.package!r} is not a directory")
     for log in [*args.calib, *(args.eval_log or [])]:
-        if not Path(log).is_file():
-            raise ConfigError(f"log {log!r} does not exist or is not a file")
+        _check_log(log)
     config = QuantizeConfig(recipe=args.recipe, method=args.method, samples=args.samples, tolerance=args.tolerance,
                             max_rounds=args.max_rounds, threads=args.threads,
                             speed_gate=False if args.no_speed_gate else None)
@@ -690,8 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _verb(sub, "evaluate", cmd_evaluate)
     p.add_argument("run", metavar="RUN_DIR", help="run directory written by 'fusion-rt train'")
-    p.add_argument("--log", action="append", required=True, metavar="FILE.mcap",
-                   help="labelled log to evaluate on (repeat for several)")
+    p.add_argument("--log", action="append", required=True, metavar="LOG",
+                   help="labelled log to evaluate on: MCAP file or ROS 2 bag (repeat for several)")
     p.add_argument("--drop", default="", metavar="MODALITIES",
                    help="comma-separated modalities to mask, e.g. radar or camera,map")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the metrics as JSON to OUT")
@@ -701,8 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, "export", cmd_export)
     p.add_argument("run", metavar="RUN_DIR", help="run directory written by 'fusion-rt train'")
     p.add_argument("--out", required=True, metavar="PKG_DIR", help="package directory to write")
-    p.add_argument("--parity-log", default=None, metavar="FILE.mcap",
-                   help="log whose frames are used for the parity check (default: the model's example inputs)")
+    p.add_argument("--parity-log", default=None, metavar="LOG",
+                   help="log (MCAP file or ROS 2 bag) whose frames are used for the parity check "
+                        "(default: the model's example inputs)")
     p.add_argument("--samples", type=int, default=16, help="frames used for the parity check (default 16)")
     p.add_argument("--name", default=None, help="package name in the manifest (default fusion-<head>)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
@@ -713,7 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package", metavar="PKG_DIR", help="FP32 model package written by 'fusion-rt export'")
     p.add_argument("--recipe", required=True, metavar="RECIPE",
                    help="precision recipe: fp16, ort-cpu-int8 or tensorrt-int8")
-    p.add_argument("--calib", nargs="+", required=True, metavar="LOG", help="log(s) to draw calibration frames from")
+    p.add_argument("--calib", nargs="+", required=True, metavar="LOG",
+                   help="log(s) to draw calibration frames from: MCAP files or ROS 2 bags (directory, .mcap or "
+                        ".db3 storage)")
     p.add_argument("--out", required=True, metavar="PKG2", help="package directory to write (new or empty)")
     p.add_argument("--method", default="percentile", choices=("minmax", "entropy", "percentile"),
                    help="activation calibration method for int8 recipes (default percentile)")

@@ -29,7 +29,7 @@ from fusion_rt.logs.reader import LogMessage, LogReader, ReadIssue
 from fusion_rt.logs.schemas import POINT_CLOUD2, normalize_schema_name
 from fusion_rt.logs.topics import TopicInfo
 
-__all__ = ["LogSource", "McapSource", "Db3BagSource", "open_log"]
+__all__ = ["LogSource", "McapSource", "Db3BagSource", "open_log", "log_sha256"]
 
 
 class LogSource(ABC):
@@ -245,6 +245,21 @@ class Db3BagSource(LogSource):
 
     def close(self) -> None:
         self._reader.close()
+
+
+def log_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a log: of the file, or for a bag directory of its files' names and hashes in name order."""
+    import hashlib
+
+    from fusion_rt.package import sha256_file
+
+    p = Path(path)
+    if not p.is_dir():
+        return sha256_file(p)
+    digest = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        digest.update(f"{f.relative_to(p).as_posix()}\0{sha256_file(f)}\n".encode())
+    return digest.hexdigest()
 
 
 def open_log(path: str | os.PathLike) -> LogSource:

@@ -9,6 +9,9 @@ Streaming: a camera frame is emitted once a message stamped later than the frame
 stamp written after the frame (its ground truth, a radar scan) are still matched. Only the
 messages a pending or future frame can still use are kept. Output is deterministic: frames come
 out in stamp order (file order among equal stamps).
+
+A log is anything `fusion_rt.logs.bags.open_log` opens: an MCAP file, or a ROS 2 bag directory
+(MCAP or sqlite3 storage) or ``.db3`` file, so training, evaluation and calibration read bags too.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fusion_rt.errors import ConfigError
-from fusion_rt.logs.reader import LogReader, ReadIssue
+from fusion_rt.logs.bags import open_log
+from fusion_rt.logs.reader import ReadIssue
 from fusion_rt.messages import (
     CameraFrame,
     CameraInfo,
@@ -133,7 +137,7 @@ class LogDataset:
         pending: list[tuple[int, int, CameraFrame]] = []  # heap of (stamp, arrival, frame)
         arrival = 0
         watermark: int | None = None
-        with LogReader(path) as reader:
+        with open_log(path) as reader:  # an MCAP file or a ROS 2 bag (directory, .mcap or .db3 storage)
             try:
                 for item in reader.messages():
                     message = item.message

@@ -17,3 +17,13 @@ def test_bad_input_is_one_line_exit_2(case, calib_package, calib_log, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fusion-rt: error:")
     assert {"recipe": "int4", "log": "missing.mcap", "package": "manifest.json"}[case] in lines[0]
+
+
+def test_a_folder_that_is_no_bag_is_one_line(calib_package, tmp_path):
+    folder = tmp_path / "not_a_bag"
+    folder.mkdir()
+    result = run_cli("quantize", str(calib_package), "--recipe", "fp16", "--calib", str(folder),
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not_a_bag" in lines[0] and "ROS 2 bag" in lines[0]
