@@ -313,22 +313,28 @@ def _convert_fp16(model: Path, out: Path, block_ops: Sequence[str], block_nodes:
 
 def _calibration_feeds(fp32: PackageRunner, calib: CalibrationSet, masked_fraction: float,
                        seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """Per graph, its calibration inputs: encoders the preprocessed frames, the head the FP32
-    encoders' tokens of the same frames with all modalities present, plus a `masked_fraction`
-    share of copies with some non-camera modalities masked (as the runtime masks a missing or
-    stale sensor)."""
+    """Per graph, its calibration inputs: each encoder the preprocessed frames in which its
+    modality was present (a frame without radar holds a zero placeholder that says nothing about
+    radar's ranges; an encoder with no such frame gets no entry), the head the FP32 encoders'
+    tokens of every frame with the modalities present as recorded, plus a `masked_fraction` share
+    of copies with some more non-camera modalities masked (as the runtime masks a missing or stale
+    sensor)."""
     package = fp32.package
     frames = calib.frames
-    feeds = {m: fp32.encoder_feed(m, frames.inputs[m]) for m in package.modalities}
+    feeds = {}
+    for m in package.modalities:
+        rows = frames.present[:, MODALITIES.index(m)]
+        if rows.any():
+            feeds[m] = fp32.encoder_feed(m, frames.inputs[m][rows])
     tokens = fp32.tokens(frames)
     n = len(frames)
-    present = np.ones((n, len(MODALITIES)), dtype=bool)
+    present = frames.present.copy()
     rng = np.random.default_rng(seed)
     maskable = [MODALITIES.index(m) for m in package.modalities if m != "camera"]
     n_masked = int(round(masked_fraction * n)) if maskable else 0
     if n_masked:
         pick = rng.choice(n, size=n_masked, replace=n_masked > n)
-        extra = np.ones((n_masked, len(MODALITIES)), dtype=bool)
+        extra = present[pick].copy()
         for row in extra:
             k = rng.integers(1, len(maskable) + 1)
             row[rng.choice(maskable, size=k, replace=False)] = False
@@ -441,9 +447,11 @@ def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: Qu
         "fp32_input_convs": report["mixed_precision"].get("fp32_input_convs", {}),
         # int8: the Adds feeding a Softmax (attention score + mask bias; Recipe.fp32_softmax_inputs)
         "fp32_softmax_inputs": report["mixed_precision"].get("fp32_softmax_inputs", {}),
-        "fp32_graphs": report["mixed_precision"].get("fp32_graphs", []),  # int8: INT8 was slower (speed gate)
+        "fp32_graphs": report["mixed_precision"].get("fp32_graphs", []),  # int8: slower (speed gate) or uncalibrated
         # ...of which these store their weight matrices as int8 (DequantizeLinear folded at load)
         "weight_only_graphs": report["mixed_precision"].get("weight_only_graphs", []),
+        # int8: graphs kept FP32 because no calibration frame held their modality (graph -> why)
+        "uncalibrated_graphs": report["mixed_precision"].get("uncalibrated_graphs", {}),
         "fp32_op_types": (report["fp16"] or {}).get("final", {}).get("fp32_op_types", []),  # fp16: kept FP32
         "tolerance": config.tolerance,
     }
@@ -565,7 +573,14 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     package = fp32.package
     feeds = _calibration_feeds(fp32, calib, config.masked_fraction, config.seed)
     prepared, caches = {}, {}
+    uncalibrated: dict[str, str] = {}
     for name, spec in package.graphs.items():
+        if name not in feeds:  # no calibration frame holds this modality: nothing to set its ranges from
+            converted = weight_only_int8(package.graph_path(name), files[name])
+            uncalibrated[name] = f"no {spec.modality} in any calibration frame"
+            say(f"{name}: no {spec.modality} in the calibration frames: FP32 compute, {converted} weight matrices "
+                "stored as int8 (calibrate on logs that record it to quantize it)")
+            continue
         prepared[name] = work / f"{name}.prepared.onnx"
         _prepare(package.graph_path(name), prepared[name])
         caches[name] = work / f"{name}.calibration.json"
@@ -629,7 +644,8 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
             k = min(len(ranking), 2 * k)
     return {"rounds": rounds, "excluded": excluded, "sensitivity_top": ranking[:20], "candidates": len(ranking),
             "int8_graphs": sorted(prepared), "fp32_graphs": sorted(set(package.graphs) - set(prepared)),
-            "weight_only_graphs": sorted(n for n in speed if n not in prepared),
+            "weight_only_graphs": sorted([*(n for n in speed if n not in prepared), *uncalibrated]),
+            "uncalibrated_graphs": uncalibrated,
             "fp32_input_convs": {name: nodes for name, nodes in stems.items() if nodes and name in prepared},
             "fp32_softmax_inputs": {name: nodes for name, nodes in scores.items() if nodes and name in prepared},
             "graph_speed": speed}
@@ -648,6 +664,10 @@ def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, ev
     for name in package.graphs:
         # FP32 ranges of every tensor from ORT's MinMax calibrator: nodes whose outputs leave the
         # float16 range (with margin) stay FP32 - the overflow the parity check would otherwise find.
+        # A modality no calibration frame holds has no ranges: the parity check alone guards it.
+        if name not in feeds:
+            overflow[name] = []
+            continue
         cache = work / f"{name}.fp32-range.json"
         _calibrate(package.graph_path(name), feeds[name], CalibrationMethod.MINMAX, False, cache)
         ranges = load_tensors_data(cache)

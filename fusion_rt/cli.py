@@ -299,8 +299,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     Runtime's fast CPU kernels), tensorrt-int8 (QDQ, symmetric int8 activations and weights, zero
     points 0: TensorRT 10/11 explicit quantization), fp16 (float16 graphs with float32 I/O; ops
     that overflow or fail the parity check, cosine >= 0.999 on every output, stay float32).
-    Calibration frames are drawn from --calib logs, stratified over conditions and scene types
-    (evenly in time without ground truth). The new package carries quantization_report.json: task
+    Calibration frames are drawn from --calib logs (MCAP files or ROS 2 bags), stratified over
+    conditions and scene types (evenly in time without ground truth); each encoder is calibrated
+    on the frames that hold its modality, and one that no frame holds keeps FP32 compute (said in
+    the report as uncalibrated_graphs). The new package carries quantization_report.json: task
     metric vs FP32 on --eval-log (default: the calibration logs), output divergence, sizes and
     interleaved batch-1 latency. When the primary metric (mean scene AUC) drops by more than
     --tolerance (relative), the most sensitive nodes are kept in FP32 round by round. Exit code 1

@@ -278,3 +278,43 @@ def test_int8_recipes_keep_the_attention_score_adds_fp32(tmp_path):
         cosine[name] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
     # measured: kept 0.9996, quantized -0.017 (the masked-key bias swamps the int8 scale)
     assert cosine["kept"] > 0.99 and cosine["quantized"] < 0.9
+
+
+def test_encoders_calibrate_only_on_frames_that_hold_their_modality(calib_package, calib_log):
+    """A frame without radar carries a zero placeholder: it must not set the radar encoder's ranges,
+    and the head sees that radar as masked, as the runtime would."""
+    from fusion_rt.calibration.predict import PackageRunner
+    from fusion_rt.calibration.quantize import _calibration_feeds
+    from fusion_rt.calibration.reader import load_calibration_set
+
+    package = load_package(calib_package)
+    calib = load_calibration_set([calib_log], package, 8)
+    calib.frames.present[::2, 1] = False  # half the frames without radar
+    calib.frames.present[:, 2] = False  # no map at all
+    feeds = _calibration_feeds(PackageRunner(package), calib, masked_fraction=0.25, seed=0)
+    (radar,) = feeds["radar"].values()
+    assert len(radar) == 4 and "map" not in feeds and len(next(iter(feeds["camera"].values()))) == 8
+    present = feeds["head"]["present"]
+    assert len(present) == 8 + 2 and not present[:, 2].any()  # 2 masked copies, map never present
+    assert not present[:8:2, 1].any() and present[1:8:2, 1].all()
+
+
+def test_a_camera_only_bag_quantizes_the_camera_and_keeps_the_rest_fp32(calib_package, calib_log, camera_only_bag,
+                                                                        tmp_path):
+    """Calibrating on a vehicle bag with no radar, map or text: those encoders keep FP32 compute
+    (said in the report and manifest), the camera encoder and the head are quantized, and the
+    metric is measured on a labelled --eval-log."""
+    result = quantize_package(calib_package, tmp_path / "int8", QuantizeConfig(recipe="ort-cpu-int8", **FAST),
+                              [camera_only_bag], eval_logs=[calib_log])
+    steps = result.report["mixed_precision"]
+    assert set(steps["uncalibrated_graphs"]) == {"radar", "map", "text"}
+    assert steps["int8_graphs"] == ["camera", "head"]
+    recipe = result.package.manifest["precision_recipe"]
+    assert set(recipe["uncalibrated_graphs"]) == {"radar", "map", "text"}
+    assert recipe["calibration_logs"][0]["file"] == camera_only_bag.name
+    for name in ("radar", "map"):
+        graph = onnx.load(str(result.package.graph_path(name))).graph
+        assert not any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in graph.node)  # FP32 compute
+    camera = onnx.load(str(result.package.graph_path("camera"))).graph
+    assert any(n.op_type == "QuantizeLinear" for n in camera.node)
+    assert result.report["evaluation"]["frames"] > 0

@@ -70,28 +70,10 @@ def test_calibration_reads_ros2_bags_like_mcap_files(calib_package, calib_log, t
     assert log_sha256(bag) != digest
 
 
-def test_calibration_from_a_db3_bag_without_ground_truth(calib_package, tmp_path):
+def test_calibration_from_a_db3_bag_without_ground_truth(calib_package, camera_only_bag):
     """A sqlite3 (.db3) bag with camera frames only: frames evenly spaced in time, the other
     modalities absent (present False), nothing made up."""
-    import pytest
-
-    rosbags = pytest.importorskip("rosbags.rosbag2")
-    import cv2
-    from rosbags.typesys import Stores, get_typestore
-
-    store = get_typestore(Stores.ROS2_HUMBLE)
-    image_t = store.types["sensor_msgs/msg/CompressedImage"]
-    header_t, time_t = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
-    bag = tmp_path / "db3bag"
-    t0 = 1_600_000_000_000_000_000
-    with rosbags.Writer(bag, version=8) as writer:
-        conn = writer.add_connection("/cam/compressed", "sensor_msgs/msg/CompressedImage", typestore=store)
-        for i in range(10):
-            _, jpeg = cv2.imencode(".jpg", np.full((36, 64, 3), 20 * i, np.uint8))
-            stamp = t0 + i * 50_000_000
-            msg = image_t(header=header_t(stamp=time_t(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam"),
-                          format="jpeg", data=np.frombuffer(jpeg.tobytes(), np.uint8))
-            writer.write(conn, stamp, store.serialize_cdr(msg, conn.msgtype))
+    bag = camera_only_bag
     calib = load_calibration_set([bag], load_package(calib_package), 4)
     assert calib.available == 10 and len(calib.strata) == 4
     assert calib.frames.present[:, 0].all() and not calib.frames.present[:, 1:].any()
