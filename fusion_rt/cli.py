@@ -333,9 +333,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     else:
         drop = acc["relative_drop"]
         change = "n/a" if drop is None else f"{-drop:+.2%}"  # relative change: negative is a drop
+        # Speed is measured with ONNX Runtime on this CPU: only ort-cpu-int8 targets it.
+        where = "" if args.recipe == "ort-cpu-int8" else " on ONNX Runtime CPU (the recipe targets GPUs)"
         print(f"{result.package.root}: {args.recipe}, {acc['primary_metric']} {acc['fp32']} -> {acc['new']} "
               f"({change}, tolerance {acc['tolerance']:.2%} drop), "
-              f"size {acc['size_ratio']:.2f}x, speed {acc['speedup_median']:.2f}x, "
+              f"size {acc['size_ratio']:.2f}x, speed {acc['speedup_median']:.2f}x{where}, "
               f"worst cosine {acc['worst_output_cosine']:.5f}")
     if not result.within_tolerance:
         print(f"fusion-rt: warning: {acc['primary_metric']} drop exceeds the tolerance after "
