@@ -574,10 +574,12 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     feeds = _calibration_feeds(fp32, calib, config.masked_fraction, config.seed)
     prepared, caches = {}, {}
     uncalibrated: dict[str, str] = {}
+    weight_only: list[str] = []  # FP32 compute, int8 weight matrices (speed gate, or uncalibrated)
     for name, spec in package.graphs.items():
         if name not in feeds:  # no calibration frame holds this modality: nothing to set its ranges from
             converted = weight_only_int8(package.graph_path(name), files[name])
             uncalibrated[name] = f"no {spec.modality} in any calibration frame"
+            weight_only += [name] if converted else []
             say(f"{name}: no {spec.modality} in the calibration frames: FP32 compute, {converted} weight matrices "
                 "stored as int8 (calibrate on logs that record it to quantize it)")
             continue
@@ -644,7 +646,7 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
             k = min(len(ranking), 2 * k)
     return {"rounds": rounds, "excluded": excluded, "sensitivity_top": ranking[:20], "candidates": len(ranking),
             "int8_graphs": sorted(prepared), "fp32_graphs": sorted(set(package.graphs) - set(prepared)),
-            "weight_only_graphs": sorted([*(n for n in speed if n not in prepared), *uncalibrated]),
+            "weight_only_graphs": sorted([*(n for n in speed if n not in prepared), *weight_only]),
             "uncalibrated_graphs": uncalibrated,
             "fp32_input_convs": {name: nodes for name, nodes in stems.items() if nodes and name in prepared},
             "fp32_softmax_inputs": {name: nodes for name, nodes in scores.items() if nodes and name in prepared},

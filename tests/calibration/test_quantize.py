@@ -309,6 +309,9 @@ def test_a_camera_only_bag_quantizes_the_camera_and_keeps_the_rest_fp32(calib_pa
     steps = result.report["mixed_precision"]
     assert set(steps["uncalibrated_graphs"]) == {"radar", "map", "text"}
     assert steps["int8_graphs"] == ["camera", "head"]
+    for name in steps["uncalibrated_graphs"]:  # listed as weight-only exactly when it stores int8 weights
+        graph = onnx.load(str(result.package.graph_path(name))).graph
+        assert (name in steps["weight_only_graphs"]) == any(n.op_type == "DequantizeLinear" for n in graph.node)
     recipe = result.package.manifest["precision_recipe"]
     assert set(recipe["uncalibrated_graphs"]) == {"radar", "map", "text"}
     assert recipe["calibration_logs"][0]["file"] == camera_only_bag.name
