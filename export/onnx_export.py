@@ -196,21 +196,33 @@ def _check_parity(graphs: list[_Graph], root: Path, sample_inputs: dict, model) 
     return report
 
 
-def _sample_inputs(run, parity_log: str | Path | None, samples: int) -> tuple[dict, str]:
-    """Real preprocessed frames from a log (or, without one, the model's example inputs)."""
+def _sample_inputs(run, parity_log: str | Path | None, samples: int) -> tuple[dict, str, dict[str, int]]:
+    """Real preprocessed frames from a log (or, without one, the model's example inputs), and per
+    modality how many of them hold it (the others carry the zero placeholder the runtime would
+    mask). Frames holding more of the model's modalities are preferred."""
     import torch
 
+    from fusion_rt.messages import MODALITIES
+
     if parity_log is None:
-        return run.model.example_inputs(batch=2), "example inputs (zeros): no --parity-log given"
+        return run.model.example_inputs(batch=2), "example inputs (zeros): no --parity-log given", {}
     from fusion_rt.export.data import read_logs
     from fusion_rt.export.evaluate import batch_inputs
 
     split, _counts = read_logs([parity_log], run.preprocess, frame_stride=1, require_truth=False)
     if len(split) == 0:
         raise ConfigError(f"parity log {str(parity_log)!r} has no decodable camera frames")
-    index = np.linspace(0, len(split) - 1, num=min(samples, len(split))).round().astype(np.int64)
+    # Frames holding the most of the model's modalities first: the richest tier that still has
+    # `samples` frames (every frame, if it must), sampled evenly in time.
+    rank = split.present[:, [MODALITIES.index(m) for m in run.modalities]].sum(axis=1)
+    count = min(samples, len(split))
+    tier = max(k for k in range(int(rank.max()) + 1) if (rank >= k).sum() >= count)
+    pool = np.flatnonzero(rank >= tier)
+    index = pool[np.linspace(0, len(pool) - 1, num=count).round().astype(np.int64)]
+    held = {m: int(split.present[index, MODALITIES.index(m)].sum()) for m in run.modalities}
     inputs = batch_inputs(split, index, split.text_ids(run.vocab), run.modalities)
-    return {m: torch.as_tensor(v) for m, v in inputs.items()}, f"{len(index)} frames of {Path(parity_log).name}"
+    return ({m: torch.as_tensor(v) for m, v in inputs.items()}, f"{len(index)} frames of {Path(parity_log).name}",
+            held)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, parity_log: str | Path | None = None, samples: int = 16,
@@ -239,12 +251,18 @@ def export_run(run_dir: str | Path, out_dir: str | Path, parity_log: str | Path 
         say(f"exporting {graph.file}")
         _export_one(graph, out / graph.file)
 
-    inputs, source = _sample_inputs(run, parity_log, samples)
+    inputs, source, held = _sample_inputs(run, parity_log, samples)
     say(f"parity check on {source}")
+    absent = [m for m, n in held.items() if n == 0]
+    if absent:
+        which = "their encoders are" if len(absent) > 1 else "its encoder is"
+        say(f"warning: no {', '.join(absent)} in those frames: {which} checked on zero placeholders only "
+            "(pass a --parity-log that records every sensor)")
     parity = _check_parity(graphs, out, inputs, model)
     failures = [f"{g}.{o}: max_rel {s['max_rel']:.2e}" for g, outs in parity.items() for o, s in outs.items()
                 if s["max_rel"] > PARITY_RTOL]
-    (out / "parity.json").write_text(json.dumps({"source": source, "rtol": PARITY_RTOL, "graphs": parity},
+    (out / "parity.json").write_text(json.dumps({"source": source, "rtol": PARITY_RTOL, "graphs": parity,
+                                                 "frames_holding": held},
                                                 indent=2, sort_keys=True) + "\n")
     if failures:
         raise ExportError(f"FP32 parity worse than {PARITY_RTOL:g} relative: {'; '.join(failures)} "

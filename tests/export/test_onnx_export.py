@@ -44,7 +44,8 @@ def random_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def parity_log(tmp_path_factory):
-    return record_test_drive(tmp_path_factory, "parity", 1.0, seed=77, conditions="fog")
+    """2 s: a simulated drive's first map arrives after about a second (a 1 s drive has none)."""
+    return record_test_drive(tmp_path_factory, "parity", 2.0, seed=77, conditions="fog")
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,8 @@ def test_graphs_carry_no_exporter_debug_info(package):
 def test_parity_report_on_real_frames(package):
     report = json.loads((package / "parity.json").read_text())
     assert "parity.mcap" in report["source"]
+    held = report["frames_holding"]
+    assert held == {"camera": 4, "radar": 4, "map": 4, "text": 4}  # frames holding every sensor preferred
     for graph, outputs in report["graphs"].items():
         for name, stats in outputs.items():
             assert stats["max_rel"] <= 1e-4, (graph, name, stats)
@@ -97,6 +100,26 @@ def test_dynamic_batch_runs_in_onnxruntime(package):
     for batch in (1, 3):
         (tokens,) = session.run(None, {"radar": np.zeros((batch, *shape), np.float32)})
         assert tokens.shape[0] == batch
+
+
+def test_parity_inputs_say_which_modalities_the_log_lacks(random_run, parity_log, tmp_path):
+    """A camera-only log checks the other encoders on zero placeholders only: counted, not hidden."""
+    from fusion_rt.export.evaluate import load_run
+    from fusion_rt.export.onnx_export import _sample_inputs
+    from fusion_rt.logs import LogReader, LogWriter
+    from fusion_rt.messages import CameraFrame
+
+    camera_only = tmp_path / "camera_only.mcap"
+    with LogReader(parity_log) as reader, LogWriter(camera_only) as writer:
+        for item in reader.messages():
+            if isinstance(item.message, CameraFrame):
+                writer.write(item.message)
+    run = load_run(random_run)
+    inputs, source, held = _sample_inputs(run, camera_only, 4)
+    assert held == {"camera": 4, "radar": 0, "map": 0, "text": 0} and "camera_only.mcap" in source
+    assert not inputs["radar"].any()  # the zero placeholder
+    _, _, held_full = _sample_inputs(run, parity_log, 4)
+    assert held_full["camera"] == 4 and held_full["radar"] >= 1
 
 
 def test_export_refuses_non_empty_output(random_run, package):
