@@ -579,7 +579,8 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
         if name not in feeds:  # no calibration frame holds this modality: nothing to set its ranges from
             converted = weight_only_int8(package.graph_path(name), files[name])
             uncalibrated[name] = f"no {spec.modality} in any calibration frame"
-            weight_only += [name] if converted else []
+            if converted:
+                weight_only.append(name)
             say(f"{name}: no {spec.modality} in the calibration frames: FP32 compute, {converted} weight matrices "
                 "stored as int8 (calibrate on logs that record it to quantize it)")
             continue

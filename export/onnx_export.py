@@ -214,12 +214,12 @@ def _sample_inputs(run, parity_log: str | Path | None, samples: int) -> tuple[di
         raise ConfigError(f"parity log {str(parity_log)!r} has no decodable camera frames")
     # Frames holding the most of the model's modalities first: the richest tier that still has
     # `samples` frames (every frame, if it must), sampled evenly in time.
-    rank = split.present[:, [MODALITIES.index(m) for m in run.modalities]].sum(axis=1)
+    present = split.present[:, [MODALITIES.index(m) for m in run.modalities]]
+    rank = present.sum(axis=1)
     count = min(samples, len(split))
-    tier = max(k for k in range(int(rank.max()) + 1) if (rank >= k).sum() >= count)
-    pool = np.flatnonzero(rank >= tier)
+    pool = np.flatnonzero(rank >= np.sort(rank)[-count])  # the count-th highest rank and above
     index = pool[np.linspace(0, len(pool) - 1, num=count).round().astype(np.int64)]
-    held = {m: int(split.present[index, MODALITIES.index(m)].sum()) for m in run.modalities}
+    held = dict(zip(run.modalities, present[index].sum(axis=0).tolist(), strict=True))
     inputs = batch_inputs(split, index, split.text_ids(run.vocab), run.modalities)
     return ({m: torch.as_tensor(v) for m, v in inputs.items()}, f"{len(index)} frames of {Path(parity_log).name}",
             held)
