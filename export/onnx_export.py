@@ -30,7 +30,8 @@ import numpy as np
 from fusion_rt.errors import ConfigError, FusionRTError
 from fusion_rt.package import describe_graph, load_package, write_manifest
 
-__all__ = ["export_run", "ExportError", "PARITY_RTOL", "DEFAULT_BUDGETS_MS", "DEFAULT_MAX_AGE_NS", "parity_stats"]
+__all__ = ["export_run", "export_encoder", "ExportError", "PARITY_RTOL", "DEFAULT_BUDGETS_MS", "DEFAULT_MAX_AGE_NS",
+           "parity_stats"]
 
 #: FP32 parity bar: max |onnx - torch| / max |torch| per output.
 PARITY_RTOL = 1e-4
@@ -143,6 +144,18 @@ def _export_one(graph: _Graph, path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"graph {graph.name!r} fails onnx.checker: {exc}") from exc
+
+
+def export_encoder(encoder, modality: str, example, path: str | Path) -> Path:
+    """Export one encoder module alone, exactly as `export_run` exports a package's encoders (opset,
+    dynamic batch, input name, debug info stripped, `onnx.checker`): for swapping a graph into a
+    package or measuring a variant. `example` is one input batch; returns the written path."""
+    if modality not in _INPUT_NAMES:
+        raise ExportError(f"unknown modality {modality!r}: expected one of {sorted(_INPUT_NAMES)}")
+    path = Path(path)
+    _export_one(_Graph(modality, path.name, "encoder", modality, encoder, (example,), [_INPUT_NAMES[modality]],
+                       ["tokens"]), path)
+    return path
 
 
 def strip_debug_info(path: Path) -> None:

@@ -154,3 +154,46 @@ def test_onnxruntime_fuses_the_attention_graphs(package, tmp_path):
         assert "Erf" not in ops and any(op in ("Gelu", "BiasGelu") for op in ops), (graph, ops)
         if graph == "head":
             assert ops.count("Expand") <= 2 and ops.count("Where") <= 5, ops  # null key + queries; 4 inputs + bias
+
+
+def test_export_encoder_swaps_into_a_package(package, parity_log, tmp_path):
+    """One encoder exported alone (a camera of another input size) is a graph the package contract
+    accepts and matches PyTorch at any batch; an unknown modality is refused by name."""
+    import dataclasses
+    import shutil
+
+    import onnxruntime as ort
+
+    from fusion_rt.export.models.camera_encoder import CameraEncoder, CameraEncoderConfig
+    from fusion_rt.export.onnx_export import ExportError, export_encoder
+    from fusion_rt.package import describe_graph, write_manifest
+    from fusion_rt.preprocess import PreprocessConfig
+
+    pkg = load_package(package)
+    pre = dataclasses.replace(PreprocessConfig.from_dict(pkg.preprocess), camera_height=288, camera_width=512)
+    torch.manual_seed(1)
+    encoder = CameraEncoder(CameraEncoderConfig(widths=(32, 48, 96, 96), depths=(0, 1, 1, 0)), rig=pkg.rig,
+                            preprocess=pre).eval()
+    assert encoder.num_tokens == pkg.graphs["camera"].outputs[0].shape[1]  # 9 x 16 tokens, as the head expects
+    out = tmp_path / "pkg"
+    shutil.copytree(package, out)
+    example = torch.randn(1, *pre.camera_shape)
+    assert export_encoder(encoder, "camera", example, out / "camera_encoder.onnx") == out / "camera_encoder.onnx"
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.pop("format_version")
+    manifest["graphs"]["camera"] = describe_graph(out, "camera_encoder.onnx", "camera", "encoder", "camera").to_dict()
+    manifest["preprocess"] = pre.to_dict()
+    write_manifest(out, manifest)
+    swapped = load_package(out)
+    assert swapped.graphs["camera"].inputs[0].shape == ("batch", 3, 288, 512)
+
+    session = ort.InferenceSession(str(swapped.graph_path("camera")), providers=["CPUExecutionProvider"])
+    batch = torch.randn(3, *pre.camera_shape)
+    with torch.no_grad():
+        expected = encoder(batch).numpy()
+    (tokens,) = session.run(None, {"image": batch.numpy()})
+    np.testing.assert_allclose(tokens, expected, rtol=1e-4, atol=1e-4)
+
+    with pytest.raises(ExportError, match="'lidar'"):
+        export_encoder(encoder, "lidar", example, tmp_path / "lidar.onnx")
