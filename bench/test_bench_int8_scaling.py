@@ -17,7 +17,7 @@ simulated drive for calibration) and timed by `BenchSession`: `int8_model_vs_fp3
 ratio of medians of every graph run once per step (interleaved, same process) that
 bench/test_bench_budgets.py checks for the shipped package.
 
-Needs the [train] extra (torch) to export the variant; about 2 minutes. Not part of `make
+Needs the [train] extra (torch) to export the variant; about 80 s. Not part of `make
 bench-quick` (CI): it checks how the recipe scales, not a budget of the shipped package. Run:
 
     .venv/bin/pytest bench/test_bench_int8_scaling.py --benchmark-only -s
