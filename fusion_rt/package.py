@@ -45,6 +45,7 @@ __all__ = [
     "load_package",
     "describe_graph",
     "write_manifest",
+    "replace_graph",
     "sha256_file",
 ]
 
@@ -197,6 +198,25 @@ def write_manifest(root: str | os.PathLike, manifest: dict) -> Path:
     path = Path(root) / MANIFEST_NAME
     path.write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def replace_graph(root: str | os.PathLike, name: str, preprocess: dict | None = None) -> ModelPackage:
+    """Take a new file for graph `name` into the package at `root`, after it was written over the old
+    one (another encoder exported with `fusion_rt.export.onnx_export.export_encoder`, say): its
+    manifest entry is read again from the file (hash, inputs, outputs, opset), `preprocess` replaces
+    the manifest's when given (a new input size), the export parity record, which covered the old
+    graph, is dropped, and the package is validated like any other."""
+    root = Path(root)
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
+    old = manifest.get("graphs", {}).get(name)
+    if not isinstance(old, dict):
+        raise ManifestError(f"package {str(root)!r} has no graph {name!r}")
+    _inside(root, old.get("file"), f"graph {name!r}")
+    manifest["graphs"][name] = describe_graph(root, old["file"], name, old.get("role"), old.get("modality")).to_dict()
+    if preprocess is not None:
+        manifest["preprocess"] = preprocess
+    write_manifest(root, {k: v for k, v in manifest.items() if k not in ("format_version", "parity")})
+    return load_package(root)
 
 
 def _require(d: dict, key: str, kind: type | tuple[type, ...], where: str = "manifest") -> Any:

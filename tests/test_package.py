@@ -12,6 +12,7 @@ import pytest
 
 from fusion_rt.errors import (
     GraphMismatchError,
+    IntegrityError,
     ManifestError,
     PackageError,
 )
@@ -77,3 +78,21 @@ def test_not_a_package(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
         load_package(tmp_path)
+
+
+def test_replace_graph_takes_a_new_file_into_the_manifest(pkg):
+    from fusion_rt.package import replace_graph
+
+    from .tiny_package import _encoder
+
+    _edit_manifest(pkg, lambda m: m.update(parity={"file": "parity.json", "worst_max_rel": 1e-7}))
+    before = load_package(pkg)
+    onnx.save(_encoder("camera", seed=99), str(before.graph_path("camera")))  # same I/O, other weights
+    with pytest.raises(IntegrityError):
+        load_package(pkg)
+    after = replace_graph(pkg, "camera")
+    assert after.graphs["camera"].sha256 == sha256_file(after.graph_path("camera")) != before.graphs["camera"].sha256
+    assert after.graphs["radar"] == before.graphs["radar"]
+    assert "parity" not in after.manifest
+    with pytest.raises(ManifestError, match="'lidar'"):
+        replace_graph(pkg, "lidar")
