@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,12 +98,17 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     modality: str | None = None
     opset: int = MIN_OPSET
+    # ONNX external data files (location relative to the graph file's folder -> sha256), when the
+    # graph keeps its weights outside the .onnx file: covered by the package's hashes like the graph.
+    external_data: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = {"file": self.file, "sha256": self.sha256, "role": self.role, "opset": self.opset,
              "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
         if self.modality is not None:
             d["modality"] = self.modality
+        if self.external_data:
+            d["external_data"] = dict(sorted(self.external_data.items()))
         return d
 
 
@@ -182,6 +188,18 @@ def _opset(model) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
+def _external_locations(model) -> dict[str, str]:
+    """ONNX external data of `model`: location -> the first initializer stored there."""
+    import onnx
+
+    found: dict[str, str] = {}
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in init.external_data if e.key == "location"), "")
+            found.setdefault(location, init.name)
+    return found
+
+
 def describe_graph(root: str | os.PathLike, file: str, name: str, role: str, modality: str | None = None) -> GraphSpec:
     """Read a graph's I/O, opset and hash (the export side: what the manifest will promise)."""
     import onnx
@@ -189,14 +207,20 @@ def describe_graph(root: str | os.PathLike, file: str, name: str, role: str, mod
     path = Path(root) / file
     model = onnx.load(str(path), load_external_data=False)
     inputs, outputs = _graph_io(model)
+    external = {loc: sha256_file(path.parent / loc) for loc in _external_locations(model)}
     return GraphSpec(name=name, file=file, sha256=sha256_file(path), role=role, inputs=inputs, outputs=outputs,
-                     modality=modality, opset=_opset(model))
+                     modality=modality, opset=_opset(model), external_data=external)
 
 
 def write_manifest(root: str | os.PathLike, manifest: dict) -> Path:
-    """Write manifest.json (sorted keys, stable bytes) and return its path."""
-    path = Path(root) / MANIFEST_NAME
-    path.write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2, sort_keys=True) + "\n")
+    """Write manifest.json (sorted keys, stable bytes) and return its path. The vocabulary file, when
+    the manifest names one, must already be in place: its sha256 is recorded (`vocabulary_sha256`)."""
+    root = Path(root)
+    manifest = {"format_version": FORMAT_VERSION, **manifest}
+    if manifest.get("vocabulary"):
+        manifest["vocabulary_sha256"] = sha256_file(_inside(root, manifest["vocabulary"], "manifest.vocabulary"))
+    path = root / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -250,15 +274,28 @@ def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others from protobuf: any failure is a bad graph
         raise GraphMismatchError(f"{where}: {spec.file!r} is not a readable ONNX model ({exc})") from exc
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in init.external_data if e.key == "location"), "")
-            ext = _inside(root, location, f"{where} external data of {init.name!r}")
-            if not ext.is_file():
-                raise IntegrityError(f"{where}: external data file {location!r} of {init.name!r} is missing")
+    # ONNX Runtime reads external data relative to the graph file's folder: check it there.
+    folder = str(Path(spec.file).parent)
+    for location, tensor in _external_locations(model).items():
+        what = f"{where} external data of {tensor!r}"
+        rel = location if folder == "." or not isinstance(location, str) else os.path.join(folder, location)
+        ext = _inside(root, rel, what)
+        if not ext.is_file():
+            raise IntegrityError(f"{what}: file {location!r} is missing")
+        if check_hashes:
+            expected = spec.external_data.get(location)
+            if expected is None:
+                raise IntegrityError(f"{what}: {location!r} has no sha256 in the manifest "
+                                     f"(graphs.{spec.name}.external_data); re-export the package")
+            actual = sha256_file(ext)
+            if actual != expected:
+                raise IntegrityError(f"{what}: sha256 of {location!r} is {actual[:16]}…, the manifest says "
+                                     f"{expected[:16]}… (tampered or stale file; re-export the package)")
     opset = _opset(model)
     if opset < MIN_OPSET:
         raise GraphMismatchError(f"{where}: opset {opset} is below the minimum {MIN_OPSET}")
+    if opset != spec.opset:
+        raise GraphMismatchError(f"{where}.opset: manifest {spec.opset}, graph {opset}")
     inputs, outputs = _graph_io(model)
     for kind, declared, actual in (("inputs", spec.inputs, inputs), ("outputs", spec.outputs, outputs)):
         if [t.name for t in declared] != [t.name for t in actual]:
@@ -270,6 +307,18 @@ def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
             if not _dims_match(d.shape, a.shape):
                 raise GraphMismatchError(f"{where}.{kind}[{d.name!r}].shape: manifest {list(d.shape)}, "
                                          f"graph {list(a.shape)}")
+
+
+def _check_preprocess(preprocess: dict) -> None:
+    """The manifest's preprocessing must build (types, sizes, finite grids) before any frame arrives."""
+    from fusion_rt.preprocess import PreprocessConfig
+
+    try:
+        PreprocessConfig.from_dict(preprocess)
+    except ConfigError as exc:
+        raise ManifestError(f"manifest.preprocess: {exc}") from exc
+    except (TypeError, ValueError, OverflowError, KeyError) as exc:  # a field of the wrong JSON type
+        raise ManifestError(f"manifest.preprocess: {type(exc).__name__}: {exc}") from exc
 
 
 def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPackage:
@@ -300,8 +349,9 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
         raise ManifestError(f"manifest.rig: {exc}") from exc
     modalities = tuple(_require(manifest, "modalities", list))
     unknown = [m for m in modalities if m not in MODALITIES]
-    if unknown or not modalities:
-        raise ManifestError(f"manifest.modalities: {list(modalities)} must be a non-empty subset of {list(MODALITIES)}")
+    if unknown or not modalities or len(set(modalities)) != len(modalities):
+        raise ManifestError(f"manifest.modalities: {list(modalities)} must be a non-empty subset of {list(MODALITIES)}, "
+                            "each named once")
     _require(manifest, "preprocess", dict)
 
     graphs: dict[str, GraphSpec] = {}
@@ -310,14 +360,18 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
         if not isinstance(g, dict):
             raise ManifestError(f"{where}: expected an object")
         role = _require(g, "role", str, where)
-        opset = g.get("opset", MIN_OPSET)
-        if isinstance(opset, bool) or not isinstance(opset, int):
-            raise ManifestError(f"{where}.opset: expected an integer, got {opset!r}")
+        opset = _require(g, "opset", int, where)
+        if isinstance(opset, bool) or opset < MIN_OPSET:
+            raise ManifestError(f"{where}.opset: expected an integer >= {MIN_OPSET}, got {opset!r}")
+        external = g.get("external_data", {})
+        if not isinstance(external, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in external.items()):
+            raise ManifestError(f"{where}.external_data: expected {{file: sha256}}, got {external!r}")
         graphs[name] = GraphSpec(
             name=name, file=_require(g, "file", str, where), sha256=_require(g, "sha256", str, where), role=role,
             inputs=tuple(TensorSpec.from_dict(t, f"{where}.inputs") for t in _require(g, "inputs", list, where)),
             outputs=tuple(TensorSpec.from_dict(t, f"{where}.outputs") for t in _require(g, "outputs", list, where)),
-            modality=g.get("modality"), opset=opset,
+            modality=g.get("modality"), opset=opset, external_data=external,
         )
     for m in modalities:
         if m not in graphs or graphs[m].role != "encoder" or graphs[m].modality != m:
@@ -333,12 +387,19 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ManifestError(f"manifest.max_age_ns.{key}: expected a positive integer of nanoseconds, got {value!r}")
     budgets = manifest.get("latency_budget_ms", {})
-    if not isinstance(budgets, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in budgets.values()):
-        raise ManifestError(f"manifest.latency_budget_ms: expected positive numbers, got {budgets!r}")
+    if not isinstance(budgets, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            for v in budgets.values()):
+        raise ManifestError(f"manifest.latency_budget_ms: expected positive finite numbers, got {budgets!r}")
+    _check_preprocess(manifest["preprocess"])
     if manifest.get("vocabulary"):
         vocab = _inside(root, manifest["vocabulary"], "manifest.vocabulary")
         if not vocab.is_file():
             raise IntegrityError(f"manifest.vocabulary: {manifest['vocabulary']!r} is missing")
+        expected = _require(manifest, "vocabulary_sha256", str)
+        if check_hashes and sha256_file(vocab) != expected:
+            raise IntegrityError(f"manifest.vocabulary: sha256 of {manifest['vocabulary']!r} differs from "
+                                 f"vocabulary_sha256 {expected[:16]}… (tampered or stale file; re-export the package)")
 
     for spec in graphs.values():
         _check_graph(root, spec, check_hashes)

@@ -127,9 +127,11 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_mean", _float_tuple("camera_mean", self.camera_mean, 3))
         object.__setattr__(self, "camera_std", _float_tuple("camera_std", self.camera_std, 3))
-        object.__setattr__(self, "radar_channels", tuple(self.radar_channels))
-        object.__setattr__(self, "radar_shape", tuple(self.radar_shape))
-        object.__setattr__(self, "map_classes", tuple(self.map_classes))
+        for name in ("radar_channels", "radar_shape", "map_classes"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{name} must be a list, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
         _int_in("max_image_side", self.max_image_side, 16, 65535)
         _int_in("camera_height", self.camera_height, 16, self.max_image_side)
         _int_in("camera_width", self.camera_width, 16, self.max_image_side)
@@ -203,6 +205,8 @@ class PreprocessConfig:
         kw = dict(d)
         if "map_grid" in kw:
             try:
+                if not isinstance(kw["map_grid"], dict):
+                    raise TypeError("expected a JSON object")
                 kw["map_grid"] = MapGrid(**kw["map_grid"])
             except TypeError as exc:
                 raise ConfigError(f"malformed map_grid {kw['map_grid']!r}: {exc}") from exc
@@ -309,8 +313,9 @@ def decode_compressed_bgr(frame: CameraFrame, fmt: str, config: PreprocessConfig
     return image  # BGR
 
 
-def _decode_raw(frame: CameraFrame, config: PreprocessConfig) -> tuple[np.ndarray, bool]:
-    channels = _RAW_CHANNELS[frame.encoding]
+def _decode_raw(frame: CameraFrame, encoding: str, config: PreprocessConfig) -> tuple[np.ndarray, bool]:
+    """A raw frame as BGR (or RGB, then True); `encoding` is the frame's, lower-cased."""
+    channels = _RAW_CHANNELS[encoding]
     _check_side(f"{frame.encoding} image", frame.width, frame.height, config)
     expected = frame.width * frame.height * channels
     if len(frame.data) != expected:
@@ -319,7 +324,7 @@ def _decode_raw(frame: CameraFrame, config: PreprocessConfig) -> tuple[np.ndarra
     image = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, channels)
     if channels == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), False
-    return image, frame.encoding == "rgb8"
+    return image, encoding == "rgb8"
 
 
 def decode_camera(frame: CameraFrame, config: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
@@ -336,7 +341,7 @@ def decode_camera(frame: CameraFrame, config: PreprocessConfig, out: np.ndarray 
     if encoding in _COMPRESSED:
         bgr, is_rgb = decode_compressed_bgr(frame, _COMPRESSED[encoding], config), False
     elif encoding in _RAW_CHANNELS:
-        bgr, is_rgb = _decode_raw(frame, config)
+        bgr, is_rgb = _decode_raw(frame, encoding, config)
     else:
         raise DecodeError(f"unsupported camera encoding {frame.encoding!r}; "
                           f"expected one of {sorted(_COMPRESSED) + sorted(_RAW_CHANNELS)}")
@@ -612,7 +617,7 @@ class Vocabulary:
             raise ConfigError("not a fusion-rt vocabulary (missing format: fusion-rt-vocabulary)")
         if d.get("version") != 1:
             raise ConfigError(f"unsupported vocabulary version {d.get('version')!r}; this fusion-rt reads 1")
-        if list(d.get("special", [])) != list(_SPECIAL_TOKENS):
+        if d.get("special", list(_SPECIAL_TOKENS)) != list(_SPECIAL_TOKENS):
             raise ConfigError(f"vocabulary special tokens {d.get('special')!r} differ from {list(_SPECIAL_TOKENS)}")
         words = d.get("words")
         if not isinstance(words, list):

@@ -191,9 +191,17 @@ class BevGrid:
 
     def __post_init__(self) -> None:
         _positive("bev cell_m", self.cell_m)
+        extents = (self.x_min_m, self.x_max_m, self.y_min_m, self.y_max_m)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in extents):
+            raise ConfigError(f"bev extents must be finite numbers, got x [{self.x_min_m!r}, {self.x_max_m!r}] "
+                              f"y [{self.y_min_m!r}, {self.y_max_m!r}]")
         if self.x_max_m <= self.x_min_m or self.y_max_m <= self.y_min_m:
             raise ConfigError(f"bev extents must be increasing, got x [{self.x_min_m}, {self.x_max_m}] "
                               f"y [{self.y_min_m}, {self.y_max_m}]")
+        cells = ((self.x_max_m - self.x_min_m) / self.cell_m, (self.y_max_m - self.y_min_m) / self.cell_m)
+        if not all(math.isfinite(n) and 1 <= round(n) <= 1 << 16 for n in cells):
+            raise ConfigError(f"bev grid must have 1 to 65536 cells per side, got {cells[0]:.6g} x {cells[1]:.6g} "
+                              f"(extents / cell_m {self.cell_m!r})")
 
     @property
     def shape(self) -> tuple[int, int]:

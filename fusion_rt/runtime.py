@@ -366,6 +366,10 @@ class FusionRuntime:
         present_dtype = _NP_DTYPES.get(head_inputs["present"].dtype)
         if present_dtype is None:
             raise GraphMismatchError(f"graph 'head'.inputs['present'].dtype {head_inputs['present'].dtype} unsupported")
+        present_shape = _batch1(head_inputs["present"].shape, (1, len(pkg.modalities)))
+        if present_shape != (1, len(pkg.modalities)):
+            raise GraphMismatchError(f"graph 'head'.inputs['present'] shape {list(head_inputs['present'].shape)} "
+                                     f"does not hold one column per modality {list(pkg.modalities)}")
         self._present = np.zeros((1, len(pkg.modalities)), dtype=present_dtype)
         self._present_index = {m: i for i, m in enumerate(pkg.modalities)}
         self._head_feed["present"] = self._present

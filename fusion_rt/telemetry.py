@@ -14,6 +14,7 @@ timed with `time.perf_counter_ns` and recorded here. Per stage:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,8 +35,9 @@ class StageStats:
     def __init__(self, name: str, budget_ms: float | None = None, window: int = 4096) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ConfigError(f"window must be a positive integer, got {window!r}")
-        if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and budget_ms > 0):
-            raise ConfigError(f"budget for stage {name!r} must be a positive number of ms, got {budget_ms!r}")
+        if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and not isinstance(budget_ms, bool)
+                                          and math.isfinite(budget_ms) and budget_ms > 0):
+            raise ConfigError(f"budget for stage {name!r} must be a positive finite number of ms, got {budget_ms!r}")
         self.name = name
         self.budget_ms = None if budget_ms is None else float(budget_ms)
         self._budget_ns = None if budget_ms is None else int(round(budget_ms * 1e6))

@@ -62,11 +62,63 @@ def test_low_opset_refused(pkg):
         (lambda m: m["graphs"].pop("head"), "'head'"),
         (lambda m: m["max_age_ns"].update(radar=-5), "max_age_ns.radar"),
         (lambda m: m.update(rig={"camera": {}}), "manifest.rig"),
+        (lambda m: m.update(modalities=["camera", "radar", "radar"]), "each named once"),
+        (lambda m: m["graphs"]["text"].pop("opset"), "missing field 'opset'"),
+        (lambda m: m["graphs"]["text"].update(opset=5), r"opset: expected an integer >= 17, got 5"),
+        (lambda m: m["latency_budget_ms"].update(end_to_end=float("inf")), "positive finite"),
+        (lambda m: m.pop("vocabulary_sha256"), "missing field 'vocabulary_sha256'"),
+        # preprocessing is built at load, so a field of the wrong JSON type is a manifest error, not a crash
+        (lambda m: m["preprocess"].update(radar_shape=128), "manifest.preprocess: radar_shape must be a list"),
+        (lambda m: m["preprocess"].update(map_classes=5), "manifest.preprocess: map_classes"),
+        (lambda m: m["preprocess"].update(bogus_field=1), "bogus_field"),
+        (lambda m: m["preprocess"]["map_grid"].update(x_min_m=-1e308, x_max_m=1e308), "manifest.preprocess.*bev grid"),
+        (lambda m: m["preprocess"]["map_grid"].update(x_max_m=float("nan")), "manifest.preprocess.*finite"),
     ],
 )
 def test_malformed_manifest(pkg, edit, needle):
     _edit_manifest(pkg, edit)
     with pytest.raises(ManifestError, match=needle):
+        load_package(pkg)
+
+
+def test_manifest_opset_must_be_the_graphs(pkg):
+    _edit_manifest(pkg, lambda m: m["graphs"]["map"].update(opset=m["graphs"]["map"]["opset"] + 1))
+    with pytest.raises(GraphMismatchError, match=r"graph 'map'.opset: manifest \d+, graph \d+"):
+        load_package(pkg)
+
+
+def test_vocabulary_is_covered_by_a_hash(pkg):
+    words = json.loads((pkg / "vocab.json").read_text())
+    words["words"][:2] = words["words"][1::-1]  # two words swapped: every text input changes meaning
+    (pkg / "vocab.json").write_text(json.dumps(words))
+    with pytest.raises(IntegrityError, match="vocabulary.*vocab.json"):
+        load_package(pkg)
+    load_package(pkg, check_hashes=False)
+
+
+def test_external_data_is_read_beside_its_graph_and_hashed(pkg):
+    """A graph in a subfolder keeps its weights beside it, as ONNX Runtime reads them; describe_graph
+    records their hash and loading checks it."""
+    from fusion_rt.package import describe_graph
+
+    (pkg / "sub").mkdir()
+    model = onnx.load(str(pkg / "camera_encoder.onnx"))
+    onnx.save(model, str(pkg / "sub" / "camera.onnx"), save_as_external_data=True, location="camera.bin",
+              size_threshold=64)
+    (pkg / "camera_encoder.onnx").unlink()
+    spec = describe_graph(pkg, "sub/camera.onnx", "camera", "encoder", "camera").to_dict()
+    assert set(spec["external_data"]) == {"camera.bin"}
+    _edit_manifest(pkg, lambda m: m["graphs"].update(camera=spec))
+    package = load_package(pkg)
+    session = ort.InferenceSession(str(package.graph_path("camera")), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"image": np.zeros((1, 3, 36, 64), np.float32)})[0].shape == (1, 9, 8)
+    data = bytearray((pkg / "sub" / "camera.bin").read_bytes())
+    data[0] ^= 0xFF
+    (pkg / "sub" / "camera.bin").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256 of 'camera.bin'"):
+        load_package(pkg)
+    (pkg / "sub" / "camera.bin").rename(pkg / "camera.bin")  # where a root-relative reading would look
+    with pytest.raises(IntegrityError, match="'camera.bin' is missing"):
         load_package(pkg)
 
 

@@ -110,6 +110,10 @@ def test_png_and_raw_encodings_agree():
     np.testing.assert_allclose(png, _expected(image), atol=1e-5)
     np.testing.assert_array_equal(png, bgr)
     np.testing.assert_array_equal(bgr, rgb)
+    # encodings are case-insensitive, raw ones included (an upper-case RGB8 is still RGB)
+    upper = decode_camera(CameraFrame(stamp_ns=1, data=image[:, :, ::-1].tobytes(), encoding="RGB8", width=320,
+                                      height=180), cfg)
+    np.testing.assert_array_equal(upper, rgb)
     gray = decode_camera(CameraFrame(stamp_ns=1, data=image[:, :, 0].tobytes(), encoding="mono8", width=320,
                                      height=180), cfg)
     # grey replicated to three channels: equal before normalization

@@ -266,6 +266,20 @@ def test_construction_errors_name_the_value(package, tmp_path):
     assert issubclass(GraphMismatchError, FusionRTError)
 
 
+def test_head_present_must_have_a_column_per_modality(tmp_path):
+    import onnx
+
+    from fusion_rt.package import replace_graph
+
+    root = make_tiny_package(tmp_path / "pkg", modalities=("camera", "radar"))
+    head = onnx.load(str(root / "head.onnx"))
+    present = next(i for i in head.graph.input if i.name == "present")
+    present.type.tensor_type.shape.dim[1].dim_value = 3  # a head built for three modalities
+    onnx.save(head, str(root / "head.onnx"))
+    with pytest.raises(GraphMismatchError, match=r"'present'.*\['camera', 'radar'\]"):
+        FusionRuntime(replace_graph(root, "head"))
+
+
 def test_radar_trigger_and_ignored_messages(package, drive):
     """Any modality can trigger; messages the package does not consume are counted as ignored."""
     with FusionRuntime(package, trigger="radar", max_age_ns={"camera": 100 * MS}) as rt:

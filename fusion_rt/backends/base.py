@@ -57,7 +57,12 @@ class Runner(ABC):
         missing = [n for n in self.input_names if n not in feed]
         if missing:
             raise RunnerError(f"runner {self.name!r}: feed lacks inputs {missing}; it has {sorted(feed)}")
-        outputs = self.infer_impl(feed)
+        try:
+            outputs = self.infer_impl(feed)
+        except FusionRTError:
+            raise
+        except Exception as exc:  # the backend's own errors (ONNX Runtime's, TensorRT's) become ours
+            raise RunnerError(f"runner {self.name!r} failed: {type(exc).__name__}: {exc}") from exc
         self.inference_count += 1
         return outputs
 

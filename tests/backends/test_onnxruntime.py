@@ -52,6 +52,10 @@ def test_runner_contract(package):
             runner.infer({"present": feed["present"]})
         with pytest.raises(RunnerError, match="dtype float64"):
             runner.infer({**feed, "present": feed["present"].astype(np.float64)})
+        # what ONNX Runtime itself refuses (one column too many) comes back as a RunnerError too
+        wide = np.ones((1, feed["present"].shape[1] + 1), feed["present"].dtype)
+        with pytest.raises(RunnerError, match="runner 'head' failed.*present"):
+            runner.infer({**feed, "present": wide})
         assert runner.inference_count == 1
     assert not runner.is_active and runner.session is None
 

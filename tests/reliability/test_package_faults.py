@@ -38,7 +38,9 @@ def _resave_with_external_data(pkg: Path, location: str, size_threshold: int = 1
                 if entry.key == "location":
                     entry.value = location
         onnx.save(model, str(pkg / "radar_encoder.onnx"))
-    _edit_manifest(pkg, lambda m: m["graphs"]["radar"].update(sha256=sha256_file(pkg / "radar_encoder.onnx")))
+    external = {"radar.bin": sha256_file(pkg / "radar.bin")} if location == "radar.bin" else {}
+    _edit_manifest(pkg, lambda m: m["graphs"]["radar"].update(sha256=sha256_file(pkg / "radar_encoder.onnx"),
+                                                              external_data=external))
 
 
 def _tamper(pkg: Path, outside: Path) -> None:
@@ -63,6 +65,13 @@ def _external_data_outside(pkg: Path, outside: Path) -> None:
     shutil.move(pkg / "radar.bin", outside / "radar.bin")
 
 
+def _tampered_external_data(pkg: Path, outside: Path) -> None:
+    _resave_with_external_data(pkg, "radar.bin")
+    data = bytearray((pkg / "radar.bin").read_bytes())
+    data[-1] ^= 0xFF  # one weight changes: the graph file itself is untouched
+    (pkg / "radar.bin").write_bytes(bytes(data))
+
+
 def _shape_constants_external(pkg: Path, outside: Path) -> None:
     """A graph the manifest checks pass but ONNX Runtime refuses: its shape constants in external data."""
     _resave_with_external_data(pkg, "radar.bin", size_threshold=0)
@@ -82,6 +91,7 @@ FAULTS = {  # name -> (damage(pkg, outside dir), error type, message pattern nam
     "graph_symlink_outside": (_symlink_graph, UnsafePathError, "outside the package"),
     "external_data_outside": (_external_data_outside, UnsafePathError, "external data"),
     "external_data_symlink_outside": (_external_data_through_symlink, UnsafePathError, "external data"),
+    "tampered_external_data": (_tampered_external_data, IntegrityError, "external data.*sha256 of 'radar.bin'"),
     "graph_the_backend_refuses": (_shape_constants_external, RunnerError, "ONNX Runtime cannot load .*radar_encoder"),
 }
 
