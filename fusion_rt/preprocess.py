@@ -450,7 +450,9 @@ def rasterize_detections(points: np.ndarray, radar: Radar, config: PreprocessCon
     Returns [3, range_bins, azimuth_bins] float32 with `DETECTION_CHANNELS`: log(1 + count), mean
     radial velocity / velocity scale, and mean RCS / 10 dBsm, 0 where a cell has no detection.
     Range is the 3-D distance, azimuth atan2(y, x) (bin 0 the rightmost, as in RadarTensor).
-    Non-finite rows and points outside the field of view are dropped. Vectorized with bincount.
+    Rows with a non-finite position or velocity and points outside the field of view are dropped;
+    an unknown (NaN) RCS, as a cloud without an RCS field gives, leaves the detection in and out of
+    the RCS mean (0 where no detection of the cell has one). Vectorized with bincount.
     """
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 5:
@@ -464,7 +466,7 @@ def rasterize_detections(points: np.ndarray, radar: Radar, config: PreprocessCon
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ConfigError(f"out must be float32 of shape {shape}, got {out.dtype} {out.shape}")
-    pts = pts[np.isfinite(pts).all(axis=1)]
+    pts = pts[np.isfinite(pts[:, :4]).all(axis=1)]
     rng = np.sqrt(pts[:, 0] ** 2 + pts[:, 1] ** 2 + pts[:, 2] ** 2)
     az = np.arctan2(pts[:, 1], pts[:, 0])
     r_idx = np.floor((rng - radar.range_min_m) / radar.range_resolution_m).astype(np.int64)
@@ -475,7 +477,9 @@ def rasterize_detections(points: np.ndarray, radar: Radar, config: PreprocessCon
     count = np.bincount(cell, minlength=size)
     denom = np.maximum(count, 1)
     vel = np.bincount(cell, weights=pts[inside, 3], minlength=size) / denom
-    rcs = np.bincount(cell, weights=pts[inside, 4], minlength=size) / denom
+    rcs_known = np.isfinite(pts[inside, 4])
+    rcs = np.bincount(cell[rcs_known], weights=pts[inside, 4][rcs_known], minlength=size) / np.maximum(
+        np.bincount(cell[rcs_known], minlength=size), 1)
     out[0] = np.log1p(count).reshape(n_r, n_a)
     out[1] = (vel / config.radar_velocity_scale_mps).reshape(n_r, n_a)
     out[2] = (rcs / 10.0).reshape(n_r, n_a)

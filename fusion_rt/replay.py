@@ -687,7 +687,10 @@ class _Reader:
             infos = self.source.topics()
             if not infos:
                 raise LogError(f"{self.source.path!r} holds no messages that can be read")
-            self.topic_map: TopicMap = resolve_topics(infos, (*modalities, "ground_truth"), config.topics)
+            # A modality masked for the whole replay is not read (the camera still triggers), so its
+            # topic need not be found or unambiguous.
+            wanted = tuple(m for m in modalities if m not in config.drop or m == "camera")
+            self.topic_map: TopicMap = resolve_topics(infos, (*wanted, "ground_truth"), config.topics)
         except BaseException:
             self.source.close()
             raise

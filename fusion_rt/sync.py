@@ -655,6 +655,7 @@ _ACCEPT = Verdict(Action.ACCEPT)
 class _StreamState:
     last_accepted: int | None = None
     refused_future: int | None = None  # the stream's last stamp refused as future, until one is fed
+    refused_backwards: int | None = None  # its last stamp refused as a backward jump, until one is fed
     counts: dict[str, int] = field(default_factory=lambda: {"accepted": 0, **{r.value: 0 for r in Reason}})
 
 
@@ -662,8 +663,11 @@ class StreamChecker:
     """Per-stream stamp sanity checks run before any policy (DESIGN.md §3).
 
     - duplicate: a stamp equal to the stream's last accepted stamp -> reject;
-    - backwards: older than the last accepted stamp -> reject, or a clock jump (reset) when older by
-      more than `jump_threshold_ns` (a log looping, a simulator restarting);
+    - backwards: older than the last accepted stamp -> reject. Older by more than
+      `jump_threshold_ns` it may be a clock jump (a log looping, a simulator restarting): it is
+      refused, and a later stamp, on any stream, that is a backward jump too and lies within
+      `jump_threshold_ns` of it confirms the jump (reset). A single corrupted stamp in the past
+      (a zeroed header) thus costs that message only, not every stream's history;
     - future: more than `future_margin_ns` ahead of the reference clock -> reject. The reference is
       `now_ns` when given (the receive time; pass it where there is one), else the newest stamp
       accepted on any stream, this one included. (The other streams' stamps alone are no clock:
@@ -695,7 +699,7 @@ class StreamChecker:
     def forget(self) -> None:
         """Forget every stream's last stamps (counters are kept); done automatically on a jump."""
         for state in self._streams.values():
-            state.last_accepted = state.refused_future = None
+            state.last_accepted = state.refused_future = state.refused_backwards = None
 
     def check(self, stream: Hashable, stamp_ns: int, now_ns: int | None = None) -> Verdict:
         """Classify one stamp; counts it, and records it as the stream's latest when fed."""
@@ -708,8 +712,11 @@ class StreamChecker:
             state.counts[verdict.reason.value] += 1
         if verdict.reason is Reason.FUTURE:
             state.refused_future = stamp
+        elif verdict.reason is Reason.BACKWARDS and state.last_accepted is not None \
+                and state.last_accepted - stamp > self.jump_threshold_ns:
+            state.refused_backwards = stamp
         elif verdict.feed:
-            state.refused_future = None
+            state.refused_future = state.refused_backwards = None
         if verdict.reset:
             self.resets += 1
             self.forget()
@@ -739,7 +746,11 @@ class StreamChecker:
                 return Verdict(Action.REJECT, Reason.DUPLICATE, f"stamp {stamp} repeated")
             if stamp < last:
                 if last - stamp > self.jump_threshold_ns:
-                    return Verdict(Action.RESET, Reason.JUMP, f"{last - stamp} ns backwards")
+                    if any(s.refused_backwards is not None and abs(stamp - s.refused_backwards) <= self.jump_threshold_ns
+                           for s in self._streams.values()):
+                        return Verdict(Action.RESET, Reason.JUMP, f"{last - stamp} ns backwards, confirmed")
+                    return Verdict(Action.REJECT, Reason.BACKWARDS,
+                                   f"{last - stamp} ns backwards (a clock jump if the next stamp confirms it)")
                 return Verdict(Action.REJECT, Reason.BACKWARDS, f"{last - stamp} ns backwards")
         accepted = [s.last_accepted for s in self._streams.values() if s.last_accepted is not None]
         if accepted and stamp - max(accepted) > self.jump_threshold_ns:

@@ -71,3 +71,13 @@ def test_option_errors_name_the_value():
     with pytest.raises(ConfigError, match="modality=/topic"):
         parse_topic_option("camera")
     assert parse_topic_option("camera=/a, radar=/b") == {"camera": "/a", "radar": "/b"}
+
+
+def test_point_cloud_fields_are_read_from_an_mcap_log(short_drive):
+    """The fields of a recorded PointCloud2 come from its first message, so a radar detection cloud
+    is told apart from a lidar cloud by what it holds."""
+    from fusion_rt.logs.bags import open_log
+
+    with open_log(short_drive) as source:
+        fields = {info.topic: info.point_fields for info in source.topics() if info.schema_name == PC2}
+    assert fields == {"/radar/front/detections": ("x", "y", "z", "radial_velocity", "rcs")}

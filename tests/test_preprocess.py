@@ -243,26 +243,32 @@ def test_rasterize_detections_matches_a_python_loop():
     pts = np.stack([r * np.cos(az), r * np.sin(az), np.zeros(n), rng.normal(0, 5, n), rng.normal(5, 3, n)], 1)
     pts[:3] = pts[10:13]  # duplicated cells
     pts[20, 3] = np.nan  # dropped
+    pts[30:60, 4] = np.nan  # RCS unknown: counted, left out of the RCS mean
     got = rasterize_detections(pts.astype(np.float32), radar, CFG)
 
     count = np.zeros(CFG.radar_shape)
     vel = np.zeros(CFG.radar_shape)
     rcs = np.zeros(CFG.radar_shape)
+    rcs_count = np.zeros(CFG.radar_shape)
     for p in pts.astype(np.float32).astype(np.float64):
-        if not np.isfinite(p).all():
+        if not np.isfinite(p[:4]).all():
             continue
         ri = math.floor((math.sqrt(p[0] ** 2 + p[1] ** 2 + p[2] ** 2) - radar.range_min_m) / radar.range_resolution_m)
         ai = math.floor((math.atan2(p[1], p[0]) + radar.azimuth_max_rad) / radar.azimuth_resolution_rad)
         if 0 <= ri < radar.num_range_bins and 0 <= ai < radar.num_azimuth_bins:
             count[ri, ai] += 1
             vel[ri, ai] += p[3]
-            rcs[ri, ai] += p[4]
+            if np.isfinite(p[4]):
+                rcs[ri, ai] += p[4]
+                rcs_count[ri, ai] += 1
     nz = count > 0
-    assert nz.sum() > 100
+    assert nz.sum() > 100 and (nz & (rcs_count == 0)).any()
     np.testing.assert_allclose(got[0], np.log1p(count), rtol=1e-6)
     np.testing.assert_allclose(got[1][nz], np.clip(vel[nz] / count[nz] / 10.0, -5, 5), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got[2][nz], np.clip(rcs[nz] / count[nz] / 10.0, -5, 5), rtol=1e-5, atol=1e-6)
-    assert (got[1:, ~nz] == 0).all()
+    known = rcs_count > 0
+    np.testing.assert_allclose(got[2][known], np.clip(rcs[known] / rcs_count[known] / 10.0, -5, 5), rtol=1e-5,
+                               atol=1e-6)
+    assert (got[1:, ~nz] == 0).all() and (got[2, ~known] == 0).all()
 
 
 # ------------------------------------------------------------------------------------------- map

@@ -103,6 +103,25 @@ def test_drop_radar_flags_every_output_degraded(short_drive, package):
         replay(short_drive, package, ReplayConfig(drop=("lidar",)))
 
 
+def test_a_dropped_modality_need_not_have_one_topic(short_drive, package, tmp_path):
+    """Two radars in the log: ambiguous for a replay that reads radar, irrelevant when radar is masked."""
+    from fusion_rt.logs import LogReader, LogWriter
+    from fusion_rt.logs.topics import AmbiguousTopicError
+
+    two = tmp_path / "two_radars.mcap"
+    with LogReader(short_drive) as reader, LogWriter(two) as writer:
+        for item in reader.messages():
+            if item.topic == "/radar/front/tensor":
+                writer.write(item.message, topic="/radar/left/tensor")
+                writer.write(item.message, topic="/radar/right/tensor")
+            elif item.topic != "/radar/front/detections":
+                writer.write(item.message, topic=item.topic)
+    with pytest.raises(AmbiguousTopicError, match="/radar/left/tensor"):
+        replay(two, package)
+    s = replay(two, package, ReplayConfig(drop=("radar",))).summary
+    assert s["outputs"] > 0 and s["degraded"] == s["outputs"]
+
+
 def test_realtime_mode_counts_add_up(short_drive, package):
     s = replay(short_drive, package, ReplayConfig(mode=ReplayMode.REALTIME, realtime_speed=4.0)).summary
     camera = s["messages"]["camera"]

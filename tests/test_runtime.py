@@ -146,14 +146,20 @@ def test_bad_stamps_are_rejected_and_a_clock_jump_resets_the_cache(package):
         assert rt.push(CameraFrame(stamp_ns=t0 + 900 * MS, data=_jpeg())) == []  # future vs the newest stamp
         assert rt.push(CameraFrame(stamp_ns=-5, data=_jpeg())) == []  # not a valid stamp
         assert rt.push(CameraFrame(stamp_ns=1.5e18, data=_jpeg())) == []  # not an int
-        # the radar clock jumps back 100 s (a log looping): the cache is emptied
+        # one radar stamp 100 s in the past: refused alone (it could be a corrupted stamp), nothing is forgotten
         rt.push(_radar(t0 - 100_000 * MS, rng))
+        assert rt.stats()["clock_resets"] == 0
+        # the camera confirms it (a log looping): the cache is emptied and the camera frame fed after the reset
         (out,) = rt.push(CameraFrame(stamp_ns=t0 - 100_000 * MS + 10 * MS, data=_jpeg()))
+        assert "radar" not in out.sources and out.status == "degraded"
+        rt.push(_radar(t0 - 100_000 * MS + 20 * MS, rng))
+        (out,) = rt.push(CameraFrame(stamp_ns=t0 - 100_000 * MS + 30 * MS, data=_jpeg()))
         stats = rt.stats()
     reasons = stats["messages"]["camera"]["reasons"]["rejected"]
     assert reasons == {"stamp_duplicate": 1, "stamp_backwards": 1, "stamp_future": 1, "bad_stamp": 2}
-    assert stats["clock_resets"] >= 1
-    # the radar message that caused the reset was fed after it: fresh again
+    assert stats["messages"]["radar"]["reasons"]["rejected"] == {"stamp_backwards": 1}
+    assert stats["clock_resets"] == 1
+    # radar on the new clock is fresh again
     assert "radar" in out.sources and out.sources["radar"].age_ns == 10 * MS
     _assert_counts_add_up(stats)
 

@@ -508,15 +508,36 @@ def test_checker_backward_jump_resets_and_rejects_stale_in_flight_stamps():
         for stream in (0, 1):
             assert checker.check(stream, t).action is Action.ACCEPT
             policy.add(stream, t, None)
-    jump = checker.check(0, 2 * S)  # the log looped
+    # The log looped: its first stamp alone could be a corrupted one, so it is refused...
+    first = checker.check(0, 2 * S)
+    assert first.reason is Reason.BACKWARDS and not first.feed and checker.resets == 0
+    # ...and the next stamp on the new clock confirms the jump: reset, and it is fed.
+    jump = checker.check(0, 2 * S + 50 * MS)
     assert jump.action is Action.RESET and jump.reason is Reason.JUMP and jump.feed
     policy.reset()
-    policy.add(0, 2 * S, None)
+    policy.add(0, 2 * S + 50 * MS, None)
     # Stream 1 still has an old-clock message in flight: it is far ahead of the new clock.
     assert checker.check(1, 100 * S + 100 * MS).reason is Reason.FUTURE
-    assert checker.check(1, 2 * S).action is Action.ACCEPT
-    assert [tuple(t for t, _ in s) for s in policy.add(1, 2 * S, None)] == [(2 * S, 2 * S)]
+    assert checker.check(1, 2 * S + 50 * MS).action is Action.ACCEPT
+    assert [tuple(t for t, _ in s) for s in policy.add(1, 2 * S + 50 * MS, None)] == [(2 * S + 50 * MS,) * 2]
     assert checker.resets == 1 and checker.counts()[0]["jump"] == 1
+
+
+def test_checker_one_corrupted_past_stamp_costs_one_message():
+    """A zeroed stamp on one stream is refused; nothing is forgotten and every other message goes on."""
+    checker = StreamChecker(future_margin_ns=100 * MS, jump_threshold_ns=S)
+    for k in range(20):
+        assert checker.check("cam", 100 * S + k * 50 * MS).feed
+        assert checker.check("radar", 100 * S + k * 50 * MS + 10 * MS).feed
+    assert checker.check("radar", 0).reason is Reason.BACKWARDS
+    assert all(checker.check(s, 101 * S + k * 50 * MS + (10 * MS if s == "radar" else 0)).feed
+               for k in range(5) for s in ("cam", "radar"))
+    assert checker.resets == 0
+    assert checker.counts()["radar"]["backwards"] == 1 and checker.counts()["cam"]["backwards"] == 0
+    # a jump back confirmed by the other stream resets once
+    assert checker.check("cam", 5 * S).reason is Reason.BACKWARDS
+    assert checker.check("radar", 5 * S + 10 * MS).action is Action.RESET
+    assert checker.check("cam", 5 * S + 50 * MS).feed and checker.resets == 1
 
 
 def test_checker_forward_jump_confirmed_by_a_second_stream():

@@ -160,7 +160,6 @@ def _official_summary(path: str) -> Any:
 
 def _cloud_fields(reader: LogReader, topic: str) -> tuple[str, ...] | None:
     """Field names of a PointCloud2 topic's first message (None when there is none or it fails)."""
-    from mcap.records import Schema
     from mcap_ros2.decoder import DecoderFactory
 
     for raw in reader.raw_messages(topics=[topic]):
@@ -168,8 +167,7 @@ def _cloud_fields(reader: LogReader, topic: str) -> tuple[str, ...] | None:
         if schema is None:
             return None
         try:
-            decode = DecoderFactory().decoder_for(raw.channel.message_encoding,
-                                                  Schema(schema.id, schema.name, schema.encoding, schema.data))
+            decode = DecoderFactory().decoder_for(raw.channel.message_encoding, schema)
             return tuple(f.name for f in decode(raw.record.data).fields)
         except Exception:  # noqa: BLE001 (a probe: a cloud that does not decode is judged by its schema)
             return None
