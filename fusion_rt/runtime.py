@@ -209,6 +209,10 @@ class FusionRuntime:
         window: samples kept per stage for percentiles.
         stall_after_ns: a stage busy longer than this is reported as stalled by `health()`
             (default: the end_to_end budget, else 1 s).
+        trigger_timeout_ns: while the other sensors' stamps run more than this past the last
+            trigger (or past the first message, before any), `health()` reads degraded with
+            `degraded:<trigger>_missing`: no output comes while the trigger is silent, so nothing
+            else would say so.
     """
 
     def __init__(
@@ -227,6 +231,7 @@ class FusionRuntime:
         window: int = 4096,
         stream_checker: StreamChecker | None = None,  # per-stream stamp checks; default: 500 ms future margin
         stall_after_ns: int | None = None,
+        trigger_timeout_ns: int = 500_000_000,  # 10 camera frames at 20 Hz
     ) -> None:
         self.package = package if isinstance(package, ModelPackage) else load_package(package)
         pkg = self.package
@@ -278,6 +283,13 @@ class FusionRuntime:
         if isinstance(stall_after_ns, bool) or not isinstance(stall_after_ns, int) or stall_after_ns <= 0:
             raise ConfigError(f"stall_after_ns must be a positive integer of nanoseconds, got {stall_after_ns!r}")
         self.stall_after_ns = stall_after_ns
+        if isinstance(trigger_timeout_ns, bool) or not isinstance(trigger_timeout_ns, int) or trigger_timeout_ns <= 0:
+            raise ConfigError(f"trigger_timeout_ns must be a positive integer of nanoseconds, got {trigger_timeout_ns!r}")
+        self.trigger_timeout_ns = trigger_timeout_ns
+        # Sensor-clock stamps: the newest accepted on any stream, and the last trigger's (or the first
+        # accepted stamp while no trigger has come since the start or a clock reset).
+        self._newest_stamp: int | None = None
+        self._trigger_stamp: int | None = None
         self._busy: tuple[str, int] | None = None  # (stage, perf_counter_ns at its start) while push() is in it
 
         if callable(backend):
@@ -427,6 +439,10 @@ class FusionRuntime:
             return []
         if verdict.reset:
             self._reset_cache()
+            self._newest_stamp = self._trigger_stamp = None
+        if self._trigger_stamp is None or modality == self.trigger:
+            self._trigger_stamp = stamp
+        self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
         try:
             if modality == self.trigger:
                 return self._fire(enc, message, counter, t0)
@@ -464,12 +480,17 @@ class FusionRuntime:
         }
 
     def health(self) -> Health:
-        """Telemetry health, at least "degraded" while the latest output had masked modalities, and
-        "failing" while a stage has been busy longer than `stall_after_ns` (safe to poll from a
-        supervising thread while another pushes)."""
+        """Telemetry health, at least "degraded" while the latest output had masked modalities or the
+        trigger has been silent for `trigger_timeout_ns` of the other sensors' time, and "failing"
+        while a stage has been busy longer than `stall_after_ns` (safe to poll from a supervising
+        thread while another pushes)."""
         busy = self._busy  # read once: push() replaces it meanwhile
         health = self.telemetry.health()
         degraded = tuple(f for f in self._last_flags if f.startswith("degraded:"))
+        newest, since = self._newest_stamp, self._trigger_stamp
+        if newest is not None and since is not None and newest - since > self.trigger_timeout_ns:
+            degraded = (f"degraded:{self.trigger}_missing (none for {(newest - since) / 1e6:.0f} ms of sensor time)",
+                        *degraded)
         if busy is not None:
             busy_ns = time.perf_counter_ns() - busy[1]
             if busy_ns > self.stall_after_ns:

@@ -245,6 +245,25 @@ def test_max_age_override_and_health(package, drive):
     assert outputs and all("degraded:radar_missing" in o.flags for o in outputs)
 
 
+def test_health_says_when_the_trigger_falls_silent(package, drive):
+    """No camera frame means no output to carry a flag: health() itself must say the camera is gone."""
+    cam = [i for i, m in enumerate(drive) if isinstance(m, CameraFrame)]
+    with FusionRuntime(package, trigger_timeout_ns=500 * MS) as rt:
+        _run(rt, drive[: cam[40] + 1])
+        assert rt.health().state == "ok"
+        others = [m for m in drive[cam[40] + 1:] if not isinstance(m, CameraFrame)]
+        _run(rt, [m for m in others if m.stamp_ns - drive[cam[40]].stamp_ns <= 400 * MS])
+        assert rt.health().state == "ok"  # 0.4 s without a frame: within the timeout
+        _run(rt, [m for m in others if 400 * MS < m.stamp_ns - drive[cam[40]].stamp_ns <= 1500 * MS])
+        health = rt.health()
+        assert health.state == "degraded" and health.reasons[0].startswith("degraded:camera_missing")
+        (out,) = _run(rt, [next(m for m in drive[cam[40]:] if isinstance(m, CameraFrame)
+                                and m.stamp_ns - drive[cam[40]].stamp_ns > 1500 * MS)])
+        assert not any("camera_missing" in r for r in rt.health().reasons)  # the camera is back
+    with pytest.raises(ConfigError, match="trigger_timeout_ns"):
+        FusionRuntime(package, trigger_timeout_ns=0)
+
+
 def test_context_manager_closes_sessions(package):
     with FusionRuntime(package) as rt:
         runners = rt.runners
