@@ -84,6 +84,15 @@ def test_max_ages_are_configurable(tmp_path: Path) -> None:
         LogDataset(tmp_path / "a.mcap", max_age_ns={"map": -1})
 
 
+def test_a_camera_topic_the_log_lacks_is_named(tmp_path: Path) -> None:
+    from fusion_rt.logs.topics import UnknownTopicError
+
+    _write(tmp_path / "a.mcap", [(0, "map"), (10 * MS, "camera")])
+    with pytest.raises(UnknownTopicError, match="'/camera/rear/image/compressed'.*/camera/front/image/compressed"):
+        list(LogDataset(tmp_path / "a.mcap", camera_topic="/camera/rear/image/compressed"))
+    assert len(list(LogDataset(tmp_path / "a.mcap", camera_topic="/camera/front/image/compressed"))) == 1
+
+
 def _brute_force(events: list[tuple[int, str]], max_age: dict[str, int]) -> list[tuple]:
     out = []
     for t, _ in sorted(e for e in events if e[1] == "camera"):

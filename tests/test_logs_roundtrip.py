@@ -194,6 +194,16 @@ def test_writer_refuses_what_it_cannot_store(tmp_path: Path) -> None:
             writer.write(CameraFrame(stamp_ns=5, data=b"", encoding="yuv422"))
         with pytest.raises(LogError, match="bytes"):
             writer.write(CameraFrame(stamp_ns=5, data=b"123", encoding="rgb8", width=2, height=2))
+        # wrong Python types: refused by name before anything reaches the file (a bad topic used to
+        # register its channel first and then break close(), losing the whole log)
+        with pytest.raises(LogError, match="topic must be a non-empty string, got 5"):
+            writer.write(TextContext(stamp_ns=6, text="y"), topic=5)
+        with pytest.raises(LogError, match="TextContext.text must be a str"):
+            writer.write(TextContext(stamp_ns=6, text=b"y"))
+        with pytest.raises(LogError, match="CameraFrame"):
+            writer.write(CameraFrame(stamp_ns=6, data="not bytes"))
+        with pytest.raises(LogError, match="metadata 'm'"):
+            writer.add_metadata("m", ["a"])
     with pytest.raises(ConfigError, match="brotli"):
         LogWriter(tmp_path / "b.mcap", compression="brotli")
     with pytest.raises(LogError, match="nope"):

@@ -81,3 +81,23 @@ def test_point_cloud_fields_are_read_from_an_mcap_log(short_drive):
     with open_log(short_drive) as source:
         fields = {info.topic: info.point_fields for info in source.topics() if info.schema_name == PC2}
     assert fields == {"/radar/front/detections": ("x", "y", "z", "radial_velocity", "rcs")}
+
+
+def test_a_bag_with_a_bad_split_closes_the_splits_it_opened(short_drive, tmp_path):
+    import gc
+    import shutil
+    import warnings
+
+    from fusion_rt.errors import NotALogError
+    from fusion_rt.logs.bags import open_log
+
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    shutil.copy(short_drive, bag / "bag_0.mcap")
+    (bag / "bag_1.mcap").write_bytes(b"not an mcap file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(NotALogError, match="bag_1.mcap"):
+            open_log(bag)
+        gc.collect()  # an unclosed file left to the garbage collector warns here
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

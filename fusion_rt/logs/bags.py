@@ -81,7 +81,14 @@ class McapSource(LogSource):
 
     def __init__(self, files: list[Path], path: str) -> None:
         self.path = path
-        self._readers = [LogReader(f) for f in files]  # NotALogError for anything that is not MCAP
+        self._readers: list[LogReader] = []
+        try:
+            for f in files:
+                self._readers.append(LogReader(f))  # NotALogError for anything that is not MCAP
+        except BaseException:
+            for reader in self._readers:  # the splits opened before the bad one
+                reader.close()
+            raise
         self._topics: list[TopicInfo] | None = None
         self._duration: int | None = None
 

@@ -220,6 +220,8 @@ def _map_to_ros(m: MapRaster) -> tuple[str, dict]:
 
 
 def _text_to_ros(m: TextContext) -> tuple[str, dict]:
+    if not isinstance(m.text, str):  # mcap_ros2 would write str(b"...") without a word
+        raise TypeError(f"TextContext.text must be a str, got {type(m.text).__name__}")
     return S.STRING, {"data": m.text}
 
 

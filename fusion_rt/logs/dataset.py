@@ -26,6 +26,7 @@ from typing import Any
 from fusion_rt.errors import ConfigError
 from fusion_rt.logs.bags import open_log
 from fusion_rt.logs.reader import ReadIssue
+from fusion_rt.logs.topics import UnknownTopicError
 from fusion_rt.messages import (
     CameraFrame,
     CameraInfo,
@@ -138,6 +139,10 @@ class LogDataset:
         arrival = 0
         watermark: int | None = None
         with open_log(path) as reader:  # an MCAP file or a ROS 2 bag (directory, .mcap or .db3 storage)
+            if self.camera_topic is not None:
+                topics = sorted(info.topic for info in reader.topics())
+                if self.camera_topic not in topics:
+                    raise UnknownTopicError(f"camera_topic {self.camera_topic!r} is not in {path!r}; it has {topics}")
             try:
                 for item in reader.messages():
                     message = item.message

@@ -18,7 +18,7 @@ from mcap.records import Schema
 from mcap.writer import CompressionType
 from mcap_ros2.writer import Writer as Ros2Writer
 
-from fusion_rt.errors import ConfigError, LogError
+from fusion_rt.errors import ConfigError, FusionRTError, LogError
 from fusion_rt.logs.convert import COMPRESSED_FORMATS, split_stamp, to_ros
 from fusion_rt.logs.schemas import DEFAULT_TOPICS, RAW_IMAGE_TOPIC, SCHEMAS, byte_view_schema
 from fusion_rt.messages import CameraFrame, Message
@@ -80,7 +80,15 @@ class LogWriter:
         """
         if self._closed:
             raise LogError(f"log {self.path!r} is closed")
-        schema_name, ros_message = to_ros(message, radar_tensor_dtype=self.radar_tensor_dtype)
+        if topic is not None and (not isinstance(topic, str) or not topic):
+            raise LogError(f"topic must be a non-empty string, got {topic!r}")
+        try:
+            schema_name, ros_message = to_ros(message, radar_tensor_dtype=self.radar_tensor_dtype)
+        except FusionRTError:
+            raise
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:  # a field of the wrong type
+            raise LogError(f"cannot convert {type(message).__name__} at {getattr(message, 'stamp_ns', None)!r}: "
+                           f"{type(exc).__name__}: {exc}") from exc
         topic = default_topic(message) if topic is None else topic
         split_stamp(message.stamp_ns)  # header-less messages (String) are checked here
         known = self._topic_schema.get(topic, schema_name)
@@ -113,7 +121,8 @@ class LogWriter:
         """Store a named string map in the log (e.g. the rig as JSON, the simulator config)."""
         if self._closed:
             raise LogError(f"log {self.path!r} is closed")
-        if not isinstance(name, str) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        if not isinstance(name, str) or not isinstance(data, dict) \
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
             raise LogError(f"metadata {name!r} must map str to str (serialize values, e.g. as JSON)")
         self._writer.add_metadata(name, dict(data))
 
