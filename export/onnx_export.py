@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import shutil
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator
@@ -246,15 +245,26 @@ def export_run(run_dir: str | Path, out_dir: str | Path, parity_log: str | Path 
 
     require("torch", "exporting a trained model")
     require("onnxscript", "the dynamo ONNX exporter")
+    from fusion_rt.outputs import check_outputs, staged_dir
+
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ConfigError(f"samples must be a positive integer, got {samples!r}")
+    check_outputs(dirs={"package folder": out_dir}, inputs=[run_dir, parity_log])
+    say = progress or (lambda _msg: None)
+    # Built beside out_dir and moved into place once it validates: a failed export (a parity
+    # failure, a bad log, Ctrl-C) leaves out_dir as it was, never graphs without a manifest.
+    with staged_dir(out_dir, overwrite) as staging:
+        _export_into(staging, run_dir, parity_log, samples, name, say, budgets_ms)
+    out = Path(out_dir)
+    load_package(out)
+    say(f"wrote {out}")
+    return out
+
+
+def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, samples: int, name: str | None,
+                 say: Callable[[str], None], budgets_ms: dict[str, float] | None) -> None:
     from fusion_rt.export.evaluate import load_run
 
-    say = progress or (lambda _msg: None)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"output folder {str(out)!r} is not empty (pass --overwrite to replace it)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
     run = load_run(run_dir)
     model = run.model
     say(f"loaded run {run.path} ({', '.join(run.modalities)}; head {model.config.head})")
@@ -278,8 +288,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, parity_log: str | Path 
                                                  "frames_holding": held},
                                                 indent=2, sort_keys=True) + "\n")
     if failures:
-        raise ExportError(f"FP32 parity worse than {PARITY_RTOL:g} relative: {'; '.join(failures)} "
-                          f"(report in {out / 'parity.json'})")
+        raise ExportError(f"FP32 parity worse than {PARITY_RTOL:g} relative: {'; '.join(failures)}")
 
     run.vocab.save(out / "vocab.json")
     metrics_path = run.path / "metrics.json"
@@ -317,6 +326,4 @@ def export_run(run_dir: str | Path, out_dir: str | Path, parity_log: str | Path 
         },
     })
     load_package(out)  # the package must pass the same validation the runtime applies
-    say(f"wrote {out}")
-    return out
 

@@ -160,6 +160,7 @@ def build_engines(package_dir: str | os.PathLike, out_dir: str | os.PathLike, op
     """Copy the package to `out_dir` and build an engine per graph into `out_dir/engines/`."""
     from fusion_rt._optional import require
     from fusion_rt.backends.tensorrt import EngineMetadata, current_device, engine_paths
+    from fusion_rt.outputs import check_outputs, staged_dir
 
     say = progress or (lambda _msg: None)
     package = load_package(package_dir)
@@ -172,58 +173,57 @@ def build_engines(package_dir: str | os.PathLike, out_dir: str | os.PathLike, op
         raise EngineBuildError(f"no usable CUDA GPU for TensorRT: {exc}") from exc
     plan = plan_network(trt.__version__, options.precision, _recipe(package), hasattr(trt.BuilderFlag, "FP16"),
                         dla=options.dla_core is not None)
-    out = Path(out_dir)
-    if out.exists():
-        if not overwrite:
-            raise ConfigError(f"output folder {str(out)!r} exists (pass --overwrite to replace it)")
-        shutil.rmtree(out)
-    shutil.copytree(package.root, out, ignore=shutil.ignore_patterns("engines"))
-    (out / "engines").mkdir()
+    check_outputs(dirs={"--out": out_dir}, inputs=[package.root])
+    # Built beside out_dir and moved into place when every engine is built and the package validates.
+    with staged_dir(out_dir, overwrite) as out:
+        shutil.copytree(package.root, out, ignore=shutil.ignore_patterns("engines"), dirs_exist_ok=True)
+        (out / "engines").mkdir()
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    cache_path = options.timing_cache or default_timing_cache()
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
-    engines = {}
-    for name, spec in package.graphs.items():
-        say(f"building {name} ({options.precision}, {'strongly' if plan.strongly_typed else 'weakly'} typed)")
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(package.graph_path(name))):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise EngineBuildError(f"TensorRT could not parse graph {name!r}: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
-        for flag in plan.builder_flags:
-            config.set_flag(getattr(trt.BuilderFlag, flag))
-        if options.dla_core is not None:
-            config.default_device_type = trt.DeviceType.DLA
-            config.DLA_core = options.dla_core
-        profile = builder.create_optimization_profile()
-        for tensor, (lo, opt, hi) in profile_shapes(spec, options.opt_batch, options.max_batch).items():
-            profile.set_shape(tensor, lo, opt, hi)
-        config.add_optimization_profile(profile)
-        cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise EngineBuildError(f"TensorRT failed to build graph {name!r} (see the TensorRT log above)")
-        cache_bytes = bytes(config.get_timing_cache().serialize())
-        engine_path, meta_path = engine_paths(out, name)
-        engine_path.write_bytes(bytes(serialized))
-        meta = EngineMetadata(tensorrt_version=trt.__version__, gpu_name=device.gpu_name,
-                              compute_capability=device.compute_capability, source_sha256=spec.sha256,
-                              precision=options.precision)
-        meta_path.write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
-        engines[name] = {"file": str(engine_path.relative_to(out)), "sha256": sha256_file(engine_path),
-                         "metadata": str(meta_path.relative_to(out))}
-    cache_path.write_bytes(cache_bytes)
-    manifest = {k: v for k, v in package.manifest.items() if k != "format_version"}
-    manifest["engines"] = {"precision": options.precision, "opt_batch": options.opt_batch,
-                           "max_batch": options.max_batch, "dla_core": options.dla_core, "graphs": engines}
-    write_manifest(out, manifest)
-    load_package(out)
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        cache_path = options.timing_cache or default_timing_cache()
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+        engines = {}
+        for name, spec in package.graphs.items():
+            say(f"building {name} ({options.precision}, {'strongly' if plan.strongly_typed else 'weakly'} typed)")
+            flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+            network = builder.create_network(flags)
+            parser = trt.OnnxParser(network, logger)
+            if not parser.parse_from_file(str(package.graph_path(name))):
+                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+                raise EngineBuildError(f"TensorRT could not parse graph {name!r}: {errors}")
+            config = builder.create_builder_config()
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+            for flag in plan.builder_flags:
+                config.set_flag(getattr(trt.BuilderFlag, flag))
+            if options.dla_core is not None:
+                config.default_device_type = trt.DeviceType.DLA
+                config.DLA_core = options.dla_core
+            profile = builder.create_optimization_profile()
+            for tensor, (lo, opt, hi) in profile_shapes(spec, options.opt_batch, options.max_batch).items():
+                profile.set_shape(tensor, lo, opt, hi)
+            config.add_optimization_profile(profile)
+            cache = config.create_timing_cache(cache_bytes)
+            config.set_timing_cache(cache, ignore_mismatch=False)
+            serialized = builder.build_serialized_network(network, config)
+            if serialized is None:
+                raise EngineBuildError(f"TensorRT failed to build graph {name!r} (see the TensorRT log above)")
+            cache_bytes = bytes(config.get_timing_cache().serialize())
+            engine_path, meta_path = engine_paths(out, name)
+            engine_path.write_bytes(bytes(serialized))
+            meta = EngineMetadata(tensorrt_version=trt.__version__, gpu_name=device.gpu_name,
+                                  compute_capability=device.compute_capability, source_sha256=spec.sha256,
+                                  precision=options.precision)
+            meta_path.write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
+            engines[name] = {"file": str(engine_path.relative_to(out)), "sha256": sha256_file(engine_path),
+                             "metadata": str(meta_path.relative_to(out))}
+        cache_path.write_bytes(cache_bytes)
+        manifest = {k: v for k, v in package.manifest.items() if k != "format_version"}
+        manifest["engines"] = {"precision": options.precision, "opt_batch": options.opt_batch,
+                               "max_batch": options.max_batch, "dla_core": options.dla_core, "graphs": engines}
+        write_manifest(out, manifest)
+        load_package(out)
+    out = Path(out_dir)
     say(f"wrote {out}")
     return out

@@ -17,6 +17,7 @@ __all__ = ["require", "EXTRA_FOR"]
 EXTRA_FOR: dict[str, str] = {
     "torch": "train",
     "safetensors": "train",
+    "onnxscript": "train",  # the dynamo ONNX exporter
     "tensorrt": "tensorrt",
     "rosbags": "bags",
     "sympy": "quantize",

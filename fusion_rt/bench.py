@@ -154,7 +154,7 @@ def load_budgets(path: str | os.PathLike | None = None) -> Budgets:
     ratios, targets = (_ratio_table(path, data, table) for table in ("ratios", "targets"))
     devices: dict[str, dict[str, StageBudget]] = {}
     descriptions: dict[str, str] = {}
-    for device, table in dict(data.get("devices", {})).items():
+    for device, table in _table(path, data, "devices").items():
         where = f"{path.name}: devices.{device}"
         if not isinstance(table, dict):
             raise BudgetError(f"{where} must be a table, got {table!r}")
@@ -163,7 +163,7 @@ def load_budgets(path: str | os.PathLike | None = None) -> Budgets:
             raise BudgetError(f"{where}: unknown keys {extra}; expected description and stages")
         descriptions[device] = str(table.get("description", ""))
         stages = {}
-        for stage, spec in dict(table.get("stages", {})).items():
+        for stage, spec in _table(path, table, "stages", f"devices.{device}.").items():
             if stage not in BUDGET_STAGES:
                 raise BudgetError(f"{where}.stages.{stage}: unknown stage; expected one of {list(BUDGET_STAGES)}")
             if not isinstance(spec, dict) or not spec or set(spec) - {"p50", "p99"}:
@@ -178,9 +178,17 @@ def load_budgets(path: str | os.PathLike | None = None) -> Budgets:
     return Budgets(path=path, ratios=ratios, devices=devices, descriptions=descriptions, targets=targets)
 
 
+def _table(path: Path, data: dict, name: str, where: str = "") -> dict:
+    """data[name] (empty when absent), which must be a TOML table."""
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise BudgetError(f"{path.name}: {where}{name} must be a table, got {table!r}")
+    return table
+
+
 def _ratio_table(path: Path, data: dict, table: str) -> dict[str, RatioBudget]:
     out = {}
-    for name, spec in dict(data.get(table, {})).items():
+    for name, spec in _table(path, data, table).items():
         where = f"{path.name}: {table}.{name}"
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _OPS:
             raise BudgetError(f"{where} must be one of {{ max = x }}, {{ below = x }}, {{ min = x }}, got {spec!r}")
@@ -499,6 +507,11 @@ class BenchSession:
             if pkg8.modalities != pkg.modalities:
                 raise ConfigError(f"--int8 package modalities {list(pkg8.modalities)} differ from "
                                   f"{list(pkg.modalities)}")
+            for g in (*pkg.modalities, "head"):  # the same inputs feed both: their shapes must agree
+                if [t.shape for t in pkg8.graphs[g].inputs] != [t.shape for t in pkg.graphs[g].inputs]:
+                    raise ConfigError(f"--int8 package graph {g!r} takes inputs "
+                                      f"{[list(t.shape) for t in pkg8.graphs[g].inputs]}, the FP32 package's "
+                                      f"{[list(t.shape) for t in pkg.graphs[g].inputs]}: not the same model")
             self.int8 = FusionRuntime(pkg8, threads=threads, providers=config.providers)
             self._closers.append(self.int8.close)
             for m in data["drive"]:
@@ -786,9 +799,17 @@ def histogram_png(samples_ms: Mapping[str, np.ndarray], path: str | os.PathLike,
         cv2.putText(img, f"{tick:g}", (x - 10, axis_y + 18), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         tick += step
     cv2.putText(img, "ms", (width - right - 10, axis_y + 38), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    from fusion_rt.outputs import atomic_output
+
     path = Path(path)
-    if not cv2.imwrite(str(path), img):
-        raise ConfigError(f"could not write the histogram to {str(path)!r}")
+    try:
+        ok, encoded = cv2.imencode(path.suffix or ".png", img)
+    except cv2.error as exc:
+        raise ConfigError(f"cannot write the histogram to {str(path)!r}: {exc.err}") from exc
+    if not ok:
+        raise ConfigError(f"cannot write the histogram to {str(path)!r}: OpenCV could not encode it")
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
     return path
 
 

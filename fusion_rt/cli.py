@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fusion_rt import __version__
 from fusion_rt.errors import ConfigError, FusionRTError
+from fusion_rt.outputs import check_outputs, write_text
 
 __all__ = ["main"]
 
@@ -45,6 +46,16 @@ def _camera_size(text: str) -> tuple[int, int]:
         return int(w), int(h)
     except ValueError:
         raise argparse.ArgumentTypeError(f"camera size must look like 640x360, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _stderr_console():
@@ -229,6 +240,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"run directory {args.run!r} does not exist (train one with 'fusion-rt train --out DIR')")
     for log in args.log:
         _check_log(log)
+    check_outputs(files={"--json": args.json}, inputs=[args.run, *args.log])
     _require_train_extra("evaluating a trained model")
     from fusion_rt.export.evaluate import evaluate_logs, load_run, print_report
 
@@ -236,8 +248,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from fusion_rt._optional import require
 
         require("torch", "evaluating a trained model").set_num_threads(args.threads)
-    if args.json and Path(args.json).is_dir():
-        raise ConfigError(f"--json path {args.json!r} is a directory; give a file name")
     run = load_run(args.run)
     quiet = args.quiet
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -251,7 +261,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         result = evaluate_logs(run, args.log, drop=drop, progress=advance)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
     if not quiet or not args.json:
         print_report(result)
     return 0
@@ -273,6 +283,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError(f"run directory {args.run!r} does not exist (train one with 'fusion-rt train --out DIR')")
     if args.parity_log is not None:
         _check_log(args.parity_log, "parity log")
+    check_outputs(dirs={"--out": args.out}, inputs=[args.run, args.parity_log])
     _require_train_extra("exporting a trained model")
     from fusion_rt.export.onnx_export import export_run
 
@@ -317,6 +328,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise ConfigError(f"model package {args.package!r} is not a directory")
     for log in [*args.calib, *(args.eval_log or [])]:
         _check_log(log)
+    check_outputs(dirs={"--out": args.out}, inputs=[args.package, *args.calib, *(args.eval_log or [])])
     config = QuantizeConfig(recipe=args.recipe, method=args.method, samples=args.samples, tolerance=args.tolerance,
                             max_rounds=args.max_rounds, threads=args.threads,
                             speed_gate=False if args.no_speed_gate else None)
@@ -364,6 +376,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     options = BuildOptions(precision=args.precision, opt_batch=args.opt_batch, max_batch=args.max_batch,
                            workspace_mb=args.workspace, dla_core=args.dla,
                            timing_cache=Path(args.timing_cache) if args.timing_cache else None)
+    check_outputs(dirs={"--out": args.out}, files={"--timing-cache": args.timing_cache}, inputs=[args.package])
 
     def say(message: str) -> None:
         if not args.quiet:
@@ -454,15 +467,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = ReplayConfig(backend=args.backend, mode=args.mode, topics=parse_topic_option(args.topics),
                           drop=tuple(m.strip() for m in args.drop.split(",") if m.strip()), threads=args.threads,
                           out=args.out)
-    for path in (args.out, args.json, args.report):
-        if path is not None and not Path(path).resolve().parent.is_dir():
-            raise ConfigError(f"output folder of {path!r} does not exist")
+    check_outputs(files={"--out": args.out, "--json": args.json, "--report": args.report},
+                  inputs=[args.log, args.package])
     progress, update = _replay_progress(args.quiet)
     with progress:
         result = replay(args.log, args.package, config, progress=update)
     summary = result.summary
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        write_text(args.json, json.dumps(summary, indent=2, default=str) + "\n")
     if args.report:
         from fusion_rt.report import write_report
 
@@ -485,13 +497,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fusion_rt.logs.topics import parse_topic_option
     from fusion_rt.replay import compare
 
+    check_outputs(files={"--json": args.json}, inputs=[args.log, args.a, args.b])
     progress, update = _replay_progress(args.quiet)
     with progress:
         result = compare(args.log, args.a, args.b, backend_a=args.backend_a, backend_b=args.backend_b,
                          threads=args.threads, topics=parse_topic_option(args.topics), progress=update)
     s = result.summary
     if args.json:
-        Path(args.json).write_text(json.dumps(s, indent=2, default=str) + "\n")
+        write_text(args.json, json.dumps(s, indent=2, default=str) + "\n")
     from rich.console import Console
     from rich.table import Table
 
@@ -538,6 +551,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.seconds <= 0:
         raise ConfigError(f"--seconds must be positive, got {args.seconds}")
+    if args.package is not None:
+        from fusion_rt.package import load_package
+
+        load_package(args.package)  # a bad package is refused before the drives are simulated
+    check_outputs(dirs={"--out": args.out}, inputs=[args.package])
 
     def say(message: str) -> None:
         if not args.quiet:
@@ -574,9 +592,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """
     from fusion_rt.bench import BenchConfig, Verdict, histogram_png, load_budgets, run_bench, verdict_table
 
-    for path in (args.json, args.png):
-        if path is not None and not Path(path).resolve().parent.is_dir():
-            raise ConfigError(f"output folder of {path!r} does not exist")
+    check_outputs(files={"--json": args.json, "--png": args.png}, inputs=[args.package, args.int8, args.run])
+    if args.png is not None:
+        import cv2
+
+        if not cv2.haveImageWriter(args.png):
+            raise ConfigError(f"--png {args.png!r}: OpenCV cannot write that image type; name it .png")
     budgets = None if args.no_budgets else load_budgets(args.budgets)
     steps = args.steps if args.steps is not None else (60 if args.quick else 300)
     warmup = 10 if args.quick else 20
@@ -599,7 +620,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         histogram_png(samples, args.png, title=f"{report['package']['name']} | {fp['cpu_model']} | "
                       f"{fp['usable_cores']} cores | load {fp['load_average'][0] if fp['load_average'] else '?'}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
     if not args.quiet:
         _print_bench(report)
     verdicts = [Verdict.from_dict(v) for v in report["verdicts"]]
@@ -694,7 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="default", choices=("quick", "default", "ablation"),
                    help="data and training preset (default: default)")
     p.add_argument("--seed", type=int, default=0, help="torch and numpy seed (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="cache of simulated logs and preprocessed arrays (default ~/.cache/fusion-rt)")
     p.add_argument("--json", action="store_true", help="print metrics.json to stdout when done")
@@ -707,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop", default="", metavar="MODALITIES",
                    help="comma-separated modalities to mask, e.g. radar or camera,map")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the metrics as JSON to OUT")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (and no table with --json)")
 
     p = _verb(sub, "export", cmd_export)
@@ -716,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-log", default=None, metavar="LOG",
                    help="log (MCAP file or ROS 2 bag) whose frames are used for the parity check "
                         "(default: the model's example inputs)")
-    p.add_argument("--samples", type=int, default=16, help="frames used for the parity check (default 16)")
+    p.add_argument("--samples", type=_positive_int, default=16, help="frames used for the parity check (default 16)")
     p.add_argument("--name", default=None, help="package name in the manifest (default fusion-<head>)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -738,7 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=0.005,
                    help="allowed relative drop of mean scene AUC (default 0.005 = 0.5%%)")
     p.add_argument("--max-rounds", type=int, default=4, help="mixed-precision rounds at most (default 4)")
-    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for evaluation and latency (default 2)")
+    p.add_argument("--threads", type=_positive_int, default=2,
+                   help="ONNX Runtime threads for evaluation and latency (default 2)")
     p.add_argument("--no-speed-gate", action="store_true",
                    help="quantize every graph even where INT8 is slower than FP32 on this host (smaller package)")
     p.add_argument("--json", action="store_true", help="print the acceptance summary as JSON")
@@ -768,7 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="topic per modality, e.g. camera=/cam/image,radar=/radar/points (default: simulator "
                         "topics, else by schema)")
     p.add_argument("--drop", default="", metavar="MODALITIES", help="comma-separated modalities to mask, e.g. radar")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per graph (default: its default)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="ONNX Runtime threads per graph (default: its default)")
     p.add_argument("--out", default=None, metavar="RESULTS.mcap", help="write a results MCAP (Foxglove-viewable)")
     p.add_argument("--json", default=None, metavar="SUMMARY.json", help="write the summary as JSON")
     p.add_argument("--report", default=None, metavar="REPORT.html", help="write a self-contained HTML report")
@@ -781,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-a", default="onnxruntime", choices=("onnxruntime", "tensorrt"), help="backend of A")
     p.add_argument("--backend-b", default="onnxruntime", choices=("onnxruntime", "tensorrt"), help="backend of B")
     p.add_argument("--topics", default=None, metavar="MAP", help="topic per modality, as for replay")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per graph")
+    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime threads per graph")
     p.add_argument("--json", default=None, metavar="OUT", help="write the comparison as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -793,10 +816,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also PyTorch eager FP32 and torch.compile of the same model ([train] extra)")
     p.add_argument("--run", default=None, metavar="RUN_DIR",
                    help="trained run for the PyTorch peers' weights (default: the package's provenance)")
-    p.add_argument("--steps", type=int, default=None, help="measured interleaved steps (default 300; 60 with --quick)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="measured interleaved steps (default 300; 60 with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="CI-sized: 60 steps, no torch.compile, no replay (well under a minute on 2 cores)")
-    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime and torch threads (default 2)")
+    p.add_argument("--threads", type=_positive_int, default=2, help="ONNX Runtime and torch threads (default 2)")
     p.add_argument("--providers", default="cpu", metavar="LIST",
                    help="ONNX Runtime execution providers in priority order: cpu, cuda, tensorrt "
                         "(default cpu; cuda/tensorrt need onnxruntime-gpu)")
@@ -817,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--package", default=None, metavar="PKG_DIR", help="FP32 package (default: the shipped one)")
     p.add_argument("--seconds", type=float, default=30.0, help="length of the replayed drive (default 30)")
     p.add_argument("--seed", type=int, default=7, help="drive seed (default 7)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per graph")
+    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime threads per graph")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 

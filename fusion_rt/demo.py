@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusion_rt.errors import PackageError
+from fusion_rt.outputs import write_text
 
 __all__ = ["DemoConfig", "run_demo", "shipped_package", "SHIPPED_PACKAGE_NAME"]
 
@@ -103,12 +104,12 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> di
                       "status": cmp["status_agreement"]},
         "quantization": {"within_tolerance": quant.within_tolerance,
                          "excluded_nodes": {g: len(n) for g, n in quant.excluded_nodes.items()},
-                         "size_ratio": quant.report.get("size", {}).get("ratio")},
+                         "size_ratio": quant.report["acceptance"]["size_ratio"]},
         "outputs": {"results_log": str(out / "results_int8.mcap"), "report": str(out / "report_int8.html"),
                     "int8_package": str(int8)},
         "seconds": {**steps, "total": round(time.perf_counter() - t_all, 2)},
     }
-    (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_text(out / "demo.json", json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "FusionRTError",
     "ConfigError",
     "BudgetError",
+    "OutputError",
     "MissingExtraError",
     "LogError",
     "NotALogError",
@@ -56,6 +57,10 @@ class MissingExtraError(FusionRTError, ImportError):
 
 class BudgetError(ConfigError):
     """A latency budgets file (bench/budgets.toml) is unreadable, or a budget is missing or malformed."""
+
+
+class OutputError(ConfigError):
+    """An output path cannot be written, or would overwrite one of the command's inputs."""
 
 
 class LogError(FusionRTError):

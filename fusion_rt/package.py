@@ -350,8 +350,8 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     modalities = tuple(_require(manifest, "modalities", list))
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown or not modalities or len(set(modalities)) != len(modalities):
-        raise ManifestError(f"manifest.modalities: {list(modalities)} must be a non-empty subset of {list(MODALITIES)}, "
-                            "each named once")
+        raise ManifestError(f"manifest.modalities: {list(modalities)} must be a non-empty subset of "
+                            f"{list(MODALITIES)}, each named once")
     _require(manifest, "preprocess", dict)
 
     graphs: dict[str, GraphSpec] = {}

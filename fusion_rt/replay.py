@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -51,6 +52,7 @@ from fusion_rt.logs.reader import ReadIssue
 from fusion_rt.logs.schemas import COMPRESSED_IMAGE, SCHEMAS
 from fusion_rt.logs.topics import TopicMap, resolve_topics
 from fusion_rt.messages import CameraFrame, GroundTruth, RadarDetections, RadarTensor
+from fusion_rt.outputs import check_outputs
 from fusion_rt.package import ModelPackage, load_package
 from fusion_rt.preprocess import PreprocessConfig, rasterize_detections
 from fusion_rt.rig import Radar
@@ -342,7 +344,9 @@ def bev_image(bev: np.ndarray, classes: tuple[str, ...], cell_px: int = 4) -> np
 class _ResultsWriter:
     """The results MCAP: ROS 2 (CDR) messages through `mcap_ros2`, like `LogWriter`, plus the result types.
 
-    (`LogWriter` writes `fusion_rt.messages` only; the result types are registered here.)
+    (`LogWriter` writes `fusion_rt.messages` only; the result types are registered here.) It is
+    written beside `path` and renamed into place by `close(complete=True)`: a failed or interrupted
+    replay leaves whatever was at `path` before, never a partial results log.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -350,8 +354,9 @@ class _ResultsWriter:
         from mcap_ros2.writer import Writer as Ros2Writer
 
         self.path = os.fspath(path)
+        self._tmp = Path(self.path).with_name(f".{Path(self.path).name}.partial")
         try:
-            self._file = open(self.path, "wb")  # noqa: SIM115 (closed in close())
+            self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in close())
         except OSError as exc:
             raise LogError(f"cannot create results log {self.path!r}: {exc.strerror or exc}") from exc
         self._writer = Ros2Writer(self._file, compression=CompressionType.ZSTD)
@@ -371,13 +376,18 @@ class _ResultsWriter:
                                    publish_time=stamp_ns, sequence=sequence)
         self._sequence[topic] = sequence + 1
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
+        """Finish the log; in place at `path` when `complete`, else removed."""
         if self._file.closed:
             return
         try:
             self._writer.finish()
         finally:
             self._file.close()
+            if complete:
+                os.replace(self._tmp, self.path)
+            elif self._tmp.exists():
+                self._tmp.unlink()
 
 
 def _time(stamp_ns: int) -> dict:
@@ -835,10 +845,12 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
     config = config or ReplayConfig()
     pkg = _load(package)
     _check_drop(config, pkg)
+    check_outputs(files={"results log": config.out}, inputs=[log, pkg.root])
     preprocess = PreprocessConfig.from_dict(pkg.preprocess)
     reader = _Reader(log, pkg.modalities, config, preprocess, pkg.rig.radar)
     writer: _ResultsWriter | None = None
     session: _Session | None = None
+    result: ReplayResult | None = None
     try:
         has_truth = "ground_truth" in reader.topic_map.topics
         writer = _ResultsWriter(config.out) if config.out is not None else None
@@ -887,7 +899,7 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
         if session is not None:
             session.close()
         if writer is not None:
-            writer.close()
+            writer.close(complete=result is not None)
         reader.close()
     return result
 

@@ -287,5 +287,6 @@ def write_report(result: ReplayResult, path: str | os.PathLike) -> None:
     """Write `render_report(result)` to `path`."""
     if not result.frames and result.summary.get("frames"):
         raise ConfigError("the replay kept no per-frame records (keep_frames=False); the report needs them")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(render_report(result))
+    from fusion_rt.outputs import write_text
+
+    write_text(path, render_report(result))

@@ -284,7 +284,8 @@ class FusionRuntime:
             raise ConfigError(f"stall_after_ns must be a positive integer of nanoseconds, got {stall_after_ns!r}")
         self.stall_after_ns = stall_after_ns
         if isinstance(trigger_timeout_ns, bool) or not isinstance(trigger_timeout_ns, int) or trigger_timeout_ns <= 0:
-            raise ConfigError(f"trigger_timeout_ns must be a positive integer of nanoseconds, got {trigger_timeout_ns!r}")
+            raise ConfigError(f"trigger_timeout_ns must be a positive integer of nanoseconds, "
+                              f"got {trigger_timeout_ns!r}")
         self.trigger_timeout_ns = trigger_timeout_ns
         # Sensor-clock stamps: the newest accepted on any stream, and the last trigger's (or the first
         # accepted stamp while no trigger has come since the start or a clock reset).

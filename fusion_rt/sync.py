@@ -746,7 +746,8 @@ class StreamChecker:
                 return Verdict(Action.REJECT, Reason.DUPLICATE, f"stamp {stamp} repeated")
             if stamp < last:
                 if last - stamp > self.jump_threshold_ns:
-                    if any(s.refused_backwards is not None and abs(stamp - s.refused_backwards) <= self.jump_threshold_ns
+                    window = self.jump_threshold_ns
+                    if any(s.refused_backwards is not None and abs(stamp - s.refused_backwards) <= window
                            for s in self._streams.values()):
                         return Verdict(Action.RESET, Reason.JUMP, f"{last - stamp} ns backwards, confirmed")
                     return Verdict(Action.REJECT, Reason.BACKWARDS,

@@ -67,6 +67,9 @@ def test_shipped_budgets_file_parses_with_every_stage_and_ratio():
     ("[devices.cpu-x86-2core.stages]\nneck = { p50 = 1.0 }\n", ["neck", "unknown stage"]),
     ("[ratio]\nx = { max = 1 }\n", ["['ratio']"]),
     ("[ratios\n", ["not valid TOML"]),
+    ("ratios = 5\n", ["ratios must be a table", "5"]),
+    ('devices = "x"\n', ["devices must be a table", "'x'"]),
+    ('[devices.cpu-x86-2core]\nstages = 3\n', ["devices.cpu-x86-2core.stages must be a table"]),
 ])
 def test_bad_budgets_raise_a_typed_error_naming_the_value(tmp_path, text, names):
     with pytest.raises(BudgetError) as info:

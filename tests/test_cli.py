@@ -57,3 +57,40 @@ def test_simulate_then_info(tmp_path):
     assert "/camera/front/image/compressed" in info.stdout
     text = run_cli("log", "info", str(log))
     assert text.returncode == 0 and "sensor_msgs/msg/CompressedImage" in text.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from .tiny_package import make_tiny_package
+
+    return make_tiny_package(tmp_path_factory.mktemp("cli") / "pkg")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        # an output that names an input is refused before anything is read or written
+        (["replay", "{log}", "--package", "{pkg}", "--out", "{log}"], "would overwrite the input"),
+        (["replay", "{log}", "--package", "{pkg}", "--json", "{log}"], "would overwrite the input"),
+        (["replay", "{log}", "--package", "{pkg}", "--report", "{pkg}/report.html"], "would overwrite the input"),
+        (["compare", "{log}", "--a", "{pkg}", "--b", "{pkg}", "--json", "{log}"], "would overwrite the input"),
+        (["quantize", "{pkg}", "--recipe", "fp16", "--calib", "{log}", "--out", "{pkg}/q"], "would overwrite"),
+        (["export", "{tmp}/run", "--out", "{tmp}", "--overwrite"], "would overwrite the input"),
+        (["replay", "{log}", "--package", "{pkg}", "--out", "{tmp}/r.x", "--json", "{tmp}/r.x"], "same path"),
+        (["replay", "{log}", "--package", "{pkg}", "--json", "{tmp}"], "is a directory"),
+        (["compare", "{log}", "--a", "{pkg}", "--b", "{pkg}", "--json", "{tmp}/no/c.json"], "does not exist"),
+        (["bench", "--package", "{pkg}", "--quick", "--png", "{tmp}/hist.txt"], "image type"),
+        (["demo", "--threads", "0"], "positive integer"),
+        (["replay", "{log}", "--package", "{pkg}", "--threads", "-2"], "positive integer"),
+        (["export", "{tmp}/run", "--out", "{tmp}/pkg2", "--samples", "0"], "positive integer"),
+    ],
+)
+def test_outputs_are_checked_before_any_work(tmp_path, short_drive, tiny, args, needle):
+    (tmp_path / "run").mkdir()
+    before = short_drive.read_bytes()
+    proc = run_cli(*[a.format(tmp=tmp_path, log=short_drive, pkg=tiny) for a in args])
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert short_drive.read_bytes() == before  # the input log is untouched
+    assert not (tiny / "q").exists() and not (tiny / "report.html").exists()

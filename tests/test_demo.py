@@ -23,3 +23,4 @@ def test_demo_runs_end_to_end(tmp_path):
         assert summary[side]["outputs"] >= 38
         assert summary[side]["latency_ms"]["end_to_end"]["p50"] > 0
     assert 0.0 <= summary["agreement"]["scene_decisions"] <= 1.0
+    assert 0.0 < summary["quantization"]["size_ratio"] < 1.0  # read from the quantization report

@@ -103,6 +103,23 @@ def test_drop_radar_flags_every_output_degraded(short_drive, package):
         replay(short_drive, package, ReplayConfig(drop=("lidar",)))
 
 
+def test_an_interrupted_replay_leaves_the_previous_results(short_drive, package, tmp_path):
+    """The results log is written beside its path and renamed into place only when the replay ends."""
+    out = tmp_path / "results.mcap"
+    out.write_bytes(b"the previous results")
+
+    def interrupt(done_s, _total_s):
+        if done_s > 1.0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replay(short_drive, package, ReplayConfig(out=out), progress=interrupt)
+    assert out.read_bytes() == b"the previous results"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.mcap"]  # no partial file left behind
+    replay(short_drive, package, ReplayConfig(out=out))
+    assert out.read_bytes()[:8] == b"\x89MCAP0\r\n"
+
+
 def test_a_dropped_modality_need_not_have_one_topic(short_drive, package, tmp_path):
     """Two radars in the log: ambiguous for a replay that reads radar, irrelevant when radar is masked."""
     from fusion_rt.logs import LogReader, LogWriter

@@ -129,6 +129,29 @@ def test_export_refuses_non_empty_output(random_run, package):
         export_run(random_run, package)
 
 
+def test_a_failed_export_leaves_the_previous_package(random_run, package, tmp_path):
+    """--overwrite replaces a package only once the new one is complete: a parity log without camera
+    frames fails after the graphs are exported, and the package it was to replace still loads."""
+    import shutil
+
+    from fusion_rt.errors import FusionRTError
+    from fusion_rt.export.onnx_export import export_run
+    from fusion_rt.logs import LogWriter
+    from fusion_rt.messages import TextContext
+    from fusion_rt.package import load_package
+
+    old = tmp_path / "pkg"
+    shutil.copytree(package, old)
+    with LogWriter(tmp_path / "text_only.mcap") as writer:
+        writer.write(TextContext(stamp_ns=1, text="school zone"))
+    with pytest.raises(FusionRTError, match="no usable samples"):
+        export_run(random_run, old, parity_log=tmp_path / "text_only.mcap", samples=4, overwrite=True)
+    assert load_package(old).sha256 == load_package(package).sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg", "text_only.mcap"]  # no staging folder left
+    with pytest.raises(ConfigError, match="would overwrite the input"):
+        export_run(random_run, random_run.parent, overwrite=True)
+
+
 def test_parity_stats_detect_divergence():
     from fusion_rt.export.onnx_export import parity_stats
 

@@ -1,0 +1,99 @@
+"""What a command writes: checked before any work, and written atomically.
+
+`check_outputs` refuses, before anything is computed, an output that is a directory where a file
+is wanted (or the reverse), whose folder is missing or not writable, that two outputs share, or
+that would overwrite or land inside one of the command's inputs (a log, a bag directory, a run or
+a package). `atomic_output` writes next to the destination and renames into place on success, so
+a failed or interrupted command leaves the previous file (or none), never a half-written one;
+`staged_dir` does the same for a folder (a model package).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from fusion_rt.errors import OutputError
+
+__all__ = ["check_outputs", "atomic_output", "write_text", "staged_dir"]
+
+
+def _overlap(output: Path, source: Path, output_is_dir: bool) -> bool:
+    """Whether writing `output` could touch `source`: the same path, `output` inside `source`, or an
+    output folder holding `source`."""
+    return output == source or source in output.parents or (output_is_dir and output in source.parents)
+
+
+def check_outputs(files: Mapping[str, str | os.PathLike | None] = {},  # noqa: B006 (read only)
+                  dirs: Mapping[str, str | os.PathLike | None] = {},  # noqa: B006
+                  inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Refuse unusable outputs before any work. `files` and `dirs` map a name for the message
+    (e.g. "--json") to a path (None: not requested); `inputs` are what the command reads."""
+    sources = [(str(p), Path(p).resolve()) for p in inputs if p is not None]
+    seen: dict[Path, str] = {}
+    for what, path, is_dir in [*((w, p, False) for w, p in files.items()), *((w, p, True) for w, p in dirs.items())]:
+        if path is None:
+            continue
+        p = Path(path)
+        if not is_dir and p.is_dir():
+            raise OutputError(f"{what} {str(p)!r} is a directory; give a file name")
+        if is_dir and p.exists() and not p.is_dir():
+            raise OutputError(f"{what} {str(p)!r} is a file; give a folder name")
+        target = p.resolve()
+        parent = target.parent
+        if not parent.is_dir():
+            raise OutputError(f"the folder of {what} {str(p)!r} does not exist ({str(parent)!r})")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"the folder of {what} {str(p)!r} is not writable ({str(parent)!r})")
+        for name, source in sources:
+            if _overlap(target, source, is_dir):
+                raise OutputError(f"{what} {str(p)!r} would overwrite the input {name!r}; write elsewhere")
+        if target in seen:
+            raise OutputError(f"{what} and {seen[target]} are the same path {str(p)!r}")
+        seen[target] = what
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; it replaces `path` when the block succeeds and
+    is removed when it fails. OSError while writing becomes an OutputError naming `path`."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.partial")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(final)!r}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically (see `atomic_output`)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def staged_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty folder beside `path` to build in; when the block succeeds it takes the place of
+    `path` (an existing non-empty `path` only with `overwrite`), and when it fails it is removed and
+    `path` is left as it was."""
+    final = Path(path)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
+        raise OutputError(f"output folder {str(final)!r} exists and is not empty (pass --overwrite to replace it)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{final.name}.partial-", dir=final.parent) as tmp:
+        staging = Path(tmp) / final.name
+        staging.mkdir()
+        yield staging
+        if final.is_dir():
+            shutil.rmtree(final)
+        elif final.exists():
+            final.unlink()
+        os.replace(staging, final)
