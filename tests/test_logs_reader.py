@@ -390,3 +390,16 @@ def test_a_length_beyond_any_stream_is_a_short_read() -> None:
     with pytest.raises(_ShortRead, match="needed"):
         stream.read(sys.maxsize + 1)
     assert stream.read(2) == b"ab"
+
+
+def test_a_log_cut_while_it_is_being_read_ends_as_truncated(short_drive, tmp_path):
+    """Another process truncates the file after it was opened: the reader stops at the cut, typed."""
+    import shutil
+
+    path = tmp_path / "shrinking.mcap"
+    shutil.copy(short_drive, path)
+    with LogReader(path) as reader:
+        with open(path, "r+b") as f:
+            f.truncate(path.stat().st_size // 2)
+        messages = list(reader.messages())
+        assert messages and reader.truncated_at is not None and not reader.complete

@@ -285,6 +285,9 @@ class LogReader:
                 self._truncated(pos, f"the file ends at byte {size} before the footer")
                 return
             head = self._read_at(pos, _RECORD_HEAD.size)
+            if len(head) < _RECORD_HEAD.size:  # the file shrank while being read (another writer)
+                self._truncated(pos, f"the file ends at byte {pos + len(head)} (it was {size} bytes when opened)")
+                return
             opcode, length = _RECORD_HEAD.unpack(head)
             end = pos + _RECORD_HEAD.size + length
             if end > size:
@@ -505,6 +508,8 @@ class LogReader:
         if size < len(MCAP_MAGIC) + _FOOTER_BYTES:
             return None
         tail = self._read_at(size - _FOOTER_BYTES, _FOOTER_BYTES)
+        if len(tail) != _FOOTER_BYTES:  # the file shrank since it was opened: read it without a summary
+            return None
         opcode, length = _RECORD_HEAD.unpack_from(tail)
         if tail[-len(MCAP_MAGIC):] != MCAP_MAGIC or opcode != Opcode.FOOTER or length != 20:
             return None  # no footer: a truncated log, read without a summary
