@@ -324,8 +324,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from fusion_rt.calibration.recipes import QuantizeConfig, get_recipe
 
     get_recipe(args.recipe)  # one-line errors before any log is read
-    if not Path(args.package).is_dir():
-        raise ConfigError(f"model package {args.package!r} is not a directory")
+    from fusion_rt.package import load_package
+
+    load_package(args.package)  # a bad package first: it is the command's subject
     for log in [*args.calib, *(args.eval_log or [])]:
         _check_log(log)
     check_outputs(dirs={"--out": args.out}, inputs=[args.package, *args.calib, *(args.eval_log or [])])
