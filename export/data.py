@@ -15,6 +15,7 @@ width unicode arrays, never objects).
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -79,8 +80,12 @@ class Split:
 
     @classmethod
     def load(cls, path: Path) -> tuple[Split, dict[str, np.ndarray]]:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # truncated, or object arrays (refused)
+            raise ConfigError(f"cache file {path} is damaged ({type(exc).__name__}: {exc}); delete it to "
+                              f"rebuild") from exc
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in arrays]
         if missing:
@@ -262,6 +267,8 @@ def load_data(config: DataConfig, base_preprocess: PreprocessConfig, cache_dir: 
     train_file = array_dir / f"train-{key}.npz"
     if train_file.exists():
         train, extra = Split.load(train_file)
+        if not {"radar_power_db_offset", "radar_power_db_scale"} <= set(extra):
+            raise ConfigError(f"cache file {train_file} lacks the radar normalization; delete it to rebuild")
         offset, scale = float(extra["radar_power_db_offset"]), float(extra["radar_power_db_scale"])
         preprocess = replace(base_preprocess, radar_power_db_offset=offset, radar_power_db_scale=scale)
     else:
@@ -270,7 +277,8 @@ def load_data(config: DataConfig, base_preprocess: PreprocessConfig, cache_dir: 
         train, _ = read_logs(train_paths, preprocess, config.train_frame_stride, progress)
         train.save(train_file, radar_power_db_offset=np.float64(offset), radar_power_db_scale=np.float64(scale))
 
-    val_key = config.digest(preprocess.to_dict(), {"cache_version": CACHE_VERSION, "split": "val"})
+    val_key = config.digest(preprocess.to_dict(), {"cache_version": CACHE_VERSION, "sim_version": SIM_VERSION,
+                                                   "split": "val"})
     val_file = array_dir / f"val-{val_key}.npz"
     if val_file.exists():
         val, _ = Split.load(val_file)

@@ -145,6 +145,10 @@ def load_run(run_dir: str | Path) -> Run:
     if config.get("version") != RUN_VERSION:
         raise ConfigError(f"run config version {config.get('version')!r} is not supported; this fusion-rt reads "
                           f"{RUN_VERSION}")
+    missing = [k for k in ("rig", "preprocess", "model") if not isinstance(config.get(k), dict)]
+    if missing:
+        raise ConfigError(f"{path / 'config.json'} lacks {missing} (or they are not JSON objects): not a complete run "
+                          "config")
     rig = Rig.from_dict(config["rig"])
     preprocess = PreprocessConfig.from_dict(config["preprocess"])
     vocab = Vocabulary.load(path / "vocab.json")

@@ -18,7 +18,10 @@ __all__ = ["roc_auc", "roc_auc_per_class", "f1_score", "f1_per_class", "bev_iou_
 
 def _labels_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels)
-    s = np.asarray(scores, dtype=np.float64)
+    try:
+        s = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"scores must be numbers: {exc}") from exc
     if y.shape != s.shape:
         raise ConfigError(f"labels {y.shape} and scores {s.shape} must have the same shape")
     if y.size and not np.isin(y, (0, 1)).all():
@@ -26,6 +29,18 @@ def _labels_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(s).all():
         raise ConfigError("scores must be finite")
     return y.astype(bool), s
+
+
+def _threshold(threshold, classes: int | None = None) -> np.ndarray | float:
+    """A finite threshold: a number, or (with `classes`) one per class."""
+    try:
+        t = np.asarray(threshold, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"threshold must be a number, got {threshold!r}") from None
+    if t.ndim > 1 or (t.ndim == 1 and (classes is None or t.shape[0] != classes)) or not np.isfinite(t).all():
+        per = f" or one per class ({classes})" if classes is not None else ""
+        raise ConfigError(f"threshold must be a finite number{per}, got {threshold!r}")
+    return t if t.ndim else float(t)
 
 
 def _rank_auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -73,7 +88,7 @@ def _f1(y: np.ndarray, pred: np.ndarray, axis) -> np.ndarray:
 def f1_score(labels, scores, threshold: float = 0.5) -> float:
     """F1 of predictions `scores >= threshold` against 0/1 `labels` [N]; NaN if no positive either side."""
     y, s = _labels_scores(labels, scores)
-    return float(_f1(y.ravel(), s.ravel() >= threshold, axis=None))
+    return float(_f1(y.ravel(), s.ravel() >= _threshold(threshold), axis=None))
 
 
 def f1_per_class(labels, scores, threshold: float | np.ndarray = 0.5) -> np.ndarray:
@@ -81,7 +96,7 @@ def f1_per_class(labels, scores, threshold: float | np.ndarray = 0.5) -> np.ndar
     y, s = _labels_scores(labels, scores)
     if y.ndim != 2:
         raise ConfigError(f"f1_per_class takes [N, K] arrays, got shape {y.shape}")
-    return _f1(y, s >= np.asarray(threshold, dtype=np.float64), axis=0)
+    return _f1(y, s >= _threshold(threshold, y.shape[1]), axis=0)
 
 
 def bev_iou_per_class(target, scores, threshold: float = 0.5) -> np.ndarray:
@@ -93,7 +108,7 @@ def bev_iou_per_class(target, scores, threshold: float = 0.5) -> np.ndarray:
         y, s = y[None], s[None]
     if y.ndim != 4:
         raise ConfigError(f"bev_iou_per_class takes [N, C, H, W] or [C, H, W], got shape {y.shape}")
-    pred = s >= threshold
+    pred = s >= _threshold(threshold)
     inter = np.sum(y & pred, axis=(0, 2, 3))
     union = np.sum(y | pred, axis=(0, 2, 3))
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -92,6 +92,10 @@ RATIO_DEFINITIONS: dict[str, tuple[str | tuple[str, ...], str | tuple[str, ...]]
     "fp32_vs_torch_compile": ("model.ort_fp32", "model.torch_compile"),
     "torch_compile_vs_torch_eager": ("model.torch_compile", "model.torch_eager"),
 }
+#: Every ratio a budget may name: the ratios of medians, the derived encoder shares and the replay
+#: real-time factor. A name outside it (a typo) would never be measured, so it is refused.
+BUDGETABLE_RATIOS: tuple[str, ...] = (*RATIO_DEFINITIONS, "non_camera_encoder_share",
+                                      "critical_path_vs_all_encoders_ideal", "replay_realtime_factor")
 _OPS = {"max": "<=", "below": "<", "min": ">="}
 _MS = 1_000_000
 
@@ -190,6 +194,9 @@ def _ratio_table(path: Path, data: dict, table: str) -> dict[str, RatioBudget]:
     out = {}
     for name, spec in _table(path, data, table).items():
         where = f"{path.name}: {table}.{name}"
+        if name not in BUDGETABLE_RATIOS:
+            raise BudgetError(f"{where}: unknown ratio {name!r} (it would never be measured); known: "
+                              f"{list(BUDGETABLE_RATIOS)}")
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _OPS:
             raise BudgetError(f"{where} must be one of {{ max = x }}, {{ below = x }}, {{ min = x }}, got {spec!r}")
         (key, value), = spec.items()

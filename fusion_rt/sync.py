@@ -81,6 +81,13 @@ def _check_stamp(stamp_ns: object) -> int:
     return int(stamp_ns)  # type: ignore[arg-type]
 
 
+def _check_stream(stream: object) -> None:
+    try:
+        hash(stream)
+    except TypeError:
+        raise ConfigError(f"a stream must be named by a hashable value (a string), got {stream!r}") from None
+
+
 class _IndexedPolicy:
     """Shared validation for the policies whose streams are numbered 0..num_streams-1."""
 
@@ -578,6 +585,7 @@ class LatestWithin:
     def add(self, stream: str, stamp_ns: int, payload: Any) -> list[SyncSet]:
         """Store a message, or on a trigger message return `[SyncSet]` (never blocks on missing data)."""
         stamp = _check_stamp(stamp_ns)
+        _check_stream(stream)
         if stream == self.trigger:
             return [self._fire(stamp, payload)]
         buffer = self._buffers.get(stream)
@@ -656,6 +664,7 @@ class _StreamState:
     last_accepted: int | None = None
     refused_future: int | None = None  # the stream's last stamp refused as future, until one is fed
     refused_backwards: int | None = None  # its last stamp refused as a backward jump, until one is fed
+    refused_backwards_clock: int | None = None  # the newest accepted stamp (any stream) when it was refused
     counts: dict[str, int] = field(default_factory=lambda: {"accepted": 0, **{r.value: 0 for r in Reason}})
 
 
@@ -700,10 +709,12 @@ class StreamChecker:
         """Forget every stream's last stamps (counters are kept); done automatically on a jump."""
         for state in self._streams.values():
             state.last_accepted = state.refused_future = state.refused_backwards = None
+            state.refused_backwards_clock = None
 
     def check(self, stream: Hashable, stamp_ns: int, now_ns: int | None = None) -> Verdict:
         """Classify one stamp; counts it, and records it as the stream's latest when fed."""
         stamp = _check_stamp(stamp_ns)
+        _check_stream(stream)
         if now_ns is not None:
             now_ns = _check_stamp(now_ns)
         state = self._streams.setdefault(stream, _StreamState())
@@ -714,7 +725,7 @@ class StreamChecker:
             state.refused_future = stamp
         elif verdict.reason is Reason.BACKWARDS and state.last_accepted is not None \
                 and state.last_accepted - stamp > self.jump_threshold_ns:
-            state.refused_backwards = stamp
+            state.refused_backwards, state.refused_backwards_clock = stamp, self._newest_accepted()
         elif verdict.feed:
             state.refused_future = state.refused_backwards = None
         if verdict.reset:
@@ -724,6 +735,9 @@ class StreamChecker:
             state.last_accepted = stamp
             state.counts["accepted"] += 1
         return verdict
+
+    def _newest_accepted(self) -> int:
+        return max((s.last_accepted for s in self._streams.values() if s.last_accepted is not None), default=0)
 
     def _reference(self, stamp: int, now_ns: int | None) -> int | None:
         if now_ns is not None:
@@ -746,9 +760,11 @@ class StreamChecker:
                 return Verdict(Action.REJECT, Reason.DUPLICATE, f"stamp {stamp} repeated")
             if stamp < last:
                 if last - stamp > self.jump_threshold_ns:
-                    window = self.jump_threshold_ns
+                    # A refusal confirms only while the clock has not moved on since (within the jump
+                    # threshold): two unrelated corrupted stamps a minute apart confirm nothing.
+                    window, newest = self.jump_threshold_ns, self._newest_accepted()
                     if any(s.refused_backwards is not None and abs(stamp - s.refused_backwards) <= window
-                           for s in self._streams.values()):
+                           and newest - s.refused_backwards_clock <= window for s in self._streams.values()):
                         return Verdict(Action.RESET, Reason.JUMP, f"{last - stamp} ns backwards, confirmed")
                     return Verdict(Action.REJECT, Reason.BACKWARDS,
                                    f"{last - stamp} ns backwards (a clock jump if the next stamp confirms it)")

@@ -68,6 +68,7 @@ def test_shipped_budgets_file_parses_with_every_stage_and_ratio():
     ("[ratio]\nx = { max = 1 }\n", ["['ratio']"]),
     ("[ratios\n", ["not valid TOML"]),
     ("ratios = 5\n", ["ratios must be a table", "5"]),
+    ("[targets]\nruntime_vs_raw_sesion = { max = 1.05 }\n", ["unknown ratio 'runtime_vs_raw_sesion'"]),
     ('devices = "x"\n', ["devices must be a table", "'x'"]),
     ('[devices.cpu-x86-2core]\nstages = 3\n', ["devices.cpu-x86-2core.stages must be a table"]),
 ])

@@ -53,6 +53,7 @@ def test_public_constants():
     ({"jpeg_quality": 0}, "0"),
     ({"jpeg_quality": 101}, "101"),
     ({"seed": -1}, "-1"),
+    ({"seconds": 10**400}, "at most 3600"),
 ])
 def test_config_rejects_bad_values_naming_them(kw, needle):
     with pytest.raises(ConfigError) as err:
@@ -135,6 +136,16 @@ def test_rates_jitter_and_phase():
     diff = (stamps["radar"][:100] - stamps["camera"][:100]) % STREAMS["camera"].period_ns
     assert np.all((diff > 9_000_000) & (diff < 41_000_000))
     assert stamps["camera"][0] >= t0
+
+
+def test_no_stamp_before_the_drive_starts():
+    """Seeds whose stream phase lies within the jitter of t0 (about 1 in 100) used to stamp their first
+    message before t0 and crash the world model; every stream now starts at t0 or later."""
+    for seed in range(400):
+        t0, stamps = drive_stamps(DriveConfig(seconds=1.0, seed=seed))
+        assert all(int(s[0]) >= t0 for s in stamps.values() if len(s)), seed
+    messages = list(simulate_drive(DriveConfig(seconds=0.5, seed=343)))  # one of those seeds
+    assert messages and messages[0].stamp_ns >= drive_stamps(DriveConfig(seconds=0.5, seed=343))[0]
 
 
 def test_message_counts_and_pairing(short_drive):

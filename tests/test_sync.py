@@ -534,6 +534,10 @@ def test_checker_one_corrupted_past_stamp_costs_one_message():
                for k in range(5) for s in ("cam", "radar"))
     assert checker.resets == 0
     assert checker.counts()["radar"]["backwards"] == 1 and checker.counts()["cam"]["backwards"] == 0
+    # a refusal expires once the clock moves on: a second zeroed stamp a minute later confirms nothing
+    assert all(checker.check(s, 101 * S + k * 50 * MS + (10 * MS if s == "radar" else 0)).feed
+               for k in range(5, 1205) for s in ("cam", "radar") if s == "cam" or k < 6)
+    assert checker.check("cam", 0).reason is Reason.BACKWARDS and checker.resets == 0
     # a jump back confirmed by the other stream resets once
     assert checker.check("cam", 5 * S).reason is Reason.BACKWARDS
     assert checker.check("radar", 5 * S + 10 * MS).action is Action.RESET
@@ -587,6 +591,8 @@ def test_checker_multi_rate_streams_and_a_stream_stamped_ahead():
 
 
 def test_checker_validates():
+    with pytest.raises(ConfigError, match=r"hashable.*\['radar'\]"):
+        StreamChecker().check(["radar"], 1)
     with pytest.raises(ConfigError, match="future_margin_ns"):
         StreamChecker(future_margin_ns=-1)
     with pytest.raises(ConfigError, match="jump_threshold_ns"):

@@ -81,7 +81,8 @@ class DriveConfig:
 
     def __post_init__(self) -> None:
         s = self.seconds
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(min(s, _MAX_SECONDS + 1.0)) \
+                or s <= 0:
             raise ConfigError(f"seconds must be a positive finite number, got {s!r}")
         if s > _MAX_SECONDS:
             raise ConfigError(f"seconds must be at most {_MAX_SECONDS:g}, got {s!r}: split longer drives by seed")
@@ -123,7 +124,9 @@ def drive_stamps(cfg: DriveConfig) -> tuple[int, dict[str, np.ndarray]]:
         n = max(0, -(-(horizon - phase[name]) // timing.period_ns))  # nominal stamps in [0, seconds)
         jitter = np.clip(np.round(rng.normal(0.0, timing.jitter_sigma_ns, n)), -timing.jitter_clip_ns,
                          timing.jitter_clip_ns).astype(np.int64)
-        out[name] = t0 + phase[name] + np.arange(n, dtype=np.int64) * timing.period_ns + jitter
+        # A stream whose phase is within the jitter of t0 could stamp its first message before the drive
+        # starts (world time < 0, about 1% of seeds): it is held at t0. Later stamps are never moved.
+        out[name] = np.maximum(t0 + phase[name] + np.arange(n, dtype=np.int64) * timing.period_ns + jitter, t0)
     return t0, out
 
 

@@ -79,3 +79,14 @@ def test_metrics_reject_bad_inputs():
         roc_auc([0, 2], [0.1, 0.2])
     with pytest.raises(ConfigError, match="finite"):
         roc_auc([0, 1], [0.1, float("nan")])
+    with pytest.raises(ConfigError, match="numbers"):
+        roc_auc([0, 1], ["a", "b"])
+    # a NaN threshold made every F1 and IoU 0 without a word
+    with pytest.raises(ConfigError, match="threshold must be a finite number, got nan"):
+        f1_score([0, 1], [0.2, 0.8], threshold=float("nan"))
+    with pytest.raises(ConfigError, match="one per class"):
+        f1_per_class(np.zeros((3, 5)), np.zeros((3, 5)), threshold=[0.5, 0.5])
+    with pytest.raises(ConfigError, match="threshold"):
+        bev_iou_per_class(np.zeros((1, 2, 2)), np.zeros((1, 2, 2)), threshold="high")
+    np.testing.assert_array_equal(f1_per_class([[1, 0], [1, 1]], [[0.6, 0.1], [0.7, 0.9]], threshold=[0.5, 0.95]),
+                                  [1.0, 0.0])

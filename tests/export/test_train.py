@@ -177,6 +177,11 @@ def test_read_logs_preprocesses_like_the_runtime(short_drive, tmp_path):
     assert float(extra["extra"]) == 2.5
     for name in ("camera", "radar", "map", "text", "present", "labels", "bev", "condition", "stamp_ns"):
         np.testing.assert_array_equal(getattr(back, name), getattr(split, name))
+    # a damaged cache file is a typed error that says how to recover, not a zipfile traceback
+    data = (tmp_path / "s.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="cut.npz is damaged.*delete it to rebuild"):
+        Split.load(tmp_path / "cut.npz")
 
 
 def test_log_without_ground_truth_is_refused(tmp_path):
@@ -286,6 +291,18 @@ def test_run_reloads_to_identical_outputs(quick_run, cache):
     assert again == json.loads(json.dumps(metrics["validation"]))
     pred2 = predict(load_run(out).model, data.val, run.vocab)
     np.testing.assert_array_equal(pred.scene, pred2.scene)
+
+
+def test_an_incomplete_run_config_is_named(quick_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(quick_run[0], run)
+    config = json.loads((run / "config.json").read_text())
+    del config["rig"]
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"config.json lacks \['rig'\]"):
+        load_run(run)
 
 
 def test_evaluate_in_process_with_and_without_a_masked_sensor(quick_run, heldout_log):
