@@ -91,7 +91,7 @@ class QuantizeResult:
 
     package: ModelPackage
     report: dict
-    within_tolerance: bool
+    within_tolerance: bool | None  # None: the metric is undefined on the evaluation frames (not measured)
     excluded_nodes: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -115,7 +115,6 @@ def _quiet_ort():
 def _prepare(src: Path, dst: Path) -> None:
     """ORT's quantization pre-processing (shape inference + graph optimization), then give every
     node a name: nodes_to_exclude and the report refer to nodes by name."""
-    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from fusion_rt._optional import require
@@ -126,7 +125,14 @@ def _prepare(src: Path, dst: Path) -> None:
             quant_pre_process(str(src), str(dst))
     except Exception as exc:  # onnxruntime raises many types; any failure means no prepared graph
         raise QuantizationError(f"{src.name}: quantization pre-processing failed: {type(exc).__name__}: {exc}") from exc
-    model = onnx.load(str(dst))
+    _name_nodes(dst, dst)
+
+
+def _name_nodes(src: Path, dst: Path) -> None:
+    """Save `src` as `dst` with every node named (node lists for exclusion and the report use names)."""
+    import onnx
+
+    model = onnx.load(str(src))
     used = {n.name for n in model.graph.node if n.name}
     for i, node in enumerate(model.graph.node):
         if not node.name:
@@ -373,11 +379,18 @@ def _score(evaluation: _Evaluation, outputs: dict[str, np.ndarray], package: Mod
     metrics = task_metrics(evaluation.split, outputs, package)
     base = evaluation.fp32_metrics.overall[PRIMARY_METRIC]
     value = metrics.overall[PRIMARY_METRIC]
-    return {"metrics": metrics.headline(), "relative_drop": relative_drop(base, value), "_full": metrics}
+    return {"metrics": metrics.headline(), "relative_drop": relative_drop(base, value), "measurable": base is not None,
+            "_full": metrics}
 
 
-def _within(drop: float | None, tolerance: float) -> bool:
-    return drop is None or drop <= tolerance + 1e-12
+def _within(scored: dict, tolerance: float) -> bool | None:
+    """True/False against the tolerance; None when the FP32 metric itself is undefined on the
+    evaluation frames (no ground truth, or one class only): not measured, never a pass. A metric
+    FP32 has and the new precision lost is a failure."""
+    if not scored["measurable"]:
+        return None
+    drop = scored["relative_drop"]
+    return drop is not None and drop <= tolerance + 1e-12
 
 
 # ----------------------------------------------------------------------------- mixed precision
@@ -431,6 +444,7 @@ def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: Qu
                    excluded: dict[str, list[str]], report: dict) -> None:
     """Copy what the graphs do not change (vocabulary), rewrite the manifest, write the report."""
     if fp32.vocabulary_path is not None:
+        (staging / fp32.manifest["vocabulary"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(fp32.vocabulary_path, staging / fp32.manifest["vocabulary"])
     manifest = {k: v for k, v in fp32.manifest.items() if k not in ("format_version", "parity")}
     manifest["graphs"] = {name: describe_graph(staging, spec.file, name, spec.role, spec.modality).to_dict()
@@ -489,6 +503,8 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
         work.mkdir()
         staging.mkdir()
         files = {name: staging / spec.file for name, spec in fp32_pkg.graphs.items()}
+        for path in files.values():  # a package may keep its graphs in subfolders
+            path.parent.mkdir(parents=True, exist_ok=True)
         if recipe.is_int8:
             steps, excluded, fp16_info = _int8(fp32, recipe, config, calib, evaluation, work, files, say), None, None
             excluded = steps["excluded"]
@@ -507,7 +523,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
         sizes = graph_sizes(fp32_pkg, staging)
         divergence = output_divergence(evaluation.fp32_outputs, new_outputs)
         drop = scored["relative_drop"]
-        within = _within(drop, config.tolerance)
+        within = _within(scored, config.tolerance)
         acceptance = {
             "primary_metric": PRIMARY_METRIC,
             "fp32": evaluation.fp32_metrics.overall[PRIMARY_METRIC],
@@ -606,6 +622,8 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
                                           iterations=_SPEED_GATE_ITERATIONS)
             if speed[name]["speedup"] < _SPEED_GATE:
                 converted = weight_only_int8(package.graph_path(name), files[name])
+                if converted:
+                    weight_only.append(name)
                 say(f"{name}: INT8 is slower at batch 1 ({speed[name]['speedup']:.2f}x): FP32 compute, "
                     f"{converted} weight matrices stored as int8")
                 del prepared[name]
@@ -622,9 +640,10 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     scored = build(excluded, [])
     rounds = [{"round": 0, "excluded": 0, "metrics": scored["metrics"], "relative_drop": scored["relative_drop"]}]
     ranking: list[dict] = []
-    if not _within(scored["relative_drop"], config.tolerance) and config.max_rounds > 0:
-        say(f"{PRIMARY_METRIC} dropped {scored['relative_drop']:.2%} > {config.tolerance:.2%}: ranking node "
-            "sensitivity")
+    if _within(scored, config.tolerance) is False and config.max_rounds > 0:
+        drop = scored["relative_drop"]
+        what = "undefined after quantization" if drop is None else f"dropped {drop:.2%} > {config.tolerance:.2%}"
+        say(f"{PRIMARY_METRIC} {what}: ranking node sensitivity")
         sub = evaluation.frames.take(np.linspace(0, len(evaluation.frames) - 1,
                                                  num=min(config.sensitivity_frames, len(evaluation.frames)))
                                      .round().astype(np.int64))
@@ -642,12 +661,12 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
                            "metrics": scored["metrics"], "relative_drop": scored["relative_drop"]})
             say(f"round {r}: {len(top)} nodes in FP32, {PRIMARY_METRIC} drop "
                 f"{(scored['relative_drop'] or 0.0):.2%}")
-            if _within(scored["relative_drop"], config.tolerance) or k >= len(ranking):
+            if _within(scored, config.tolerance) or k >= len(ranking):
                 break
             k = min(len(ranking), 2 * k)
     return {"rounds": rounds, "excluded": excluded, "sensitivity_top": ranking[:20], "candidates": len(ranking),
             "int8_graphs": sorted(prepared), "fp32_graphs": sorted(set(package.graphs) - set(prepared)),
-            "weight_only_graphs": sorted([*(n for n in speed if n not in prepared), *weight_only]),
+            "weight_only_graphs": sorted(weight_only),
             "uncalibrated_graphs": uncalibrated,
             "fp32_input_convs": {name: nodes for name, nodes in stems.items() if nodes and name in prepared},
             "fp32_softmax_inputs": {name: nodes for name, nodes in scores.items() if nodes and name in prepared},
@@ -663,6 +682,10 @@ def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, ev
 
     package = fp32.package
     feeds = _calibration_feeds(fp32, calib, config.masked_fraction, config.seed)
+    # Unnamed nodes could not be kept in FP32 by name (node_block_list): convert named copies.
+    sources = {name: work / f"{name}.named.onnx" for name in package.graphs}
+    for name, path in sources.items():
+        _name_nodes(package.graph_path(name), path)
     overflow: dict[str, list[str]] = {}
     for name in package.graphs:
         # FP32 ranges of every tensor from ORT's MinMax calibrator: nodes whose outputs leave the
@@ -672,12 +695,12 @@ def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, ev
             overflow[name] = []
             continue
         cache = work / f"{name}.fp32-range.json"
-        _calibrate(package.graph_path(name), feeds[name], CalibrationMethod.MINMAX, False, cache)
+        _calibrate(sources[name], feeds[name], CalibrationMethod.MINMAX, False, cache)
         ranges = load_tensors_data(cache)
         big = {t for t in ranges.data if float(np.max(np.abs(np.asarray(ranges[t].range_value, dtype=np.float64))))
                > FP16_SAFE_ABS}
-        model = onnx.load(str(package.graph_path(name)), load_external_data=False)
-        overflow[name] = [n.name for n in model.graph.node if big & set(n.output) and n.name]
+        model = onnx.load(str(sources[name]), load_external_data=False)
+        overflow[name] = [n.name for n in model.graph.node if big & set(n.output)]
 
     # Per-graph parity (each graph fed FP32 inputs) and end-to-end; eval frames are real frames.
     sub = evaluation.frames.take(np.linspace(0, len(evaluation.frames) - 1, num=min(64, len(evaluation.frames)))
@@ -693,7 +716,7 @@ def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, ev
     for group in groups:
         blocked += list(group)
         for name in package.graphs:
-            _convert_fp16(package.graph_path(name), files[name], blocked, overflow[name])
+            _convert_fp16(sources[name], files[name], blocked, overflow[name])
         new = PackageRunner(package, files, threads=config.threads)
         parity = {}
         new_tokens = {}

@@ -317,7 +317,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     metric vs FP32 on --eval-log (default: the calibration logs), output divergence, sizes and
     interleaved batch-1 latency. When the primary metric (mean scene AUC) drops by more than
     --tolerance (relative), the most sensitive nodes are kept in FP32 round by round. Exit code 1
-    when the tolerance still fails after those rounds (the package is written and says so).
+    when the tolerance still fails after those rounds (the package is written and says so). When
+    the evaluation frames cannot measure the metric (no ground truth with both classes of a label),
+    the report's within_tolerance is null and a warning asks for a labelled --eval-log.
 
     example: fusion-rt quantize packages/attn --recipe ort-cpu-int8 --calib drive.mcap --out packages/attn-int8
     """
@@ -352,7 +354,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               f"({change}, tolerance {acc['tolerance']:.2%} drop), "
               f"size {acc['size_ratio']:.2f}x, speed {acc['speedup_median']:.2f}x{where}, "
               f"worst cosine {acc['worst_output_cosine']:.5f}")
-    if not result.within_tolerance:
+    if result.within_tolerance is None:
+        print(f"fusion-rt: warning: {acc['primary_metric']} was not measured: the evaluation frames lack ground "
+              "truth with both classes of a label (pass --eval-log with a labelled log); no mixed-precision round "
+              "ran", file=sys.stderr)
+    elif not result.within_tolerance:
         print(f"fusion-rt: warning: {acc['primary_metric']} drop exceeds the tolerance after "
               f"{config.max_rounds} mixed-precision rounds (see quantization_report.json)", file=sys.stderr)
         return 1

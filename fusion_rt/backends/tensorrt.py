@@ -184,7 +184,9 @@ class EngineFromPath:
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise EngineMismatchError(f"TensorRT could not deserialize {str(self.path)!r} (see its log above)")
-        engine._fusion_rt_runtime = runtime  # the runtime must outlive the engine
+        # The runtime must outlive the engine; TensorRT's pybind classes take no new attributes, so
+        # the loader keeps it (a TrtRunner holds its loader as long as the engine).
+        self._runtime = runtime
         return engine
 
 

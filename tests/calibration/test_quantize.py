@@ -321,3 +321,66 @@ def test_a_camera_only_bag_quantizes_the_camera_and_keeps_the_rest_fp32(calib_pa
     camera = onnx.load(str(result.package.graph_path("camera"))).graph
     assert any(n.op_type == "QuantizeLinear" for n in camera.node)
     assert result.report["evaluation"]["frames"] > 0
+
+
+def test_fp16_keeps_an_overflowing_unnamed_node_fp32(calib_log, tmp_path):
+    """A node whose FP32 output leaves the float16 range stays FP32 even when the graph leaves its nodes
+    unnamed (onnx.helper's default): the converter blocks nodes by name, so the graphs are named first."""
+    from onnx import helper
+
+    from fusion_rt.package import replace_graph
+
+    from ._fixtures import make_calibration_package
+
+    root = make_calibration_package(tmp_path / "pkg")
+    shape, tokens, width = (3, 36, 64), 9, 8
+    flat, scale = int(np.prod(shape)), 1e7
+    weights = np.random.default_rng(0).normal(size=(flat, tokens * width)) / flat * scale
+    inits = [numpy_helper.from_array(np.array([0, flat], np.int64), "flat_shape"),
+             numpy_helper.from_array(weights.astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(1.0 / scale, np.float32), "inv"),
+             numpy_helper.from_array(np.array([0, tokens, width], np.int64), "tok_shape")]
+    nodes = [helper.make_node("Reshape", ["image", "flat_shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["proj"]),  # |proj| ~ 1e5: inf in float16
+             helper.make_node("Mul", ["proj", "inv"], ["small"]),
+             helper.make_node("Reshape", ["small", "tok_shape"], ["tokens"])]
+    graph = helper.make_graph(nodes, "camera_encoder",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", *shape])],
+                              [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", tokens, width])],
+                              inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(root / "camera_encoder.onnx"))
+    replace_graph(root, "camera")
+    result = quantize_package(root, tmp_path / "fp16", QuantizeConfig(recipe="fp16", **FAST), [calib_log])
+    assert result.report["fp16"]["overflow_nodes"]["camera"] == ["MatMul_1"]
+    camera = onnx.load(str(result.package.graph_path("camera")))
+    assert _initializers(camera)["w"].dtype == np.float32  # the MatMul kept its FP32 weights
+
+
+def test_a_package_with_graphs_in_a_subfolder_quantizes(calib_package, calib_log, tmp_path):
+    import shutil
+
+    from fusion_rt.package import describe_graph
+
+    root = tmp_path / "pkg"
+    shutil.copytree(calib_package, root)
+    (root / "graphs").mkdir()
+    shutil.move(root / "map_encoder.onnx", root / "graphs" / "map_encoder.onnx")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["graphs"]["map"] = describe_graph(root, "graphs/map_encoder.onnx", "map", "encoder", "map").to_dict()
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    result = quantize_package(root, tmp_path / "fp16", QuantizeConfig(recipe="fp16", **FAST), [calib_log])
+    assert result.package.graph_path("map").parent.name == "graphs"
+
+
+def test_an_unmeasured_metric_is_never_a_pass(quantized):
+    """Evaluation frames on which the FP32 metric is undefined (this short drive lacks a second class
+    for every label) leave the tolerance unmeasured (None), not passed; a metric the new precision
+    loses is a failure."""
+    from fusion_rt.calibration.quantize import _within
+
+    acceptance = quantized["fp16"].report["acceptance"]
+    assert acceptance["fp32"] is None and acceptance["within_tolerance"] is None
+    assert quantized["fp16"].within_tolerance is None
+    assert _within({"measurable": True, "relative_drop": None}, 0.005) is False
+    assert _within({"measurable": True, "relative_drop": 0.004}, 0.005) is True
+    assert _within({"measurable": True, "relative_drop": 0.006}, 0.005) is False
