@@ -956,11 +956,17 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
             backend_b: str = "onnxruntime", threads: int | None = None, topics: Mapping[str, str] | None = None,
             worst: int = 5, progress: Progress | None = None) -> CompareResult:
     """Replay `log` through two deployments in lockstep, message by message, and compare them."""
+    if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
+        raise ConfigError(f"worst must be a non-negative integer of frames, got {worst!r}")
     pkg_a, pkg_b = _load(package_a), _load(package_b)
     if pkg_a.modalities != pkg_b.modalities or pkg_a.scene_labels != pkg_b.scene_labels:
         raise ConfigError(f"packages differ in modalities or scene labels and cannot be compared: "
                           f"{pkg_a.name} {list(pkg_a.modalities)} {list(pkg_a.scene_labels)} vs "
                           f"{pkg_b.name} {list(pkg_b.modalities)} {list(pkg_b.scene_labels)}")
+    if pkg_a.bev_classes != pkg_b.bev_classes or pkg_a.rig.bev != pkg_b.rig.bev:
+        raise ConfigError(f"packages differ in their BEV output and cannot be compared cell by cell: "
+                          f"{pkg_a.name} {list(pkg_a.bev_classes)} on {pkg_a.rig.bev} vs "
+                          f"{pkg_b.name} {list(pkg_b.bev_classes)} on {pkg_b.rig.bev}")
     config = ReplayConfig(topics=dict(topics or {}), threads=threads, worst_frames=0, keep_frames=False)
     preprocess = PreprocessConfig.from_dict(pkg_a.preprocess)
     reader = _Reader(log, pkg_a.modalities, config, preprocess, pkg_a.rig.radar)

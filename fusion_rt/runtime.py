@@ -441,12 +441,15 @@ class FusionRuntime:
         if verdict.reset:
             self._reset_cache()
             self._newest_stamp = self._trigger_stamp = None
-        if self._trigger_stamp is None or modality == self.trigger:
+        if self._trigger_stamp is None:
             self._trigger_stamp = stamp
         self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
         try:
             if modality == self.trigger:
-                return self._fire(enc, message, counter, t0)
+                outputs = self._fire(enc, message, counter, t0)
+                if outputs:  # a trigger that only brings rejected frames is as good as silent
+                    self._trigger_stamp = stamp
+                return outputs
             self._update(enc, message, counter)
             return []
         finally:
@@ -475,6 +478,9 @@ class FusionRuntime:
             "clock_resets": self._clock_resets,
             "encoder_runs": {m: e.runs for m, e in self._encoders.items()},
             "encoder_reused": {m: e.reused for m, e in self._encoders.items()},
+            # features pushed out of a modality's `history` slots by newer ones (a late trigger frame
+            # then finds only messages stamped after it: raise `history` if this grows)
+            "history_evicted": self._sync.drops(),
             "deadline_misses": self.telemetry.deadline_misses(),
             "latency_ms": self.telemetry.summary(),
             "health": self.health().state,
@@ -629,8 +635,7 @@ class FusionRuntime:
                 present[0, self._present_index[m]] = 0
                 buf.fill(0.0)
                 flags.append(f"degraded:{m}_missing")
-                last = self._encoders[m].last_stamp
-                if last is not None and last <= stamp:
+                if m in fused.stale:  # it had a message before the frame, too old to use
                     flags.append(f"stale:{m}")
             else:
                 present[0, self._present_index[m]] = 1

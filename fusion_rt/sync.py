@@ -534,6 +534,7 @@ class SyncSet:
     messages: Mapping[str, Stamped | None]  # every non-trigger stream: (stamp_ns, payload) or None
     ages_ns: Mapping[str, int]  # stamp_ns - message stamp, for the streams present
     missing: tuple[str, ...]  # streams with nothing fresh enough, in declaration order
+    stale: tuple[str, ...] = ()  # of the missing: those with a message at or before the stamp, too old
 
     @property
     def complete(self) -> bool:
@@ -603,18 +604,21 @@ class LatestWithin:
         messages: dict[str, Stamped | None] = {}
         ages: dict[str, int] = {}
         missing: list[str] = []
+        stale: list[str] = []
         for name, buffer in self._buffers.items():
             chosen = None
             for msg in reversed(buffer):
                 if msg[0] <= stamp:
                     chosen = msg if stamp - msg[0] <= self.max_age_ns[name] else None
+                    if chosen is None:
+                        stale.append(name)
                     break
             messages[name] = chosen
             if chosen is None:
                 missing.append(name)
             else:
                 ages[name] = stamp - chosen[0]
-        return SyncSet(self.trigger, stamp, payload, messages, ages, tuple(missing))
+        return SyncSet(self.trigger, stamp, payload, messages, ages, tuple(missing), tuple(stale))
 
 
 # --------------------------------------------------------------------------------------------

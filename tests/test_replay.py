@@ -161,6 +161,23 @@ def test_compare_package_with_itself(short_drive, package, tmp_path):
     assert s["latency_ratio_b_over_a"]["p50"] > 0 and len(s["worst_frames"]) == 5
 
 
+def test_compare_refuses_packages_with_other_bev_outputs(short_drive, package, tmp_path):
+    """Two packages whose BEV classes differ in order would be compared class against wrong class."""
+    import shutil
+
+    from fusion_rt.replay import compare
+
+    other = tmp_path / "reversed"
+    shutil.copytree(package, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["outputs"]["bev_classes"] = manifest["outputs"]["bev_classes"][::-1]
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="differ in their BEV output"):
+        compare(short_drive, package, other)
+    with pytest.raises(ConfigError, match="worst must be a non-negative integer of frames, got -1"):
+        compare(short_drive, package, package, worst=-1)
+
+
 def _nuscenes_cloud(stamp_ns: int, rng: np.random.Generator) -> dict:
     """A nuScenes-layout radar PointCloud2 (18 fields, mixed types, velocity components only)."""
     layout = [("x", "f4", 7), ("y", "f4", 7), ("z", "f4", 7), ("dyn_prop", "i1", 1), ("id", "i2", 3),

@@ -245,6 +245,33 @@ def test_max_age_override_and_health(package, drive):
     assert outputs and all("degraded:radar_missing" in o.flags for o in outputs)
 
 
+def test_stale_means_a_message_before_the_frame_that_aged_out(package):
+    """stale:<m> when the latest message at or before the frame is too old, even if a message stamped
+    after the frame is already cached; missing alone when there was none."""
+    t0 = 9_000 * 1_000_000_000
+    rng = np.random.default_rng(2)
+    with FusionRuntime(package) as rt:  # radar max age 100 ms
+        (first,) = rt.push(CameraFrame(stamp_ns=t0, data=_jpeg()))
+        rt.push(_radar(t0 + 10 * MS, rng))
+        (fresh,) = rt.push(CameraFrame(stamp_ns=t0 + 50 * MS, data=_jpeg()))
+        rt.push(_radar(t0 + 480 * MS, rng))  # arrives early: stamped after the next frame
+        (aged,) = rt.push(CameraFrame(stamp_ns=t0 + 450 * MS, data=_jpeg()))
+    assert "degraded:radar_missing" in first.flags and "stale:radar" not in first.flags
+    assert "radar" in fresh.sources
+    assert "degraded:radar_missing" in aged.flags and "stale:radar" in aged.flags
+
+
+def test_history_evictions_are_counted(package):
+    """Radar features beyond `history` slots push the oldest out, and stats() says how many."""
+    t0 = 9_500 * 1_000_000_000
+    rng = np.random.default_rng(3)
+    with FusionRuntime(package, history=4) as rt:
+        for k in range(6):
+            rt.push(_radar(t0 + k * 20 * MS, rng))
+        evicted = rt.stats()["history_evicted"]
+    assert evicted == {"radar": 2, "map": 0, "text": 0}
+
+
 def test_health_says_when_the_trigger_falls_silent(package, drive):
     """No camera frame means no output to carry a flag: health() itself must say the camera is gone."""
     cam = [i for i, m in enumerate(drive) if isinstance(m, CameraFrame)]
@@ -260,6 +287,12 @@ def test_health_says_when_the_trigger_falls_silent(package, drive):
         (out,) = _run(rt, [next(m for m in drive[cam[40]:] if isinstance(m, CameraFrame)
                                 and m.stamp_ns - drive[cam[40]].stamp_ns > 1500 * MS)])
         assert not any("camera_missing" in r for r in rt.health().reasons)  # the camera is back
+        # a camera that only sends frames the runtime rejects is no better than a silent one
+        t = out.stamp_ns
+        for k in range(1, 30):
+            _run(rt, [m for m in others if t < m.stamp_ns <= t + k * 50 * MS and m.stamp_ns > t + (k - 1) * 50 * MS])
+            rt.push(CameraFrame(stamp_ns=t + k * 50 * MS, data=b"\xff\xd8 not a jpeg"))
+        assert rt.health().reasons[0].startswith("degraded:camera_missing")
     with pytest.raises(ConfigError, match="trigger_timeout_ns"):
         FusionRuntime(package, trigger_timeout_ns=0)
 
