@@ -49,7 +49,7 @@ PAD_ID = 0
 UNK_ID = 1
 _SPECIAL_TOKENS = ("<pad>", "<unk>")
 
-_RAW_CHANNELS = {"bgr8": 3, "rgb8": 3, "mono8": 1}
+_RAW_CHANNELS = {"bgr8": 3, "rgb8": 3, "mono8": 1, "bgra8": 4, "rgba8": 4}  # alpha is dropped
 _COMPRESSED = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png"}
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8"
@@ -324,6 +324,8 @@ def _decode_raw(frame: CameraFrame, encoding: str, config: PreprocessConfig) -> 
     image = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, channels)
     if channels == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), False
+    if channels == 4:
+        return np.ascontiguousarray(image[:, :, :3]), encoding == "rgba8"
     return image, encoding == "rgb8"
 
 
@@ -333,7 +335,7 @@ def decode_camera(frame: CameraFrame, config: PreprocessConfig, out: np.ndarray 
     JPEG/PNG are decoded with OpenCV (JPEG at reduced resolution when the target is at least 2x
     smaller: faster, shared/BASELINE.md), resized with linear interpolation to the configured size
     (the whole frame, so token column j still sees the image's column fraction j), converted to
-    RGB and normalized with the configured mean/std. Raw bgr8/rgb8/mono8 need width and height.
+    RGB and normalized with the configured mean/std. Raw bgr8/rgb8/bgra8/rgba8/mono8 need width and height.
     Writes into `out` ([3, H, W] float32, C-contiguous) when given, allocating nothing else per
     pixel beyond the decoded image. Raises DecodeError for anything that is not a sound image.
     """

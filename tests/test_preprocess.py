@@ -114,6 +114,14 @@ def test_png_and_raw_encodings_agree():
     upper = decode_camera(CameraFrame(stamp_ns=1, data=image[:, :, ::-1].tobytes(), encoding="RGB8", width=320,
                                       height=180), cfg)
     np.testing.assert_array_equal(upper, rgb)
+    # four-channel raw images (a CARLA bridge's bgra8) drop their alpha
+    alpha = np.full((180, 320, 1), 7, np.uint8)
+    bgra = decode_camera(CameraFrame(stamp_ns=1, data=np.concatenate([image, alpha], 2).tobytes(), encoding="bgra8",
+                                     width=320, height=180), cfg)
+    rgba = decode_camera(CameraFrame(stamp_ns=1, data=np.concatenate([image[:, :, ::-1], alpha], 2).tobytes(),
+                                     encoding="rgba8", width=320, height=180), cfg)
+    np.testing.assert_array_equal(bgra, bgr)
+    np.testing.assert_array_equal(rgba, bgr)
     gray = decode_camera(CameraFrame(stamp_ns=1, data=image[:, :, 0].tobytes(), encoding="mono8", width=320,
                                      height=180), cfg)
     # grey replicated to three channels: equal before normalization

@@ -26,7 +26,7 @@ from typing import Any
 from fusion_rt.errors import LogError, NotALogError
 from fusion_rt.logs.convert import converter_for
 from fusion_rt.logs.reader import LogMessage, LogReader, ReadIssue
-from fusion_rt.logs.schemas import POINT_CLOUD2, normalize_schema_name
+from fusion_rt.logs.schemas import POINT_CLOUD2, SCHEMAS, normalize_schema_name
 from fusion_rt.logs.topics import TopicInfo
 
 __all__ = ["LogSource", "McapSource", "Db3BagSource", "open_log", "log_sha256"]
@@ -68,6 +68,11 @@ class LogSource(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _topic_list(topics: Iterable[str] | str) -> list[str]:
+    """Topic names; one name given as a plain string is one topic, not its characters."""
+    return [topics] if isinstance(topics, str) else list(topics)
 
 
 def _split_index(path: Path) -> tuple[int, str]:
@@ -115,7 +120,8 @@ class McapSource(LogSource):
                         seen.add(raw.channel.topic)
                         channels.append((raw.channel.topic, reader.schema_name(raw.channel)))
             for topic, schema_name in channels:
-                if topic in found:
+                # a split declares every topic; a cloud's fields come from the first split holding a message
+                if topic in found and (found[topic].point_fields is not None or schema_name != POINT_CLOUD2):
                     continue
                 fields = _cloud_fields(reader, topic) if schema_name == POINT_CLOUD2 else None
                 found[topic] = TopicInfo(topic, schema_name, fields)
@@ -130,7 +136,7 @@ class McapSource(LogSource):
         return self._duration
 
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[LogMessage]:
-        wanted = None if topics is None else list(topics)
+        wanted = None if topics is None else _topic_list(topics)
         for reader in self._readers:
             yield from reader.messages(topics=wanted)
 
@@ -190,24 +196,36 @@ class Db3BagSource(LogSource):
         rosbag2 = require("rosbags.rosbag2", purpose="reading .db3 ROS 2 bags")
         typesys = require("rosbags.typesys", purpose="reading .db3 ROS 2 bags")
         self.path = str(path)
-        bag_dir = path.parent if path.is_file() else path
+        # A .db3 file beside its metadata.yaml is read as its bag; a lone one (copied out of its
+        # bag) is opened directly, which rosbags supports.
+        bag = path.parent if path.is_file() and (path.parent / "metadata.yaml").is_file() else path
         try:
-            self._reader = rosbag2.Reader(bag_dir)
+            self._reader = rosbag2.Reader(bag)
             self._reader.open()
         except Exception as exc:  # rosbags raises its own ReaderError and sqlite3 errors
             raise NotALogError(f"{self.path!r} is not a readable ROS 2 bag: {exc}") from exc
         self._store = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)
-        self._issues: list[ReadIssue] = []
+        self._schema_issues: list[ReadIssue] = []
         for conn in self._reader.connections:
             if conn.msgtype in self._store.types:
                 continue
             msgdef = getattr(conn, "msgdef", None)
             text = getattr(msgdef, "data", "") if msgdef is not None else ""
-            if text:
+            # Bags recorded before ROS 2 Jazzy store no definitions: fusion-rt's own types (the radar
+            # tensor, ground truth) are known here anyway.
+            own = SCHEMAS.get(normalize_schema_name(conn.msgtype), "")
+            for definition in (text, re.split(r"^=+\s*$", own, maxsplit=1, flags=re.M)[0]):
+                if not definition or conn.msgtype in self._store.types:
+                    continue
                 try:
-                    self._store.register(typesys.get_types_from_msg(text, conn.msgtype))
+                    self._store.register(typesys.get_types_from_msg(definition, conn.msgtype))
                 except Exception as exc:  # noqa: BLE001 (a type we cannot parse: its topic is skipped)
-                    self._issues.append(ReadIssue(0, "schema", f"type {conn.msgtype} of {conn.topic!r}: {exc}"))
+                    self._schema_issues.append(ReadIssue(0, "schema", f"type {conn.msgtype} of {conn.topic!r}: "
+                                                                      f"{exc}"))
+            if conn.msgtype not in self._store.types and converter_for(conn.msgtype) is not None:
+                self._schema_issues.append(ReadIssue(0, "schema", f"the bag has no definition of {conn.msgtype}: "
+                                                                  f"messages on {conn.topic!r} cannot be decoded"))
+        self._issues = list(self._schema_issues)
 
     def topics(self) -> list[TopicInfo]:
         out = []
@@ -229,7 +247,8 @@ class Db3BagSource(LogSource):
         return int(self._reader.duration) if self._reader.message_count else None
 
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[LogMessage]:
-        wanted = None if topics is None else set(topics)
+        wanted = None if topics is None else set(_topic_list(topics))
+        self._issues = list(self._schema_issues)  # what this pass skips, like LogReader's issues
         conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
         routes = {c.id: converter_for(c.msgtype) for c in conns}
         for conn, stamp, raw in self._reader.messages(connections=conns):

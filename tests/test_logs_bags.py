@@ -1,0 +1,93 @@
+"""ROS 2 bags as sources: .db3 bags without stored definitions, lone .db3 files, split MCAP bags."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+
+from fusion_rt.logs import schemas as S
+from fusion_rt.logs.bags import open_log
+from fusion_rt.logs.topics import resolve_topics
+
+
+def _radar_bag(path, drop_definitions: bool):
+    """A .db3 bag of 3 radar tensors and 3 strings; optionally without the stored definition of the
+    radar tensor type, as bags recorded before ROS 2 Jazzy are."""
+    rosbag2 = pytest.importorskip("rosbags.rosbag2")
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    store.register(get_types_from_msg(S.SCHEMAS[S.RADAR_TENSOR].split("\n====")[0], S.RADAR_TENSOR))
+    types = store.types
+    with rosbag2.Writer(path, version=8) as writer:
+        radar = writer.add_connection("/radar/front/tensor", S.RADAR_TENSOR, typestore=store)
+        text = writer.add_connection("/context/text", "std_msgs/msg/String", typestore=store)
+        for k in range(3):
+            header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=k + 1, nanosec=0),
+                                                  frame_id="radar")
+            tensor = types[S.RADAR_TENSOR](header=header, num_channels=1, num_range=1, num_azimuth=1,
+                                           range_min_m=0.5, range_max_m=10.0, azimuth_min_rad=-0.5,
+                                           azimuth_max_rad=0.5, channels=["power_db"], dtype="float32",
+                                           data=np.frombuffer(np.float32(k).tobytes(), np.uint8))
+            writer.write(radar, (k + 1) * 10**9, store.serialize_cdr(tensor, S.RADAR_TENSOR))
+            writer.write(text, (k + 1) * 10**9, store.serialize_cdr(types["std_msgs/msg/String"](data="rain"),
+                                                                    "std_msgs/msg/String"))
+    if drop_definitions:
+        (db,) = path.glob("*.db3")
+        with sqlite3.connect(db) as con:
+            con.execute("delete from message_definitions where topic_type like 'fusion_rt%'")
+    return path
+
+
+def test_a_db3_bag_without_definitions_still_reads_fusion_rt_types(tmp_path):
+    bag = _radar_bag(tmp_path / "bag", drop_definitions=True)
+    with open_log(bag) as source:
+        messages = list(source.messages())
+        assert [m.topic for m in messages].count("/radar/front/tensor") == 3  # were dropped without a word
+        assert [float(m.message.data.ravel()[0]) for m in messages if m.topic == "/radar/front/tensor"] == [0, 1, 2]
+        assert source.issues == []
+        list(source.messages())
+        assert source.issues == []  # issues describe one pass; they do not pile up
+
+
+def test_a_lone_db3_file_opens_without_its_metadata(tmp_path):
+    bag = _radar_bag(tmp_path / "bag", drop_definitions=False)
+    (db,) = bag.glob("*.db3")
+    lone = tmp_path / "copied.db3"
+    shutil.copy(db, lone)
+    with open_log(lone) as source:
+        assert len(list(source.messages(topics="/context/text"))) == 3  # one topic given as a plain string
+
+
+def test_point_cloud_fields_come_from_the_split_that_holds_the_messages(tmp_path):
+    """rosbag2 declares every topic in every split: a lidar cloud declared in split 0 but recorded in
+    split 1 is still recognised by its fields, so radar maps to the radar cloud alone."""
+    from mcap_ros2.writer import Writer
+
+    def cloud(names: list[str], sec: int) -> dict:
+        data = np.zeros((2, len(names)), "<f4").tobytes()
+        return {"header": {"stamp": {"sec": sec, "nanosec": 0}, "frame_id": "sensor"}, "height": 1, "width": 2,
+                "fields": [{"name": n, "offset": 4 * i, "datatype": 7, "count": 1} for i, n in enumerate(names)],
+                "is_bigendian": False, "point_step": 4 * len(names), "row_step": 8 * len(names), "data": data,
+                "is_dense": True}
+
+    lidar, radar = ["x", "y", "z", "intensity"], ["x", "y", "z", "radial_velocity", "rcs"]
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    splits = [[("/radar/points", radar, 1)], [("/lidar/points", lidar, 3), ("/radar/points", radar, 3)]]
+    for index, items in enumerate(splits):
+        with open(bag / f"bag_{index}.mcap", "wb") as f:
+            writer = Writer(f)
+            schema = writer.register_msgdef(S.POINT_CLOUD2, S.SCHEMAS[S.POINT_CLOUD2])
+            if index == 0:  # declared, no message in this split
+                writer._writer.register_channel(topic="/lidar/points", message_encoding="cdr", schema_id=schema.id)
+            for topic, names, sec in items:
+                writer.write_message(topic, schema, cloud(names, sec), log_time=sec * 10**9, publish_time=sec * 10**9)
+            writer.finish()
+    with open_log(bag) as source:
+        fields = {t.topic: t.point_fields for t in source.topics()}
+        assert fields["/lidar/points"] == tuple(lidar)
+        assert resolve_topics(source.topics(), ["radar"]).topics == {"radar": "/radar/points"}
