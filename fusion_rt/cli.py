@@ -856,7 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
     log_sub = log.add_subparsers(title="log verbs", metavar="<log verb>", parser_class=_Parser)
     log.set_defaults(func=lambda _args: log.print_help() or EXIT_USAGE)
     p = _verb(log_sub, "info", cmd_log_info)
-    p.add_argument("file", metavar="FILE.mcap", help="log to describe")
+    p.add_argument("file", metavar="LOG", help="log to describe: MCAP file or ROS 2 bag (directory or .db3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fusion_rt.logs import LogWriter, format_info, log_info
 from fusion_rt.messages import CameraFrame, RadarDetections, TextContext
@@ -57,3 +58,13 @@ def test_info_of_an_empty_log(tmp_path: Path) -> None:
     info = log_info(tmp_path / "e.mcap")
     assert info["message_count"] == 0 and info["duration_ns"] is None and info["topics"] == {}
     assert "Messages:     0" in format_info(info)
+
+
+def test_info_of_a_ros2_bag(camera_only_bag) -> None:
+    """A rosbag2 directory (sqlite3 storage here) is described like an MCAP file."""
+    info = log_info(camera_only_bag)
+    assert info["message_count"] == 10 and info["profile"] == "ros2"
+    assert info["topics"]["/cam/compressed"]["count"] == 10
+    assert info["topics"]["/cam/compressed"]["rate_hz"] == pytest.approx(20.0)
+    assert info["duration_ns"] == 9 * 50_000_000 and info["file_size"] > 0
+    assert "/cam/compressed" in format_info(info)

@@ -113,6 +113,14 @@ def test_exact_values_that_are_easy_to_lose(tmp_path: Path) -> None:
     assert got["CameraFrame0"].log_time_ns == T0
 
 
+def test_text_keeps_its_stamp_when_received_late(tmp_path: Path) -> None:
+    """String has no header: its stamp travels as the publish time, not the (receive) log time."""
+    with LogWriter(tmp_path / "t.mcap") as writer:
+        writer.write(TextContext(stamp_ns=10**9, text="rain"), log_time_ns=10**9 + 250_000_000)
+    [item] = LogReader(tmp_path / "t.mcap").messages()
+    assert item.message.stamp_ns == 10**9 and item.log_time_ns == 10**9 + 250_000_000
+
+
 def test_map_orientation_follows_ros_convention(tmp_path: Path) -> None:
     """The far-left cell (row 0, col 0) is at ego (x_max, y_max): the last ROS cell."""
     grid = np.zeros((3, 4), np.int8)
@@ -204,6 +212,13 @@ def test_writer_refuses_what_it_cannot_store(tmp_path: Path) -> None:
             writer.write(CameraFrame(stamp_ns=6, data="not bytes"))
         with pytest.raises(LogError, match="metadata 'm'"):
             writer.add_metadata("m", ["a"])
+        # occupancy and labels are stored as uint8: NaN and fractions would be written as 0 silently
+        for bev, labels, needle in ((np.array([[[0.0, 0.6]]]), {"car": 1}, r"bev .* whole numbers 0..255, got \[0.6\]"),
+                                    (np.array([[[np.nan, 1.0]]]), {"car": 1}, r"got \[nan\]"),
+                                    (np.zeros((1, 1, 2)), {"car": 0.5}, r"labels .* got \{'car': 0.5\}")):
+            with pytest.raises(LogError, match=needle):
+                writer.write(GroundTruth(stamp_ns=7, labels=labels, agents=(), bev=bev, bev_classes=("car",),
+                                         scene_type="urban", condition="day", ego_speed_mps=0.0, extras={}))
     with pytest.raises(ConfigError, match="brotli"):
         LogWriter(tmp_path / "b.mcap", compression="brotli")
     with pytest.raises(LogError, match="nope"):

@@ -50,6 +50,10 @@ class LogSource(ABC):
     def issues(self) -> list[ReadIssue]:
         """What the last `messages` pass skipped, with offsets and reasons."""
 
+    @abstractmethod
+    def stamps(self) -> Iterator[tuple[str, str, int]]:
+        """(topic, schema name, log time) of every message, in log order, without decoding any."""
+
     @property
     def truncated_at(self) -> int | None:
         """Byte offset where the (last) file was cut, or None."""
@@ -139,6 +143,16 @@ class McapSource(LogSource):
         wanted = None if topics is None else _topic_list(topics)
         for reader in self._readers:
             yield from reader.messages(topics=wanted)
+
+    def stamps(self) -> Iterator[tuple[str, str, int]]:
+        for reader in self._readers:
+            for raw in reader.raw_messages():
+                yield raw.channel.topic, reader.schema_name(raw.channel), raw.record.log_time
+
+    @property
+    def readers(self) -> list[LogReader]:
+        """The MCAP readers of the files, in split order (after `stamps`: their issues and state)."""
+        return list(self._readers)
 
     @property
     def issues(self) -> list[ReadIssue]:
@@ -266,6 +280,10 @@ class Db3BagSource(LogSource):
     @property
     def issues(self) -> list[ReadIssue]:
         return list(self._issues)
+
+    def stamps(self) -> Iterator[tuple[str, str, int]]:
+        for conn, stamp, _raw in self._reader.messages():
+            yield conn.topic, normalize_schema_name(conn.msgtype), int(stamp)
 
     def close(self) -> None:
         self._reader.close()

@@ -7,7 +7,8 @@ decoded messages are the attribute objects of `mcap_ros2.decoder.DecoderFactory`
 Conventions that are not obvious:
 
 - Header stamps: ``stamp_ns`` splits exactly into ``sec = stamp_ns // 10**9`` and
-  ``nanosec = stamp_ns % 10**9``. ``std_msgs/String`` has no header: its stamp is the MCAP log time.
+  ``nanosec = stamp_ns % 10**9``. ``std_msgs/String`` has no header: its stamp is the MCAP publish
+  time (the log time when a record has none, and in .db3 bags, which store only the log time).
 - Compressed camera frames carry no width/height on disk (CompressedImage has none): they read
   back with ``width = height = 0``, as `CameraFrame` documents.
 - Maps: `MapRaster.grid[r, c]` has row 0 at x_max and column 0 at y_max. An OccupancyGrid stores
@@ -230,11 +231,14 @@ def _ground_truth_to_ros(m: GroundTruth) -> tuple[str, dict]:
     if bev.ndim != 3 or bev.shape[0] != len(m.bev_classes):
         raise LogError(f"ground truth bev at {m.stamp_ns} must be [classes={len(m.bev_classes)}, rows, cols], "
                        f"got shape {bev.shape}")
-    if bev.size and (bev.min() < 0 or bev.max() > 255):
-        raise LogError(f"ground truth bev at {m.stamp_ns} holds values outside uint8")
-    bad = {k: v for k, v in m.labels.items() if not 0 <= int(v) <= 255}
+    # NaN passes every comparison and a cast truncates 0.6 to 0: only whole numbers in 0..255 are stored
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(bev) & (bev == np.round(bev)) & (bev >= 0) & (bev <= 255)
+    if not ok.all():
+        raise LogError(f"ground truth bev at {m.stamp_ns} must hold whole numbers 0..255, got {bev[~ok][:5].tolist()}")
+    bad = {k: v for k, v in m.labels.items() if not (float(v).is_integer() and 0 <= float(v) <= 255)}
     if bad:
-        raise LogError(f"ground truth labels at {m.stamp_ns} must be 0..255, got {bad}")
+        raise LogError(f"ground truth labels at {m.stamp_ns} must be whole numbers 0..255, got {bad}")
     agents = [{
         "id": a.id, "class_name": a.class_name, "x": a.x, "y": a.y, "z": a.z, "vx": a.vx, "vy": a.vy,
         "length": a.length, "width": a.width, "height": a.height, "yaw": a.yaw,

@@ -7,6 +7,7 @@ from the summary section, so a truncated or damaged log is described as it actua
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from fusion_rt.logs.reader import LogReader
@@ -22,40 +23,72 @@ def log_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     Keys: path, file_size, profile, compression, message_count, start_ns, end_ns, duration_ns
     (None when empty), topics (topic -> schema, count, first_ns, last_ns, rate_hz), metadata
     names, issues (offset, kind, detail), truncated_at, complete. Stamps are MCAP log times,
-    which fusion-rt writes equal to the header stamps.
+    which fusion-rt writes equal to the header stamps. A ROS 2 bag (a directory of .mcap splits
+    or .db3 storage, or a .db3 file) is described as one log: sizes summed, splits in order.
     """
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".db3":
+        return _bag_info(p)
     with LogReader(path) as reader:
-        topics: dict[str, dict[str, Any]] = {}
-        for raw in reader.raw_messages():
-            t = raw.record.log_time
-            entry = topics.get(raw.channel.topic)
-            if entry is None:
-                topics[raw.channel.topic] = {"schema": reader.schema_name(raw.channel), "count": 1,
-                                             "first_ns": t, "last_ns": t}
-            else:
-                entry["count"] += 1
-                entry["first_ns"] = min(entry["first_ns"], t)
-                entry["last_ns"] = max(entry["last_ns"], t)
-        for entry in topics.values():
-            span = entry["last_ns"] - entry["first_ns"]
-            entry["rate_hz"] = (entry["count"] - 1) * _NS / span if entry["count"] > 1 and span > 0 else None
-        start = min((e["first_ns"] for e in topics.values()), default=None)
-        end = max((e["last_ns"] for e in topics.values()), default=None)
+        topics = _count((raw.channel.topic, reader.schema_name(raw.channel), raw.record.log_time)
+                        for raw in reader.raw_messages())
         return {
             "path": reader.path,
             "file_size": reader.file_size,
             "profile": reader.profile,
             "compression": ",".join(sorted(reader.compressions)) or "none",
-            "message_count": sum(e["count"] for e in topics.values()),
-            "start_ns": start,
-            "end_ns": end,
-            "duration_ns": None if start is None else end - start,
-            "topics": dict(sorted(topics.items())),
+            **_span(topics),
             "metadata": sorted(reader.metadata),
             "issues": [{"offset": i.offset, "kind": i.kind, "detail": i.detail} for i in reader.issues],
             "truncated_at": reader.truncated_at,
             "complete": reader.complete,
         }
+
+
+def _bag_info(path: Path) -> dict[str, Any]:
+    from fusion_rt.logs.bags import McapSource, open_log
+
+    with open_log(path) as source:
+        topics = _count(source.stamps())
+        files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.suffix in (".mcap", ".db3"))
+        readers = source.readers if isinstance(source, McapSource) else []
+        issues = [i for r in readers for i in r.issues] if readers else source.issues
+        return {
+            "path": str(path),
+            "file_size": sum(f.stat().st_size for f in files),
+            "profile": "ros2",
+            "compression": ",".join(sorted({c for r in readers for c in r.compressions})) or "none"
+            if readers else "sqlite3 storage",
+            **_span(topics),
+            "metadata": sorted({m for r in readers for m in r.metadata}),
+            "issues": [{"offset": i.offset, "kind": i.kind, "detail": i.detail} for i in issues],
+            "truncated_at": next((r.truncated_at for r in readers if r.truncated_at is not None), None),
+            "complete": all(r.complete for r in readers),
+        }
+
+
+def _count(stamps) -> dict[str, dict[str, Any]]:
+    """Per topic: schema, count, first and last log time, rate."""
+    topics: dict[str, dict[str, Any]] = {}
+    for topic, schema, t in stamps:
+        entry = topics.get(topic)
+        if entry is None:
+            topics[topic] = {"schema": schema, "count": 1, "first_ns": t, "last_ns": t}
+        else:
+            entry["count"] += 1
+            entry["first_ns"] = min(entry["first_ns"], t)
+            entry["last_ns"] = max(entry["last_ns"], t)
+    for entry in topics.values():
+        span = entry["last_ns"] - entry["first_ns"]
+        entry["rate_hz"] = (entry["count"] - 1) * _NS / span if entry["count"] > 1 and span > 0 else None
+    return dict(sorted(topics.items()))
+
+
+def _span(topics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    start = min((e["first_ns"] for e in topics.values()), default=None)
+    end = max((e["last_ns"] for e in topics.values()), default=None)
+    return {"message_count": sum(e["count"] for e in topics.values()), "start_ns": start, "end_ns": end,
+            "duration_ns": None if start is None else end - start, "topics": topics}
 
 
 def _size(n: int) -> str:

@@ -195,7 +195,9 @@ class LogReader:
                 self.unknown_counts[channel.topic] = self.unknown_counts.get(channel.topic, 0) + 1
                 continue
             try:
-                message = route.convert(route.decode(record.data), record.log_time)
+                # header-less messages (String) take the publish time: the sender's stamp, which
+                # LogWriter stores there when the log time is a (late) receive time
+                message = route.convert(route.decode(record.data), record.publish_time or record.log_time)
             except _DECODE_ERRORS as exc:
                 self._issue(raw.offset, "decode", f"{route.schema_name} message on {channel.topic!r} at log time "
                                                   f"{record.log_time}: {type(exc).__name__}: {exc}")
