@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 import struct
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -509,10 +511,10 @@ def map_input(msg: MapRaster, config: PreprocessConfig, out: np.ndarray | None =
         raise DecodeError(f"map raster {grid.shape} is larger than 16384 cells per side")
     for name in ("cell_m", "x_max_m", "y_max_m"):
         value = getattr(msg, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value)):
-            raise DecodeError(f"map raster {name} must be finite, got {value!r}")
-    if msg.cell_m <= 0:
-        raise DecodeError(f"map raster cell_m must be positive, got {msg.cell_m!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise DecodeError(f"map raster {name} must be a finite number, got {value!r}")
+    if not msg.cell_m >= 1e-6:  # a map of micrometre (or denormal) cells is no map: the ratio overflows
+        raise DecodeError(f"map raster cell_m must be at least 1e-6 m, got {msg.cell_m!r}")
     target = config.map_grid
     rows, cols = target.shape
     k = len(config.map_classes)
@@ -555,12 +557,15 @@ def map_input(msg: MapRaster, config: PreprocessConfig, out: np.ndarray | None =
 
 # ------------------------------------------------------------------------------------------ text
 
-_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_TOKEN_RE = re.compile(r"[^\W_]+")  # runs of letters and digits, any script
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercase words: "School zone, 30 km/h" -> ["school", "zone", "30", "km", "h"]."""
-    return _TOKEN_RE.findall(text.lower())
+    """Case-folded words: "School zone, 30 km/h" -> ["school", "zone", "30", "km", "h"]. Text is
+    NFKC-normalized first (full-width "ＳＣＨＯＯＬ ３０" reads as "school 30"), and a word in another
+    script stays one word ("naïve", "straße"), an unknown word to an ASCII vocabulary, never ASCII
+    fragments that could alias vocabulary words."""
+    return _TOKEN_RE.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
 class Vocabulary:

@@ -26,6 +26,11 @@ def _positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
 
 
+def _finite(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Pose:
     """A rigid pose in the ego frame: translation in metres, rotation as roll/pitch/yaw in radians."""
@@ -36,6 +41,10 @@ class Pose:
     roll: float = 0.0
     pitch: float = 0.0  # positive pitch tilts the sensor's forward axis down (REP-103 y-axis rotation)
     yaw: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y", "z", "roll", "pitch", "yaw"):
+            _finite(f"pose {name}", getattr(self, name))
 
     def rotation(self) -> np.ndarray:
         """3x3 rotation matrix R = Rz(yaw) @ Ry(pitch) @ Rx(roll), sensor axes expressed in ego."""
@@ -81,6 +90,8 @@ class CameraIntrinsics:
                 raise ConfigError(f"camera {name} must be an integer in [16, 8192], got {value!r}")
         for name in ("fx", "fy"):
             _positive(f"camera {name}", getattr(self, name))
+        for name in ("cx", "cy"):
+            _finite(f"camera {name}", getattr(self, name))
 
     @classmethod
     def from_fov(cls, width: int, height: int, hfov_deg: float = 80.0) -> CameraIntrinsics:
@@ -202,6 +213,9 @@ class BevGrid:
         if not all(math.isfinite(n) and 1 <= round(n) <= 1 << 16 for n in cells):
             raise ConfigError(f"bev grid must have 1 to 65536 cells per side, got {cells[0]:.6g} x {cells[1]:.6g} "
                               f"(extents / cell_m {self.cell_m!r})")
+        if not all(abs(n - round(n)) < 1e-6 for n in cells):  # else part of the stated area is cut off
+            raise ConfigError(f"bev extents must be whole numbers of cells of {self.cell_m!r} m, got "
+                              f"{cells[0]:.6g} x {cells[1]:.6g} cells")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -246,6 +260,13 @@ class Rig:
     map: MapGrid = field(default_factory=MapGrid)
     class_names: tuple[str, ...] = CLASS_NAMES
 
+    def __post_init__(self) -> None:
+        names = self.class_names
+        if isinstance(names, str) or not isinstance(names, (list, tuple)) or not names \
+                or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"class_names must be a non-empty list of distinct names, got {names!r}")
+        object.__setattr__(self, "class_names", tuple(names))
+
     @classmethod
     def default(cls, camera_size: tuple[int, int] = (640, 360), hfov_deg: float = 80.0) -> Rig:
         """The simulator's rig: a front camera of `camera_size` (width, height) and a front radar."""
@@ -267,7 +288,7 @@ class Rig:
                 radar=Radar(**{**d["radar"], "pose": Pose(**d["radar"]["pose"])}),
                 bev=BevGrid(**d["bev"]),
                 map=MapGrid(**d["map"]),
-                class_names=tuple(d.get("class_names", CLASS_NAMES)),
+                class_names=d.get("class_names", CLASS_NAMES),
             )
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"malformed rig description: {exc}") from exc

@@ -328,17 +328,28 @@ def test_map_rejects_malformed_rasters():
     with pytest.raises(DecodeError, match="integer"):
         map_input(MapRaster(stamp_ns=1, grid=np.zeros((5, 5), np.float32), cell_m=1.0, x_max_m=1.0, y_max_m=1.0),
                   CFG)
-    # finite but absurd geometry: the ego grid lands beyond any index (no silent int overflow)
-    for cell_m, x_max in ((1e-300, 1.0), (1.0, 1e300)):
-        with pytest.raises(DecodeError, match="out of range.*cell_m"):
+    # finite but absurd geometry: refused by name (no silent int overflow, no OverflowError)
+    for cell_m, x_max, needle in ((1e-300, 1.0, "at least 1e-6"), (1e-310, 1.0, "at least 1e-6"),
+                                  (1.0, 1e300, "out of range.*cell_m")):
+        with pytest.raises(DecodeError, match=needle):
             map_input(MapRaster(stamp_ns=1, grid=np.zeros((5, 5), np.int8), cell_m=cell_m, x_max_m=x_max,
                                 y_max_m=1.0), CFG)
+    # numpy scalars are numbers like any other
+    grid, _ = _raster(CFG.map_grid)
+    as_f32 = MapRaster(stamp_ns=1, grid=grid.grid, cell_m=np.float32(grid.cell_m), x_max_m=np.float64(grid.x_max_m),
+                       y_max_m=grid.y_max_m)
+    np.testing.assert_array_equal(map_input(as_f32, CFG), map_input(grid, CFG))
 
 
 # ------------------------------------------------------------------------------------------ text
 
 def test_tokenize_and_vocabulary_encode():
     assert tokenize("School zone, RAIN; 30 km/h") == ["school", "zone", "rain", "30", "km", "h"]
+    # other scripts stay whole words (unknown to an ASCII vocabulary), never ASCII fragments
+    assert tokenize("naïve Straße") == ["naïve", "strasse"]
+    assert tokenize("ＳＣＨＯＯＬ zone ３０") == ["school", "zone", "30"]  # full-width forms, NFKC
+    vocab = Vocabulary(["na", "ve", "rain", "school"], max_tokens=4)
+    assert vocab.encode("naïve rain").tolist() == [UNK_ID, vocab._ids["rain"], 0, 0]
     vocab = Vocabulary.build(["school zone rain", "rain at night", "rain"], max_tokens=5)
     assert vocab.words[0] == "rain"  # most frequent first
     assert len(vocab) == len(vocab.words) + 2

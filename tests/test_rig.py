@@ -79,6 +79,13 @@ def test_radar_bins():
         (lambda: Radar(range_min_m=200.0), "range_min_m"),
         (lambda: BevGrid(cell_m=0.0), "cell_m"),
         (lambda: Rig.from_dict({"camera": {}}), "malformed rig"),
+        # values a manifest could carry that used to load and then poison every projection
+        (lambda: CameraIntrinsics(640, 360, fx=1.0, fy=1.0, cx=float("nan"), cy=0.0), "cx must be a finite number"),
+        (lambda: Pose(yaw=None), "pose yaw must be a finite number, got None"),
+        (lambda: Pose(x="3.7"), "pose x"),
+        (lambda: Rig(camera=Rig.default().camera, class_names="car"), "class_names"),
+        (lambda: Rig(camera=Rig.default().camera, class_names=("car", "car")), "distinct"),
+        (lambda: BevGrid(x_max_m=50.0, cell_m=0.8), "whole numbers of cells"),  # 62.5 cells: cut off silently
     ],
 )
 def test_bad_rig_values_raise_config_error(make, needle):

@@ -27,6 +27,8 @@ BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt")
 
 def create_runner(package, graph: str, backend: str = "onnxruntime", ort_config: OrtConfig | None = None) -> Runner:
     """An inactive runner for `graph` of a loaded `ModelPackage` on `backend`."""
+    if graph not in package.graphs:
+        raise ConfigError(f"package {package.name!r} has no graph {graph!r}; it has {sorted(package.graphs)}")
     if backend == "onnxruntime":
         return OrtRunner(SessionFromOnnx(package.graph_path(graph), ort_config), name=graph)
     if backend == "tensorrt":

@@ -75,6 +75,9 @@ class OrtConfig:
     io_binding: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.providers, (str, list, tuple)):
+            raise ConfigError(f"providers must be a name or a list of names from {sorted(PROVIDERS)}, "
+                              f"got {self.providers!r}")
         providers = (self.providers,) if isinstance(self.providers, str) else tuple(self.providers)
         unknown = [p for p in providers if p not in PROVIDERS]
         if unknown or not providers:
@@ -89,6 +92,8 @@ class OrtConfig:
         except ValueError as exc:
             raise ConfigError(f"threading must be one of {[t.value for t in OrtThreading]}, "
                               f"got {self.threading!r}") from exc
+        if not isinstance(self.io_binding, bool):  # bool("no") would turn it on
+            raise ConfigError(f"io_binding must be True or False, got {self.io_binding!r}")
 
 
 _global_pool_lock = threading.Lock()
@@ -142,7 +147,11 @@ def is_weight_only_quantized(path: str | os.PathLike) -> bool:
     """True for a graph with DequantizeLinear nodes and no QuantizeLinear: int8 weights, FP32 compute."""
     import onnx
 
-    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and others: any failure is an unreadable graph
+        raise RunnerError(f"{str(path)!r} is not a readable ONNX model: {type(exc).__name__}: {exc}") from exc
+    ops = {n.op_type for n in model.graph.node}
     return "DequantizeLinear" in ops and "QuantizeLinear" not in ops
 
 
@@ -173,6 +182,9 @@ class SessionFromOnnx:
         if cfg.threading is OrtThreading.GLOBAL:
             _ensure_global_pool(ort, cfg.threads)
             options.use_per_session_threads = False
+        elif _global_pool_threads is not False:  # ORT refuses per-session pools once the global one exists
+            raise ConfigError(f"ONNX Runtime's global thread pool is in use in this process: every session must "
+                              f"use threading='global' (this one asks for {cfg.threading.value!r})")
         else:
             options.intra_op_num_threads = cfg.threads or 0
             if cfg.threading is OrtThreading.NO_SPIN:

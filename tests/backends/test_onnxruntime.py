@@ -108,6 +108,10 @@ try:
     print("no error")
 except ConfigError as exc:
     print("refused:", exc)
+try:  # a fusion-rt session asking for its own pool is refused by name, not by ORT's RuntimeError
+    SessionFromOnnx(path, OrtConfig(threading="no_spin"))()
+except ConfigError as exc:
+    print("per-session refused:", exc)
 try:  # once the global pool exists, every session of the process must use it
     ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     print("default session ok")
@@ -126,6 +130,7 @@ def test_global_pool_in_a_fresh_process(package):
     result = subprocess.run([sys.executable, "-c", _GLOBAL_SCRIPT, path], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "refused: ONNX Runtime's global thread pool was already sized to 2" in result.stdout
+    assert "per-session refused: ONNX Runtime's global thread pool is in use" in result.stdout
     ref = _reference(package, "camera", {"image": np.ones((1, 3, 36, 64), np.float32)})["tokens"]
     tokens = float(result.stdout.split("tokens")[-1])
     assert tokens == pytest.approx(float(ref.sum()), rel=1e-5)
@@ -140,9 +145,22 @@ def test_config_validation_and_missing_providers(package):
         OrtConfig(threads=0)
     with pytest.raises(ConfigError, match="'fast'"):
         OrtConfig(threading="fast")
+    with pytest.raises(ConfigError, match="providers must be a name or a list"):
+        OrtConfig(providers=None)
+    with pytest.raises(ConfigError, match="io_binding must be True or False, got 'no'"):
+        OrtConfig(io_binding="no")
+    with pytest.raises(ConfigError, match="no graph 'lidar'"):
+        create_runner(package, "lidar")
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed")
     with pytest.raises(MissingExtraError, match=r"fusion-rt\[gpu\]"):
         SessionFromOnnx(package.graph_path("text"), OrtConfig(providers=("cuda",)))()
     with pytest.raises(ConfigError, match="does not exist"):
         SessionFromOnnx(package.root / "nope.onnx")()
+
+
+def test_an_unreadable_graph_is_a_runner_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07 this is not protobuf \xff\xff\xff")
+    with pytest.raises(RunnerError, match="bad.onnx"):
+        SessionFromOnnx(bad)()
