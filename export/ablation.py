@@ -27,6 +27,7 @@ from fusion_rt.errors import ConfigError, FusionRTError
 from fusion_rt.export.configs import ALL_CONDITIONS, HELDOUT_SEED_BASE, plan_drives, preset
 from fusion_rt.export.data import Split, default_cache_dir, read_logs, record_drives
 from fusion_rt.messages import MODALITIES
+from fusion_rt.outputs import write_text
 
 __all__ = ["VARIANTS", "EVALUATIONS", "run_ablation", "write_report", "main"]
 
@@ -91,13 +92,17 @@ def run_ablation(runs_dir: Path, out_dir: Path, seeds: tuple[int, ...], config_n
     for seed in seeds:
         for variant in VARIANTS:
             run_dir = runs_dir / f"{variant.name}-s{seed}"
+            config = preset(config_name, head=variant.head, modalities=variant.modalities, seed=seed)
             if not (run_dir / "metrics.json").is_file():
                 if run_dir.exists():
                     shutil.rmtree(run_dir)  # an interrupted run: start it again
                 _say(f"training {run_dir.name}")
-                config = preset(config_name, head=variant.head, modalities=variant.modalities, seed=seed)
                 train(config, run_dir, cache_dir=cache, threads=threads, quiet=True)
             run = load_run(run_dir)
+            if run.config.get("run") != json.loads(json.dumps(config.to_dict())):
+                raise ConfigError(f"run {str(run_dir)!r} was trained with another configuration than "
+                                  f"--config {config_name} seed {seed} asks for (another preset, or a preset "
+                                  "since changed): move it away, or point --runs at a new folder")
             key = json.dumps(run.preprocess.to_dict(), sort_keys=True)
             if key not in splits:
                 splits[key], _ = read_logs(logs, run.preprocess)
@@ -115,7 +120,7 @@ def run_ablation(runs_dir: Path, out_dir: Path, seeds: tuple[int, ...], config_n
                 result = {"row": row, "variant": variant.name, "seed": seed, "dropped": list(drop),
                           "logs": [str(p) for p in logs], **summarize(split, pred, run.rig.class_names,
                                                                       run.modalities)}
-                result_file.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+                write_text(result_file, json.dumps(result, indent=1) + "\n")
                 _say(f"{row} seed {seed}: scene AUC {result['overall']['mean_scene_auc']}, "
                      f"BEV IoU {result['overall']['mean_bev_iou']}")
             write_report(runs_dir, out_dir, config_name)
@@ -137,11 +142,13 @@ def write_report(runs_dir: Path, out_dir: Path, config_name: str = "ablation") -
     for row, trained, drop in EVALUATIONS:
         name = "heldout.json" if not drop else f"heldout-drop-{'-'.join(drop)}.json"
         for path in sorted(runs_dir.glob(f"{trained}-s*/{name}")):
-            rows[row].append(json.loads(path.read_text(encoding="utf-8")))
+            rows[row].append(_read_json(path))
     for variant in VARIANTS:
         for path in sorted(runs_dir.glob(f"{variant.name}-s*/metrics.json")):
-            m = json.loads(path.read_text(encoding="utf-8"))
+            m = _read_json(path)
             timings.setdefault(variant.name, []).append(m["train_seconds"] + m["data_seconds"])
+    if not any(rows.values()):  # a mistyped --runs must not replace the results with empty tables
+        raise ConfigError(f"no held-out results under {str(runs_dir)!r}: nothing to report (is --runs right?)")
     table: dict[str, dict] = {}
     for row, results in rows.items():
         if not results:
@@ -159,9 +166,19 @@ def write_report(runs_dir: Path, out_dir: Path, config_name: str = "ablation") -
               "train_seconds": {k: _stats(v) for k, v in timings.items()},
               "checks": _checks(table)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ablation.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    (out_dir / "ablation.md").write_text(_markdown(report), encoding="utf-8")
+    write_text(out_dir / "ablation.json", json.dumps(report, indent=1) + "\n")
+    write_text(out_dir / "ablation.md", _markdown(report))
     return report
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {str(path)!r} ({exc}): delete it and run the ablation again") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(path)!r} is not a JSON object: delete it and run the ablation again")
+    return data
 
 
 def _checks(table: dict) -> dict:

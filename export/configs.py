@@ -125,8 +125,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
-        _known(cls, d)
-        return cls(**d)
+        return _build(cls, d)
 
     def digest(self, *extra: dict) -> str:
         """A short stable hash of this config (and `extra` dicts): the cache key of its arrays."""
@@ -138,8 +137,7 @@ def _drive(d) -> DriveSpec:
     if isinstance(d, DriveSpec):
         return d
     if isinstance(d, dict):
-        _known(DriveSpec, d)
-        return DriveSpec(**d)
+        return _build(DriveSpec, d)
     raise ConfigError(f"a drive must be a DriveSpec or a dict, got {d!r}")
 
 
@@ -187,8 +185,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        _known(cls, d)
-        return cls(**d)
+        return _build(cls, d)
 
 
 @dataclass(frozen=True)
@@ -207,6 +204,12 @@ class RunConfig:
     model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.data, DataConfig) or not isinstance(self.train, TrainConfig):
+            raise ConfigError(f"RunConfig needs a DataConfig and a TrainConfig, got {type(self.data).__name__} and "
+                              f"{type(self.train).__name__}")
+        if isinstance(self.modalities, str) or not isinstance(self.modalities, (list, tuple)):
+            raise ConfigError(f"modalities must be a list of names from {','.join(MODALITIES)}, "
+                              f"got {self.modalities!r}")
         object.__setattr__(self, "modalities", tuple(self.modalities))
         if not isinstance(self.model, dict) or not all(
                 isinstance(k, str) and isinstance(v, dict) for k, v in self.model.items()):
@@ -220,8 +223,8 @@ class RunConfig:
                               f"got {','.join(self.modalities) or 'nothing'}")
         # keep the canonical order so a run's inputs line up with MODALITIES everywhere
         object.__setattr__(self, "modalities", tuple(m for m in MODALITIES if m in self.modalities))
-        if not _is_int(self.seed):
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not _is_int(self.seed) or self.seed >= 2**63:  # torch.manual_seed takes at most 64 bits
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
     def to_dict(self) -> dict:
         return {"preset": self.preset, "data": self.data.to_dict(), "train": self.train.to_dict(),
@@ -230,8 +233,22 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         _known(cls, d)
+        missing = [k for k in ("preset", "data", "train", "head", "modalities", "seed") if k not in d]
+        if missing:
+            raise ConfigError(f"RunConfig lacks {missing}")
         return cls(preset=d["preset"], data=DataConfig.from_dict(d["data"]), train=TrainConfig.from_dict(d["train"]),
-                   head=d["head"], modalities=tuple(d["modalities"]), seed=d["seed"], model=d.get("model", {}))
+                   head=d["head"], modalities=d["modalities"], seed=d["seed"], model=d.get("model", {}))
+
+
+def _build(cls, d):
+    """cls(**d) from JSON: unknown or missing fields and values of the wrong type are ConfigErrors."""
+    _known(cls, d)
+    try:
+        return cls(**d)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"malformed {cls.__name__}: {exc}") from exc
 
 
 def _known(cls, d) -> None:

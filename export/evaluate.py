@@ -133,9 +133,10 @@ def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise ConfigError(f"run directory {str(path)!r} does not exist (train one with 'fusion-rt train --out DIR')")
-    for name in ("config.json", "model.safetensors", "vocab.json"):
+    for name in RUN_FILES:  # metrics.json last: training writes it when everything else is in place
         if not (path / name).is_file():
-            raise ConfigError(f"run directory {str(path)!r} has no {name}: not a finished training run")
+            raise ConfigError(f"run directory {str(path)!r} has no {name}: not a finished training run "
+                              "(interrupted? train it again into a new directory)")
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

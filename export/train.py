@@ -118,6 +118,8 @@ def _progress_bar(enabled: bool, console):
 
 def check_out_dir(out: Path) -> None:
     """ConfigError unless `out` can become a new run directory (absent or empty, parent exists)."""
+    if out.is_symlink() and not out.exists():
+        raise ConfigError(f"output path {str(out)!r} is a dangling symbolic link; give a directory for the run")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {str(out)!r} is a file; give a directory for the run")
     if out.is_dir() and any(out.iterdir()):
@@ -134,12 +136,15 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
     import torch.nn.functional as F
 
     from fusion_rt.export.models import FusionModel, FusionModelConfig
+    from fusion_rt.outputs import atomic_output, check_outputs, write_text
 
     out = Path(out_dir)
     check_out_dir(out)
     threads = default_threads() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+    if cache_dir is not None:  # refused before the run directory exists, so a retry finds it free
+        check_outputs(dirs={"cache folder": cache_dir}, inputs=[out])
     if console is None and not quiet:
         from rich.console import Console
 
@@ -272,7 +277,8 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         # One metadata key: safetensors writes a metadata map in hash order, so several keys would
         # make byte-identical runs differ in the header.
-        safetensors_torch.save_file(state, str(out / "model.safetensors"), metadata={"format": RUN_FORMAT})
+        with atomic_output(out / "model.safetensors") as tmp:
+            safetensors_torch.save_file(state, str(tmp), metadata={"format": RUN_FORMAT})
         pred = predict(model, val_set, data.vocab, batch_size=tc.eval_batch_size)
         validation = summarize(val_set, pred, rig.class_names, config.modalities)
         metrics = {"validation": validation, "curve": curve, "data_seconds": round(data_s, 1),
@@ -280,7 +286,8 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
                    "samples": {"train": len(train_set), "val": len(val_set)},
                    "pos_weight": {"scene": dict(zip(SCENE_LABELS, np.round(scene_pw, 4).tolist(), strict=True)),
                                   "bev": dict(zip(rig.class_names, np.round(bev_pw, 4).tolist(), strict=True))}}
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+        # metrics.json is written last and atomically: it marks a finished run (load_run requires it)
+        write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         log(f"done: {train_total_s:.1f} s training, {data_s:.1f} s data; wrote {out}")
         return metrics
     finally:

@@ -107,6 +107,18 @@ def test_config_validation_names_the_value():
     old = config.to_dict()
     del old["model"]  # runs written before architectures were per preset
     assert RunConfig.from_dict(old).model == {}
+    # a config.json of the wrong shape is a ConfigError naming what is wrong, never a TypeError
+    for edit, needle in ((lambda d: d.update(modalities=None), "modalities must be a list"),
+                         (lambda d: d.pop("head"), r"lacks \['head'\]"),
+                         (lambda d: d["data"].update(camera_size=5), "malformed DataConfig"),
+                         (lambda d: d["data"]["train_drives"][0].pop("seed"), "malformed DriveSpec"),
+                         (lambda d: d.update(seed=2**70), r"seed must be an integer in \[0, 2\*\*63\)")):
+        bad = json.loads(json.dumps(config.to_dict()))
+        edit(bad)
+        with pytest.raises(ConfigError, match=needle):
+            RunConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match="needs a DataConfig"):
+        preset("quick", data=None)
 
 
 def test_presets_name_their_architecture():
@@ -303,6 +315,34 @@ def test_an_incomplete_run_config_is_named(quick_run, tmp_path):
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=r"config.json lacks \['rig'\]"):
         load_run(run)
+
+
+def test_an_interrupted_run_is_not_taken_for_a_finished_one(quick_run, tmp_path):
+    """metrics.json is written last: a run directory without it (training interrupted in its final
+    validation) is refused by load_run, so evaluate and export never package a half-finished run."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(quick_run[0], run)
+    (run / "metrics.json").unlink()
+    with pytest.raises(ConfigError, match="no metrics.json: not a finished training run"):
+        load_run(run)
+
+
+def test_ablation_report_refuses_what_it_cannot_read(tmp_path):
+    from fusion_rt.export.ablation import main as ablation_main
+    from fusion_rt.export.ablation import write_report
+
+    with pytest.raises(ConfigError, match="no held-out results"):  # a mistyped --runs: nothing rewritten
+        write_report(tmp_path / "no-such-runs", tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+    damaged = tmp_path / "runs" / "attention-s0"
+    damaged.mkdir(parents=True)
+    (damaged / "heldout.json").write_text('{"row": "attention", "over')
+    with pytest.raises(ConfigError, match="heldout.json.*delete it"):
+        write_report(tmp_path / "runs", tmp_path / "results")
+    assert ablation_main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results"),
+                          "--report-only"]) == 2
 
 
 def test_evaluate_in_process_with_and_without_a_masked_sensor(quick_run, heldout_log):
