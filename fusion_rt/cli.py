@@ -190,7 +190,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     scene type; cached as MCAP logs and preprocessed arrays under --cache), preprocesses it with
     the runtime's own functions, and trains with modality dropout and class-balanced losses.
     Writes RUN_DIR/model.safetensors, config.json (model, preprocessing, data and training
-    configs, seed), metrics.json (validation metrics, training curve), vocab.json and train.log.
+    configs, seed), metrics.json (validation metrics, training curve), vocab.json and train.log;
+    metrics.json is written last, so a run directory without it (an interrupted run) is refused
+    by evaluate and export.
     Configs: quick (about a minute; tests and CI), ablation (about 5 minutes), default (about
     half an hour on 2 cores). Same seed and thread count, same weights.
 
