@@ -26,8 +26,11 @@ import numpy as np
 from fusion_rt.errors import ConfigError, FusionRTError
 from fusion_rt.export.configs import ALL_CONDITIONS, HELDOUT_SEED_BASE, plan_drives, preset
 from fusion_rt.export.data import Split, default_cache_dir, read_logs, record_drives
+from fusion_rt.export.evaluate import read_json_object
 from fusion_rt.messages import MODALITIES
 from fusion_rt.outputs import write_text
+
+_REDO = "delete it and run the ablation again to redo it"
 
 __all__ = ["VARIANTS", "EVALUATIONS", "run_ablation", "write_report", "main"]
 
@@ -142,10 +145,10 @@ def write_report(runs_dir: Path, out_dir: Path, config_name: str = "ablation") -
     for row, trained, drop in EVALUATIONS:
         name = "heldout.json" if not drop else f"heldout-drop-{'-'.join(drop)}.json"
         for path in sorted(runs_dir.glob(f"{trained}-s*/{name}")):
-            rows[row].append(_read_json(path))
+            rows[row].append(read_json_object(path, _REDO))
     for variant in VARIANTS:
         for path in sorted(runs_dir.glob(f"{variant.name}-s*/metrics.json")):
-            m = _read_json(path)
+            m = read_json_object(path, _REDO)
             timings.setdefault(variant.name, []).append(m["train_seconds"] + m["data_seconds"])
     if not any(rows.values()):  # a mistyped --runs must not replace the results with empty tables
         raise ConfigError(f"no held-out results under {str(runs_dir)!r}: nothing to report (is --runs right?)")
@@ -169,16 +172,6 @@ def write_report(runs_dir: Path, out_dir: Path, config_name: str = "ablation") -
     write_text(out_dir / "ablation.json", json.dumps(report, indent=1) + "\n")
     write_text(out_dir / "ablation.md", _markdown(report))
     return report
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read {str(path)!r} ({exc}): delete it and run the ablation again") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{str(path)!r} is not a JSON object: delete it and run the ablation again")
-    return data
 
 
 def _checks(table: dict) -> dict:

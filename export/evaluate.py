@@ -25,8 +25,8 @@ from fusion_rt.messages import MODALITIES
 from fusion_rt.preprocess import PreprocessConfig, Vocabulary
 from fusion_rt.rig import Rig
 
-__all__ = ["Run", "Predictions", "load_run", "predict", "summarize", "evaluate_logs", "print_report",
-           "parse_modalities", "RUN_FILES"]
+__all__ = ["Run", "Predictions", "load_run", "read_json_object", "predict", "summarize", "evaluate_logs",
+           "print_report", "parse_modalities", "RUN_FILES"]
 
 #: Files every complete run directory holds.
 RUN_FILES: tuple[str, ...] = ("config.json", "model.safetensors", "vocab.json", "metrics.json")
@@ -122,6 +122,18 @@ class Run:
         return tuple(self.model.config.modalities)
 
 
+def read_json_object(path: Path, remedy: str) -> dict:
+    """A JSON object from a file the host side wrote (run config, metrics, results); a missing,
+    damaged or non-object file is a ConfigError naming it and `remedy` (what fixes it)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {str(path)!r} ({exc}): {remedy}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(path)!r} is not a JSON object: {remedy}")
+    return data
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Rebuild a run's model from config.json + model.safetensors (safetensors: no pickle)."""
     from fusion_rt._optional import require
@@ -137,11 +149,8 @@ def load_run(run_dir: str | Path) -> Run:
         if not (path / name).is_file():
             raise ConfigError(f"run directory {str(path)!r} has no {name}: not a finished training run "
                               "(interrupted? train it again into a new directory)")
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read {path / 'config.json'}: {exc}") from exc
-    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+    config = read_json_object(path / "config.json", "not a fusion-rt run config")
+    if config.get("format") != RUN_FORMAT:
         raise ConfigError(f"{path / 'config.json'} is not a fusion-rt run config (format {RUN_FORMAT!r})")
     if config.get("version") != RUN_VERSION:
         raise ConfigError(f"run config version {config.get('version')!r} is not supported; this fusion-rt reads "

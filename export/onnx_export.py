@@ -291,13 +291,9 @@ def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, 
         raise ExportError(f"FP32 parity worse than {PARITY_RTOL:g} relative: {'; '.join(failures)}")
 
     run.vocab.save(out / "vocab.json")
-    metrics_path = run.path / "metrics.json"  # load_run has checked it exists
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read {str(metrics_path)!r}: {exc} (train the run again)") from exc
-    if not isinstance(metrics, dict):
-        raise ConfigError(f"{str(metrics_path)!r} is not a JSON object (train the run again)")
+    from fusion_rt.export.evaluate import read_json_object
+
+    metrics = read_json_object(run.path / "metrics.json", "train the run again")
     specs = {g.name: describe_graph(out, g.file, g.name, g.role, g.modality).to_dict() for g in graphs}
     from fusion_rt.export.data import SCENE_LABELS
 
