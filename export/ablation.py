@@ -152,6 +152,12 @@ def write_report(runs_dir: Path, out_dir: Path, config_name: str = "ablation") -
             timings.setdefault(variant.name, []).append(m["train_seconds"] + m["data_seconds"])
     if not any(rows.values()):  # a mistyped --runs must not replace the results with empty tables
         raise ConfigError(f"no held-out results under {str(runs_dir)!r}: nothing to report (is --runs right?)")
+    # Rows are compared over the same seeds: a seed an interrupted ablation finished for some rows
+    # only is left out of every row (and named), so no row averages over seeds another lacks.
+    seed_sets = [{r["seed"] for r in results} for results in rows.values() if results]
+    common = set.intersection(*seed_sets)
+    left_out = sorted(set.union(*seed_sets) - common)
+    rows = {row: [r for r in results if r["seed"] in common] for row, results in rows.items()}
     table: dict[str, dict] = {}
     for row, results in rows.items():
         if not results:
@@ -168,6 +174,8 @@ def write_report(runs_dir: Path, out_dir: Path, config_name: str = "ablation") -
               "rows": table, "runs": {row: results for row, results in rows.items() if results},
               "train_seconds": {k: _stats(v) for k, v in timings.items()},
               "checks": _checks(table)}
+    if left_out:
+        report["seeds_left_out"] = left_out
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "ablation.json", json.dumps(report, indent=1) + "\n")
     write_text(out_dir / "ablation.md", _markdown(report))
@@ -232,6 +240,8 @@ def _markdown(report: dict) -> str:
         "",
         "Written by `python -m fusion_rt.export.ablation` (see export/ablation.py).",
         "",
+        *([f"Seeds {report['seeds_left_out']} are left out: not every row has them yet (an unfinished "
+           "ablation). Run it again to complete them.", ""] if report.get("seeds_left_out") else []),
         "## Overall",
         "",
         "| model | seeds | " + " | ".join(METRIC_TITLES[m] for m in METRICS) + " |",

@@ -345,6 +345,27 @@ def test_ablation_report_refuses_what_it_cannot_read(tmp_path):
                           "--report-only"]) == 2
 
 
+def test_ablation_rows_are_compared_over_the_same_seeds(tmp_path):
+    """An unfinished ablation (attention has seed 0, radar-only seeds 0 and 1) reports both rows over
+    seed 0 and names seed 1 as left out, instead of comparing means over different seed sets."""
+    from fusion_rt.export.ablation import write_report
+
+    def result(variant: str, seed: int, auc: float) -> None:
+        run = tmp_path / "runs" / f"{variant}-s{seed}"
+        run.mkdir(parents=True)
+        overall = {"mean_scene_auc": auc, "hazard_auc": auc, "mean_bev_iou": 0.1}
+        (run / "heldout.json").write_text(json.dumps({"seed": seed, "overall": overall, "per_condition": {}}))
+
+    result("attention", 0, 0.90)
+    result("radar-only", 0, 0.89)
+    result("radar-only", 1, 0.70)
+    report = write_report(tmp_path / "runs", tmp_path / "results")
+    assert report["rows"]["attention"]["seeds"] == report["rows"]["radar-only"]["seeds"] == [0]
+    assert report["seeds_left_out"] == [1]
+    assert report["rows"]["radar-only"]["overall"]["mean_scene_auc"]["mean"] == 0.89
+    assert "Seeds [1] are left out" in (tmp_path / "results" / "ablation.md").read_text()
+
+
 def test_evaluate_in_process_with_and_without_a_masked_sensor(quick_run, heldout_log):
     run = load_run(quick_run[0])
     full = evaluate_logs(run, [heldout_log])
