@@ -429,6 +429,7 @@ class _Metrics:
         self.bev_classes = bev_classes
         self._outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # stamp -> (scene probs, bev >= 0.5)
         self._truth: dict[int, GroundTruth] = {}
+        self._no_output: set[int] = set()  # frames dropped or rejected before their ground truth came
         self.rows: list[tuple[np.ndarray, np.ndarray, str]] = []  # (probs [K], labels [K] (-1: absent), condition)
         self.bev: dict[str, list[np.ndarray]] = {}  # condition -> [intersection [C], union [C]]
         self.conditions: dict[int, str] = {}
@@ -440,8 +441,19 @@ class _Metrics:
         self._join(out.stamp_ns)
 
     def truth(self, gt: GroundTruth) -> None:
+        if gt.stamp_ns in self._no_output:
+            self._no_output.discard(gt.stamp_ns)
+            return
         self._truth[gt.stamp_ns] = gt
         self._join(gt.stamp_ns)
+
+    def no_output(self, stamp: int) -> None:
+        """The frame at `stamp` was dropped or rejected: its ground truth will join nothing, so it is
+        not kept (a long realtime replay with drops held every such frame's BEV to the end)."""
+        if stamp in self._outputs:  # a duplicate of a frame that did produce an output
+            return
+        if self._truth.pop(stamp, None) is None:
+            self._no_output.add(stamp)
 
     def _join(self, stamp: int) -> None:
         if stamp not in self._outputs or stamp not in self._truth:
@@ -581,6 +593,7 @@ class _Session:
         self.camera_frames += 1
         if not outputs:
             self._record(FrameRecord(message.stamp_ns, "rejected"))
+            self.metrics.no_output(message.stamp_ns)
             return outputs
         for out in outputs:
             self._output(out, original)
@@ -592,6 +605,7 @@ class _Session:
         if modality == "camera":
             self.camera_frames += 1
             self._record(FrameRecord(message.stamp_ns, "dropped"))
+            self.metrics.no_output(message.stamp_ns)
 
     def truth(self, gt: GroundTruth) -> None:
         self.metrics.truth(gt)
@@ -776,6 +790,15 @@ def _paced(items: Iterator[_Item], speed: float, on_drop: Callable[[_Item], None
     """Release items at their log times (scaled by `speed`); a waiting item whose modality has a newer
     due item is superseded (latest wins) and handed to `on_drop`. Ground truth is never dropped."""
     source = iter(items)
+    try:
+        yield from _paced_from(source, speed, on_drop)
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:  # a prefetching source stops its thread
+            close()
+
+
+def _paced_from(source: Iterator[_Item], speed: float, on_drop: Callable[[_Item], None]) -> Iterator[_Item]:
     nxt = next(source, None)
     if nxt is None:
         return
@@ -851,13 +874,14 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
     writer: _ResultsWriter | None = None
     session: _Session | None = None
     result: ReplayResult | None = None
+    items: Iterator[_Item] | None = None
     try:
         has_truth = "ground_truth" in reader.topic_map.topics
         writer = _ResultsWriter(config.out) if config.out is not None else None
         session = _Session(pkg, config, config.backend, has_truth, writer)
         total_s = reader.source.duration_ns / 1e9 if reader.source.duration_ns else None
         mode = config.mode
-        items: Iterator[_Item] = reader.items(predecode=mode is ReplayMode.BURST)
+        items = reader.items(predecode=mode is ReplayMode.BURST)
         if mode is not ReplayMode.LOCKSTEP:
             items = _prefetched(items, config.prefetch)
         if mode is ReplayMode.REALTIME:
@@ -884,6 +908,9 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
                             f"(map topics with --topics)")
         if summary["frames"] == 0:
             warnings.append("no camera frames were replayed: no outputs")
+        if mode is ReplayMode.BURST:  # said in the summary, so no one compares it with lockstep figures
+            summary["timing_note"] = ("burst: JPEG decode runs ahead in the prefetch thread; camera_preprocess "
+                                      "and end_to_end exclude it")
         span = log_block["duration_s"] or 0.0
         summary.update({
             "mode": mode.value, "threads": config.threads, "drop": list(config.drop),
@@ -896,6 +923,8 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
                               conditions=session.metrics.conditions, scene_labels=pkg.scene_labels,
                               modalities=pkg.modalities)
     finally:
+        if items is not None:  # stops (and joins) the prefetch thread before its log is closed
+            items.close()
         if session is not None:
             session.close()
         if writer is not None:

@@ -120,6 +120,40 @@ def test_an_interrupted_replay_leaves_the_previous_results(short_drive, package,
     assert out.read_bytes()[:8] == b"\x89MCAP0\r\n"
 
 
+@pytest.mark.parametrize("mode", [ReplayMode.BURST, ReplayMode.REALTIME])
+def test_an_interrupted_prefetching_replay_stops_its_thread(short_drive, package, mode):
+    """The prefetch thread is stopped and joined before the log is closed, whatever interrupts the
+    replay (it used to keep reading a closed file for as long as the exception was referenced)."""
+    import threading
+
+    def interrupt(done_s, _total_s):
+        if done_s > 0.5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as held:
+        replay(short_drive, package, ReplayConfig(mode=mode, realtime_speed=8.0), progress=interrupt)
+    assert held.value is not None  # the exception (and its frames) is still referenced here
+    assert not [t for t in threading.enumerate() if t.name == "fusion-rt-replay-prefetch"]
+    if mode is ReplayMode.BURST:  # and a completed burst replay says its timings exclude the decode
+        assert "exclude" in replay(short_drive, package, ReplayConfig(mode=mode)).summary["timing_note"]
+
+
+def test_ground_truth_of_frames_without_an_output_is_not_kept():
+    from fusion_rt.messages import GroundTruth
+    from fusion_rt.replay import _Metrics
+
+    def gt(stamp: int) -> GroundTruth:
+        return GroundTruth(stamp_ns=stamp, labels={"car": 1}, agents=(), bev=np.zeros((1, 2, 2), np.uint8),
+                           bev_classes=("car",), scene_type="urban", condition="day", ego_speed_mps=0.0, extras={})
+
+    metrics = _Metrics(("car",), ("car",))
+    metrics.truth(gt(1))
+    metrics.no_output(1)  # truth first, then the frame is dropped
+    metrics.no_output(2)  # the frame is dropped before its truth arrives
+    metrics.truth(gt(2))
+    assert metrics._truth == {} and metrics._no_output == set()
+
+
 def test_a_dropped_modality_need_not_have_one_topic(short_drive, package, tmp_path):
     """Two radars in the log: ambiguous for a replay that reads radar, irrelevant when radar is masked."""
     from fusion_rt.logs import LogReader, LogWriter
