@@ -607,7 +607,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if not cv2.haveImageWriter(args.png):
             raise ConfigError(f"--png {args.png!r}: OpenCV cannot write that image type; name it .png")
-    budgets = None if args.no_budgets else load_budgets(args.budgets)
+    from fusion_rt.bench import DEFAULT_BUDGETS
+
+    if args.no_budgets:
+        budgets = None
+    elif args.budgets is None and not DEFAULT_BUDGETS.is_file():  # a pip install has no bench/ folder
+        print("fusion-rt: note: this installation has no bench/budgets.toml (it comes with a source checkout): "
+              "measuring only; pass --budgets FILE to check budgets", file=sys.stderr)
+        budgets = None
+    else:
+        budgets = load_budgets(args.budgets)
     steps = args.steps if args.steps is not None else (60 if args.quick else 300)
     warmup = 10 if args.quick else 20
     replay_seconds = args.replay_seconds if args.replay_seconds is not None else (0.0 if args.quick else 10.0)

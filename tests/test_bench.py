@@ -163,6 +163,15 @@ def test_bench_check_fails_on_a_missed_budget(package, tmp_path, capsys):
     assert "budgets missed (1)" in err and "<= 0.001" in err
 
 
+def test_bench_without_a_budgets_file_measures_only(package, tmp_path, capsys, monkeypatch):
+    """A pip-installed fusion-rt has no bench/budgets.toml: bench measures and says so (it used to stop)."""
+    import fusion_rt.bench
+
+    monkeypatch.setattr(fusion_rt.bench, "DEFAULT_BUDGETS", tmp_path / "absent" / "budgets.toml")
+    assert main(["bench", "--package", str(package), "--quick", "--steps", "5", "-q", "--check"]) == 0
+    assert "has no bench/budgets.toml" in capsys.readouterr().err
+
+
 def test_targets_are_reported_but_never_fail(package, tmp_path, capsys):
     text = "[ratios]\nruntime_vs_raw_session = { max = 100 }\n[targets]\nruntime_vs_raw_session = { max = 0.001 }\n"
     budgets = load_budgets(_budgets_file(tmp_path, text))

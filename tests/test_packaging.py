@@ -37,6 +37,10 @@ def _expected_wheel_files() -> set[str]:
             if folder == "fusion_rt" and rel.parts[0] in ("export", "calibration"):
                 continue
             expected.add(f"{installed}/{rel.as_posix()}")
+    # the shipped model package, so `pip install fusion-rt` can run the demo and replay without a checkout
+    for path in (ROOT / "fusion_rt" / "packages").rglob("*"):
+        if path.is_file():
+            expected.add(f"fusion_rt/{path.relative_to(ROOT / 'fusion_rt').as_posix()}")
     return expected
 
 
