@@ -254,16 +254,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path, parity_log: str | Path 
     # Built beside out_dir and moved into place once it validates: a failed export (a parity
     # failure, a bad log, Ctrl-C) leaves out_dir as it was, never graphs without a manifest.
     with staged_dir(out_dir, overwrite) as staging:
-        _export_into(staging, run_dir, parity_log, samples, name, say, budgets_ms)
+        _export_into(staging, run_dir, parity_log, samples, name, say, budgets_ms)  # validated there
     out = Path(out_dir)
-    load_package(out)
     say(f"wrote {out}")
     return out
 
 
 def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, samples: int, name: str | None,
                  say: Callable[[str], None], budgets_ms: dict[str, float] | None) -> None:
-    from fusion_rt.export.evaluate import load_run
+    from fusion_rt.export.data import SCENE_LABELS
+    from fusion_rt.export.evaluate import load_run, read_json_object
 
     run = load_run(run_dir)
     model = run.model
@@ -291,11 +291,8 @@ def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, 
         raise ExportError(f"FP32 parity worse than {PARITY_RTOL:g} relative: {'; '.join(failures)}")
 
     run.vocab.save(out / "vocab.json")
-    from fusion_rt.export.evaluate import read_json_object
-
     metrics = read_json_object(run.path / "metrics.json", "train the run again")
     specs = {g.name: describe_graph(out, g.file, g.name, g.role, g.modality).to_dict() for g in graphs}
-    from fusion_rt.export.data import SCENE_LABELS
 
     write_manifest(out, {
         "name": name or f"fusion-{model.config.head}",

@@ -599,7 +599,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     example: fusion-rt bench --package fusion_rt/packages/fusion-attention --int8 pkg-int8 --peers --json b.json
     """
-    from fusion_rt.bench import BenchConfig, Verdict, histogram_png, load_budgets, run_bench, verdict_table
+    from fusion_rt.bench import (
+        DEFAULT_BUDGETS,
+        BenchConfig,
+        Verdict,
+        histogram_png,
+        load_budgets,
+        run_bench,
+        verdict_table,
+    )
 
     check_outputs(files={"--json": args.json, "--png": args.png}, inputs=[args.package, args.int8, args.run])
     if args.png is not None:
@@ -607,8 +615,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if not cv2.haveImageWriter(args.png):
             raise ConfigError(f"--png {args.png!r}: OpenCV cannot write that image type; name it .png")
-    from fusion_rt.bench import DEFAULT_BUDGETS
-
     if args.no_budgets:
         budgets = None
     elif args.budgets is None and not DEFAULT_BUDGETS.is_file():  # a pip install has no bench/ folder

@@ -275,11 +275,9 @@ def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
     except Exception as exc:  # onnx raises DecodeError and others from protobuf: any failure is a bad graph
         raise GraphMismatchError(f"{where}: {spec.file!r} is not a readable ONNX model ({exc})") from exc
     # ONNX Runtime reads external data relative to the graph file's folder: check it there.
-    folder = str(Path(spec.file).parent)
     for location, tensor in _external_locations(model).items():
         what = f"{where} external data of {tensor!r}"
-        rel = location if folder == "." or not isinstance(location, str) else os.path.join(folder, location)
-        ext = _inside(root, rel, what)
+        ext = _inside(root, str(Path(spec.file).parent / location) if location else "", what)
         if not ext.is_file():
             raise IntegrityError(f"{what}: file {location!r} is missing")
         if check_hashes:

@@ -127,7 +127,6 @@ class _Encoder:
         self.tokens_name = tokens_name
         self.slots = None if is_trigger else np.zeros((history, *tokens_shape), dtype=np.float32)
         self.accepted = 0  # encoded messages so far; slot of the next one = accepted % history
-        self.last_stamp: int | None = None  # stamp of the newest cached features (None after a reset)
         self.content_key: bytes | None = None  # map/text: content of the cached features
         self.runs = 0
         self.reused = 0
@@ -135,7 +134,6 @@ class _Encoder:
         self.stage_enc = f"{modality}_encoder"
 
     def forget(self) -> None:
-        self.last_stamp = None
         self.content_key = None
 
 
@@ -603,7 +601,6 @@ class FusionRuntime:
             np.copyto(enc.slots[slot], tokens)
             enc.content_key = key
         enc.accepted += 1
-        enc.last_stamp = message.stamp_ns
         self._sync.add(enc.modality, message.stamp_ns, slot)
         counter.add("degraded" if degraded else "ok", degraded)
 

@@ -740,22 +740,22 @@ class StreamChecker:
             state.counts["accepted"] += 1
         return verdict
 
-    def _newest_accepted(self) -> int:
-        return max((s.last_accepted for s in self._streams.values() if s.last_accepted is not None), default=0)
+    def _newest_accepted(self) -> int | None:
+        """The newest stamp accepted on any stream (None before any)."""
+        return max((s.last_accepted for s in self._streams.values() if s.last_accepted is not None), default=None)
 
-    def _reference(self, stamp: int, now_ns: int | None) -> int | None:
+    def _reference(self, stamp: int, now_ns: int | None, newest: int | None) -> int | None:
         if now_ns is not None:
             return now_ns
-        accepted = [s.last_accepted for s in self._streams.values() if s.last_accepted is not None]
-        reference = max(accepted) if accepted else None
         confirming = [s.refused_future for s in self._streams.values()
                       if s.refused_future is not None and 0 <= stamp - s.refused_future <= self.future_margin_ns]
-        if reference is not None and confirming:
-            reference = max(reference, *confirming)
-        return reference
+        if newest is not None and confirming:
+            return max(newest, *confirming)
+        return newest
 
     def _classify(self, state: _StreamState, stamp: int, now_ns: int | None) -> Verdict:
-        reference = self._reference(stamp, now_ns)
+        newest = self._newest_accepted()
+        reference = self._reference(stamp, now_ns, newest)
         if reference is not None and stamp - reference > self.future_margin_ns:
             return Verdict(Action.REJECT, Reason.FUTURE, f"{stamp - reference} ns ahead of the reference clock")
         last = state.last_accepted
@@ -766,14 +766,13 @@ class StreamChecker:
                 if last - stamp > self.jump_threshold_ns:
                     # A refusal confirms only while the clock has not moved on since (within the jump
                     # threshold): two unrelated corrupted stamps a minute apart confirm nothing.
-                    window, newest = self.jump_threshold_ns, self._newest_accepted()
+                    window = self.jump_threshold_ns
                     if any(s.refused_backwards is not None and abs(stamp - s.refused_backwards) <= window
                            and newest - s.refused_backwards_clock <= window for s in self._streams.values()):
                         return Verdict(Action.RESET, Reason.JUMP, f"{last - stamp} ns backwards, confirmed")
                     return Verdict(Action.REJECT, Reason.BACKWARDS,
                                    f"{last - stamp} ns backwards (a clock jump if the next stamp confirms it)")
                 return Verdict(Action.REJECT, Reason.BACKWARDS, f"{last - stamp} ns backwards")
-        accepted = [s.last_accepted for s in self._streams.values() if s.last_accepted is not None]
-        if accepted and stamp - max(accepted) > self.jump_threshold_ns:
-            return Verdict(Action.RESET, Reason.JUMP, f"{stamp - max(accepted)} ns after every accepted stamp")
+        if newest is not None and stamp - newest > self.jump_threshold_ns:
+            return Verdict(Action.RESET, Reason.JUMP, f"{stamp - newest} ns after every accepted stamp")
         return _ACCEPT

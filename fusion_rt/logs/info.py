@@ -52,7 +52,6 @@ def _bag_info(path: Path) -> dict[str, Any]:
         topics = _count(source.stamps())
         files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.suffix in (".mcap", ".db3"))
         readers = source.readers if isinstance(source, McapSource) else []
-        issues = [i for r in readers for i in r.issues] if readers else source.issues
         return {
             "path": str(path),
             "file_size": sum(f.stat().st_size for f in files),
@@ -61,8 +60,8 @@ def _bag_info(path: Path) -> dict[str, Any]:
             if readers else "sqlite3 storage",
             **_span(topics),
             "metadata": sorted({m for r in readers for m in r.metadata}),
-            "issues": [{"offset": i.offset, "kind": i.kind, "detail": i.detail} for i in issues],
-            "truncated_at": next((r.truncated_at for r in readers if r.truncated_at is not None), None),
+            "issues": [{"offset": i.offset, "kind": i.kind, "detail": i.detail} for i in source.issues],
+            "truncated_at": source.truncated_at,
             "complete": all(r.complete for r in readers),
         }
 
