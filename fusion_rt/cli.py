@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +56,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
 
 
@@ -459,8 +470,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a recorded drive (MCAP file or ROS 2 bag) through a model package.
 
     Modes: lockstep (every message in log order; the same log and package give byte-identical
-    fused outputs, whatever --threads), realtime (paced by the log's stamps; what the runtime
-    cannot keep up with is dropped, latest wins, and counted), burst (as fast as possible, JPEG
+    fused outputs, whatever --threads), realtime (paced by the log's stamps, --speed times as
+    fast; what the runtime cannot keep up with is dropped, latest wins, and counted), burst (as fast as possible, JPEG
     decode overlapped with inference). Topics map to modalities by --topics, else the simulator's
     defaults, else by schema. --drop masks modalities for the whole replay. A truncated log is
     replayed up to its last complete message (exit 0, with a warning); skipped records are listed
@@ -473,9 +484,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from fusion_rt.logs.topics import parse_topic_option
     from fusion_rt.replay import ReplayConfig, replay
 
+    if args.speed is not None and args.mode != "realtime":
+        raise ConfigError(f"--speed {args.speed:g} paces --mode realtime only (this replay is --mode {args.mode})")
     config = ReplayConfig(backend=args.backend, mode=args.mode, topics=parse_topic_option(args.topics),
                           drop=tuple(m.strip() for m in args.drop.split(",") if m.strip()), threads=args.threads,
-                          out=args.out)
+                          out=args.out, realtime_speed=args.speed or 1.0)
     check_outputs(files={"--out": args.out, "--json": args.json, "--report": args.report},
                   inputs=[args.log, args.package])
     progress, update = _replay_progress(args.quiet)
@@ -810,6 +823,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference backend (default onnxruntime)")
     p.add_argument("--mode", default="lockstep", choices=("lockstep", "realtime", "burst"),
                    help="pacing (default lockstep: every message, deterministic)")
+    p.add_argument("--speed", type=_positive_float, default=None, metavar="X",
+                   help="realtime mode: log seconds per wall second, e.g. 2 plays the drive twice as fast "
+                        "(default 1)")
     p.add_argument("--topics", default=None, metavar="MAP",
                    help="topic per modality, e.g. camera=/cam/image,radar=/radar/points (default: simulator "
                         "topics, else by schema)")

@@ -913,7 +913,8 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
                                       "and end_to_end exclude it")
         span = log_block["duration_s"] or 0.0
         summary.update({
-            "mode": mode.value, "threads": config.threads, "drop": list(config.drop),
+            "mode": mode.value, "speed": config.realtime_speed if mode is ReplayMode.REALTIME else None,
+            "threads": config.threads, "drop": list(config.drop),
             "radar_from_detections": reader.radar_from_detections,
             "wall_s": round(wall, 3), "realtime_factor": round(span / wall, 2) if wall > 0 and span else None,
             "log": log_block, "warnings": warnings, "results": None if config.out is None else os.fspath(config.out),

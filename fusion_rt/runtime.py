@@ -421,24 +421,12 @@ class FusionRuntime:
         counter = self._counters[modality]
         counter.received += 1
         if deadline_ns is not None and time.monotonic_ns() > deadline_ns:
-            counter.add("dropped", ("deadline_passed",))
+            if self._checked_stamp(modality, message, counter, now_ns) is not None:
+                counter.add("dropped", ("deadline_passed",))
             return []
-        stamp = message.stamp_ns
-        if isinstance(stamp, bool) or not isinstance(stamp, Integral) or stamp < 0:
-            counter.add("rejected", ("bad_stamp",), f"stamp_ns must be a non-negative integer, got {stamp!r}")
+        stamp = self._checked_stamp(modality, message, counter, now_ns)
+        if stamp is None:
             return []
-        stamp = int(stamp)
-        try:
-            verdict = self._checker.check(modality, stamp, now_ns)
-        except ConfigError as exc:
-            counter.add("rejected", ("bad_stamp",), str(exc))
-            return []
-        if not verdict.feed:
-            counter.add("rejected", (f"stamp_{verdict.reason.value}",), verdict.detail)
-            return []
-        if verdict.reset:
-            self._reset_cache()
-            self._newest_stamp = self._trigger_stamp = None
         if self._trigger_stamp is None:
             self._trigger_stamp = stamp
         self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
@@ -453,16 +441,43 @@ class FusionRuntime:
         finally:
             self._busy = None
 
-    def note_dropped(self, message, reason: str = "superseded") -> None:
-        """Count a message the caller dropped before pushing it (e.g. a latest-wins mailbox)."""
+    def note_dropped(self, message, reason: str = "superseded", now_ns: int | None = None) -> None:
+        """Count a message the caller dropped before pushing it (e.g. a latest-wins mailbox).
+
+        Its stamp still goes through the stamp checks, as in `push`: a dropped message is evidence
+        of the sensors' clock (without it, a runtime that falls behind in a latest-wins replay would
+        refuse the next message it does take as "future", its clock being the last one processed).
+        A message whose stamp the checks refuse is counted as rejected, not dropped."""
         modality = getattr(type(message), "modality", None)
         counter = self._counters.get(modality)
-        if counter is None:
+        if counter is None or not isinstance(message, _INPUT_TYPES[modality]):
             kind = type(message).__name__
             self._ignored[kind] = self._ignored.get(kind, 0) + 1
             return
         counter.received += 1
-        counter.add("dropped", (reason,))
+        if self._checked_stamp(modality, message, counter, now_ns) is not None:
+            counter.add("dropped", (reason,))
+
+    def _checked_stamp(self, modality: str, message, counter, now_ns: int | None) -> int | None:
+        """The message's stamp once the stream checks accept it (resetting the cache on a confirmed
+        clock jump); None, counted as rejected with its reason, when they refuse it."""
+        stamp = message.stamp_ns
+        if isinstance(stamp, bool) or not isinstance(stamp, Integral) or stamp < 0:
+            counter.add("rejected", ("bad_stamp",), f"stamp_ns must be a non-negative integer, got {stamp!r}")
+            return None
+        stamp = int(stamp)
+        try:
+            verdict = self._checker.check(modality, stamp, now_ns)
+        except ConfigError as exc:
+            counter.add("rejected", ("bad_stamp",), str(exc))
+            return None
+        if not verdict.feed:
+            counter.add("rejected", (f"stamp_{verdict.reason.value}",), verdict.detail)
+            return None
+        if verdict.reset:
+            self._reset_cache()
+            self._newest_stamp = self._trigger_stamp = None
+        return stamp
 
     def stats(self) -> dict:
         """Counters and latencies (a snapshot; plain JSON-compatible values)."""

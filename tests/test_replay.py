@@ -181,6 +181,20 @@ def test_realtime_mode_counts_add_up(short_drive, package):
     assert s["outputs"] == camera["ok"] + camera["degraded"]
 
 
+def test_realtime_speed_from_the_cli(short_drive, package, tmp_path):
+    """--speed paces realtime mode; a runtime that falls behind drops messages (latest wins) but
+    refuses none as "future": dropped messages still advance the stamp checks' clock."""
+    out = tmp_path / "s.json"
+    proc = run_cli("replay", str(short_drive), "--package", str(package), "--mode", "realtime", "--speed", "50",
+                   "--json", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(out.read_text())
+    assert s["mode"] == "realtime" and s["speed"] == 50.0
+    assert s["rejected"] == 0 and s["reasons"]["rejected"] == {}, s["reasons"]
+    proc = run_cli("replay", str(short_drive), "--package", str(package), "--speed", "2", "-q")
+    assert proc.returncode != 0 and "--speed 2 paces --mode realtime only" in proc.stderr
+
+
 def test_compare_package_with_itself(short_drive, package, tmp_path):
     out = tmp_path / "c.json"
     proc = run_cli("compare", str(short_drive), "--a", str(package), "--b", str(package), "--json", str(out), "-q")

@@ -180,6 +180,27 @@ def test_stale_triggers_are_dropped_and_counted(package):
     _assert_counts_add_up(stats)
 
 
+def test_dropped_messages_keep_the_stamp_clock(package):
+    """A latest-wins caller that falls behind drops many messages: their stamps still advance the
+    stream checks' clock, so the next message it does push is not refused as "future" (the runtime's
+    future margin is 500 ms); a dropped message whose stamp the checks refuse counts as rejected."""
+    t0 = 4_000 * 1_000_000_000
+    rng = np.random.default_rng(0)
+    with FusionRuntime(package) as rt:
+        assert len(rt.push(CameraFrame(stamp_ns=t0, data=_jpeg()))) == 1
+        for k in range(1, 20):  # 950 ms of frames the caller superseded
+            rt.note_dropped(CameraFrame(stamp_ns=t0 + 50 * k * MS, data=b""))
+        rt.note_dropped(CameraFrame(stamp_ns=t0 + 900 * MS, data=b""))  # backwards: refused
+        assert rt.push(_radar(t0 + 960 * MS, rng)) == []
+        assert len(rt.push(CameraFrame(stamp_ns=t0 + 1000 * MS, data=_jpeg()))) == 1
+        stats = rt.stats()
+    camera, radar = stats["messages"]["camera"], stats["messages"]["radar"]
+    assert radar["rejected"] == 0 and radar["ok"] == 1, radar
+    assert camera["reasons"]["dropped"] == {"superseded": 19}
+    assert camera["reasons"]["rejected"] == {"stamp_backwards": 1}
+    _assert_counts_add_up(stats)
+
+
 class SlowRunner(Runner):
     """A backend that wraps another and sleeps on chosen calls (deadline tests)."""
 
