@@ -601,10 +601,10 @@ class _Session:
 
     def dropped(self, modality: str, message) -> None:
         """A message superseded before it was processed (realtime mode)."""
-        self.runtime.note_dropped(message, "superseded")
+        outcome = self.runtime.note_dropped(message, "superseded")
         if modality == "camera":
             self.camera_frames += 1
-            self._record(FrameRecord(message.stamp_ns, "dropped"))
+            self._record(FrameRecord(message.stamp_ns, outcome))
             self.metrics.no_output(message.stamp_ns)
 
     def truth(self, gt: GroundTruth) -> None:

@@ -441,8 +441,9 @@ class FusionRuntime:
         finally:
             self._busy = None
 
-    def note_dropped(self, message, reason: str = "superseded", now_ns: int | None = None) -> None:
-        """Count a message the caller dropped before pushing it (e.g. a latest-wins mailbox).
+    def note_dropped(self, message, reason: str = "superseded", now_ns: int | None = None) -> str:
+        """Count a message the caller dropped before pushing it (e.g. a latest-wins mailbox); returns
+        its outcome: "dropped", "rejected" or "ignored".
 
         Its stamp still goes through the stamp checks, as in `push`: a dropped message is evidence
         of the sensors' clock (without it, a runtime that falls behind in a latest-wins replay would
@@ -453,10 +454,12 @@ class FusionRuntime:
         if counter is None or not isinstance(message, _INPUT_TYPES[modality]):
             kind = type(message).__name__
             self._ignored[kind] = self._ignored.get(kind, 0) + 1
-            return
+            return "ignored"
         counter.received += 1
-        if self._checked_stamp(modality, message, counter, now_ns) is not None:
-            counter.add("dropped", (reason,))
+        if self._checked_stamp(modality, message, counter, now_ns) is None:
+            return "rejected"
+        counter.add("dropped", (reason,))
+        return "dropped"
 
     def _checked_stamp(self, modality: str, message, counter, now_ns: int | None) -> int | None:
         """The message's stamp once the stream checks accept it (resetting the cache on a confirmed

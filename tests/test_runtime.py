@@ -189,8 +189,8 @@ def test_dropped_messages_keep_the_stamp_clock(package):
     with FusionRuntime(package) as rt:
         assert len(rt.push(CameraFrame(stamp_ns=t0, data=_jpeg()))) == 1
         for k in range(1, 20):  # 950 ms of frames the caller superseded
-            rt.note_dropped(CameraFrame(stamp_ns=t0 + 50 * k * MS, data=b""))
-        rt.note_dropped(CameraFrame(stamp_ns=t0 + 900 * MS, data=b""))  # backwards: refused
+            assert rt.note_dropped(CameraFrame(stamp_ns=t0 + 50 * k * MS, data=b"")) == "dropped"
+        assert rt.note_dropped(CameraFrame(stamp_ns=t0 + 900 * MS, data=b"")) == "rejected"  # backwards
         assert rt.push(_radar(t0 + 960 * MS, rng)) == []
         assert len(rt.push(CameraFrame(stamp_ns=t0 + 1000 * MS, data=_jpeg()))) == 1
         stats = rt.stats()
