@@ -675,7 +675,8 @@ class _StreamState:
 class StreamChecker:
     """Per-stream stamp sanity checks run before any policy (DESIGN.md §3).
 
-    - duplicate: a stamp equal to the stream's last accepted stamp -> reject;
+    - duplicate: a stamp equal to the stream's last accepted stamp, or to its last refused one
+      (the same corrupted header sent twice confirms nothing) -> reject;
     - backwards: older than the last accepted stamp -> reject. Older by more than
       `jump_threshold_ns` it may be a clock jump (a log looping, a simulator restarting): it is
       refused, and a later stamp, on any stream, that is a backward jump too and lies within
@@ -702,6 +703,10 @@ class StreamChecker:
     ) -> None:
         self.future_margin_ns = _check_int("future_margin_ns", future_margin_ns, 0)
         self.jump_threshold_ns = _check_int("jump_threshold_ns", jump_threshold_ns, 1)
+        if self.jump_threshold_ns < self.future_margin_ns:  # a stamp between them would reset unconfirmed
+            raise ConfigError(f"jump_threshold_ns ({jump_threshold_ns}) must be at least future_margin_ns "
+                              f"({future_margin_ns}): a stamp ahead by a value between them would pass the "
+                              f"future check and reset every stream without confirmation")
         self._streams: dict[Hashable, _StreamState] = {}
         self.resets = 0
 
@@ -744,18 +749,23 @@ class StreamChecker:
         """The newest stamp accepted on any stream (None before any)."""
         return max((s.last_accepted for s in self._streams.values() if s.last_accepted is not None), default=None)
 
-    def _reference(self, stamp: int, now_ns: int | None, newest: int | None) -> int | None:
+    def _reference(self, state: _StreamState, stamp: int, now_ns: int | None, newest: int | None) -> int | None:
         if now_ns is not None:
             return now_ns
+        # A refusal confirms a stamp that follows it: on its own stream strictly (the same bad stamp
+        # sent twice is no evidence that the clock moved), on another stream from the same stamp on.
         confirming = [s.refused_future for s in self._streams.values()
-                      if s.refused_future is not None and 0 <= stamp - s.refused_future <= self.future_margin_ns]
+                      if s.refused_future is not None
+                      and (s is not state) <= stamp - s.refused_future <= self.future_margin_ns]
         if newest is not None and confirming:
             return max(newest, *confirming)
         return newest
 
     def _classify(self, state: _StreamState, stamp: int, now_ns: int | None) -> Verdict:
         newest = self._newest_accepted()
-        reference = self._reference(stamp, now_ns, newest)
+        if stamp in (state.refused_future, state.refused_backwards):
+            return Verdict(Action.REJECT, Reason.DUPLICATE, f"stamp {stamp} repeated (refused before)")
+        reference = self._reference(state, stamp, now_ns, newest)
         if reference is not None and stamp - reference > self.future_margin_ns:
             return Verdict(Action.REJECT, Reason.FUTURE, f"{stamp - reference} ns ahead of the reference clock")
         last = state.last_accepted
@@ -765,10 +775,13 @@ class StreamChecker:
             if stamp < last:
                 if last - stamp > self.jump_threshold_ns:
                     # A refusal confirms only while the clock has not moved on since (within the jump
-                    # threshold): two unrelated corrupted stamps a minute apart confirm nothing.
+                    # threshold): two unrelated corrupted stamps a minute apart confirm nothing; on
+                    # its own stream only a later stamp confirms it (see `_reference`).
                     window = self.jump_threshold_ns
-                    if any(s.refused_backwards is not None and abs(stamp - s.refused_backwards) <= window
-                           and newest - s.refused_backwards_clock <= window for s in self._streams.values()):
+                    if any(s.refused_backwards is not None and newest - s.refused_backwards_clock <= window
+                           and (0 < stamp - s.refused_backwards <= window if s is state
+                                else abs(stamp - s.refused_backwards) <= window)
+                           for s in self._streams.values()):
                         return Verdict(Action.RESET, Reason.JUMP, f"{last - stamp} ns backwards, confirmed")
                     return Verdict(Action.REJECT, Reason.BACKWARDS,
                                    f"{last - stamp} ns backwards (a clock jump if the next stamp confirms it)")

@@ -590,6 +590,23 @@ def test_checker_multi_rate_streams_and_a_stream_stamped_ahead():
     assert checker.resets == 0
 
 
+@pytest.mark.parametrize("bad", [0, 3600 * S], ids=["zeroed", "an_hour_ahead"])
+def test_checker_the_same_bad_stamp_twice_confirms_nothing(bad):
+    """A corrupted header sent twice is a duplicate, not evidence of a clock jump: no reset, each
+    copy costs only itself; a real jump (a later stamp on the same stream) still confirms."""
+    checker = StreamChecker(future_margin_ns=100 * MS, jump_threshold_ns=S)
+    for k in range(1, 40):
+        assert checker.check("cam", 100 * S + k * 50 * MS).feed
+        assert checker.check("radar", 100 * S + k * 50 * MS + 5 * MS).feed
+    first, second = checker.check("radar", bad), checker.check("radar", bad)
+    assert first.reason in (Reason.BACKWARDS, Reason.FUTURE) and second.reason is Reason.DUPLICATE
+    assert not second.feed and checker.resets == 0
+    assert checker.check("cam", 102 * S).feed and checker.check("radar", 102 * S + 5 * MS).feed
+    # the same stream moving on from its refused stamp is a jump it confirms
+    assert checker.check("radar", bad).reason is first.reason  # refused afresh after a fed stamp
+    assert checker.check("radar", bad + 50 * MS).action is Action.RESET and checker.resets == 1
+
+
 def test_checker_validates():
     with pytest.raises(ConfigError, match=r"hashable.*\['radar'\]"):
         StreamChecker().check(["radar"], 1)
@@ -597,5 +614,7 @@ def test_checker_validates():
         StreamChecker(future_margin_ns=-1)
     with pytest.raises(ConfigError, match="jump_threshold_ns"):
         StreamChecker(jump_threshold_ns=0)
+    with pytest.raises(ConfigError, match=r"jump_threshold_ns \(200000000\) must be at least future_margin_ns"):
+        StreamChecker(future_margin_ns=500 * MS, jump_threshold_ns=200 * MS)
     with pytest.raises(ConfigError, match="integer nanoseconds"):
         StreamChecker().check("cam", 1.0)
