@@ -165,12 +165,26 @@ def _all_finite(x: np.ndarray) -> bool:
 
 
 def _sigmoid(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-x)) written as 0.5 * tanh(x / 2) + 0.5: no overflow, 30% faster than exp here."""
+    """1 / (1 + exp(-x)) written as 0.5 * tanh(x / 2) + 0.5: no overflow, 30% faster than exp here.
+    In float32 its step near 0 is ~3e-8 (0 below a logit of ~-17): right for the BEV grid, where
+    only the 0.5 decision matters; scores that are ranked (AUC) use `_sigmoid_exact`."""
     np.multiply(x, 0.5, out=out)
     np.tanh(out, out=out)
     out *= 0.5
     out += 0.5
     return out
+
+
+def _sigmoid_exact(x: np.ndarray) -> np.ndarray:
+    """The logistic function in float64 (scene scores: a very negative logit keeps its rank)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def _check_clock_arg(name: str, value, clock: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+        raise ConfigError(f"{name} must be integer nanoseconds on the {clock} clock or None, "
+                          f"got {value!r} ({type(value).__name__})")
 
 
 def _batch1(spec_shape: tuple, fallback: tuple[int, ...]) -> tuple[int, ...]:
@@ -223,7 +237,9 @@ class FusionRuntime:
         trigger: str = "camera",
         threading: OrtThreading | str = OrtThreading.NO_SPIN,
         providers: tuple[str, ...] = ("cpu",),
-        history: int = 4,  # 4 x 50 ms radar: covers its max age with room for skew
+        # 16 x 50 ms radar = 800 ms: a camera frame delivered up to the 500 ms future margin late
+        # still finds the radar within its 150 ms max age
+        history: int = 16,
         check_camera_size: bool = True,
         budgets_ms: Mapping[str, float] | None = None,
         window: int = 4096,
@@ -285,10 +301,13 @@ class FusionRuntime:
             raise ConfigError(f"trigger_timeout_ns must be a positive integer of nanoseconds, "
                               f"got {trigger_timeout_ns!r}")
         self.trigger_timeout_ns = trigger_timeout_ns
-        # Sensor-clock stamps: the newest accepted on any stream, and the last trigger's (or the first
-        # accepted stamp while no trigger has come since the start or a clock reset).
-        self._newest_stamp: int | None = None
-        self._trigger_stamp: int | None = None
+        # Trigger silence, per other stream: how far its latest accepted stamp ran past the last
+        # output's stamp, or past its own latest at that output where that was later (a sensor clock
+        # ahead of the camera's, or one stamp far ahead on a stream that publishes once, is not
+        # silence); before any output since the start or a clock reset, past its first stamp.
+        self._latest: dict[str, int] = {}
+        self._at_output: dict[str, int] = {}
+        self._output_stamp: int | None = None
         self._busy: tuple[str, int] | None = None  # (stage, perf_counter_ns at its start) while push() is in it
 
         if callable(backend):
@@ -412,6 +431,8 @@ class FusionRuntime:
         t0 = time.perf_counter_ns()
         if self._closed:
             raise RunnerError("FusionRuntime is closed; create a new one")
+        _check_clock_arg("deadline_ns", deadline_ns, "time.monotonic_ns()")
+        _check_clock_arg("now_ns", now_ns, "sensors' stamp")
         modality = getattr(type(message), "modality", None)
         enc = self._encoders.get(modality)
         if enc is None or not isinstance(message, _INPUT_TYPES[modality]):
@@ -427,17 +448,22 @@ class FusionRuntime:
         stamp = self._checked_stamp(modality, message, counter, now_ns)
         if stamp is None:
             return []
-        if self._trigger_stamp is None:
-            self._trigger_stamp = stamp
-        self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
+        if modality != self.trigger:  # accepted stamps increase per stream between resets
+            # replaced, not mutated: health() may read them from another thread
+            self._latest = {**self._latest, modality: stamp}
+            if modality not in self._at_output:
+                self._at_output = {**self._at_output, modality: stamp}
         try:
             if modality == self.trigger:
-                outputs = self._fire(enc, message, counter, t0)
+                outputs = self._fire(enc, message, stamp, counter, t0)
                 if outputs:  # a trigger that only brings rejected frames is as good as silent
-                    self._trigger_stamp = stamp
+                    self._at_output, self._output_stamp = self._latest, stamp
                 return outputs
-            self._update(enc, message, counter)
+            self._update(enc, message, stamp, counter)
             return []
+        except RunnerError as exc:  # a failing backend: raised, and the message still has its one outcome
+            counter.add("rejected", ("runner_error",), str(exc))
+            raise
         finally:
             self._busy = None
 
@@ -479,7 +505,7 @@ class FusionRuntime:
             return None
         if verdict.reset:
             self._reset_cache()
-            self._newest_stamp = self._trigger_stamp = None
+            self._latest, self._at_output, self._output_stamp = {}, {}, None
         return stamp
 
     def stats(self) -> dict:
@@ -494,8 +520,8 @@ class FusionRuntime:
             "clock_resets": self._clock_resets,
             "encoder_runs": {m: e.runs for m, e in self._encoders.items()},
             "encoder_reused": {m: e.reused for m, e in self._encoders.items()},
-            # features pushed out of a modality's `history` slots by newer ones (a late trigger frame
-            # then finds only messages stamped after it: raise `history` if this grows)
+            # features pushed out of a modality's `history` slots while a later trigger could still
+            # have chosen them (a late trigger frame then finds none fresh: raise `history` if this grows)
             "history_evicted": self._sync.drops(),
             "deadline_misses": self.telemetry.deadline_misses(),
             "latency_ms": self.telemetry.summary(),
@@ -510,10 +536,11 @@ class FusionRuntime:
         busy = self._busy  # read once: push() replaces it meanwhile
         health = self.telemetry.health()
         degraded = tuple(f for f in self._last_flags if f.startswith("degraded:"))
-        newest, since = self._newest_stamp, self._trigger_stamp
-        if newest is not None and since is not None and newest - since > self.trigger_timeout_ns:
-            degraded = (f"degraded:{self.trigger}_missing (none for {(newest - since) / 1e6:.0f} ms of sensor time)",
-                        *degraded)
+        latest, at_output, since = self._latest, self._at_output, self._output_stamp  # replaced, never mutated
+        silent = max((t - (at_output.get(m, t) if since is None else max(at_output.get(m, t), since))
+                      for m, t in latest.items()), default=0)
+        if silent > self.trigger_timeout_ns:
+            degraded = (f"degraded:{self.trigger}_missing (none for {silent / 1e6:.0f} ms of sensor time)", *degraded)
         if busy is not None:
             busy_ns = time.perf_counter_ns() - busy[1]
             if busy_ns > self.stall_after_ns:
@@ -593,7 +620,7 @@ class FusionRuntime:
             counter.add("rejected", ("malformed",), f"{type(exc).__name__}: {exc}")
         return None
 
-    def _update(self, enc: _Encoder, message, counter: _Counter) -> None:
+    def _update(self, enc: _Encoder, message, stamp: int, counter: _Counter) -> None:
         t0 = time.perf_counter_ns()
         self._busy = (enc.stage_pre, t0)
         result = self._run_preprocess(enc, message, counter)
@@ -619,10 +646,10 @@ class FusionRuntime:
             np.copyto(enc.slots[slot], tokens)
             enc.content_key = key
         enc.accepted += 1
-        self._sync.add(enc.modality, message.stamp_ns, slot)
+        self._sync.add(enc.modality, stamp, slot)
         counter.add("degraded" if degraded else "ok", degraded)
 
-    def _fire(self, enc: _Encoder, message, counter: _Counter, t0: int) -> list[FusionOutput]:
+    def _fire(self, enc: _Encoder, message, stamp: int, counter: _Counter, t0: int) -> list[FusionOutput]:
         tp = time.perf_counter_ns()
         self._busy = (enc.stage_pre, tp)
         if self._run_preprocess(enc, message, counter) is None:
@@ -635,7 +662,6 @@ class FusionRuntime:
         if not _all_finite(tokens):
             counter.add("rejected", ("nonfinite_tokens",), f"{enc.modality} encoder produced non-finite tokens")
             return []
-        stamp = message.stamp_ns
         (fused,) = self._sync.add(self.trigger, stamp, None)
         feed = self._head_feed
         feed[self._trigger_tokens_name] = tokens
@@ -664,8 +690,7 @@ class FusionRuntime:
                 counter.add("rejected", ("nonfinite_output",), f"head output {name!r} is not finite")
                 return []
         pkg = self.package
-        scene_p = _sigmoid(outputs["scene_logits"][0], np.empty(len(pkg.scene_labels), dtype=np.float32))
-        scene = dict(zip(pkg.scene_labels, scene_p.tolist(), strict=True))
+        scene = dict(zip(pkg.scene_labels, _sigmoid_exact(outputs["scene_logits"][0]).tolist(), strict=True))
         bev_logits = outputs["bev_logits"][0]
         bev = _sigmoid(bev_logits, np.empty(bev_logits.shape, dtype=np.float32))
         share_matrix = None

@@ -549,8 +549,10 @@ class LatestWithin:
     fresh are listed in `missing` and never hold the output back. Messages are not consumed: a slow
     stream (a map) serves many triggers. Each stream keeps its `history` most recent stamps in stamp
     order, so a message stamped after the trigger is kept for later triggers and one that arrives a
-    little out of order still lands in place; a message pushed out of a full buffer, or arriving
-    older than everything in it, is counted in `drops()`.
+    little out of order still lands in place. A full buffer pushes out its oldest message; `drops()`
+    counts those a later trigger could still have chosen (no trigger yet at or after the next
+    message's stamp), and messages arriving older than everything in a full buffer: a count that
+    grows means `history` is too short for the skew between the streams.
     """
 
     def __init__(
@@ -578,9 +580,10 @@ class LatestWithin:
     def reset(self) -> None:
         """Forget every stored message (drop counters are kept)."""
         self._buffers: dict[str, list[Stamped]] = {name: [] for name in self.max_age_ns}
+        self._last_trigger: int | None = None
 
     def drops(self) -> dict[str, int]:
-        """Per stream: messages discarded unseen by the bounded buffer (pushed out or arrived too old)."""
+        """Per stream: messages the bounded buffer discarded while a later trigger could still choose them."""
         return dict(self._drops)
 
     def add(self, stream: str, stamp_ns: int, payload: Any) -> list[SyncSet]:
@@ -596,11 +599,15 @@ class LatestWithin:
             )
         insort(buffer, (stamp, payload), key=lambda m: m[0])  # after equal stamps: the later wins
         if len(buffer) > self.history:
+            # Triggers come in stamp order: once one came at or after the next message's stamp, no
+            # later trigger can choose the oldest (the next one is newer and still fresh enough).
+            if self._last_trigger is None or buffer[1][0] > self._last_trigger:
+                self._drops[stream] += 1
             del buffer[0]
-            self._drops[stream] += 1
         return []
 
     def _fire(self, stamp: int, payload: Any) -> SyncSet:
+        self._last_trigger = stamp if self._last_trigger is None else max(self._last_trigger, stamp)
         messages: dict[str, Stamped | None] = {}
         ages: dict[str, int] = {}
         missing: list[str] = []

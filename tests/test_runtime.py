@@ -21,6 +21,7 @@ from fusion_rt.sim import DriveConfig, simulate_drive
 from .tiny_package import make_tiny_package
 
 MS = 1_000_000
+S = 1_000_000_000
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +283,97 @@ def test_stale_means_a_message_before_the_frame_that_aged_out(package):
     assert "degraded:radar_missing" in aged.flags and "stale:radar" in aged.flags
 
 
+def test_a_camera_delivered_late_still_finds_fresh_radar(package):
+    """Camera frames stamped at exposure arrive 200 ms late (within the 500 ms future margin) while
+    radar arrives on time: the default history keeps the radar a frame needs, and nothing a later
+    frame could choose is evicted (history 4 lost it for every frame)."""
+    t0, late = 9_000 * 1_000_000_000, 200 * MS
+    rng = np.random.default_rng(5)
+    events = []
+    for k in range(30):
+        events.append((t0 + k * 50 * MS + MS, _radar(t0 + k * 50 * MS, rng)))
+        events.append((t0 + k * 50 * MS + 25 * MS + late, CameraFrame(stamp_ns=t0 + k * 50 * MS + 25 * MS,
+                                                                      data=_jpeg())))
+    events.sort(key=lambda e: e[0])
+    for history, expect_radar in ((16, True), (4, False)):
+        with FusionRuntime(package, max_age_ns={"radar": 100 * MS}, history=history) as rt:
+            outputs = _run(rt, [m for _, m in events])
+            evicted = rt.stats()["history_evicted"]["radar"]
+        steady = outputs[5:25]
+        assert len(steady) == 20 and all(("radar" in o.sources) == expect_radar for o in steady)
+        assert (evicted == 0) == expect_radar, evicted
+
+
+def test_health_reads_each_sensor_on_its_own_clock(package, drive):
+    """A radar clock 700 ms ahead of the camera's, or one text message an hour ahead, is no camera
+    silence: health stays free of camera_missing while every frame gives an output."""
+    rng = np.random.default_rng(6)
+    t0 = 9_200 * 1_000_000_000
+    with FusionRuntime(package, trigger_timeout_ns=500 * MS) as rt:
+        rt.push(TextContext(stamp_ns=t0 + 3600 * S, text="rain ahead"))
+        outputs = []
+        for k in range(40):
+            rt.push(_radar(t0 + 700 * MS + k * 50 * MS, rng))
+            outputs += rt.push(CameraFrame(stamp_ns=t0 + k * 50 * MS + 10 * MS, data=_jpeg()))
+        assert len(outputs) >= 38
+        assert not any("camera_missing" in r for r in rt.health().reasons), rt.health()
+        for k in range(40, 60):  # the camera really stops: radar runs on for a second
+            rt.push(_radar(t0 + 700 * MS + k * 50 * MS, rng))
+        assert rt.health().reasons[0].startswith("degraded:camera_missing")
+
+
+def test_backend_failures_keep_the_counts_and_push_checks_its_arguments(package):
+    """A RunnerError from an encoder or the head propagates, and the message is counted as rejected
+    (runner_error); a bad deadline_ns / now_ns is the caller's error, raised before anything is
+    counted; numpy stamps leave the runtime as int."""
+    class FailSecond(Runner):
+        def __init__(self, inner: Runner) -> None:
+            super().__init__(inner.name)
+            self.inner, self.calls = inner, 0
+
+        input_names = property(lambda self: self.inner.input_names)
+        output_names = property(lambda self: self.inner.output_names)
+
+        def activate_impl(self) -> None:
+            self.inner.activate()
+
+        def deactivate_impl(self) -> None:
+            self.inner.deactivate()
+
+        def infer_impl(self, feed):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return self.inner.infer(feed)
+
+    def factory(p, g):
+        runner = create_runner(p, g)
+        return FailSecond(runner) if g in ("head", "radar") else runner
+
+    rng = np.random.default_rng(7)
+    t0 = 9_300 * 1_000_000_000
+    with FusionRuntime(package, backend=factory) as rt:
+        failures = 0
+        for k in range(3):
+            frame = CameraFrame(stamp_ns=t0 + k * 50 * MS + 5 * MS, data=_jpeg())
+            for message in (_radar(t0 + k * 50 * MS, rng), frame):
+                try:
+                    rt.push(message)
+                except RunnerError:
+                    failures += 1
+        for bad in ({"deadline_ns": "1s"}, {"deadline_ns": 1.5e30}, {"now_ns": float(t0)}, {"now_ns": True}):
+            with pytest.raises(ConfigError, match=next(iter(bad))):
+                rt.push(CameraFrame(stamp_ns=t0 + 500 * MS, data=_jpeg()), **bad)
+        (out,) = rt.push(CameraFrame(stamp_ns=np.uint64(t0 + 600 * MS), data=_jpeg()))
+        stats = rt.stats()
+    assert failures == 2
+    for m in ("camera", "radar"):
+        assert stats["messages"][m]["reasons"]["rejected"] == {"runner_error": 1}
+    assert stats["messages"]["camera"]["received"] == 4  # the refused pushes were not counted
+    assert type(out.stamp_ns) is int and type(out.sources["camera"].stamp_ns) is int
+    _assert_counts_add_up(stats)
+
+
 def test_history_evictions_are_counted(package):
     """Radar features beyond `history` slots push the oldest out, and stats() says how many."""
     t0 = 9_500 * 1_000_000_000
@@ -298,7 +390,7 @@ def test_health_says_when_the_trigger_falls_silent(package, drive):
     cam = [i for i, m in enumerate(drive) if isinstance(m, CameraFrame)]
     with FusionRuntime(package, trigger_timeout_ns=500 * MS) as rt:
         _run(rt, drive[: cam[40] + 1])
-        assert rt.health().state == "ok"
+        assert rt.health().state == "ok", rt.health()
         others = [m for m in drive[cam[40] + 1:] if not isinstance(m, CameraFrame)]
         _run(rt, [m for m in others if m.stamp_ns - drive[cam[40]].stamp_ns <= 400 * MS])
         assert rt.health().state == "ok"  # 0.4 s without a frame: within the timeout

@@ -428,6 +428,15 @@ def test_latest_within_bounded_buffer_counts_drops():
     assert s.messages["imu"] == (4 * MS, 4)
     sync.reset()
     assert sync.add("camera", 10 * MS, None)[0].missing == ("imu",)
+    # once a trigger came at or after the next message's stamp, the oldest is dead: not counted
+    for t in range(5):
+        sync.add("imu", (20 + t) * MS, t)
+    assert sync.drops() == {"imu": 5}  # before any trigger at or after them: each could be needed
+    sync.add("camera", 23 * MS, None)
+    sync.add("imu", 25 * MS, 5)  # pushes out 22 ms: 23 ms (next) is not after the trigger -> dead
+    assert sync.drops() == {"imu": 5}
+    sync.add("imu", 26 * MS, 6)  # pushes out 23 ms: 24 ms, after the trigger, could still be needed -> counted
+    assert sync.drops() == {"imu": 6}
 
 
 def test_latest_within_validates():
@@ -469,7 +478,8 @@ def test_latest_within_shuffled_small_skew_matches_brute_force():
             best = max(older) if older and stamp - max(older) <= max_age[name] else None
             assert out.messages[name] == (None if best is None else (best, best))
             assert (name in out.missing) == (best is None)
-    assert sync.drops()["radar"] > 0  # the bounded buffer did its job
+    # the bounded buffer pushed old radar out, but none a later camera frame could have chosen
+    assert len(sync._buffers["radar"]) == 6 and sync.drops() == {"radar": 0, "map": 0}
 
 
 # --------------------------------------------------------------------------------------------
