@@ -6,12 +6,16 @@ Follows the TensorRT 10/11 Python API:
   gone in 11;
 - TensorRT 11 networks are always strongly typed, so precision follows the graph: an FP16 engine
   needs an FP16 package (`fusion-rt quantize --recipe fp16`). On TensorRT 10 (JetPack 6 ships
-  10.3) the FP16 builder flag is used where the installed TensorRT has it;
-- one optimization profile per graph for the dynamic batch axis (min 1, opt, max);
-- a timing cache reused across builds (faster rebuilds, consistent tactics);
+  10.3) the FP16 builder flag is used. A package that is already Q/DQ (`tensorrt-int8`) builds
+  only with `--precision int8-qdq`; `--precision fp32` turns TF32 off so FP32 layers compute in FP32;
+- one optimization profile per graph for the dynamic batch axis (min 1, opt, max); with `--dla`
+  the batch is fixed at opt (DLA has no dynamic shapes), and N must be below the device's DLA count;
+- a timing cache reused across builds (faster rebuilds, consistent tactics), one file per TensorRT
+  version and GPU since TensorRT refuses a cache made by another; a cache it refuses anyway (a
+  `--timing-cache` file from elsewhere, a corrupt file) is reported and replaced by a fresh one;
 - each engine is written as `engines/<graph>.engine` with `engines/<graph>.json` holding its
-  metadata (TensorRT version, GPU name and compute capability, precision, source graph sha256),
-  which `fusion_rt.backends.tensorrt` checks before it deserializes anything.
+  metadata (TensorRT version, GPU name and compute capability, precision, DLA core, source graph
+  sha256), which `fusion_rt.backends.tensorrt` checks before it deserializes anything.
 
 TensorRT and the CUDA bindings are imported lazily; without them the build stops with one line
 naming `pip install "fusion-rt[tensorrt]"`. `plan_network` and `profile_shapes` are pure and
@@ -22,16 +26,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion_rt.errors import ConfigError, FusionRTError
+from fusion_rt.errors import ConfigError, FusionRTError, OutputError
+from fusion_rt.outputs import atomic_output
 from fusion_rt.package import GraphSpec, ModelPackage, load_package, sha256_file, write_manifest
 
 __all__ = ["BuildOptions", "NetworkPlan", "plan_network", "profile_shapes", "build_engines", "EngineBuildError",
-           "PRECISIONS", "default_timing_cache"]
+           "PRECISIONS", "default_timing_cache", "check_dla_core", "attach_timing_cache", "save_timing_cache"]
 
 PRECISIONS = ("fp32", "fp16", "int8-qdq")
 
@@ -40,13 +46,61 @@ class EngineBuildError(FusionRTError):
     """TensorRT could not parse a graph or build an engine."""
 
 
-def default_timing_cache() -> Path:
-    """$FUSION_RT_TRT_TIMING_CACHE, else ~/.cache/fusion-rt/tensorrt/timing.cache."""
+def default_timing_cache(tensorrt_version: str, gpu_name: str, compute_capability: tuple[int, int]) -> Path:
+    """$FUSION_RT_TRT_TIMING_CACHE, else ~/.cache/fusion-rt/tensorrt/timing-<TensorRT>-sm<CC>-<GPU>.cache.
+
+    TensorRT only uses a timing cache made by the same version on the same kind of device, so the
+    default file is keyed by both and a cache of another version or GPU is never fed in.
+    """
     env = os.environ.get("FUSION_RT_TRT_TIMING_CACHE")
     if env:
         return Path(env)
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "fusion-rt" / "tensorrt" / "timing.cache"
+    version = re.sub(r"[^A-Za-z0-9.]+", "-", tensorrt_version.strip()).strip("-") or "unknown"
+    gpu = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
+    major, minor = compute_capability
+    return base / "fusion-rt" / "tensorrt" / f"timing-{version}-sm{major}{minor}-{gpu}.cache"
+
+
+def attach_timing_cache(config, cache_bytes: bytes, source: Path, say: Callable[[str], None]) -> bytes:
+    """Give the builder `config` the timing cache serialized in `cache_bytes` (b"": a fresh one).
+
+    TensorRT refuses a cache made by another TensorRT version or GPU, or a corrupt one
+    (`set_timing_cache` returns False, `create_timing_cache` may return None): the build log says
+    so and the build goes on with a fresh cache, or without one if even that fails. Returns the
+    bytes now in use (b"" when the stored cache was refused).
+    """
+    if cache_bytes:
+        try:
+            cache = config.create_timing_cache(cache_bytes)
+        except Exception:  # the bindings' error on an unreadable blob: treated like a refused cache
+            cache = None
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache_bytes
+        say(f"timing cache {str(source)!r} is not usable here (made by another TensorRT version or GPU, or "
+            "corrupt): starting a fresh one, saved in its place")
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        say("TensorRT could not create a timing cache: building without one")
+    return b""
+
+
+def save_timing_cache(path: Path, data: bytes, say: Callable[[str], None]) -> None:
+    """Write the timing cache atomically (the old file or the new one, never half of one). A cache
+    that cannot be written is reported, not fatal: no engine depends on it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(data)
+    except (OSError, OutputError) as exc:
+        say(f"timing cache not saved: {exc}")
+
+
+def check_dla_core(core: int, available: int) -> None:
+    """Refuse `--dla core` unless the builder (TensorRT and device) has that many DLA cores."""
+    if not 0 <= core < available:
+        fix = f"pass --dla 0..{available - 1}" if available else "build without --dla"
+        raise ConfigError(f"--dla {core}: this device and TensorRT have {available} DLA core(s); {fix}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +110,7 @@ class BuildOptions:
     max_batch: int = 8  # largest batch the engine accepts (optimization profile max)
     workspace_mb: int = 1024  # builder scratch memory; Jetson Orin Nano has 8 GB shared, keep it modest
     dla_core: int | None = None  # run on this DLA core (Jetson AGX/NX), GPU fallback for unsupported layers
-    timing_cache: Path | None = None  # None: default_timing_cache()
+    timing_cache: Path | None = None  # None: default_timing_cache(<TensorRT version and GPU>)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -72,6 +126,15 @@ class BuildOptions:
         if self.dla_core is not None and self.precision == "fp32":
             raise ConfigError("DLA runs FP16 or INT8 only: pass --precision fp16 or int8-qdq with --dla")
 
+    @property
+    def batches(self) -> tuple[int, int, int]:
+        """(min, opt, max) batch of the optimization profile. DLA does not support dynamic shapes
+        (min, opt and max must be equal, or every layer falls back to the GPU), so a DLA build is
+        fixed at opt_batch."""
+        if self.dla_core is not None:
+            return self.opt_batch, self.opt_batch, self.opt_batch
+        return 1, self.opt_batch, self.max_batch
+
 
 @dataclass(frozen=True)
 class NetworkPlan:
@@ -79,10 +142,10 @@ class NetworkPlan:
 
     strongly_typed: bool
     builder_flags: tuple[str, ...]  # names of trt.BuilderFlag members
+    cleared_flags: tuple[str, ...] = ()  # trt.BuilderFlag members to clear where this TensorRT has them
 
 
-def plan_network(tensorrt_version: str, precision: str, package_recipe: str, has_fp16_flag: bool,
-                 dla: bool = False) -> NetworkPlan:
+def plan_network(tensorrt_version: str, precision: str, package_recipe: str, dla: bool = False) -> NetworkPlan:
     """Pure: the network mode and flags for building `precision` from a package made by `package_recipe`.
 
     `package_recipe` is the manifest's precision recipe name: "fp32", "fp16", "tensorrt-int8" or
@@ -99,6 +162,11 @@ def plan_network(tensorrt_version: str, precision: str, package_recipe: str, has
     if package_recipe == "ort-cpu-int8":
         raise ConfigError("this package was quantized for ONNX Runtime on CPU (uint8 activations); TensorRT needs "
                           "symmetric int8: fusion-rt quantize FP32_PKG --recipe tensorrt-int8 --calib LOG --out PKG")
+    if package_recipe == "tensorrt-int8" and precision != "int8-qdq":
+        # Q/DQ graphs are explicitly quantized: TensorRT 10 would build them weakly typed without the
+        # INT8 flag, TensorRT 11 takes the precision from the graph; either way not a `precision` engine.
+        raise ConfigError(f"--precision {precision}: this package is already INT8 Q/DQ (recipe tensorrt-int8); "
+                          "build it with --precision int8-qdq")
     if precision == "int8-qdq" and package_recipe != "tensorrt-int8":
         raise ConfigError(f"--precision int8-qdq needs a Q/DQ package (recipe tensorrt-int8), this one is "
                           f"{package_recipe!r}: fusion-rt quantize PKG --recipe tensorrt-int8 --calib LOG --out PKG2")
@@ -114,27 +182,24 @@ def plan_network(tensorrt_version: str, precision: str, package_recipe: str, has
     elif precision == "int8-qdq":
         # TensorRT 10 explicit quantization, weakly typed: INT8 for Q/DQ-wrapped layers, FP16 for the rest.
         strongly_typed = False
-        flags.append("INT8")
-        if has_fp16_flag:
-            flags.append("FP16")
+        flags += ["INT8", "FP16"]
     elif precision == "fp16":
-        if package_recipe == "fp16":
-            strongly_typed = True
-        elif has_fp16_flag:
-            strongly_typed = False
+        # Every TensorRT 10 has BuilderFlag.FP16 (deprecated from 10.12, removed in 11, handled above).
+        strongly_typed = package_recipe == "fp16"
+        if not strongly_typed:
             flags.append("FP16")
-        else:
-            raise ConfigError(f"TensorRT {tensorrt_version} has no FP16 builder flag: build from an FP16 package "
-                              "(fusion-rt quantize --recipe fp16)")
     else:
         strongly_typed = False
     if dla:
         flags.append("GPU_FALLBACK")
-    return NetworkPlan(strongly_typed=strongly_typed, builder_flags=tuple(flags))
+    # TF32 is on by default: FP32 matmuls and convolutions would round their inputs to 10-bit mantissas.
+    cleared = ("TF32",) if precision == "fp32" else ()
+    return NetworkPlan(strongly_typed=strongly_typed, builder_flags=tuple(flags), cleared_flags=cleared)
 
 
-def profile_shapes(spec: GraphSpec, opt_batch: int, max_batch: int) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """Pure: (min, opt, max) shapes per input, the named (dynamic) batch axis spanning 1..max_batch."""
+def profile_shapes(spec: GraphSpec, opt_batch: int, max_batch: int,
+                   min_batch: int = 1) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """Pure: (min, opt, max) shapes per input, the named (dynamic) batch axis spanning min_batch..max_batch."""
     shapes = {}
     for tensor in spec.inputs:
         dims = []
@@ -142,7 +207,7 @@ def profile_shapes(spec: GraphSpec, opt_batch: int, max_batch: int) -> dict[str,
             if isinstance(d, int):
                 dims.append((d, d, d))
             elif i == 0:
-                dims.append((1, opt_batch, max_batch))
+                dims.append((min_batch, opt_batch, max_batch))
             else:
                 raise ConfigError(f"graph {spec.name!r} input {tensor.name!r} has a dynamic axis {d!r} at position "
                                   f"{i}; only the batch axis may be dynamic for TensorRT profiles")
@@ -171,19 +236,28 @@ def build_engines(package_dir: str | os.PathLike, out_dir: str | os.PathLike, op
         raise
     except Exception as exc:  # the CUDA bindings raise their own errors when no GPU is visible
         raise EngineBuildError(f"no usable CUDA GPU for TensorRT: {exc}") from exc
-    plan = plan_network(trt.__version__, options.precision, _recipe(package), hasattr(trt.BuilderFlag, "FP16"),
-                        dla=options.dla_core is not None)
+    plan = plan_network(trt.__version__, options.precision, _recipe(package), dla=options.dla_core is not None)
     check_outputs(dirs={"--out": out_dir}, inputs=[package.root])
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    min_batch, opt_batch, max_batch = options.batches
+    if options.dla_core is not None:
+        check_dla_core(options.dla_core, int(builder.num_DLA_cores))
+        if options.max_batch != max_batch:
+            say(f"DLA has no dynamic shapes: the batch is fixed at --opt-batch {opt_batch} "
+                f"(--max-batch {options.max_batch} not used)")
+    cache_path = options.timing_cache or default_timing_cache(trt.__version__, device.gpu_name,
+                                                              device.compute_capability)
+    try:
+        cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+    except OSError as exc:
+        say(f"timing cache {str(cache_path)!r} not readable ({exc.strerror or exc}): starting a fresh one")
+        cache_bytes = b""
     # Built beside out_dir and moved into place when every engine is built and the package validates.
     with staged_dir(out_dir, overwrite) as out:
         shutil.copytree(package.root, out, ignore=shutil.ignore_patterns("engines"), dirs_exist_ok=True)
         (out / "engines").mkdir()
 
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        cache_path = options.timing_cache or default_timing_cache()
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
         engines = {}
         for name, spec in package.graphs.items():
             say(f"building {name} ({options.precision}, {'strongly' if plan.strongly_typed else 'weakly'} typed)")
@@ -197,31 +271,35 @@ def build_engines(package_dir: str | os.PathLike, out_dir: str | os.PathLike, op
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
             for flag in plan.builder_flags:
                 config.set_flag(getattr(trt.BuilderFlag, flag))
+            for flag in plan.cleared_flags:
+                if hasattr(trt.BuilderFlag, flag):
+                    config.clear_flag(getattr(trt.BuilderFlag, flag))
             if options.dla_core is not None:
                 config.default_device_type = trt.DeviceType.DLA
                 config.DLA_core = options.dla_core
             profile = builder.create_optimization_profile()
-            for tensor, (lo, opt, hi) in profile_shapes(spec, options.opt_batch, options.max_batch).items():
+            for tensor, (lo, opt, hi) in profile_shapes(spec, opt_batch, max_batch, min_batch).items():
                 profile.set_shape(tensor, lo, opt, hi)
             config.add_optimization_profile(profile)
-            cache = config.create_timing_cache(cache_bytes)
-            config.set_timing_cache(cache, ignore_mismatch=False)
+            cache_bytes = attach_timing_cache(config, cache_bytes, cache_path, say)
             serialized = builder.build_serialized_network(network, config)
             if serialized is None:
                 raise EngineBuildError(f"TensorRT failed to build graph {name!r} (see the TensorRT log above)")
-            cache_bytes = bytes(config.get_timing_cache().serialize())
+            timing = config.get_timing_cache()
+            if timing is not None:  # saved after every graph: a later failure keeps the tactics timed so far
+                cache_bytes = bytes(timing.serialize())
+                save_timing_cache(cache_path, cache_bytes, say)
             engine_path, meta_path = engine_paths(out, name)
             engine_path.write_bytes(bytes(serialized))
             meta = EngineMetadata(tensorrt_version=trt.__version__, gpu_name=device.gpu_name,
                                   compute_capability=device.compute_capability, source_sha256=spec.sha256,
-                                  precision=options.precision)
+                                  precision=options.precision, dla_core=options.dla_core)
             meta_path.write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
             engines[name] = {"file": str(engine_path.relative_to(out)), "sha256": sha256_file(engine_path),
                              "metadata": str(meta_path.relative_to(out))}
-        cache_path.write_bytes(cache_bytes)
         manifest = {k: v for k, v in package.manifest.items() if k != "format_version"}
-        manifest["engines"] = {"precision": options.precision, "opt_batch": options.opt_batch,
-                               "max_batch": options.max_batch, "dla_core": options.dla_core, "graphs": engines}
+        manifest["engines"] = {"precision": options.precision, "opt_batch": opt_batch,
+                               "max_batch": max_batch, "dla_core": options.dla_core, "graphs": engines}
         write_manifest(out, manifest)
         load_package(out)
     out = Path(out_dir)

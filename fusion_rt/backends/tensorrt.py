@@ -5,12 +5,13 @@ have been built from the graph the package ships. Every engine therefore travels
 metadata file (`engines/<graph>.engine` + `engines/<graph>.json`, written by the build step):
 
     {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": [8, 7],
-     "source_sha256": "<sha256 of the ONNX graph>", "precision": "fp16"}
+     "source_sha256": "<sha256 of the ONNX graph>", "precision": "fp16", "dla_core": null}
 
 `check_engine_metadata` compares it with the running device and the package and refuses a
-mismatch with `EngineMismatchError` (a `PackageError`) listing every mismatched field; it is a
-pure function, tested without TensorRT. Deserializing a mismatched engine is never attempted
-(DESIGN.md section 8: TensorRT engines only with matching metadata).
+mismatch with `EngineMismatchError` (a `PackageError`) listing every mismatched field, a DLA
+core the device lacks included; it is a pure function, tested without TensorRT. Deserializing a
+mismatched engine is never attempted (DESIGN.md section 8: TensorRT engines only with matching
+metadata); a DLA engine is deserialized with the runtime set to the DLA core it was built for.
 
 TensorRT (10/11 API: `deserialize_cuda_engine`, named tensors, `execute_async_v3`) and the CUDA
 runtime bindings (`cuda-python`) are imported lazily; without them the loaders raise
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ class EngineMetadata:
     compute_capability: tuple[int, int]
     source_sha256: str
     precision: str = "fp32"
+    dla_core: int | None = None  # the DLA core it was built for (None: GPU)
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "engine metadata") -> EngineMetadata:
@@ -70,13 +72,16 @@ class EngineMetadata:
         cc = d["compute_capability"]
         if len(cc) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in cc):
             raise ManifestError(f"{where}: compute_capability must be [major, minor], got {cc!r}")
+        dla = d.get("dla_core")
+        if dla is not None and (not isinstance(dla, int) or isinstance(dla, bool) or dla < 0):
+            raise ManifestError(f"{where}: dla_core must be null or a non-negative integer, got {dla!r}")
         return cls(d["tensorrt_version"], d["gpu_name"], (cc[0], cc[1]), d["source_sha256"],
-                   str(d.get("precision", "fp32")))
+                   str(d.get("precision", "fp32")), dla)
 
     def to_dict(self) -> dict:
         return {"tensorrt_version": self.tensorrt_version, "gpu_name": self.gpu_name,
                 "compute_capability": list(self.compute_capability), "source_sha256": self.source_sha256,
-                "precision": self.precision}
+                "precision": self.precision, "dla_core": self.dla_core}
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class DeviceInfo:
     tensorrt_version: str
     gpu_name: str
     compute_capability: tuple[int, int]
+    dla_cores: int | None = None  # DLA cores TensorRT sees here (None: not asked, not checked)
 
 
 def _version_key(version: str) -> tuple[str, ...]:
@@ -100,6 +106,7 @@ def check_engine_metadata(meta: EngineMetadata, device: DeviceInfo, source_sha25
     TensorRT version (major.minor.patch) and compute capability must be equal; the GPU name too
     unless `require_same_gpu_name` is off (same architecture, other SKU: runs, but tactics were
     timed on another chip). `source_sha256` is the package graph's hash (None skips that check).
+    An engine built for DLA core N needs more than N DLA cores here (checked when `device.dla_cores` is known).
     """
     problems = []
     if _version_key(meta.tensorrt_version) != _version_key(device.tensorrt_version):
@@ -109,6 +116,8 @@ def check_engine_metadata(meta: EngineMetadata, device: DeviceInfo, source_sha25
                         f"this GPU is {device.compute_capability[0]}.{device.compute_capability[1]}")
     if require_same_gpu_name and meta.gpu_name.strip() != device.gpu_name.strip():
         problems.append(f"built on GPU {meta.gpu_name!r}, running on {device.gpu_name!r}")
+    if meta.dla_core is not None and device.dla_cores is not None and meta.dla_core >= device.dla_cores:
+        problems.append(f"built for DLA core {meta.dla_core}, this device has {device.dla_cores} DLA core(s)")
     if source_sha256 is not None and meta.source_sha256 != source_sha256:
         problems.append(f"built from a graph with sha256 {meta.source_sha256[:16]}…, the package's graph is "
                         f"{source_sha256[:16]}…")
@@ -177,10 +186,16 @@ class EngineFromPath:
         trt = _trt()
         if not self.path.is_file():
             raise PackageError(f"TensorRT engine {str(self.path)!r} does not exist")
-        check_engine_metadata(self.metadata(), current_device(), self.source_sha256, f"engine {str(self.path)!r}",
-                              self.require_same_gpu_name)
+        meta = self.metadata()
+        device = current_device()
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
+        if meta.dla_core is not None:
+            device = replace(device, dla_cores=int(runtime.num_DLA_cores))
+        check_engine_metadata(meta, device, self.source_sha256, f"engine {str(self.path)!r}",
+                              self.require_same_gpu_name)
+        if meta.dla_core is not None:
+            runtime.DLA_core = meta.dla_core  # a DLA engine is bound to its core before deserializing
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise EngineMismatchError(f"TensorRT could not deserialize {str(self.path)!r} (see its log above)")
@@ -227,6 +242,9 @@ class TrtRunner(Runner):
         self._cudart = _cudart()
         self._engine = self._loader() if callable(self._loader) else self._loader
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise RunnerError(f"runner {self.name!r}: TensorRT could not create an execution context "
+                              "(out of device memory?)")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self._inputs = tuple(n for n in names if is_input[n])

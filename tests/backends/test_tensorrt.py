@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from fusion_rt.backends import create_runner
+from fusion_rt.backends import tensorrt as trt_backend
+from fusion_rt.backends.base import RunnerError
 from fusion_rt.backends.tensorrt import (
     DeviceInfo,
     EngineFromPackage,
+    EngineFromPath,
     EngineMetadata,
     EngineMismatchError,
+    TrtRunner,
     check_engine_metadata,
     engine_paths,
 )
@@ -66,6 +73,93 @@ def test_metadata_round_trip_and_validation():
         EngineMetadata.from_dict({**META.to_dict(), "compute_capability": [8]})
     with pytest.raises(ManifestError, match="'gpu_name'"):
         EngineMetadata.from_dict({**META.to_dict(), "gpu_name": 3})
+    dla = EngineMetadata("10.3.0", "Orin", (8, 7), SHA, "int8-qdq", dla_core=1)
+    assert EngineMetadata.from_dict(json.loads(json.dumps(dla.to_dict()))) == dla
+    old = {k: v for k, v in META.to_dict().items() if k != "dla_core"}  # written before DLA was recorded
+    assert EngineMetadata.from_dict(old).dla_core is None
+    for bad in (-1, True, "0"):
+        with pytest.raises(ManifestError, match=f"dla_core .* got {bad!r}"):
+            EngineMetadata.from_dict({**META.to_dict(), "dla_core": bad})
+
+
+def test_dla_engine_needs_its_core_on_this_device():
+    meta = EngineMetadata("10.3.0", "Orin", (8, 7), SHA, "fp16", dla_core=1)
+    check_engine_metadata(meta, DeviceInfo("10.3.0", "Orin", (8, 7), dla_cores=2), SHA)
+    check_engine_metadata(META, DeviceInfo("10.3.0", "Orin", (8, 7), dla_cores=0), SHA)  # a GPU engine
+    for cores in (0, 1):  # Orin Nano has none, Orin NX one: both report "Orin" and 8.7
+        with pytest.raises(EngineMismatchError, match=f"built for DLA core 1, this device has {cores} DLA core"):
+            check_engine_metadata(meta, DeviceInfo("10.3.0", "Orin", (8, 7), dla_cores=cores), SHA)
+
+
+class FakeRuntime:
+    def __init__(self, logger, cores: int) -> None:
+        self.num_DLA_cores = cores
+        self.DLA_core = -1  # TensorRT's default
+        self.core_at_deserialize = None
+
+    def deserialize_cuda_engine(self, data):
+        self.core_at_deserialize = self.DLA_core
+        return SimpleNamespace(data=data)
+
+
+def _fake_runtime(monkeypatch, cores: int) -> list:
+    runtimes = []
+
+    def runtime(logger):
+        runtimes.append(FakeRuntime(logger, cores))
+        return runtimes[-1]
+
+    fake = SimpleNamespace(Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, s: None}), Runtime=runtime)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(trt_backend, "current_device", lambda: DEVICE)
+    return runtimes
+
+
+def _engine_files(tmp_path: Path, meta: EngineMetadata) -> Path:
+    engine = tmp_path / "camera.engine"
+    engine.write_bytes(b"engine")
+    engine.with_suffix(".json").write_text(json.dumps(meta.to_dict()))
+    return engine
+
+
+def test_dla_engine_is_deserialized_on_its_core(tmp_path, monkeypatch):
+    runtimes = _fake_runtime(monkeypatch, cores=2)
+    meta = EngineMetadata("10.3.0", "Orin", (8, 7), SHA, "fp16", dla_core=1)
+    assert EngineFromPath(_engine_files(tmp_path, meta), source_sha256=SHA)().data == b"engine"
+    assert runtimes[-1].core_at_deserialize == 1
+    EngineFromPath(_engine_files(tmp_path, META), source_sha256=SHA)()
+    assert runtimes[-1].core_at_deserialize == -1  # a GPU engine leaves the runtime as it is
+
+
+def test_dla_engine_on_a_device_without_dla_is_refused_before_deserializing(tmp_path, monkeypatch):
+    runtimes = _fake_runtime(monkeypatch, cores=0)
+    meta = EngineMetadata("10.3.0", "Orin", (8, 7), SHA, "fp16", dla_core=0)
+    loader = EngineFromPath(_engine_files(tmp_path, meta))
+    with pytest.raises(EngineMismatchError, match="built for DLA core 0, this device has 0 DLA core"):
+        loader()
+    assert runtimes[-1].core_at_deserialize is None
+
+
+def test_failed_execution_context_is_a_runner_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace())
+    cudart = SimpleNamespace(cudaStreamCreate=lambda: pytest.fail("no stream before the context exists"))
+    monkeypatch.setattr(trt_backend, "_cudart", lambda: cudart)
+    engine = SimpleNamespace(create_execution_context=lambda: None)  # TensorRT's answer when out of memory
+    runner = TrtRunner(engine, name="camera")
+    with pytest.raises(RunnerError, match="'camera'.*could not create an execution context"):
+        runner.activate()
+    assert not runner.is_active
+
+
+def test_tensorrt_extra_pins_cuda_python_to_cuda_12():
+    # cuda-python's major is the CUDA major it runs on; JetPack 6 ships CUDA 12 (13 needs a CUDA 13 driver).
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["tensorrt"]
+    assert "cuda-python>=12,<13" in extra, extra
 
 
 def test_engine_without_metadata_is_refused(package):
@@ -88,7 +182,7 @@ def test_missing_tensorrt_names_the_extra(package):
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAVE_TRT, reason="needs TensorRT")
-def test_engine_built_here_runs_and_matches_onnxruntime(package, tmp_path):
+def test_engine_built_here_runs_and_matches_onnxruntime(tmp_path):
     import tensorrt as trt
 
     from fusion_rt.backends.tensorrt import current_device
@@ -97,12 +191,15 @@ def test_engine_built_here_runs_and_matches_onnxruntime(package, tmp_path):
         device = current_device()
     except Exception as exc:  # no GPU or no cuda-python: nothing to run on
         pytest.skip(f"no usable GPU: {exc}")
+    package = load_package(make_tiny_package(tmp_path / "pkg"))  # its own copy: engines/ is written into it
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    assert parser.parse(package.graph_path("camera").read_bytes())
+    assert parser.parse_from_file(str(package.graph_path("camera")))  # resolves external data beside the graph
     config = builder.create_builder_config()
+    if hasattr(trt.BuilderFlag, "TF32"):  # FP32 compared with FP32: TF32 (on by default) would round inputs
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     profile.set_shape("image", (1, 3, 36, 64), (1, 3, 36, 64), (2, 3, 36, 64))
     config.add_optimization_profile(profile)
