@@ -39,6 +39,17 @@ def load_torch_model(package, run_dir: str | os.PathLike | None, threads: int) -
 
         run = load_run(run_dir)
         model, weights = run.model, f"trained weights from {run_dir}"
+        provenance = package.manifest.get("provenance") or {}
+        shipped = (provenance.get("training_config") or {}).get("model")
+        if isinstance(shipped, dict):  # the peers must be the package's network, not another run's
+            from fusion_rt.export.models import FusionModelConfig
+
+            ours, theirs = FusionModelConfig.from_dict(shipped).to_dict(), model.config.to_dict()
+            differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+            if differ:
+                raise ConfigError(f"--run {str(run_dir)!r} trained another architecture than package "
+                                  f"{package.name!r} ({', '.join(differ)} differ): pass the run it was exported "
+                                  f"from (provenance.run: {provenance.get('run')!r}), or leave --run out")
     else:
         cfg = (package.manifest.get("provenance") or {}).get("training_config")
         if not isinstance(cfg, dict) or not all(k in cfg for k in ("model", "rig", "preprocess")):

@@ -204,8 +204,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     configs, seed), metrics.json (validation metrics, training curve), vocab.json and train.log;
     metrics.json is written last, so a run directory without it (an interrupted run) is refused
     by evaluate and export.
-    Configs: quick (about a minute; tests and CI), ablation (about 5 minutes), default (about
-    half an hour on 2 cores). Same seed and thread count, same weights.
+    Configs: quick (about a minute; tests and CI), ablation (3-9 minutes on one thread), default
+    (about 35 minutes on 2 cores: the shipped model). Same seed and thread count, same weights.
 
     example: fusion-rt train --out runs/attn --config quick --head attention --seed 0
     """
@@ -242,7 +242,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     modalities through the presence mask, as the runtime does when a sensor is missing.
     --json writes the metrics as JSON (keys: run, logs, head, modalities, dropped, used, read,
     overall, per_condition; each group: samples, label_rate, scene_auc, scene_f1,
-    mean_scene_auc, hazard_auc, mean_scene_f1, bev_iou, mean_bev_iou).
+    mean_scene_auc, hazard_auc, mean_scene_f1, bev_iou, mean_bev_iou, and modality_share for
+    the attention head).
 
     example: fusion-rt evaluate runs/attn --log drive.mcap --drop radar --json metrics.json
     """
@@ -561,7 +562,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job end to end, without torch or a GPU (a few minutes on 2 cores).
+    """The main job end to end, without torch or a GPU (about a minute on 2 cores).
 
     Simulates a drive with changing conditions and a separate calibration drive, quantizes the
     shipped FP32 package with the ort-cpu-int8 recipe on the calibration drive, replays the drive
@@ -776,7 +777,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-log", default=None, metavar="LOG",
                    help="log (MCAP file or ROS 2 bag) whose frames are used for the parity check "
                         "(default: the model's example inputs)")
-    p.add_argument("--samples", type=_positive_int, default=16, help="frames used for the parity check (default 16)")
+    p.add_argument("--samples", type=_positive_int, default=16,
+                   help="frames of --parity-log used for the parity check (default 16; without "
+                        "--parity-log: the model's 2 example inputs)")
     p.add_argument("--name", default=None, help="package name in the manifest (default fusion-<head>)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -224,12 +224,28 @@ def write_manifest(root: str | os.PathLike, manifest: dict) -> Path:
     return path
 
 
+def _check_head_layout(head: GraphSpec, modalities: tuple[str, ...], scene_labels: tuple, bev_classes: tuple) -> None:
+    """The manifest's names must line up with the head graph's axes: one `<modality>_tokens` input per
+    modality in the manifest's order (the `present` columns), and as many scene labels and BEV
+    classes as its logits have channels (else outputs would be labelled with the wrong names)."""
+    tokens = [t.name[: -len("_tokens")] for t in head.inputs if t.name.endswith("_tokens")]
+    if tokens and tokens != list(modalities):
+        raise ManifestError(f"manifest.modalities {list(modalities)} do not match the head's token inputs, in "
+                            f"order: {[f'{m}_tokens' for m in tokens]}")
+    channels = {t.name: t.shape[1] for t in head.outputs if len(t.shape) > 1 and isinstance(t.shape[1], int)}
+    for key, names, output in (("scene_labels", scene_labels, "scene_logits"),
+                               ("bev_classes", bev_classes, "bev_logits")):
+        if output in channels and channels[output] != len(names):
+            raise ManifestError(f"manifest.outputs.{key} names {len(names)} ({list(names)}), the head's "
+                                f"{output!r} has {channels[output]} channels")
+
+
 def replace_graph(root: str | os.PathLike, name: str, preprocess: dict | None = None) -> ModelPackage:
     """Take a new file for graph `name` into the package at `root`, after it was written over the old
     one (another encoder exported with `fusion_rt.export.onnx_export.export_encoder`, say): its
     manifest entry is read again from the file (hash, inputs, outputs, opset), `preprocess` replaces
     the manifest's when given (a new input size), the export parity record, which covered the old
-    graph, is dropped, and the package is validated like any other."""
+    graph, is dropped (its file too), and the package is validated like any other."""
     root = Path(root)
     manifest = json.loads((root / MANIFEST_NAME).read_text())
     old = manifest.get("graphs", {}).get(name)
@@ -239,7 +255,13 @@ def replace_graph(root: str | os.PathLike, name: str, preprocess: dict | None = 
     manifest["graphs"][name] = describe_graph(root, old["file"], name, old.get("role"), old.get("modality")).to_dict()
     if preprocess is not None:
         manifest["preprocess"] = preprocess
+    parity = manifest.get("parity")
+    parity_file = None
+    if isinstance(parity, dict) and "file" in parity:
+        parity_file = _inside(root, parity["file"], "parity.file")
     write_manifest(root, {k: v for k, v in manifest.items() if k not in ("format_version", "parity")})
+    if parity_file is not None:
+        parity_file.unlink(missing_ok=True)
     return load_package(root)
 
 
@@ -380,6 +402,7 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     outputs = _require(manifest, "outputs", dict)
     scene_labels = tuple(_require(outputs, "scene_labels", list, "manifest.outputs"))
     bev_classes = tuple(_require(outputs, "bev_classes", list, "manifest.outputs"))
+    _check_head_layout(graphs["head"], modalities, scene_labels, bev_classes)
     max_age = _require(manifest, "max_age_ns", dict)
     for key, value in max_age.items():
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

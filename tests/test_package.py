@@ -73,6 +73,10 @@ def test_low_opset_refused(pkg):
         (lambda m: m["preprocess"].update(bogus_field=1), "bogus_field"),
         (lambda m: m["preprocess"]["map_grid"].update(x_min_m=-1e308, x_max_m=1e308), "manifest.preprocess.*bev grid"),
         (lambda m: m["preprocess"]["map_grid"].update(x_max_m=float("nan")), "manifest.preprocess.*finite"),
+        # names that do not line up with the head's axes would label its outputs wrongly
+        (lambda m: m.update(modalities=m["modalities"][::-1]), "do not match the head's token inputs"),
+        (lambda m: m["outputs"].update(bev_classes=["car", "truck"]), r"bev_classes names 2 .*4 channels"),
+        (lambda m: m["outputs"].update(scene_labels=m["outputs"]["scene_labels"][:3]), r"scene_labels names 3"),
     ],
 )
 def test_malformed_manifest(pkg, edit, needle):

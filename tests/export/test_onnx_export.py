@@ -204,8 +204,10 @@ def test_export_encoder_swaps_into_a_package(package, parity_log, tmp_path):
     example = torch.randn(1, *pre.camera_shape)
     assert export_encoder(encoder, "camera", example, out / "camera_encoder.onnx") == out / "camera_encoder.onnx"
 
+    assert (out / "parity.json").is_file()
     swapped = replace_graph(out, "camera", pre.to_dict())
     assert swapped.graphs["camera"].inputs[0].shape == ("batch", 3, 288, 512)
+    assert "parity" not in swapped.manifest and not (out / "parity.json").exists()  # it covered the old graph
 
     session = ort.InferenceSession(str(swapped.graph_path("camera")), providers=["CPUExecutionProvider"])
     batch = torch.randn(3, *pre.camera_shape)
@@ -216,3 +218,22 @@ def test_export_encoder_swaps_into_a_package(package, parity_log, tmp_path):
 
     with pytest.raises(ExportError, match="'lidar'"):
         export_encoder(encoder, "lidar", example, tmp_path / "lidar.onnx")
+
+
+def test_bench_peers_take_only_the_run_the_package_came_from(package, random_run, tmp_path):
+    """`bench --peers --run` builds the PyTorch peers from the run's weights: a run of another
+    architecture than the package's would compare two different networks, so it is refused."""
+    import shutil
+
+    from fusion_rt.errors import ConfigError
+    from fusion_rt.export.bench_peers import load_torch_model
+
+    model, info = load_torch_model(load_package(package), random_run, threads=1)
+    assert "trained weights" in info["torch"]["weights"]
+    other = tmp_path / "other"
+    shutil.copytree(package, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["provenance"]["training_config"]["model"]["token_dim"] = 32
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"another architecture .*token_dim differ"):
+        load_torch_model(load_package(other), random_run, threads=1)
