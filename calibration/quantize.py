@@ -50,9 +50,11 @@ from fusion_rt.calibration.report import (
     profile_ops,
     relative_drop,
     task_metrics,
+    worst_cosine,
 )
 from fusion_rt.errors import ConfigError, FusionRTError
-from fusion_rt.logs.bags import log_sha256
+from fusion_rt.logs.bags import log_sha256, open_log
+from fusion_rt.logs.topics import resolve_topics
 from fusion_rt.messages import MODALITIES
 from fusion_rt.package import ModelPackage, describe_graph, load_package, write_manifest
 
@@ -91,7 +93,9 @@ class QuantizeResult:
 
     package: ModelPackage
     report: dict
-    within_tolerance: bool | None  # None: the metric is undefined on the evaluation frames (not measured)
+    # None: the metric is undefined on the evaluation frames (not measured); False also when the new
+    # precision's outputs are non-finite there (acceptance["outputs_finite"])
+    within_tolerance: bool | None
     excluded_nodes: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -367,26 +371,37 @@ class _Evaluation:
 def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn) -> _Evaluation:
     from fusion_rt.export.data import read_logs
 
-    preprocess, vocab = package_preprocessing(fp32.package)
-    split, _counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=1, require_truth=True)
-    frames = frames_from_split(split, fp32.package, vocab)
+    package = fp32.package
+    preprocess, vocab = package_preprocessing(package)
+    split, _counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=1, require_truth=True,
+                               bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape)
+    frames = frames_from_split(split, package, vocab)
     say(f"evaluating FP32 on {len(frames)} labelled frames")
     outputs = fp32.run(frames)
-    return _Evaluation(split, frames, outputs, task_metrics(split, outputs, fp32.package), [str(p) for p in logs])
+    return _Evaluation(split, frames, outputs, task_metrics(split, outputs, package), [str(p) for p in logs])
 
 
 def _score(evaluation: _Evaluation, outputs: dict[str, np.ndarray], package: ModelPackage) -> dict:
-    metrics = task_metrics(evaluation.split, outputs, package)
+    """The new precision's task metrics and their drop from FP32. Outputs holding NaN/inf (an FP16
+    overflow, say) are listed in `non_finite`; the metrics, which refuse non-finite scores, are then
+    not computed (None)."""
     base = evaluation.fp32_metrics.overall[PRIMARY_METRIC]
+    non_finite = [name for name, value in outputs.items() if not np.isfinite(value).all()]
+    if non_finite:
+        return {"metrics": dict.fromkeys(evaluation.fp32_metrics.headline()), "relative_drop": None,
+                "measurable": base is not None, "non_finite": non_finite, "_full": None}
+    metrics = task_metrics(evaluation.split, outputs, package)
     value = metrics.overall[PRIMARY_METRIC]
     return {"metrics": metrics.headline(), "relative_drop": relative_drop(base, value), "measurable": base is not None,
-            "_full": metrics}
+            "non_finite": [], "_full": metrics}
 
 
 def _within(scored: dict, tolerance: float) -> bool | None:
     """True/False against the tolerance; None when the FP32 metric itself is undefined on the
     evaluation frames (no ground truth, or one class only): not measured, never a pass. A metric
-    FP32 has and the new precision lost is a failure."""
+    FP32 has and the new precision lost is a failure, and so are non-finite outputs, measured or not."""
+    if scored.get("non_finite"):
+        return False
     if not scored["measurable"]:
         return None
     drop = scored["relative_drop"]
@@ -440,6 +455,24 @@ def _check_out(out: Path, src: Path) -> None:
         raise ConfigError(f"output folder {str(out)!r} exists and is not empty; choose a new folder")
 
 
+def _check_labelled(logs: Sequence[str | Path], from_calib: bool) -> None:
+    """The evaluation logs must carry ground truth (the metric is measured on them): refused up front,
+    not after the calibration pass. Calibration itself needs none (a vehicle bag calibrates)."""
+    for path in logs:
+        with open_log(path) as log:
+            labelled = "ground_truth" in resolve_topics(log.topics(), ("ground_truth",)).topics
+        if not labelled:
+            fix = ("the calibration logs are the evaluation logs unless --eval-log names a labelled one (e.g. from "
+                   "'fusion-rt simulate'); calibration needs no ground truth" if from_calib else
+                   "--eval-log needs labelled logs (e.g. from 'fusion-rt simulate')")
+            raise ConfigError(f"log {str(path)!r} has no ground truth to measure {PRIMARY_METRIC} on: {fix}")
+
+
+def _speed_gate(recipe: Recipe, config: QuantizeConfig) -> bool:
+    """Whether graphs INT8 makes slower stay FP32: the config's choice, else the recipe's default."""
+    return recipe.speed_gate if config.speed_gate is None else config.speed_gate
+
+
 def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: QuantizeConfig, calib: CalibrationSet,
                    excluded: dict[str, list[str]], report: dict) -> None:
     """Copy what the graphs do not change (vocabulary), rewrite the manifest, write the report."""
@@ -453,6 +486,7 @@ def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: Qu
     manifest["name"] = f"{fp32.name}-{recipe.name}"
     manifest["precision_recipe"] = {
         "name": recipe.name, **recipe.to_dict(),
+        "speed_gate": _speed_gate(recipe, config),  # the recipe's, or --no-speed-gate's
         "method": config.method.value if recipe.is_int8 else None,
         "samples": len(calib.strata),
         "calibration_logs": [{"file": Path(p).name, "sha256": log_sha256(p)} for p in calib.logs],
@@ -488,6 +522,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
         raise ConfigError(f"package {str(src)!r} is already {fp32_pkg.precision}; quantize the FP32 package")
     _check_out(out, src)
     package_preprocessing(fp32_pkg)  # fail on an unusable preprocess/vocabulary before reading logs
+    _check_labelled(eval_logs or calib_logs, from_calib=not eval_logs)  # before the calibration pass
 
     calib = load_calibration_set(calib_logs, fp32_pkg, config.samples)
     say(f"calibration: {len(calib.strata)} frames of {calib.available} "
@@ -515,6 +550,9 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
         new = PackageRunner(fp32_pkg, files, threads=config.threads)
         new_outputs = new.run(evaluation.frames)
         scored = _score(evaluation, new_outputs, fp32_pkg)
+        if scored["non_finite"]:
+            say(f"{recipe.name}: {', '.join(scored['non_finite'])} hold NaN/inf on the evaluation frames: the "
+                "package fails its acceptance (metrics not computed)")
         say("benchmarking latency (batch 1, interleaved)")
         frame = evaluation.frames.take(np.array([len(evaluation.frames) // 2]))
         latency = benchmark_latency(fp32, new, frame, iterations=config.latency_iterations)
@@ -524,6 +562,8 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
         divergence = output_divergence(evaluation.fp32_outputs, new_outputs)
         drop = scored["relative_drop"]
         within = _within(scored, config.tolerance)
+        speedup = latency["speedup_median"]
+        new_conditions = scored["_full"].summary["per_condition"] if scored["_full"] is not None else {}
         acceptance = {
             "primary_metric": PRIMARY_METRIC,
             "fp32": evaluation.fp32_metrics.overall[PRIMARY_METRIC],
@@ -532,11 +572,12 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
             "tolerance": config.tolerance,
             "within_tolerance": within,
             "size_ratio": sizes["ratio"],
-            "speedup_median": latency["speedup_median"],
-            "worst_output_cosine": min(d["cosine"] for d in divergence.values()),
+            "speedup_median": speedup,
+            "worst_output_cosine": worst_cosine(divergence),  # NaN when an output is non-finite
+            "outputs_finite": not scored["non_finite"],  # False fails within_tolerance
         }
         if recipe.name == "ort-cpu-int8":
-            acceptance["speedup_at_least_2x"] = latency["speedup_median"] >= 2.0
+            acceptance["speedup_at_least_2x"] = None if speedup is None else speedup >= 2.0
             acceptance["size_at_most_0.35x"] = sizes["ratio"] <= 0.35
         if fp16_info is not None:
             acceptance["fp16_parity_cosine_min"] = fp16_info["final"]["worst_cosine"]
@@ -553,9 +594,9 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
             "metrics": {"fp32": evaluation.fp32_metrics.headline(), "new": scored["metrics"],
                         "relative_drop": {k: relative_drop(evaluation.fp32_metrics.headline()[k], v)
                                           for k, v in scored["metrics"].items()},
-                        "per_condition": {c: {"fp32": evaluation.fp32_metrics.summary["per_condition"][c]
-                                              [PRIMARY_METRIC], "new": v[PRIMARY_METRIC]}
-                                          for c, v in scored["_full"].summary["per_condition"].items()}},
+                        "per_condition": {c: {"fp32": v[PRIMARY_METRIC],
+                                              "new": new_conditions[c][PRIMARY_METRIC] if c in new_conditions else None}
+                                          for c, v in evaluation.fp32_metrics.summary["per_condition"].items()}},
             "divergence": divergence,
             "sizes": sizes,
             "latency": latency,
@@ -570,6 +611,9 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
                 "between casts; GPU kernels may differ" if not recipe.is_int8 else
                 f"int8 activations {recipe.activation_type}, weights {recipe.weight_type} per-channel "
                 f"{'symmetric' if recipe.weight_symmetric else 'asymmetric'}",
+                *([f"outputs {', '.join(scored['non_finite'])} hold NaN/inf on the evaluation frames: the package "
+                   "fails its acceptance whatever the metrics (not computed on non-finite outputs)"]
+                  if scored["non_finite"] else []),
             ],
         }
         _write_package(fp32_pkg, staging, recipe, config, calib, excluded, report)
@@ -615,7 +659,7 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     for name in prepared:
         _quantize_int8(prepared[name], files[name], recipe, config.method, caches[name], fixed.get(name, ()))
     speed: dict[str, dict] = {}
-    if recipe.speed_gate if config.speed_gate is None else config.speed_gate:
+    if _speed_gate(recipe, config):
         for name in list(prepared):
             feed = {k: v[::max(1, len(v) // _SPEED_GATE_ROWS)][:_SPEED_GATE_ROWS] for k, v in feeds[name].items()}
             speed[name] = benchmark_graph(package.graph_path(name), files[name], feed, config.threads,
@@ -642,7 +686,8 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     ranking: list[dict] = []
     if _within(scored, config.tolerance) is False and config.max_rounds > 0:
         drop = scored["relative_drop"]
-        what = "undefined after quantization" if drop is None else f"dropped {drop:.2%} > {config.tolerance:.2%}"
+        what = (f"not measured: {', '.join(scored['non_finite'])} non-finite" if scored["non_finite"] else
+                "undefined after quantization" if drop is None else f"dropped {drop:.2%} > {config.tolerance:.2%}")
         say(f"{PRIMARY_METRIC} {what}: ranking node sensitivity")
         sub = evaluation.frames.take(np.linspace(0, len(evaluation.frames) - 1,
                                                  num=min(config.sensitivity_frames, len(evaluation.frames)))
@@ -727,7 +772,7 @@ def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, ev
             parity[f"head.{k}"] = v
         for k, v in output_divergence(fp32_end, new.run(sub)).items():
             parity[f"end_to_end.{k}"] = v
-        worst = min(p["cosine"] for p in parity.values())
+        worst = worst_cosine(parity)
         finite = all(np.isfinite(p["max_abs"]) for p in parity.values())
         ok = finite and worst >= config.parity_cosine
         attempts.append({"fp32_op_types": list(blocked), "worst_cosine": worst, "ok": ok, "parity": parity})

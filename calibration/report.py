@@ -20,7 +20,8 @@ from fusion_rt.calibration.predict import Frames, PackageRunner, sigmoid
 from fusion_rt.package import ModelPackage
 
 __all__ = ["REPORT_NAME", "REPORT_KEYS", "PRIMARY_METRIC", "TaskMetrics", "divergence", "output_divergence",
-           "task_metrics", "graph_sizes", "benchmark_latency", "benchmark_graph", "profile_ops", "relative_drop"]
+           "worst_cosine", "task_metrics", "graph_sizes", "benchmark_latency", "benchmark_graph", "profile_ops",
+           "relative_drop"]
 
 REPORT_NAME = "quantization_report.json"
 #: The task metric whose relative drop the tolerance bounds (DESIGN.md: scene AUC is primary).
@@ -34,13 +35,20 @@ def divergence(reference: np.ndarray, actual: np.ndarray) -> dict:
     """Max abs, mean abs and cosine similarity of two arrays (flattened, in float64)."""
     from fusion_rt.export.onnx_export import parity_stats  # one implementation for export and quantization
 
-    stats = parity_stats(np.asarray(reference, dtype=np.float64), np.asarray(actual, dtype=np.float64))
+    with np.errstate(invalid="ignore"):  # a non-finite output: cosine NaN, reported (acceptance outputs_finite)
+        stats = parity_stats(np.asarray(reference, dtype=np.float64), np.asarray(actual, dtype=np.float64))
     return {"max_abs": stats["max_abs"], "mean_abs": stats["mean_abs"], "cosine": stats["cosine"]}
 
 
 def output_divergence(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) -> dict:
     """`divergence` per output name."""
     return {name: divergence(reference[name], actual[name]) for name in reference}
+
+
+def worst_cosine(divergences: Mapping[str, dict]) -> float:
+    """The lowest cosine of `output_divergence`-style entries; NaN when any is NaN (a non-finite
+    output), which Python's min would skip unless it came first."""
+    return float(np.min([d["cosine"] for d in divergences.values()]))
 
 
 @dataclass
@@ -62,15 +70,23 @@ def task_metrics(split, outputs: Mapping[str, np.ndarray], package: ModelPackage
     """Scene AUC/F1, hazard AUC and BEV IoU of head `outputs` against the split's ground truth."""
     from fusion_rt.export.evaluate import Predictions, summarize
 
-    pred = Predictions(scene=sigmoid(outputs["scene_logits"]), bev=sigmoid(outputs["bev_logits"]).astype(np.float16),
+    # BEV occupancy decided in float32, as the runtime does (Predictions.bev)
+    pred = Predictions(scene=sigmoid(outputs["scene_logits"]), bev=sigmoid(outputs["bev_logits"]) >= 0.5,
                        share=outputs["modality_share"])
     return TaskMetrics(summarize(split, pred, package.bev_classes, package.modalities))
 
 
 def relative_drop(reference: float | None, value: float | None) -> float | None:
-    """(reference - value) / reference: positive when the new precision is worse."""
-    if reference is None or value is None or reference == 0:
+    """(reference - value) / |reference|: positive when the new precision is worse.
+
+    A reference of 0 has no relative change: the absolute drop (reference - value) stands in, so a
+    new value >= 0 is no drop and passes, and a lower one fails by what it lost. None only when a
+    metric is unmeasured (None).
+    """
+    if reference is None or value is None:
         return None
+    if reference == 0:
+        return reference - value
     return (reference - value) / abs(reference)
 
 
@@ -87,9 +103,18 @@ def graph_sizes(fp32: ModelPackage, new_root: Path) -> dict:
 
 
 def _stats(samples_ns: list[int]) -> dict:
+    """Median, p99 and mean in ms, unrounded (ratios are taken first; `_rounded` for the report)."""
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
-    return {"median_ms": round(float(np.median(ms)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-            "mean_ms": round(float(ms.mean()), 3)}
+    return {"median_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def _rounded(stats: dict) -> dict:
+    return {k: round(v, 3) for k, v in stats.items()}
+
+
+def _speedup(fp32_ms: float, new_ms: float) -> float | None:
+    """fp32 / new, rounded; None when the new time is 0 (below the clock's resolution: unmeasured)."""
+    return round(fp32_ms / new_ms, 3) if new_ms > 0 else None
 
 
 def benchmark_latency(fp32: PackageRunner, new: PackageRunner, frame: Frames, iterations: int = 60,
@@ -114,8 +139,8 @@ def benchmark_latency(fp32: PackageRunner, new: PackageRunner, frame: Frames, it
                 times[key].append(dt)
     a, b = _stats(times["fp32"]), _stats(times["new"])
     return {"batch": 1, "iterations": iterations, "warmup": warmup, "threads": fp32.threads,
-            "fp32": a, "new": b, "speedup_median": round(a["median_ms"] / b["median_ms"], 3),
-            "speedup_p99": round(a["p99_ms"] / b["p99_ms"], 3)}
+            "fp32": _rounded(a), "new": _rounded(b), "speedup_median": _speedup(a["median_ms"], b["median_ms"]),
+            "speedup_p99": _speedup(a["p99_ms"], b["p99_ms"])}
 
 
 def benchmark_graph(fp32_file: Path, new_file: Path, feed: Mapping[str, np.ndarray], threads: int = 2,

@@ -106,9 +106,10 @@ def run_ablation(runs_dir: Path, out_dir: Path, seeds: tuple[int, ...], config_n
                 raise ConfigError(f"run {str(run_dir)!r} was trained with another configuration than "
                                   f"--config {config_name} seed {seed} asks for (another preset, or a preset "
                                   "since changed): move it away, or point --runs at a new folder")
-            key = json.dumps(run.preprocess.to_dict(), sort_keys=True)
+            key = json.dumps([run.preprocess.to_dict(), run.rig.class_names, run.rig.bev.shape], sort_keys=True)
             if key not in splits:
-                splits[key], _ = read_logs(logs, run.preprocess)
+                splits[key], _ = read_logs(logs, run.preprocess, bev_classes=run.rig.class_names,
+                                           bev_shape=run.rig.bev.shape)
             split = splits[key]
             for row, trained, drop in EVALUATIONS:
                 if trained != variant.name:

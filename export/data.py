@@ -36,7 +36,7 @@ __all__ = ["Split", "LoadedData", "SCENE_LABELS", "default_cache_dir", "drive_lo
 SCENE_LABELS: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist", "hazard")
 
 #: Bump when the meaning of cached arrays changes, so stale caches are never read.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: BEV truth mapped to the model's classes by name, bev_known
 
 ProgressFn = Callable[[str, int, int], None]  # (stage description, done, total)
 
@@ -57,7 +57,8 @@ class Split:
     text: np.ndarray  # [N] unicode scene text ("" where absent)
     present: np.ndarray  # [N, 4] bool: modality available for the frame, MODALITIES order
     labels: np.ndarray  # [N, L] uint8 scene labels, SCENE_LABELS order
-    bev: np.ndarray  # [N, classes, rows, cols] uint8 BEV occupancy
+    bev: np.ndarray  # [N, classes, rows, cols] uint8 BEV occupancy, classes in the model's order
+    bev_known: np.ndarray  # [N, classes] bool: the frame's truth has the class (False: 0 plane, not scored)
     condition: np.ndarray  # [N] unicode: day | night | fog | rain ("" for a frame without ground truth)
     scene_type: np.ndarray  # [N] unicode: urban | highway | school_zone | construction ("" likewise)
     log_index: np.ndarray  # [N] int32: which log the sample came from
@@ -165,8 +166,27 @@ def fit_radar_normalization(paths: Sequence[Path], stride: int = 4) -> tuple[flo
     return round(median, 4), round(scale, 4)
 
 
+def _bev_truth(gt, classes: Sequence[str], shape: tuple[int, int], path) -> tuple[np.ndarray, np.ndarray]:
+    """The truth planes of `gt` in the order of `classes`, matched by name as replay does: a class
+    the truth lacks gets a zero plane marked unknown (not scored). LogError on another grid."""
+    truth = np.asarray(gt.bev, dtype=np.uint8)
+    if truth.ndim != 3 or truth.shape[0] != len(gt.bev_classes):
+        raise LogError(f"ground truth in {path} at stamp {gt.stamp_ns}: BEV of shape {truth.shape} for "
+                       f"{len(gt.bev_classes)} classes {list(gt.bev_classes)}; expected one plane per class")
+    if truth.shape[1:] != tuple(shape):
+        raise LogError(f"ground truth in {path} at stamp {gt.stamp_ns} is on a {truth.shape[1]}x{truth.shape[2]} "
+                       f"BEV grid; the model expects {shape[0]}x{shape[1]}")
+    index = [gt.bev_classes.index(c) if c in gt.bev_classes else -1 for c in classes]
+    known = np.array([i >= 0 for i in index], dtype=bool)
+    bev = np.zeros((len(classes), *shape), dtype=np.uint8)
+    bev[known] = truth[[i for i in index if i >= 0]]
+    return bev, known
+
+
 def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_stride: int = 1,
-              progress: ProgressFn | None = None, require_truth: bool = True) -> tuple[Split, dict[str, int]]:
+              progress: ProgressFn | None = None, require_truth: bool = True,
+              bev_classes: Sequence[str] = CLASS_NAMES,
+              bev_shape: tuple[int, int] | None = None) -> tuple[Split, dict[str, int]]:
     """Read logs through `LogDataset` and preprocess every `frame_stride`-th camera frame.
 
     With `require_truth` (training, evaluation), frames without ground truth are skipped and a log
@@ -175,16 +195,24 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
     scene type. A frame whose camera image does not decode is
     skipped, as the runtime rejects it; a radar tensor or map that does not decode marks that
     modality absent, as the runtime masks it. Returns the split and counts of what was skipped.
+
+    The BEV truth is laid out for a model predicting `bev_classes` on a `bev_shape` grid (default:
+    the rig's, `BevGrid().shape`): planes are matched by name through the truth's own
+    `bev_classes`, as replay does; a class the truth lacks is a zero plane with `bev_known` False
+    (left out of the IoU, as replay leaves it), and a truth on another grid is a LogError.
     """
     from fusion_rt.logs import LogDataset
 
     pre = preprocess
-    rows = {name: [] for name in ("camera", "radar", "map", "text", "present", "labels", "bev", "condition",
-                                  "scene_type", "log_index", "stamp_ns")}
+    rows = {name: [] for name in ("camera", "radar", "map", "text", "present", "labels", "bev", "bev_known",
+                                  "condition", "scene_type", "log_index", "stamp_ns")}
     counts = {"frames": 0, "no_ground_truth": 0, "camera_rejected": 0, "radar_rejected": 0, "map_rejected": 0,
               "skipped_records": 0}
     radar_zero = np.zeros((len(pre.radar_input_channels), *pre.radar_shape), dtype=np.float32)
     map_zero = np.zeros(pre.map_shape, dtype=np.float16)
+    classes = tuple(bev_classes)
+    bev_grid = tuple(bev_shape) if bev_shape is not None else BevGrid().shape
+    no_bev = np.zeros((len(classes), *bev_grid), dtype=np.uint8)
     for li, path in enumerate(paths):
         if not Path(path).exists():
             raise LogError(f"log {str(path)!r} does not exist")
@@ -216,6 +244,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
                 missing = [c for c in SCENE_LABELS if c not in gt.labels]
                 if missing:
                     raise LogError(f"ground truth in {path} lacks scene labels {missing}")
+                bev, known = _bev_truth(gt, classes, bev_grid, path)
             rows["camera"].append(camera)
             rows["radar"].append(radar)
             rows["map"].append(grid)
@@ -223,12 +252,14 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
             rows["present"].append((True, has_radar, has_map, text is not None))
             if gt is not None:
                 rows["labels"].append([int(gt.labels[c]) for c in SCENE_LABELS])
-                rows["bev"].append(np.asarray(gt.bev, dtype=np.uint8))
+                rows["bev"].append(bev)
+                rows["bev_known"].append(known)
                 rows["condition"].append(gt.condition)
                 rows["scene_type"].append(gt.scene_type)
             else:  # kept only when require_truth is False (model inputs for export parity, calibration)
                 rows["labels"].append([0] * len(SCENE_LABELS))
-                rows["bev"].append(np.zeros((len(CLASS_NAMES), *BevGrid().shape), dtype=np.uint8))
+                rows["bev"].append(no_bev)
+                rows["bev_known"].append(np.zeros(len(classes), dtype=bool))
                 rows["condition"].append("")
                 rows["scene_type"].append("")
             rows["log_index"].append(li)
@@ -246,6 +277,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
         camera=np.stack(rows["camera"]), radar=np.stack(rows["radar"]), map=np.stack(rows["map"]),
         text=np.array(rows["text"], dtype=str), present=np.array(rows["present"], dtype=bool),
         labels=np.array(rows["labels"], dtype=np.uint8), bev=np.stack(rows["bev"]),
+        bev_known=np.array(rows["bev_known"], dtype=bool),
         condition=np.array(rows["condition"], dtype=str), scene_type=np.array(rows["scene_type"], dtype=str),
         log_index=np.array(rows["log_index"], dtype=np.int32), stamp_ns=np.array(rows["stamp_ns"], dtype=np.int64))
     return split, counts

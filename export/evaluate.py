@@ -59,10 +59,12 @@ def _nanmean(values: np.ndarray) -> float:
 
 @dataclass
 class Predictions:
-    """Model outputs over a split: probabilities and the mean modality shares."""
+    """Model outputs over a split: scene probabilities, BEV occupancy and the mean modality shares."""
 
     scene: np.ndarray  # [N, L] sigmoid probabilities
-    bev: np.ndarray  # [N, C, rows, cols] float16 sigmoid probabilities (float16 halves the memory)
+    # [N, C, rows, cols] bool: sigmoid >= 0.5, decided in float32 as the runtime does (a float16 copy
+    # of the probabilities rounded those in (0.49988, 0.5) up to 0.5: occupied for evaluation only)
+    bev: np.ndarray
     share: np.ndarray  # [N, L + 1, M] modality shares (per label, then BEV)
 
 
@@ -72,14 +74,16 @@ def summarize(split: Split, pred: Predictions, class_names: Sequence[str], modal
     Per group: sample count, label rates, per-class AUC and F1 (threshold 0.5) of the scene labels
     and their means, hazard AUC, BEV IoU per class (threshold 0.5) and its mean; overall also the
     mean modality shares. Undefined values (a class absent from a group) are null and left out of
-    the means.
+    the means. A BEV class a frame's truth does not have (`split.bev_known`) is not scored on that
+    frame, as replay leaves it out.
     """
 
     def group(mask: np.ndarray) -> dict:
         y, s = split.labels[mask], pred.scene[mask]
         auc = roc_auc_per_class(y, s)
         f1 = f1_per_class(y, s, 0.5)
-        iou = bev_iou_per_class(split.bev[mask], pred.bev[mask].astype(np.float32), 0.5)
+        occupied = pred.bev[mask] & split.bev_known[mask][:, :, None, None]  # truth 0 there: neither I nor U
+        iou = bev_iou_per_class(split.bev[mask], occupied, 0.5)
         return {
             "samples": int(mask.sum()),
             "label_rate": {c: _finite_or_none(v) for c, v in zip(SCENE_LABELS, y.mean(axis=0), strict=True)},
@@ -210,7 +214,7 @@ def predict(model, split: Split, vocab: Vocabulary, present: np.ndarray | None =
             mask = torch.from_numpy(np.ascontiguousarray(present[index][:, cols]))
             out = model(inputs, mask)
             scene.append(torch.sigmoid(out.scene_logits).numpy())
-            bev.append(torch.sigmoid(out.bev_logits).numpy().astype(np.float16))
+            bev.append((torch.sigmoid(out.bev_logits) >= 0.5).numpy())  # float32 decision (Predictions.bev)
             share.append(out.modality_share.numpy())
             if progress:
                 progress(int(index[-1]) + 1, n)
@@ -228,7 +232,8 @@ def evaluate_logs(run: Run, logs: Sequence[str | Path], drop: Sequence[str] = ()
     used = [m for m in run.modalities if m not in drop]
     if not used:
         raise ConfigError(f"--drop {','.join(drop)} masks every modality the model uses ({','.join(run.modalities)})")
-    split, counts = read_logs([Path(p) for p in logs], run.preprocess, frame_stride=1, progress=progress)
+    split, counts = read_logs([Path(p) for p in logs], run.preprocess, frame_stride=1, progress=progress,
+                              bev_classes=run.rig.class_names, bev_shape=run.rig.bev.shape)
     present = split.present.copy()
     for m in drop:
         present[:, MODALITIES.index(m)] = False

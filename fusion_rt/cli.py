@@ -331,9 +331,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     metric vs FP32 on --eval-log (default: the calibration logs), output divergence, sizes and
     interleaved batch-1 latency. When the primary metric (mean scene AUC) drops by more than
     --tolerance (relative), the most sensitive nodes are kept in FP32 round by round. Exit code 1
-    when the tolerance still fails after those rounds (the package is written and says so). When
+    when the tolerance still fails after those rounds, or when the new precision's outputs are not
+    finite on the evaluation frames (the package is written and says so). The evaluation logs must
+    carry ground truth: calibrating on an unlabelled vehicle bag needs a labelled --eval-log. When
     the evaluation frames cannot measure the metric (no ground truth with both classes of a label),
-    the report's within_tolerance is null and a warning asks for a labelled --eval-log.
+    the report's within_tolerance is null and a warning asks for a better --eval-log.
 
     example: fusion-rt quantize packages/attn --recipe ort-cpu-int8 --calib drive.mcap --out packages/attn-int8
     """
@@ -361,13 +363,19 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(json.dumps({"package": str(result.package.root), **acc}, indent=2))
     else:
         drop = acc["relative_drop"]
-        change = "n/a" if drop is None else f"{-drop:+.2%}"  # relative change: negative is a drop
+        # relative change, negative a drop (absolute from an FP32 metric of 0: no relative change)
+        change = "n/a" if drop is None else f"{-drop:+.4f}" if acc["fp32"] == 0 else f"{-drop:+.2%}"
+        speed = "n/a" if acc["speedup_median"] is None else f"{acc['speedup_median']:.2f}x"
         # Speed is measured with ONNX Runtime on this CPU: only ort-cpu-int8 targets it.
         where = "" if args.recipe == "ort-cpu-int8" else " on ONNX Runtime CPU (the recipe targets GPUs)"
         print(f"{result.package.root}: {args.recipe}, {acc['primary_metric']} {acc['fp32']} -> {acc['new']} "
               f"({change}, tolerance {acc['tolerance']:.2%} drop), "
-              f"size {acc['size_ratio']:.2f}x, speed {acc['speedup_median']:.2f}x{where}, "
+              f"size {acc['size_ratio']:.2f}x, speed {speed}{where}, "
               f"worst cosine {acc['worst_output_cosine']:.5f}")
+    if not acc.get("outputs_finite", True):
+        print("fusion-rt: warning: the new precision's outputs are not finite on the evaluation frames (see "
+              "quantization_report.json): the package fails its acceptance", file=sys.stderr)
+        return 1
     if result.within_tolerance is None:
         print(f"fusion-rt: warning: {acc['primary_metric']} was not measured: the evaluation frames lack ground "
               "truth with both classes of a label (pass --eval-log with a labelled log); no mixed-precision round "

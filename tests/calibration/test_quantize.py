@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import onnx
@@ -12,6 +13,7 @@ from onnx import TensorProto, numpy_helper
 from fusion_rt.calibration import REPORT_KEYS, REPORT_NAME, QuantizeConfig, quantize_package
 from fusion_rt.calibration.quantize import _calibrate, _prepare, _quantize_int8
 from fusion_rt.calibration.recipes import CalibrationMethod, get_recipe
+from fusion_rt.errors import ConfigError
 from fusion_rt.package import load_package
 
 FAST = {"samples": 8, "latency_iterations": 3, "tolerance": 0.99, "speed_gate": False}
@@ -47,6 +49,7 @@ def test_every_recipe_writes_a_valid_package(quantized, calib_package, recipe):
     assert (package.root / "vocab.json").read_bytes() == (src.root / "vocab.json").read_bytes()
     pr = package.manifest["precision_recipe"]
     assert pr["name"] == recipe and pr["samples"] == 8 and pr["tolerance"] == 0.99
+    assert pr["speed_gate"] is False  # what ran (FAST turns it off), not the recipe's default
     assert len(pr["calibration_logs"][0]["sha256"]) == 64 and "excluded_nodes" in pr
 
 
@@ -321,6 +324,11 @@ def test_a_camera_only_bag_quantizes_the_camera_and_keeps_the_rest_fp32(calib_pa
     camera = onnx.load(str(result.package.graph_path("camera"))).graph
     assert any(n.op_type == "QuantizeLinear" for n in camera.node)
     assert result.report["evaluation"]["frames"] > 0
+    # without --eval-log the unlabelled bag would be the evaluation log: refused before calibrating
+    with pytest.raises(ConfigError, match=r"no ground truth to measure .*unless --eval-log names a labelled one"):
+        quantize_package(calib_package, tmp_path / "unlabelled", QuantizeConfig(recipe="ort-cpu-int8", **FAST),
+                         [camera_only_bag])
+    assert not (tmp_path / "unlabelled").exists()
 
 
 def test_fp16_keeps_an_overflowing_unnamed_node_fp32(calib_log, tmp_path):
@@ -384,3 +392,30 @@ def test_an_unmeasured_metric_is_never_a_pass(quantized):
     assert _within({"measurable": True, "relative_drop": None}, 0.005) is False
     assert _within({"measurable": True, "relative_drop": 0.004}, 0.005) is True
     assert _within({"measurable": True, "relative_drop": 0.006}, 0.005) is False
+
+
+def test_non_finite_outputs_fail_the_verdict(calib_package, calib_log, tmp_path, monkeypatch):
+    """An output holding inf on the evaluation frames (an FP16 overflow the parity frames missed, say)
+    fails the package, measured or not, and the worst cosine is NaN: Python's min skipped the NaN
+    cosine of bev_logits (not the first output), here and in the fp16 parity attempts."""
+    from fusion_rt.calibration import quantize
+
+    class Overflowing(quantize.PackageRunner):
+        def run(self, frames, batch_size=32, present=None):
+            out = super().run(frames, batch_size, present)
+            if any(path != self.package.graph_path(name) for name, path in self.files.items()):  # new precision
+                out["bev_logits"][0, 0, 0, 0] = np.inf
+            return out
+
+    monkeypatch.setattr(quantize, "PackageRunner", Overflowing)
+    result = quantize_package(calib_package, tmp_path / "fp16", QuantizeConfig(recipe="fp16", **FAST), [calib_log])
+    report = result.report
+    assert list(report["divergence"]).index("bev_logits") > 0
+    acceptance = report["acceptance"]
+    assert acceptance["outputs_finite"] is False and acceptance["within_tolerance"] is False
+    assert result.within_tolerance is False  # was None: the FP32 metric is unmeasured on this drive
+    assert math.isnan(acceptance["worst_output_cosine"])
+    assert all(math.isnan(a["worst_cosine"]) and not a["ok"] for a in report["fp16"]["attempts"])
+    assert set(report["metrics"]["new"].values()) == {None}
+    assert any("bev_logits hold NaN/inf" in note for note in report["notes"])
+    assert load_package(result.package.root).manifest["quantization"]["outputs_finite"] is False

@@ -187,7 +187,7 @@ def test_read_logs_preprocesses_like_the_runtime(short_drive, tmp_path):
     split.save(tmp_path / "s.npz", extra=np.float64(2.5))
     back, extra = Split.load(tmp_path / "s.npz")
     assert float(extra["extra"]) == 2.5
-    for name in ("camera", "radar", "map", "text", "present", "labels", "bev", "condition", "stamp_ns"):
+    for name in ("camera", "radar", "map", "text", "present", "labels", "bev", "bev_known", "condition", "stamp_ns"):
         np.testing.assert_array_equal(getattr(back, name), getattr(split, name))
     # a damaged cache file is a typed error that says how to recover, not a zipfile traceback
     data = (tmp_path / "s.npz").read_bytes()

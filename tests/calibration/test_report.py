@@ -1,0 +1,101 @@
+"""The quantization report's measurements: task metrics, worst cosine, latency ratios, relative drop."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fusion_rt.calibration import report
+from fusion_rt.calibration.quantize import _within
+from fusion_rt.calibration.report import output_divergence, relative_drop, task_metrics, worst_cosine
+
+from ..export._fixtures import BEV_LOGITS, tiny_split
+
+
+def test_task_metrics_threshold_bev_in_float32():
+    """A BEV sigmoid in (0.49988, 0.5) is free, as the runtime and replay decide it (a float16 copy
+    of the probabilities rounded it up to 0.5: occupied)."""
+    n = 2
+    outputs = {"scene_logits": np.zeros((n, 5), np.float32), "bev_logits": np.repeat(BEV_LOGITS, n, axis=0),
+               "modality_share": np.ones((n, 6, 1), np.float32)}
+    package = SimpleNamespace(bev_classes=("car",), modalities=("camera",))
+    metrics = task_metrics(tiny_split(n), outputs, package)
+    assert metrics.overall["bev_iou"]["car"] == 1.0 and metrics.headline()["mean_bev_iou"] == 1.0
+
+
+def test_worst_cosine_is_nan_when_an_output_is_not_finite():
+    """Python's min skipped a NaN cosine that was not first: a healthy worst cosine for an output
+    holding inf."""
+    rng = np.random.default_rng(0)
+    ref = {"scene_logits": rng.normal(size=(4, 5)), "bev_logits": rng.normal(size=(4, 1, 8, 8)),
+           "modality_share": rng.random((4, 6, 4))}
+    new = {k: v + 1e-4 for k, v in ref.items()}
+    assert worst_cosine(output_divergence(ref, new)) > 0.999
+    new["bev_logits"][0, 0, 0, 0] = np.inf
+    assert math.isnan(worst_cosine(output_divergence(ref, new)))
+
+
+class _Clock:
+    """perf_counter_ns for benchmark_latency: each runner's call advances it by the runner's cost."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def perf_counter_ns(self) -> int:
+        return self.now
+
+
+class _Runner:
+    threads = 1
+
+    def __init__(self, clock: _Clock, ns: int) -> None:
+        self.clock, self.ns = clock, ns
+
+    def encode(self, inputs):
+        return None
+
+    def head(self, tokens, present):
+        self.clock.now += self.ns
+
+
+def test_latency_speedups_come_from_unrounded_medians(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(report, "time", clock)
+    frame = type("Frame", (), {"inputs": None, "present": None, "__len__": lambda self: 1})()
+    # medians 0.0206 and 0.0104 ms: 1.981x, where the medians rounded to 0.001 ms gave 0.021 / 0.01 = 2.1x
+    out = report.benchmark_latency(_Runner(clock, 20_600), _Runner(clock, 10_400), frame, iterations=5, warmup=1)
+    assert out["fp32"]["median_ms"] == 0.021 and out["new"]["median_ms"] == 0.01  # reported rounded
+    assert out["speedup_median"] == out["speedup_p99"] == round(20_600 / 10_400, 3) == 1.981
+    # a median under 0.0005 ms rounded to 0: the speedup divided by zero
+    out = report.benchmark_latency(_Runner(clock, 2000), _Runner(clock, 400), frame, iterations=5, warmup=1)
+    assert out["new"]["median_ms"] == 0.0 and out["speedup_median"] == 5.0
+    # a clock that does not move measures nothing: no speedup rather than a division by zero
+    out = report.benchmark_latency(_Runner(clock, 2000), _Runner(clock, 0), frame, iterations=5, warmup=1)
+    assert out["speedup_median"] is None and out["speedup_p99"] is None
+
+
+@pytest.mark.parametrize(("fp32", "new", "drop", "within"), [
+    (0.0, 0.0, 0.0, True),  # no drop: relative_drop was None and the verdict "undefined after quantization"
+    (0.0, 0.2, -0.2, True),  # better than FP32: the absolute change stands in for the relative one
+    (0.0, -0.02, 0.02, False),  # lower than a reference of 0: fails by what it lost
+    (0.8, 0.8, 0.0, True),
+    (0.8, 0.4, 0.5, False),
+    (0.8, None, None, False),  # a metric the new precision lost: a failure
+])
+def test_relative_drop_from_a_reference_of_zero(fp32, new, drop, within):
+    if drop is None:
+        assert relative_drop(fp32, new) is None
+    else:
+        assert relative_drop(fp32, new) == pytest.approx(drop)
+    scored = {"measurable": fp32 is not None, "relative_drop": relative_drop(fp32, new), "non_finite": []}
+    assert _within(scored, 0.01) is within
+    assert relative_drop(None, 0.5) is None
+
+
+def test_non_finite_outputs_fail_the_verdict_even_unmeasured():
+    assert _within({"measurable": False, "relative_drop": None, "non_finite": ["bev_logits"]}, 0.01) is False
+    assert _within({"measurable": True, "relative_drop": 0.0, "non_finite": ["bev_logits"]}, 0.01) is False
+    assert _within({"measurable": False, "relative_drop": None, "non_finite": []}, 0.01) is None
