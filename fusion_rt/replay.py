@@ -518,15 +518,6 @@ def _mean(values) -> float | None:
     return round(float(np.mean(vals)), 6) if vals else None
 
 
-def _percentiles(values: list[float]) -> dict:
-    if not values:
-        return {"count": 0, **dict.fromkeys(STAT_KEYS)}
-    a = np.asarray(values, dtype=np.float64)
-    p50, p90, p99 = np.percentile(a, (50, 90, 99))
-    return {"count": int(a.size), "p50": round(float(p50), 4), "p90": round(float(p90), 4),
-            "p99": round(float(p99), 4), "max": round(float(a.max()), 4), "mean": round(float(a.mean()), 4)}
-
-
 # ------------------------------------------------------------------------------------------ session
 
 class _Worst:
@@ -568,11 +559,12 @@ class _Session:
         self.package = package
         self.config = config
         self.backend = backend
-        self.runtime = FusionRuntime(package, backend, threads=config.threads, check_camera_size=False)
+        # window=None: every stage's percentiles over the whole log (a ring would keep the last 4096
+        # samples of the radar, map and text stages only, beside whole-run counts)
+        self.runtime = FusionRuntime(package, backend, threads=config.threads, check_camera_size=False, window=None)
         self.writer = writer
         self.frames: list[FrameRecord] = []
         self.camera_frames = 0
-        self.stage_ms: dict[str, list[float]] = {}
         self.metrics = _Metrics(package.scene_labels, package.bev_classes)
         self.worst = _Worst(config.worst_frames)
         self.has_truth = has_truth
@@ -615,8 +607,6 @@ class _Session:
             self.frames.append(record)
 
     def _output(self, out: FusionOutput, original: CameraFrame) -> None:
-        for stage, ms in out.timings_ms.items():
-            self.stage_ms.setdefault(stage, []).append(ms)
         record = FrameRecord(out.stamp_ns, out.status, out.flags, tuple(out.scene.values()),
                              tuple(out.modality_share.get(m, 0.0) for m in self.package.modalities), out.timings_ms)
         self._record(record)
@@ -654,9 +644,8 @@ class _Session:
 
     def latency(self) -> dict:
         stats = self.runtime.stats()["latency_ms"]
-        out = {stage: {k: v for k, v in s.items() if k in ("count", *STAT_KEYS, "mean")} for stage, s in stats.items()}
-        out.update({stage: _percentiles(values) for stage, values in self.stage_ms.items()})  # full history
-        return out
+        return {stage: {k: v if k == "count" or v is None else round(v, 4) for k, v in s.items()
+                        if k in ("count", *STAT_KEYS, "mean")} for stage, s in stats.items()}
 
     def summary(self) -> dict:
         stats = self.runtime.stats()

@@ -218,7 +218,7 @@ class FusionRuntime:
         history: token slots kept per non-trigger modality (messages within max age to choose from).
         check_camera_size: reject images whose size differs from the rig's camera intrinsics.
         budgets_ms: per-stage overrides of the manifest's `latency_budget_ms`.
-        window: samples kept per stage for percentiles.
+        window: samples kept per stage for percentiles (None: every one, for an offline replay).
         stall_after_ns: a stage busy longer than this is reported as stalled by `health()`
             (default: the end_to_end budget, else 1 s).
         trigger_timeout_ns: while the other sensors' stamps run more than this past the last
@@ -242,7 +242,7 @@ class FusionRuntime:
         history: int = 16,
         check_camera_size: bool = True,
         budgets_ms: Mapping[str, float] | None = None,
-        window: int = 4096,
+        window: int | None = 4096,
         stream_checker: StreamChecker | None = None,  # per-stream stamp checks; default: 500 ms future margin
         stall_after_ns: int | None = None,
         trigger_timeout_ns: int = 500_000_000,  # 10 camera frames at 20 Hz

@@ -8,6 +8,8 @@ timed with `time.perf_counter_ns` and recorded here. Per stage:
 - percentiles (p50/p90/p99) over the most recent `window` samples, kept in a preallocated ring
   buffer: bounded memory, deterministic (no random reservoir), and what an operator wants to
   see anyway (the current behaviour, not the average since boot). `max` is over the whole run.
+  `window=None` keeps every sample instead (an offline replay, whose percentiles must cover the
+  whole log: memory grows with it, 9 bytes a sample).
 
 `health()` summarizes recent deadline behaviour as "ok" / "degraded" / "failing".
 """
@@ -30,19 +32,21 @@ HEALTH_STATES: tuple[str, ...] = ("ok", "degraded", "failing")
 
 
 class StageStats:
-    """One stage's samples: exact counters plus a ring buffer of the last `window` durations (ns)."""
+    """One stage's samples: exact counters plus a ring buffer of the last `window` durations (ns),
+    or of every one with `window=None`."""
 
-    def __init__(self, name: str, budget_ms: float | None = None, window: int = 4096) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ConfigError(f"window must be a positive integer, got {window!r}")
+    def __init__(self, name: str, budget_ms: float | None = None, window: int | None = 4096) -> None:
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ConfigError(f"window must be a positive integer or None (every sample), got {window!r}")
         if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and not isinstance(budget_ms, bool)
                                           and math.isfinite(budget_ms) and budget_ms > 0):
             raise ConfigError(f"budget for stage {name!r} must be a positive finite number of ms, got {budget_ms!r}")
         self.name = name
         self.budget_ms = None if budget_ms is None else float(budget_ms)
         self._budget_ns = None if budget_ms is None else int(round(budget_ms * 1e6))
-        self._ring = np.zeros(window, dtype=np.int64)
-        self._missed = np.zeros(window, dtype=np.bool_)
+        self._grows = window is None
+        self._ring = np.zeros(window or 1024, dtype=np.int64)
+        self._missed = np.zeros(window or 1024, dtype=np.bool_)
         self.count = 0
         self.misses = 0
         self.total_ns = 0
@@ -50,6 +54,9 @@ class StageStats:
 
     def add(self, duration_ns: int) -> bool:
         """Record one duration; returns whether it missed the budget."""
+        if self._grows and self.count == self._ring.shape[0]:
+            self._ring = np.concatenate([self._ring, np.zeros_like(self._ring)])
+            self._missed = np.concatenate([self._missed, np.zeros_like(self._missed)])
         i = self.count % self._ring.shape[0]
         self._ring[i] = duration_ns
         missed = self._budget_ns is not None and duration_ns > self._budget_ns
@@ -75,7 +82,8 @@ class StageStats:
         return float(np.count_nonzero(self._missed[:n])) / n if n else 0.0
 
     def summary(self) -> dict:
-        """count, misses, budget and p50/p90/p99 (recent window), mean and max (whole run), in ms."""
+        """count, misses, budget and p50/p90/p99 (recent window, or the whole run with window=None),
+        mean and max (whole run), in ms."""
         out: dict = {"count": self.count, "misses": self.misses, "budget_ms": self.budget_ms}
         if self.count:
             p50, p90, p99 = np.percentile(self.recent(), [50, 90, 99]) / 1e6
@@ -101,7 +109,7 @@ class Telemetry:
     `degraded_miss_rate` / `failing_miss_rate`: recent miss-rate thresholds for `health()`.
     """
 
-    def __init__(self, budgets_ms: Mapping[str, float] | None = None, window: int = 4096,
+    def __init__(self, budgets_ms: Mapping[str, float] | None = None, window: int | None = 4096,
                  degraded_miss_rate: float = 0.05,  # 1 frame in 20 late: visible jitter, still usable
                  failing_miss_rate: float = 0.5) -> None:  # most frames late: the output is not real-time
         self.budgets_ms = dict(budgets_ms or {})

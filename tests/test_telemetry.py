@@ -44,6 +44,17 @@ def test_window_keeps_the_most_recent_samples_and_exact_totals():
     assert stats.summary()["p50"] == pytest.approx(19.5)
 
 
+def test_window_none_keeps_every_sample():
+    """An offline replay's percentiles cover the whole log: window=None grows instead of wrapping."""
+    stats = StageStats("radar_encoder", budget_ms=1.0, window=None)
+    samples = np.concatenate([np.full(3000, 8_000_000), np.full(3000, 1_000_000)])  # slow first half
+    for v in samples:
+        stats.add(int(v))
+    assert stats.recent().size == 6000
+    assert stats.summary()["p99"] == pytest.approx(np.percentile(samples, 99) / 1e6)  # 8 ms, not the last 1 ms
+    assert stats.recent_miss_rate() == pytest.approx(0.5)
+
+
 def test_telemetry_records_unbudgeted_stages_and_times_blocks():
     tel = Telemetry({"end_to_end": 30.0})
     assert tel.record("end_to_end", 31 * MS) is True
