@@ -368,13 +368,14 @@ class _Evaluation:
     logs: list[str]
 
 
-def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn) -> _Evaluation:
+def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
+                topics: dict[str, str] | None = None) -> _Evaluation:
     from fusion_rt.export.data import read_logs
 
     package = fp32.package
     preprocess, vocab = package_preprocessing(package)
     split, _counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=1, require_truth=True,
-                               bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape)
+                               bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape, topics=topics)
     frames = frames_from_split(split, package, vocab)
     say(f"evaluating FP32 on {len(frames)} labelled frames")
     outputs = fp32.run(frames)
@@ -455,12 +456,13 @@ def _check_out(out: Path, src: Path) -> None:
         raise ConfigError(f"output folder {str(out)!r} exists and is not empty; choose a new folder")
 
 
-def _check_labelled(logs: Sequence[str | Path], from_calib: bool) -> None:
+def _check_labelled(logs: Sequence[str | Path], from_calib: bool, topics: dict[str, str] | None = None) -> None:
     """The evaluation logs must carry ground truth (the metric is measured on them): refused up front,
     not after the calibration pass. Calibration itself needs none (a vehicle bag calibrates)."""
     for path in logs:
         with open_log(path) as log:
-            labelled = "ground_truth" in resolve_topics(log.topics(), ("ground_truth",)).topics
+            option = {k: v for k, v in (topics or {}).items() if k == "ground_truth"}
+            labelled = "ground_truth" in resolve_topics(log.topics(), ("ground_truth",), option).topics
         if not labelled:
             fix = ("the calibration logs are the evaluation logs unless --eval-log names a labelled one (e.g. from "
                    "'fusion-rt simulate'); calibration needs no ground truth" if from_calib else
@@ -512,8 +514,9 @@ def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: Qu
 
 def quantize_package(package_dir: str | Path, out_dir: str | Path, config: QuantizeConfig,
                      calib_logs: Sequence[str | Path], eval_logs: Sequence[str | Path] | None = None,
-                     progress: ProgressFn | None = None) -> QuantizeResult:
-    """Apply `config.recipe` to the package in `package_dir`, writing a new package to `out_dir`."""
+                     progress: ProgressFn | None = None, topics: dict[str, str] | None = None) -> QuantizeResult:
+    """Apply `config.recipe` to the package in `package_dir`, writing a new package to `out_dir`
+    (`topics`: the logs' topics per modality, as replay's --topics; else resolved as replay does)."""
     say = progress or (lambda _m: None)
     recipe = get_recipe(config.recipe)
     src, out = Path(package_dir), Path(out_dir)
@@ -522,15 +525,15 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
         raise ConfigError(f"package {str(src)!r} is already {fp32_pkg.precision}; quantize the FP32 package")
     _check_out(out, src)
     package_preprocessing(fp32_pkg)  # fail on an unusable preprocess/vocabulary before reading logs
-    _check_labelled(eval_logs or calib_logs, from_calib=not eval_logs)  # before the calibration pass
+    _check_labelled(eval_logs or calib_logs, not eval_logs, topics)  # before the calibration pass
 
-    calib = load_calibration_set(calib_logs, fp32_pkg, config.samples)
+    calib = load_calibration_set(calib_logs, fp32_pkg, config.samples, topics)
     say(f"calibration: {len(calib.strata)} frames of {calib.available} "
         f"({', '.join(f'{k} {v}' for k, v in calib.counts()['per_condition'].items())})")
     eval_from_calib = not eval_logs
     eval_logs = list(eval_logs) if eval_logs else list(calib.logs)
     fp32 = PackageRunner(fp32_pkg, threads=config.threads)
-    evaluation = _evaluation(fp32, eval_logs, say)
+    evaluation = _evaluation(fp32, eval_logs, say, topics)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent) as tmp:

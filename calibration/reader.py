@@ -110,8 +110,10 @@ def _check_logs(logs: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
-def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, count: int) -> CalibrationSet:
-    """Select `count` frames of `logs`, stratified by (condition, scene type), and preprocess them.
+def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, count: int,
+                         topics: Mapping[str, str] | None = None) -> CalibrationSet:
+    """Select `count` frames of `logs`, stratified by (condition, scene type), and preprocess them
+    (`topics` as replay's --topics; each log's other topics resolved as replay does).
 
     Two passes over the logs: the first reads only stamps and ground-truth metadata, the second
     preprocesses the selected frames (memory stays bounded by `count`, not by the log length).
@@ -123,7 +125,7 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
     keys: list[tuple[str, str]] = []
     where: list[tuple[int, int]] = []  # (log, frame number in that log)
     for li, path in enumerate(paths):
-        for k, sample in enumerate(LogDataset(path)):
+        for k, sample in enumerate(LogDataset(path, topics=topics)):
             gt = sample.ground_truth
             keys.append((str(gt.condition), str(gt.scene_type)) if gt is not None else NO_TRUTH)
             where.append((li, k))
@@ -137,7 +139,7 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
     radar_zero = np.zeros((len(preprocess.radar_input_channels), *preprocess.radar_shape), dtype=np.float32)
     map_zero = np.zeros(preprocess.map_shape, dtype=np.float32)
     for li, path in enumerate(paths):
-        for k, sample in enumerate(LogDataset(path)):
+        for k, sample in enumerate(LogDataset(path, topics=topics)):
             if (li, k) not in chosen:
                 continue
             inputs = preprocess_sample(sample, preprocess)  # the same rules as training's read_logs

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -186,7 +186,8 @@ def _bev_truth(gt, classes: Sequence[str], shape: tuple[int, int], path) -> tupl
 def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_stride: int = 1,
               progress: ProgressFn | None = None, require_truth: bool = True,
               bev_classes: Sequence[str] = CLASS_NAMES,
-              bev_shape: tuple[int, int] | None = None) -> tuple[Split, dict[str, int]]:
+              bev_shape: tuple[int, int] | None = None,
+              topics: Mapping[str, str] | None = None) -> tuple[Split, dict[str, int]]:
     """Read logs through `LogDataset` and preprocess every `frame_stride`-th camera frame.
 
     With `require_truth` (training, evaluation), frames without ground truth are skipped and a log
@@ -219,7 +220,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
         if progress:
             progress("reading logs", li, len(paths))
         with_truth = 0
-        dataset = LogDataset(path)
+        dataset = LogDataset(path, topics=topics)
         for k, sample in enumerate(dataset):
             counts["frames"] += 1
             gt = sample.ground_truth

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,9 +223,11 @@ def predict(model, split: Split, vocab: Vocabulary, present: np.ndarray | None =
 
 
 def evaluate_logs(run: Run, logs: Sequence[str | Path], drop: Sequence[str] = (), batch_size: int = 64,
-                  progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Metrics of `run` on `logs` (read with LogDataset, every frame with ground truth), with the
-    modalities in `drop` masked out. Returns the JSON-ready result (see README of export/results)."""
+                  progress: Callable[[str, int, int], None] | None = None,
+                  topics: Mapping[str, str] | None = None) -> dict:
+    """Metrics of `run` on `logs` (read with LogDataset, every frame with ground truth; `topics` as
+    replay's --topics), with the modalities in `drop` masked out. Returns the JSON-ready result
+    (see README of export/results)."""
     drop = parse_modalities(drop, "--drop")
     if not logs:
         raise ConfigError("no log to evaluate on: pass --log FILE.mcap")
@@ -233,7 +235,7 @@ def evaluate_logs(run: Run, logs: Sequence[str | Path], drop: Sequence[str] = ()
     if not used:
         raise ConfigError(f"--drop {','.join(drop)} masks every modality the model uses ({','.join(run.modalities)})")
     split, counts = read_logs([Path(p) for p in logs], run.preprocess, frame_stride=1, progress=progress,
-                              bev_classes=run.rig.class_names, bev_shape=run.rig.bev.shape)
+                              bev_classes=run.rig.class_names, bev_shape=run.rig.bev.shape, topics=topics)
     present = split.present.copy()
     for m in drop:
         present[:, MODALITIES.index(m)] = False

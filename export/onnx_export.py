@@ -208,7 +208,8 @@ def _check_parity(graphs: list[_Graph], root: Path, sample_inputs: dict, model) 
     return report
 
 
-def _sample_inputs(run, parity_log: str | Path | None, samples: int) -> tuple[dict, str, dict[str, int]]:
+def _sample_inputs(run, parity_log: str | Path | None, samples: int,
+                   topics: dict[str, str] | None = None) -> tuple[dict, str, dict[str, int]]:
     """Real preprocessed frames from a log (or, without one, the model's example inputs), and per
     modality how many of them hold it (the others carry the zero placeholder the runtime would
     mask). Frames holding more of the model's modalities are preferred."""
@@ -221,7 +222,7 @@ def _sample_inputs(run, parity_log: str | Path | None, samples: int) -> tuple[di
     from fusion_rt.export.data import read_logs
     from fusion_rt.export.evaluate import batch_inputs
 
-    split, _counts = read_logs([parity_log], run.preprocess, frame_stride=1, require_truth=False)
+    split, _counts = read_logs([parity_log], run.preprocess, frame_stride=1, require_truth=False, topics=topics)
     if len(split) == 0:
         raise ConfigError(f"parity log {str(parity_log)!r} has no decodable camera frames")
     # Frames holding the most of the model's modalities first: the richest tier that still has
@@ -239,8 +240,10 @@ def _sample_inputs(run, parity_log: str | Path | None, samples: int) -> tuple[di
 
 def export_run(run_dir: str | Path, out_dir: str | Path, parity_log: str | Path | None = None, samples: int = 16,
                name: str | None = None, progress: Callable[[str], None] | None = None,
-               budgets_ms: dict[str, float] | None = None, overwrite: bool = False) -> Path:
-    """Export `run_dir` to a model package in `out_dir` and return its path (see module docstring)."""
+               budgets_ms: dict[str, float] | None = None, overwrite: bool = False,
+               topics: dict[str, str] | None = None) -> Path:
+    """Export `run_dir` to a model package in `out_dir` and return its path (see module docstring);
+    `topics` picks the parity log's topics as replay's --topics does."""
     from fusion_rt._optional import require
 
     require("torch", "exporting a trained model")
@@ -254,14 +257,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path, parity_log: str | Path 
     # Built beside out_dir and moved into place once it validates: a failed export (a parity
     # failure, a bad log, Ctrl-C) leaves out_dir as it was, never graphs without a manifest.
     with staged_dir(out_dir, overwrite) as staging:
-        _export_into(staging, run_dir, parity_log, samples, name, say, budgets_ms)  # validated there
+        _export_into(staging, run_dir, parity_log, samples, name, say, budgets_ms, topics)  # validated there
     out = Path(out_dir)
     say(f"wrote {out}")
     return out
 
 
 def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, samples: int, name: str | None,
-                 say: Callable[[str], None], budgets_ms: dict[str, float] | None) -> None:
+                 say: Callable[[str], None], budgets_ms: dict[str, float] | None,
+                 topics: dict[str, str] | None = None) -> None:
     from fusion_rt.export.data import SCENE_LABELS
     from fusion_rt.export.evaluate import load_run, read_json_object
 
@@ -274,7 +278,7 @@ def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, 
         say(f"exporting {graph.file}")
         _export_one(graph, out / graph.file)
 
-    inputs, source, held = _sample_inputs(run, parity_log, samples)
+    inputs, source, held = _sample_inputs(run, parity_log, samples, topics)
     say(f"parity check on {source}")
     absent = [m for m, n in held.items() if n == 0]
     if absent:

@@ -69,6 +69,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_TOPICS_HELP = ("topic per modality, as for replay, e.g. camera=/cam/image (default: simulator topics, else the one "
+                "topic of that type; a log with two cameras is refused until this names one)")
+
+
+def _topics_option(text: str | None) -> dict[str, str]:
+    from fusion_rt.logs.topics import parse_topic_option
+
+    return parse_topic_option(text)
+
+
 def _stderr_console():
     from rich.console import Console
 
@@ -273,7 +283,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         def advance(stage: str, done: int, total: int) -> None:
             progress.update(task, description=stage, completed=done, total=max(total, 1))
 
-        result = evaluate_logs(run, args.log, drop=drop, progress=advance)
+        result = evaluate_logs(run, args.log, drop=drop, progress=advance, topics=_topics_option(args.topics))
     if args.json:
         write_text(args.json, json.dumps(result, indent=2) + "\n")
     if not quiet or not args.json:
@@ -306,7 +316,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(message, file=sys.stderr)
 
     out = export_run(args.run, args.out, parity_log=args.parity_log, samples=args.samples, name=args.name,
-                     progress=say, overwrite=args.overwrite)
+                     progress=say, overwrite=args.overwrite, topics=_topics_option(args.topics))
     parity = json.loads((out / "parity.json").read_text())
     worst = max(s["max_rel"] for graph in parity["graphs"].values() for s in graph.values())
     sizes = {p.name: p.stat().st_size for p in sorted(out.glob("*.onnx"))}
@@ -357,7 +367,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(message, file=sys.stderr)
 
-    result = quantize_package(args.package, args.out, config, args.calib, args.eval_log, progress=say)
+    result = quantize_package(args.package, args.out, config, args.calib, args.eval_log, progress=say,
+                              topics=_topics_option(args.topics))
     acc = result.report["acceptance"]
     if args.json:
         print(json.dumps({"package": str(result.package.root), **acc}, indent=2))
@@ -492,12 +503,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     example: fusion-rt replay drive.mcap --package packages/attn-int8 --out results.mcap --report report.html
     """
-    from fusion_rt.logs.topics import parse_topic_option
     from fusion_rt.replay import ReplayConfig, replay
 
     if args.speed is not None and args.mode != "realtime":
         raise ConfigError(f"--speed {args.speed:g} paces --mode realtime only (this replay is --mode {args.mode})")
-    config = ReplayConfig(backend=args.backend, mode=args.mode, topics=parse_topic_option(args.topics),
+    config = ReplayConfig(backend=args.backend, mode=args.mode, topics=_topics_option(args.topics),
                           drop=tuple(m.strip() for m in args.drop.split(",") if m.strip()), threads=args.threads,
                           out=args.out, realtime_speed=args.speed or 1.0)
     check_outputs(files={"--out": args.out, "--json": args.json, "--report": args.report},
@@ -527,14 +537,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     example: fusion-rt compare drive.mcap --a packages/attn --b packages/attn-int8 --json compare.json
     """
-    from fusion_rt.logs.topics import parse_topic_option
     from fusion_rt.replay import compare
 
     check_outputs(files={"--json": args.json}, inputs=[args.log, args.a, args.b])
     progress, update = _replay_progress(args.quiet)
     with progress:
         result = compare(args.log, args.a, args.b, backend_a=args.backend_a, backend_b=args.backend_b,
-                         threads=args.threads, topics=parse_topic_option(args.topics), progress=update)
+                         threads=args.threads, topics=_topics_option(args.topics), progress=update)
     s = result.summary
     if args.json:
         write_text(args.json, json.dumps(s, indent=2, default=str) + "\n")
@@ -775,6 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled log to evaluate on: MCAP file or ROS 2 bag (repeat for several)")
     p.add_argument("--drop", default="", metavar="MODALITIES",
                    help="comma-separated modalities to mask, e.g. radar or camera,map")
+    p.add_argument("--topics", default=None, metavar="MAP", help=_TOPICS_HELP)
     p.add_argument("--json", default=None, metavar="OUT", help="also write the metrics as JSON to OUT")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (and no table with --json)")
@@ -788,6 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_positive_int, default=16,
                    help="frames of --parity-log used for the parity check (default 16; without "
                         "--parity-log: the model's 2 example inputs)")
+    p.add_argument("--topics", default=None, metavar="MAP", help=_TOPICS_HELP + " (of --parity-log)")
     p.add_argument("--name", default=None, help="package name in the manifest (default fusion-<head>)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -806,6 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=128, help="calibration frames (default 128)")
     p.add_argument("--eval-log", nargs="+", default=None, metavar="LOG",
                    help="labelled log(s) for the metric comparison (default: the calibration logs)")
+    p.add_argument("--topics", default=None, metavar="MAP", help=_TOPICS_HELP + " (of every log)")
     p.add_argument("--tolerance", type=float, default=0.005,
                    help="allowed relative drop of mean scene AUC (default 0.005 = 0.5%%)")
     p.add_argument("--max-rounds", type=int, default=4, help="mixed-precision rounds at most (default 4)")

@@ -93,6 +93,41 @@ def test_a_camera_topic_the_log_lacks_is_named(tmp_path: Path) -> None:
     assert len(list(LogDataset(tmp_path / "a.mcap", camera_topic="/camera/front/image/compressed"))) == 1
 
 
+def test_topics_are_resolved_per_log_as_replay_resolves_them(tmp_path: Path) -> None:
+    """Two cameras (no simulator topic): refused as ambiguous instead of mixed into one stream;
+    topics={"camera": ...} picks one, and radar/camera info follow the topics they belong to."""
+    from fusion_rt.logs.dataset import dataset_topics
+    from fusion_rt.logs.topics import AmbiguousTopicError
+
+    path = tmp_path / "two.mcap"
+    with LogWriter(path, chunk_size=2048) as writer:
+        for k in range(4):
+            t = (k + 1) * 100 * MS
+            writer.write(_make("camera", t), topic="/cam/left/image/compressed")
+            writer.write(_make("camera", t + 10 * MS), topic="/cam/right/image/compressed")
+            writer.write(_make("info", t), topic="/cam/left/camera_info")
+            writer.write(CameraInfo(stamp_ns=t, width=8, height=4, k=np.eye(3)), topic="/cam/right/camera_info")
+            writer.write(_make("tensor", t - 5 * MS), topic="/radar/tensor")
+    with pytest.raises(AmbiguousTopicError, match=r"two.mcap.*2 topics could be the camera.*--topics camera="):
+        list(LogDataset(path))
+    right = list(LogDataset(path, topics={"camera": "/cam/right/image/compressed"}))
+    assert [s.stamp_ns for s in right] == [(k + 1) * 100 * MS + 10 * MS for k in range(4)]
+    assert all(s.camera_info.width == 8 and s.radar_tensor is not None for s in right)
+    with LogWriter(tmp_path / "sim.mcap", chunk_size=2048) as writer:  # the simulator's default topics
+        for kind in ("camera", "tensor", "detections", "info", "truth", "map", "text"):
+            writer.write(_make(kind, 10 * MS))
+    from fusion_rt.logs.bags import open_log
+
+    with open_log(tmp_path / "sim.mcap") as log:
+        routes = dataset_topics(log.topics())
+    assert routes == {"camera": "/camera/front/image/compressed", "ground_truth": "/ground_truth",
+                      "radar_tensor": "/radar/front/tensor", "radar_detections": "/radar/front/detections",
+                      "map": "/map/local", "text": "/context/text", "camera_info": "/camera/front/camera_info"}
+    with open_log(tmp_path / "sim.mcap") as log:  # radar pinned to the detections: no tensor stream
+        routes = dataset_topics(log.topics(), {"radar": "/radar/front/detections"})
+    assert "radar_tensor" not in routes and routes["radar_detections"] == "/radar/front/detections"
+
+
 def _brute_force(events: list[tuple[int, str]], max_age: dict[str, int]) -> list[tuple]:
     out = []
     for t, _ in sorted(e for e in events if e[1] == "camera"):

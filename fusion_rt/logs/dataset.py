@@ -12,6 +12,13 @@ out in stamp order (file order among equal stamps).
 
 A log is anything `fusion_rt.logs.bags.open_log` opens: an MCAP file, or a ROS 2 bag directory
 (MCAP or sqlite3 storage) or ``.db3`` file, so training, evaluation and calibration read bags too.
+
+Topics are chosen per log as replay chooses them (`fusion_rt.logs.topics.resolve_topics`: the
+`topics` option, else the simulator's topics, else the one topic of the right schema): a log with
+two cameras is refused as ambiguous until `topics={"camera": ...}` names one, instead of mixing
+both into one stream. Radar tensors and radar detections are two streams of a sample: the radar
+topic resolved for the log feeds its own type, and the other type takes its simulator topic or
+its only topic, if any. Camera info comes from the CameraInfo topic nearest the camera's.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fusion_rt.errors import ConfigError
+from fusion_rt.logs import schemas as S
 from fusion_rt.logs.bags import open_log
 from fusion_rt.logs.reader import ReadIssue
-from fusion_rt.logs.topics import UnknownTopicError
+from fusion_rt.logs.topics import AmbiguousTopicError, TopicInfo, UnknownTopicError, resolve_topics
 from fusion_rt.messages import (
     CameraFrame,
     CameraInfo,
@@ -37,7 +45,7 @@ from fusion_rt.messages import (
     TextContext,
 )
 
-__all__ = ["LogDataset", "Sample", "DEFAULT_MAX_AGE_NS"]
+__all__ = ["LogDataset", "Sample", "DEFAULT_MAX_AGE_NS", "dataset_topics"]
 
 #: Max age per stream: "radar" covers the tensor and the detections ("radar_tensor" /
 #: "radar_detections" override it), "map" and "text" change slowly. None = no limit.
@@ -47,6 +55,31 @@ _AGE_KEYS = ("radar", "radar_tensor", "radar_detections", "map", "text")
 # message type -> Sample field (camera info has no age limit: calibration holds until replaced)
 _SLOTS: dict[type, str] = {RadarTensor: "radar_tensor", RadarDetections: "radar_detections", MapRaster: "map",
                            TextContext: "text", CameraInfo: "camera_info"}
+
+
+def dataset_topics(infos: Sequence[TopicInfo], option: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The topic of each stream a `Sample` takes (keys: camera, ground_truth, radar_tensor,
+    radar_detections, map, text, camera_info; a stream the log lacks is left out). See the module
+    docstring; UnknownTopicError / AmbiguousTopicError as `resolve_topics` raises them."""
+    option = dict(option or {})
+    routes = dict(resolve_topics(infos, ("camera", "radar", "map", "text", "ground_truth"), option).topics)
+    radar = routes.pop("radar", None)
+    for slot, schema in (("radar_tensor", S.RADAR_TENSOR), ("radar_detections", S.POINT_CLOUD2)):
+        typed = [i for i in infos if S.normalize_schema_name(i.schema_name) == schema]
+        if radar is not None and radar in {i.topic for i in typed}:
+            routes[slot] = radar
+        elif "radar" not in option and typed:  # the other radar type: its default or only topic
+            try:
+                found = resolve_topics(typed, ("radar",)).topics.get("radar")
+            except AmbiguousTopicError:
+                found = None  # the resolved radar topic is the one that counts; this stream stays empty
+            if found is not None:
+                routes[slot] = found
+    infos_topics = sorted(i.topic for i in infos if S.normalize_schema_name(i.schema_name) == S.CAMERA_INFO)
+    if infos_topics and "camera" in routes:
+        camera = routes["camera"]
+        routes["camera_info"] = max(infos_topics, key=lambda t: (len(os.path.commonprefix([t, camera])), t))
+    return routes
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,14 +135,15 @@ class LogDataset:
     """Iterate `Sample`s over one or more logs (each log matched on its own, in the given order).
 
     max_age_ns: per-stream limits (see `DEFAULT_MAX_AGE_NS`); keys not given have no limit.
-    camera_topic: only frames on this topic trigger samples (default: every CameraFrame).
+    topics: topic per modality (as replay's --topics: camera, radar, map, text, ground_truth);
+        the rest is resolved per log (`dataset_topics`). camera_topic: the same as topics["camera"].
     reorder_window_ns: how far out of stamp order messages may arrive in the file (0: in order).
     After iterating, `issues` maps each log path to what its reader skipped.
     """
 
     def __init__(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                  max_age_ns: Mapping[str, int | None] | None = None, camera_topic: str | None = None,
-                 reorder_window_ns: int = 0) -> None:
+                 reorder_window_ns: int = 0, topics: Mapping[str, str] | None = None) -> None:
         self.paths = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
         ages = dict(DEFAULT_MAX_AGE_NS if max_age_ns is None else max_age_ns)
         for key, value in ages.items():
@@ -124,7 +158,9 @@ class LogDataset:
             "radar_tensor": ages.get("radar_tensor", radar), "radar_detections": ages.get("radar_detections", radar),
             "map": ages.get("map"), "text": ages.get("text"), "camera_info": None,
         }
-        self.camera_topic = camera_topic
+        self.topics = dict(topics or {})
+        if camera_topic is not None:
+            self.topics["camera"] = camera_topic
         self.reorder_window_ns = reorder_window_ns
         self.issues: dict[str, list[ReadIssue]] = {}
 
@@ -139,23 +175,24 @@ class LogDataset:
         arrival = 0
         watermark: int | None = None
         with open_log(path) as reader:  # an MCAP file or a ROS 2 bag (directory, .mcap or .db3 storage)
-            if self.camera_topic is not None:
-                topics = sorted(info.topic for info in reader.topics())
-                if self.camera_topic not in topics:
-                    raise UnknownTopicError(f"camera_topic {self.camera_topic!r} is not in {path!r}; it has {topics}")
             try:
-                for item in reader.messages():
+                routes = dataset_topics(reader.topics(), self.topics)
+            except (UnknownTopicError, AmbiguousTopicError) as exc:
+                raise type(exc)(f"{path!r}: {exc}") from exc
+            slot_of = {topic: slot for slot, topic in routes.items()}
+            try:
+                for item in reader.messages(topics=sorted(slot_of)):
                     message = item.message
-                    if isinstance(message, CameraFrame):
-                        if self.camera_topic is None or item.topic == self.camera_topic:
+                    slot = slot_of[item.topic]
+                    if slot == "camera":
+                        if isinstance(message, CameraFrame):
                             heapq.heappush(pending, (message.stamp_ns, arrival, message))
                             arrival += 1
-                    elif isinstance(message, GroundTruth):
-                        truths.setdefault(message.stamp_ns, message)
-                    else:
-                        slot = _SLOTS.get(type(message))
-                        if slot is not None:
-                            histories[slot].add(message)
+                    elif slot == "ground_truth":
+                        if isinstance(message, GroundTruth):
+                            truths.setdefault(message.stamp_ns, message)
+                    elif _SLOTS.get(type(message)) == slot:
+                        histories[slot].add(message)
                     watermark = message.stamp_ns if watermark is None else max(watermark, message.stamp_ns)
                     ready = watermark - self.reorder_window_ns
                     while pending and pending[0][0] < ready:

@@ -27,3 +27,30 @@ def test_a_folder_that_is_no_bag_is_one_line(calib_package, tmp_path):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "not_a_bag" in lines[0] and "ROS 2 bag" in lines[0]
+
+
+def test_a_log_with_two_cameras_needs_topics(calib_package, calib_log, tmp_path):
+    """Calibration resolves topics as replay does: two camera topics are refused (they used to be
+    read as one stream, every frame of both), and --topics picks one."""
+    from fusion_rt.logs import LogReader, LogWriter
+    from fusion_rt.messages import CameraFrame
+
+    two = tmp_path / "two_cameras.mcap"
+    cameras = 0
+    with LogReader(calib_log) as reader, LogWriter(two) as writer:
+        for item in reader.messages():
+            if isinstance(item.message, CameraFrame):
+                cameras += 1
+                writer.write(item.message, topic="/cam/a/image/compressed")
+                writer.write(item.message, topic="/cam/b/image/compressed")
+            else:
+                writer.write(item.message, topic=item.topic)
+    args = ("quantize", str(calib_package), "--recipe", "ort-cpu-int8", "--calib", str(two), "--samples", "8",
+            "--max-rounds", "0", "--tolerance", "0.99", "--json")
+    refused = run_cli(*args, "--out", str(tmp_path / "refused"))
+    assert refused.returncode == 2 and "2 topics could be the camera" in refused.stderr, refused.stderr
+    assert "--topics camera=/cam/a/image/compressed" in refused.stderr
+    picked = run_cli(*args, "--out", str(tmp_path / "picked"), "--topics", "camera=/cam/a/image/compressed",
+                     timeout=300)
+    assert picked.returncode in (0, 1), picked.stderr
+    assert f"calibration: 8 frames of {cameras} " in picked.stderr  # one camera's frames, not both
