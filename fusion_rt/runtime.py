@@ -221,10 +221,10 @@ class FusionRuntime:
         window: samples kept per stage for percentiles (None: every one, for an offline replay).
         stall_after_ns: a stage busy longer than this is reported as stalled by `health()`
             (default: the end_to_end budget, else 1 s).
-        trigger_timeout_ns: while the other sensors' stamps run more than this past the last
-            trigger (or past the first message, before any), `health()` reads degraded with
-            `degraded:<trigger>_missing`: no output comes while the trigger is silent, so nothing
-            else would say so.
+        trigger_timeout_ns: while another sensor's stamps run more than this past the last output
+            (on that sensor's own clock: an offset between clocks is no silence; before any output,
+            past its first message), `health()` reads degraded with `degraded:<trigger>_missing`:
+            no output comes while the trigger is silent, so nothing else would say so.
     """
 
     def __init__(

@@ -326,29 +326,16 @@ def test_backend_failures_keep_the_counts_and_push_checks_its_arguments(package)
     """A RunnerError from an encoder or the head propagates, and the message is counted as rejected
     (runner_error); a bad deadline_ns / now_ns is the caller's error, raised before anything is
     counted; numpy stamps leave the runtime as int."""
-    class FailSecond(Runner):
-        def __init__(self, inner: Runner) -> None:
-            super().__init__(inner.name)
-            self.inner, self.calls = inner, 0
-
-        input_names = property(lambda self: self.inner.input_names)
-        output_names = property(lambda self: self.inner.output_names)
-
-        def activate_impl(self) -> None:
-            self.inner.activate()
-
-        def deactivate_impl(self) -> None:
-            self.inner.deactivate()
-
+    class FailOnce(SlowRunner):
         def infer_impl(self, feed):
             self.calls += 1
-            if self.calls == 2:
+            if self.calls == self.every:
                 raise RuntimeError("CUDA error: an illegal memory access was encountered")
             return self.inner.infer(feed)
 
     def factory(p, g):
         runner = create_runner(p, g)
-        return FailSecond(runner) if g in ("head", "radar") else runner
+        return FailOnce(runner, 0.0, every=2) if g in ("head", "radar") else runner
 
     rng = np.random.default_rng(7)
     t0 = 9_300 * 1_000_000_000
