@@ -256,17 +256,18 @@ def evaluate_logs(run: Run, logs: Sequence[str | Path], drop: Sequence[str] = ()
 
 def print_report(result: dict, console=None) -> None:
     """Rich tables: scene AUC/F1 and BEV IoU, overall and per condition."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from fusion_rt.outputs import console as _console
+
+    console = console or _console()
 
     def fmt(v) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     groups = [("overall", result["overall"])] + list(result["per_condition"].items())
     dropped = ", ".join(result["dropped"]) or "none"
-    console.print(f"[bold]{result['run']}[/bold]: {result['head']} head over {', '.join(result['modalities'])}; "
+    console.print(f"{result['run']}: {result['head']} head over {', '.join(result['modalities'])}; "
                   f"masked: {dropped}; {result['overall']['samples']} frames from {len(result['logs'])} log(s)")
     table = Table(title="scene labels: AUC / F1 (threshold 0.5)", show_edge=False)
     table.add_column("group")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fusion_rt import __version__
 from fusion_rt.errors import ConfigError, FusionRTError
-from fusion_rt.outputs import check_outputs, write_text
+from fusion_rt.outputs import check_outputs, printable, write_text
 
 __all__ = ["main"]
 
@@ -80,9 +80,9 @@ def _topics_option(text: str | None) -> dict[str, str]:
 
 
 def _stderr_console():
-    from rich.console import Console
+    from fusion_rt.outputs import console
 
-    return Console(stderr=True)
+    return console(stderr=True)
 
 
 def _progress(total: float, description: str, quiet: bool):
@@ -143,11 +143,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _print_drive_summary(result: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    console.print(f"[bold]{result['log']}[/bold]: {result['duration_s']:.1f} s of driving, "
+    from fusion_rt.outputs import console as _console
+
+    console = _console()
+    console.print(f"{result['log']}: {result['duration_s']:.1f} s of driving, "
                   f"{result['bytes'] / 1e6:.1f} MB, simulated in {result['wall_s']:.1f} s "
                   f"({result['realtime_factor']}x real time)")
     table = Table(title="messages", show_edge=False)
@@ -452,12 +453,13 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _print_replay_summary(summary: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from fusion_rt.outputs import console as _console
+
+    console = _console()
     pkg, log = summary["package"], summary["log"]
-    console.print(f"[bold]{log['path']}[/bold] through [bold]{pkg['name']}[/bold] ({pkg['precision']}, "
+    console.print(f"{log['path']} through {pkg['name']} ({pkg['precision']}, "
                   f"{pkg['backend']}), {summary['mode']}: {log['duration_s'] or 0:.1f} s of log in "
                   f"{summary['wall_s']:.1f} s"
                   f" ({_fmt(summary['realtime_factor'], 2)}x real time)")
@@ -485,7 +487,7 @@ def _print_replay_summary(summary: dict) -> None:
 
 def _warn(warnings: list[str]) -> None:
     for w in warnings:
-        print(f"fusion-rt: warning: {w}", file=sys.stderr)
+        print(f"fusion-rt: warning: {printable(w)}", file=sys.stderr)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -547,10 +549,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     s = result.summary
     if args.json:
         write_text(args.json, json.dumps(s, indent=2, default=str) + "\n")
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from fusion_rt.outputs import console as _console
+
+    console = _console()
     console.print(f"{s['frames_compared']} frames compared, status agreement {_fmt(s['status_agreement'], 4)}"
                   + (f", {s['unmatched']} frames with an output from one side only" if s["unmatched"] else ""))
     table = Table(title="divergence (B vs A)", show_edge=False)
@@ -691,13 +694,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _print_bench(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from fusion_rt.outputs import console as _console
+
+    console = _console()
     fp = report["fingerprint"]
-    console.print(f"[bold]{report['package']['name']}[/bold] ({report['package']['precision']})"
-                  + (f" vs [bold]{report['int8_package']['name']}[/bold]" if report.get("int8_package") else "")
+    console.print(f"{report['package']['name']} ({report['package']['precision']})"
+                  + (f" vs {report['int8_package']['name']}" if report.get("int8_package") else "")
                   + f", {report['steps']} interleaved steps, {report['threads']} threads; {fp['cpu_model']}, "
                   f"{fp['usable_cores']} cores, load {fp['load_average']}; device class {report['device_class']}")
     table = Table(title="latency (ms)", show_edge=False)
@@ -929,7 +933,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FusionRTError as exc:
-        print(f"fusion-rt: error: {exc}", file=sys.stderr)
+        print(f"fusion-rt: error: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("fusion-rt: interrupted", file=sys.stderr)

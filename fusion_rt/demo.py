@@ -129,10 +129,11 @@ def _side(s: dict) -> dict:
 
 def print_demo(summary: dict) -> None:
     """The demo's table on stdout."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from fusion_rt.outputs import console as _console
+
+    console = _console()
     a, b = summary["fp32"], summary["int8"]
 
     def f(v, fmt="{:.3f}"):

@@ -5,12 +5,15 @@ is wanted (or the reverse), whose folder is missing or not writable, that two ou
 that would overwrite or land inside one of the command's inputs (a log, a bag directory, a run or
 a package). `atomic_output` writes next to the destination and renames into place on success, so
 a failed or interrupted command leaves the previous file (or none), never a half-written one;
-`staged_dir` does the same for a folder (a model package).
+`staged_dir` does the same for a folder (a model package). `printable` and `console` keep what a
+log or package says (topic names, a package name, a ground-truth condition) from steering the
+terminal it is printed to.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,7 +22,30 @@ from pathlib import Path
 
 from fusion_rt.errors import OutputError
 
-__all__ = ["check_outputs", "atomic_output", "write_text", "staged_dir"]
+__all__ = ["check_outputs", "atomic_output", "write_text", "staged_dir", "printable", "console"]
+
+# C0/C1 control characters (ESC: colours, OSC 52 clipboard writes, OSC 8 links, titles), line and
+# paragraph separators, and bidirectional overrides (text that reads differently than it is)
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """`str(text)` safe to print on a terminal: control characters, separators and bidi overrides
+    become their escapes (`\\x1b`, `\\u202e`); tabs stay."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], str(text))
+
+
+def console(stderr: bool = False):
+    """A rich Console for tables and summaries that may hold strings from logs and packages: no
+    markup (a name like "x[/]" would crash the print, "[link=...]" plant a hidden link), no
+    highlighting, and every string passed through `printable`. Style with `rich.text.Text`."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def render_str(self, text: str, **kwargs):
+            return super().render_str(printable(text), **kwargs)
+
+    return _Console(stderr=stderr, markup=False, highlight=False, emoji=False)
 
 
 def _overlap(output: Path, source: Path, output_is_dir: bool) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from fusion_rt.errors import (
     UnsafePathError,
 )
 from fusion_rt.messages import MODALITIES
-from fusion_rt.rig import Rig
+from fusion_rt.rig import Rig, is_finite_number
 
 __all__ = [
     "FORMAT_VERSION",
@@ -224,6 +223,19 @@ def write_manifest(root: str | os.PathLike, manifest: dict) -> Path:
     return path
 
 
+def _names(outputs: dict, key: str) -> tuple[str, ...]:
+    """manifest.outputs.<key>: distinct, non-empty strings (they key metrics and label outputs: a
+    duplicate would score one class with another's plane)."""
+    names = _require(outputs, key, list, "manifest.outputs")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ManifestError(f"manifest.outputs.{key}: every entry must be a non-empty string, got {name!r}")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ManifestError(f"manifest.outputs.{key}: {duplicated} named more than once")
+    return tuple(names)
+
+
 def _check_head_layout(head: GraphSpec, modalities: tuple[str, ...], scene_labels: tuple, bev_classes: tuple) -> None:
     """The manifest's names must line up with the head graph's axes: one `<modality>_tokens` input per
     modality in the manifest's order (the `present` columns), and as many scene labels and BEV
@@ -354,7 +366,7 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     raw = manifest_path.read_bytes()
     try:
         manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # invalid JSON or UTF-8, nesting too deep, a 5000-digit int
         raise ManifestError(f"{str(manifest_path)!r} is not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict):
         raise ManifestError(f"{str(manifest_path)!r}: expected a JSON object")
@@ -400,8 +412,8 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
         raise ManifestError("manifest.graphs: a graph named 'head' with role 'head' is required")
 
     outputs = _require(manifest, "outputs", dict)
-    scene_labels = tuple(_require(outputs, "scene_labels", list, "manifest.outputs"))
-    bev_classes = tuple(_require(outputs, "bev_classes", list, "manifest.outputs"))
+    scene_labels = _names(outputs, "scene_labels")
+    bev_classes = _names(outputs, "bev_classes")
     _check_head_layout(graphs["head"], modalities, scene_labels, bev_classes)
     max_age = _require(manifest, "max_age_ns", dict)
     for key, value in max_age.items():
@@ -409,8 +421,7 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
             raise ManifestError(f"manifest.max_age_ns.{key}: expected a positive integer of nanoseconds, got {value!r}")
     budgets = manifest.get("latency_budget_ms", {})
     if not isinstance(budgets, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-            for v in budgets.values()):
+            is_finite_number(v) and v > 0 for v in budgets.values()):
         raise ManifestError(f"manifest.latency_budget_ms: expected positive finite numbers, got {budgets!r}")
     _check_preprocess(manifest["preprocess"])
     if manifest.get("vocabulary"):

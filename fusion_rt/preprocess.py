@@ -9,6 +9,7 @@ package manifest.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import numbers
@@ -25,7 +26,7 @@ import numpy as np
 
 from fusion_rt.errors import ConfigError, DecodeError
 from fusion_rt.messages import MAP_CODES, CameraFrame, MapRaster, RadarTensor, TextContext
-from fusion_rt.rig import MapGrid, Radar, Rig
+from fusion_rt.rig import MapGrid, Radar, Rig, is_finite_number
 
 __all__ = [
     "PreprocessConfig",
@@ -60,7 +61,7 @@ _JPEG_MAGIC = b"\xff\xd8"
 def _float_tuple(name: str, value, length: int | None = None) -> tuple[float, ...]:
     try:
         out = tuple(float(v) for v in value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"{name} must be a sequence of numbers, got {value!r}") from exc
     if length is not None and len(out) != length:
         raise ConfigError(f"{name} must have {length} values, got {value!r}")
@@ -75,7 +76,7 @@ def _int_in(name: str, value, lo: int, hi: int) -> None:
 
 
 def _positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not is_finite_number(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
 
 
@@ -149,7 +150,7 @@ class PreprocessConfig:
             _int_in("radar_shape entries", value, 4, 4096)
         for name in ("radar_power_db_scale", "radar_velocity_scale_mps", "radar_clip", "radar_max_abs"):
             _positive(name, getattr(self, name))
-        if not (isinstance(self.radar_power_db_offset, (int, float)) and math.isfinite(self.radar_power_db_offset)):
+        if not is_finite_number(self.radar_power_db_offset):
             raise ConfigError(f"radar_power_db_offset must be finite, got {self.radar_power_db_offset!r}")
         if not (isinstance(self.radar_max_nonfinite_fraction, (int, float))
                 and 0.0 <= self.radar_max_nonfinite_fraction <= 1.0):
@@ -560,12 +561,20 @@ def map_input(msg: MapRaster, config: PreprocessConfig, out: np.ndarray | None =
 _TOKEN_RE = re.compile(r"[^\W_]+")  # runs of letters and digits, any script
 
 
-def tokenize(text: str) -> list[str]:
+_CHARS_PER_TOKEN = 256  # with a token limit, only this many characters per token are read
+
+
+def tokenize(text: str, limit: int | None = None) -> list[str]:
     """Case-folded words: "School zone, 30 km/h" -> ["school", "zone", "30", "km", "h"]. Text is
     NFKC-normalized first (full-width "ＳＣＨＯＯＬ ３０" reads as "school 30"), and a word in another
     script stays one word ("naïve", "straße"), an unknown word to an ASCII vocabulary, never ASCII
-    fragments that could alias vocabulary words."""
-    return _TOKEN_RE.findall(unicodedata.normalize("NFKC", text).casefold())
+    fragments that could alias vocabulary words. With `limit`, the first `limit` words, read from a
+    bounded prefix: a megabyte-long message (NFKC expands some characters 18-fold) costs no more
+    than a short one."""
+    if limit is None:
+        return _TOKEN_RE.findall(unicodedata.normalize("NFKC", text).casefold())
+    prefix = unicodedata.normalize("NFKC", text[: limit * _CHARS_PER_TOKEN]).casefold()
+    return [m.group() for m in itertools.islice(_TOKEN_RE.finditer(prefix), limit)]
 
 
 class Vocabulary:
@@ -608,7 +617,7 @@ class Vocabulary:
         elif out.shape != (self.max_tokens,) or out.dtype != np.int64:
             raise ConfigError(f"out must be int64 of shape ({self.max_tokens},), got {out.dtype} {out.shape}")
         out.fill(PAD_ID)
-        ids = [self._ids.get(tok, UNK_ID) for tok in tokenize(text)[: self.max_tokens]]
+        ids = [self._ids.get(tok, UNK_ID) for tok in tokenize(text, self.max_tokens)]
         out[: len(ids)] = ids
         return out
 
@@ -642,8 +651,8 @@ class Vocabulary:
     def load(cls, path: str | Path) -> Vocabulary:
         try:
             d = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read vocabulary {path}: {exc}") from exc
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSON: too deep, huge ints
+            raise ConfigError(f"cannot read vocabulary {path}: {type(exc).__name__}: {exc}") from exc
         return cls.from_dict(d)
 
 

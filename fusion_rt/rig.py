@@ -15,19 +15,28 @@ import numpy as np
 
 from fusion_rt.errors import ConfigError
 
-__all__ = ["Pose", "CameraIntrinsics", "Camera", "Radar", "BevGrid", "MapGrid", "Rig", "CLASS_NAMES"]
+__all__ = ["Pose", "CameraIntrinsics", "Camera", "Radar", "BevGrid", "MapGrid", "Rig", "CLASS_NAMES",
+           "is_finite_number"]
 
 #: Agent classes, in the order used by ground truth, BEV occupancy and scene labels.
 CLASS_NAMES: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist")
 
 
+def is_finite_number(value: object) -> bool:
+    """A finite int or float (an int too large for a float, e.g. 10**400 from a JSON file, is not)."""
+    try:
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (is_finite_number(value) and value > 0):
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
 
 
 def _finite(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
@@ -203,7 +212,7 @@ class BevGrid:
     def __post_init__(self) -> None:
         _positive("bev cell_m", self.cell_m)
         extents = (self.x_min_m, self.x_max_m, self.y_min_m, self.y_max_m)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in extents):
+        if not all(is_finite_number(v) for v in extents):
             raise ConfigError(f"bev extents must be finite numbers, got x [{self.x_min_m!r}, {self.x_max_m!r}] "
                               f"y [{self.y_min_m!r}, {self.y_max_m!r}]")
         if self.x_max_m <= self.x_min_m or self.y_max_m <= self.y_min_m:
@@ -290,5 +299,5 @@ class Rig:
                 map=MapGrid(**d["map"]),
                 class_names=d.get("class_names", CLASS_NAMES),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"malformed rig description: {exc}") from exc

@@ -94,3 +94,32 @@ def test_outputs_are_checked_before_any_work(tmp_path, short_drive, tiny, args, 
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert short_drive.read_bytes() == before  # the input log is untouched
     assert not (tiny / "q").exists() and not (tiny / "report.html").exists()
+
+
+def test_names_from_logs_and_packages_cannot_steer_the_terminal(tmp_path, short_drive, tiny):
+    """A package named "x[/]" crashed replay's summary (rich markup, traceback after the JSON was
+    written) and "[link=...]" planted a hidden link; escape sequences in a topic name reached the
+    terminal raw from `log info` (OSC 52 writes the clipboard). Both print as text now."""
+    import json
+    import shutil
+
+    from fusion_rt.logs import LogReader, LogWriter
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(tiny, pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["name"] = "evil[/bold][/] [link=https://evil.example]ok[/link]"
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_cli("replay", str(short_drive), "--package", str(pkg))
+    assert proc.returncode == 0, proc.stderr
+    assert "evil[/bold][/]" in proc.stdout and "[link=https://evil.example]ok[/link]" in proc.stdout
+    assert "\x1b]8" not in proc.stdout
+
+    log = tmp_path / "esc.mcap"
+    with LogReader(short_drive) as reader, LogWriter(log) as writer:
+        for item in reader.messages():
+            topic = "/context/text\x1b]52;c;cm0gLXJmIH4K\x07" if item.topic == "/context/text" else item.topic
+            writer.write(item.message, topic=topic)
+    proc = run_cli("log", "info", str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "/context/text\\x1b]52;c;cm0gLXJmIH4K\\x07" in proc.stdout

@@ -77,6 +77,10 @@ def test_low_opset_refused(pkg):
         (lambda m: m.update(modalities=m["modalities"][::-1]), "do not match the head's token inputs"),
         (lambda m: m["outputs"].update(bev_classes=["car", "truck"]), r"bev_classes names 2 .*4 channels"),
         (lambda m: m["outputs"].update(scene_labels=m["outputs"]["scene_labels"][:3]), r"scene_labels names 3"),
+        # they key metrics and label outputs: a duplicate scored one class with another's plane
+        (lambda m: m["outputs"].update(bev_classes=["car", "car", "pedestrian", "cyclist"]), r"\['car'\] named more"),
+        (lambda m: m["outputs"].update(scene_labels=[0, 1, 2, 3, 4]), "every entry must be a non-empty string, got 0"),
+        (lambda m: m["rig"]["camera"]["pose"].update(x=10**400), "pose x must be a finite number"),
     ],
 )
 def test_malformed_manifest(pkg, edit, needle):
@@ -131,9 +135,10 @@ def test_not_a_package(tmp_path):
         load_package(tmp_path / "nope")
     with pytest.raises(ManifestError, match="missing"):
         load_package(tmp_path)
-    (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(ManifestError, match="not valid JSON"):
-        load_package(tmp_path)
+    for text in ("{not json", "[" * 100_000, '{"format_version": ' + "9" * 5000 + "}"):  # too deep, too long
+        (tmp_path / "manifest.json").write_text(text)
+        with pytest.raises(ManifestError, match="not valid JSON"):
+            load_package(tmp_path)
 
 
 def test_replace_graph_takes_a_new_file_into_the_manifest(pkg):

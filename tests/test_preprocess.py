@@ -359,6 +359,16 @@ def test_tokenize_and_vocabulary_encode():
     assert ids.tolist() == [rain, UNK_ID, UNK_ID, school, PAD_ID]
     assert vocab.encode("rain " * 20).tolist() == [rain] * 5  # cut at max_tokens
     assert vocab.text_input(TextContext(stamp_ns=1, text="")).tolist() == [PAD_ID] * 5
+    # a huge message costs what its first words cost: NFKC expands U+FDFA 18-fold (4 words each)
+    import tracemalloc
+
+    huge = "rain " * 5 + "\ufdfa" * 2_000_000
+    tracemalloc.start()
+    assert vocab.encode(huge).tolist() == [rain] * 5
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000, peak  # the whole text normalized and split: ~800 MB
+    assert tokenize("a " * 40, limit=3) == ["a", "a", "a"]
 
 
 def test_vocabulary_json_round_trip(tmp_path):

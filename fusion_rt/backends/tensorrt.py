@@ -178,7 +178,7 @@ class EngineFromPath:
                                       "engines without build metadata are refused")
         try:
             data = json.loads(self.metadata_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSON: too deep, huge ints
             raise ManifestError(f"engine metadata {str(self.metadata_path)!r} is not readable JSON: {exc}") from exc
         return EngineMetadata.from_dict(data, str(self.metadata_path))
 

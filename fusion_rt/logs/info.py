@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_rt.logs.reader import LogReader
+from fusion_rt.outputs import printable
 
 __all__ = ["log_info", "format_info"]
 
@@ -103,9 +104,10 @@ def _seconds(ns: int | None) -> str:
 
 
 def format_info(info: dict[str, Any]) -> str:
-    """`log_info` output as a plain-text report with one table row per topic."""
+    """`log_info` output as a plain-text report with one table row per topic. Names from the log
+    (topics, types, metadata, issue details) are made `printable`: a log cannot steer the terminal."""
     lines = [
-        f"File:         {info['path']}",
+        f"File:         {printable(info['path'])}",
         f"Size:         {_size(info['file_size'])}",
         f"Profile:      {info['profile'] or '-'}",
         f"Compression:  {info['compression']}",
@@ -113,13 +115,14 @@ def format_info(info: dict[str, Any]) -> str:
         f"Start:        {_seconds(info['start_ns'])} ({info['start_ns']} ns)",
         f"End:          {_seconds(info['end_ns'])} ({info['end_ns']} ns)",
         f"Messages:     {info['message_count']}",
-        f"Metadata:     {', '.join(info['metadata']) or '-'}",
+        f"Metadata:     {printable(', '.join(info['metadata'])) or '-'}",
     ]
     if info["truncated_at"] is not None:
         lines.append(f"Truncated at: byte {info['truncated_at']}")
     header = ("Topic", "Type", "Count", "Rate (Hz)", "First (s)", "Last (s)")
-    rows = [(topic, e["schema"] or "?", str(e["count"]), "-" if e["rate_hz"] is None else f"{e['rate_hz']:.2f}",
-             f"{e['first_ns'] / _NS:.3f}", f"{e['last_ns'] / _NS:.3f}") for topic, e in info["topics"].items()]
+    rows = [(printable(topic), printable(e["schema"] or "?"), str(e["count"]),
+             "-" if e["rate_hz"] is None else f"{e['rate_hz']:.2f}", f"{e['first_ns'] / _NS:.3f}",
+             f"{e['last_ns'] / _NS:.3f}") for topic, e in info["topics"].items()]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines.append("")
     for i, row in enumerate([header, *rows]):
@@ -131,5 +134,5 @@ def format_info(info: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"Issues:       {len(issues) or 'none'}")
     for issue in issues:
-        lines.append(f"  @{issue['offset']} {issue['kind']}: {issue['detail']}")
+        lines.append(f"  @{issue['offset']} {issue['kind']}: {printable(issue['detail'])}")
     return "\n".join(lines)
