@@ -187,15 +187,37 @@ def _opset(model) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
+def _tensors(graph):
+    """Every tensor a graph holds, where ONNX Runtime may read external data for it: initializers,
+    sparse initializers, and tensor attributes of nodes (a Constant's value), subgraphs included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        yield from _attribute_tensors(node)
+
+
+def _attribute_tensors(node):
+    for attr in node.attribute:
+        yield from ([attr.t] if attr.HasField("t") else [])
+        yield from attr.tensors
+        for sparse in ([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []) + list(attr.sparse_tensors):
+            yield from (sparse.values, sparse.indices)
+        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            yield from _tensors(sub)
+
+
 def _external_locations(model) -> dict[str, str]:
-    """ONNX external data of `model`: location -> the first initializer stored there."""
+    """ONNX external data of `model`, wherever a tensor keeps it (initializers, a Constant node's
+    value, subgraphs, functions): location -> the first tensor stored there."""
     import onnx
 
+    tensors = [*_tensors(model.graph), *(t for f in model.functions for n in f.node for t in _attribute_tensors(n))]
     found: dict[str, str] = {}
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in init.external_data if e.key == "location"), "")
-            found.setdefault(location, init.name)
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            found.setdefault(location, tensor.name or "(unnamed constant)")
     return found
 
 

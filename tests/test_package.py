@@ -157,3 +157,27 @@ def test_replace_graph_takes_a_new_file_into_the_manifest(pkg):
     assert "parity" not in after.manifest
     with pytest.raises(ManifestError, match="'lidar'"):
         replace_graph(pkg, "lidar")
+
+
+def test_external_data_of_constant_nodes_is_hashed_too(pkg):
+    """A Constant node's value kept in external data used to escape the hashes: the file could be
+    swapped under an unchanged package sha256 and the outputs changed."""
+    from onnx import external_data_helper, helper
+
+    from fusion_rt.package import describe_graph
+
+    model = onnx.load(str(pkg / "camera_encoder.onnx"))
+    weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))  # the largest: over the threshold
+    model.graph.initializer.remove(weight)
+    model.graph.node.insert(0, helper.make_node("Constant", [], [weight.name], value=weight))
+    external_data_helper.convert_model_to_external_data(model, location="const.bin", size_threshold=0)
+    onnx.save(model, str(pkg / "camera_encoder.onnx"))
+    spec = describe_graph(pkg, "camera_encoder.onnx", "camera", "encoder", "camera").to_dict()
+    assert set(spec["external_data"]) == {"const.bin"}
+    _edit_manifest(pkg, lambda m: m["graphs"].update(camera=spec))
+    load_package(pkg)
+    data = bytearray((pkg / "const.bin").read_bytes())
+    data[0] ^= 0xFF
+    (pkg / "const.bin").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256 of 'const.bin'"):
+        load_package(pkg)

@@ -26,7 +26,7 @@ from typing import Any
 from fusion_rt.errors import LogError, NotALogError
 from fusion_rt.logs.convert import converter_for
 from fusion_rt.logs.reader import LogMessage, LogReader, ReadIssue
-from fusion_rt.logs.schemas import POINT_CLOUD2, SCHEMAS, normalize_schema_name
+from fusion_rt.logs.schemas import POINT_CLOUD2, SCHEMAS, normalize_schema_name, schema_matches
 from fusion_rt.logs.topics import TopicInfo
 
 __all__ = ["LogSource", "McapSource", "Db3BagSource", "open_log", "log_sha256"]
@@ -123,12 +123,12 @@ class McapSource(LogSource):
                     if raw.channel.topic not in seen:
                         seen.add(raw.channel.topic)
                         channels.append((raw.channel.topic, reader.schema_name(raw.channel)))
-            for topic, schema_name in channels:
-                # a split declares every topic; a cloud's fields come from the first split holding a message
-                if topic in found and (found[topic].point_fields is not None or schema_name != POINT_CLOUD2):
-                    continue
-                fields = _cloud_fields(reader, topic) if schema_name == POINT_CLOUD2 else None
-                found[topic] = TopicInfo(topic, schema_name, fields)
+            # a split declares every topic; a cloud's fields come from the first split holding a message
+            todo = [(t, s) for t, s in channels
+                    if t not in found or (found[t].point_fields is None and s == POINT_CLOUD2)]
+            clouds = _cloud_fields(reader, [t for t, s in todo if s == POINT_CLOUD2])
+            for topic, schema_name in todo:
+                found[topic] = TopicInfo(topic, schema_name, clouds.get(topic))
         if starts and len(starts) == len(self._readers):
             self._duration = max(ends) - min(starts)
         self._topics = sorted(found.values(), key=lambda i: i.topic)
@@ -185,20 +185,30 @@ def _official_summary(path: str) -> Any:
         return None
 
 
-def _cloud_fields(reader: LogReader, topic: str) -> tuple[str, ...] | None:
-    """Field names of a PointCloud2 topic's first message (None when there is none or it fails)."""
+def _cloud_fields(reader: LogReader, topics: list[str]) -> dict[str, tuple[str, ...] | None]:
+    """Field names of each PointCloud2 topic's first message (None when it fails), in one pass that
+    stops once every topic has had its first message (not one pass over the log per topic)."""
     from mcap_ros2.decoder import DecoderFactory
 
-    for raw in reader.raw_messages(topics=[topic]):
+    fields: dict[str, tuple[str, ...] | None] = {}
+    if not topics:
+        return fields
+    factory = DecoderFactory()
+    for raw in reader.raw_messages(topics=topics):
+        topic = raw.channel.topic
+        if topic in fields:
+            continue
         schema = reader.schema(raw.channel)
-        if schema is None:
-            return None
-        try:
-            decode = DecoderFactory().decoder_for(raw.channel.message_encoding, schema)
-            return tuple(f.name for f in decode(raw.record.data).fields)
-        except Exception:  # noqa: BLE001 (a probe: a cloud that does not decode is judged by its schema)
-            return None
-    return None
+        fields[topic] = None
+        if schema is not None and schema_matches(POINT_CLOUD2, schema.data.decode("utf-8", errors="replace")):
+            try:
+                decode = factory.decoder_for(raw.channel.message_encoding, schema)
+                fields[topic] = tuple(f.name for f in decode(raw.record.data).fields)
+            except Exception:  # noqa: BLE001 (a probe: a cloud that does not decode is judged by its schema)
+                pass
+        if len(fields) == len(topics):
+            break
+    return fields
 
 
 class Db3BagSource(LogSource):
@@ -228,6 +238,10 @@ class Db3BagSource(LogSource):
             # Bags recorded before ROS 2 Jazzy store no definitions: fusion-rt's own types (the radar
             # tensor, ground truth) are known here anyway.
             own = SCHEMAS.get(normalize_schema_name(conn.msgtype), "")
+            if text and not schema_matches(conn.msgtype, text):
+                self._schema_issues.append(ReadIssue(0, "schema", f"type {conn.msgtype} of {conn.topic!r} does not lay "
+                                                                  f"out the wire as fusion-rt's (its fields differ)"))
+                continue
             for definition in (text, re.split(r"^=+\s*$", own, maxsplit=1, flags=re.M)[0]):
                 if not definition or conn.msgtype in self._store.types:
                     continue

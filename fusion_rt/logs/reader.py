@@ -47,7 +47,7 @@ from mcap_ros2.decoder import DecoderFactory
 
 from fusion_rt.errors import ConfigError, LogError, NotALogError
 from fusion_rt.logs.convert import Converter, converter_for
-from fusion_rt.logs.schemas import byte_view_schema, normalize_schema_name
+from fusion_rt.logs.schemas import byte_view_schema, normalize_schema_name, schema_matches
 from fusion_rt.messages import Message as FusionMessage
 
 __all__ = ["LogReader", "LogMessage", "RawMessage", "ReadIssue", "MCAP_MAGIC"]
@@ -475,7 +475,12 @@ class LogReader:
         if (convert is None or channel.message_encoding != MessageEncoding.CDR
                 or schema.encoding != SchemaEncoding.ROS2):
             return _Route(channel, name, None, None)
-        codec_text = byte_view_schema(schema.name, schema.data.decode("utf-8", errors="replace"))
+        text = schema.data.decode("utf-8", errors="replace")
+        if not schema_matches(name, text):
+            self._issue(pos, "schema", f"schema {schema.name!r} of topic {channel.topic!r} does not lay out the wire "
+                                       f"as the standard {name} does (its fields differ): its messages are skipped")
+            return _Route(channel, name, None, None)
+        codec_text = byte_view_schema(schema.name, text)
         if codec_text.encode() != schema.data:
             schema = Schema(id=schema.id, name=schema.name, encoding=schema.encoding, data=codec_text.encode())
         try:

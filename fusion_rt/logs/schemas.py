@@ -309,6 +309,37 @@ def normalize_schema_name(name: str) -> str:
 
 
 _INT8_DATA = re.compile(r"^(\s*)int8\[\](\s+data\b)", flags=re.MULTILINE)
+_SECTION = re.compile(r"^=+\s*$", flags=re.MULTILINE)
+
+
+def schema_layout(text: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """The wire layout a ros2msg text describes: per type (the main one under "", each dependency
+    under its short name), its fields as (type, name), with types by short name ("Header",
+    "PointField[]"); comments, constants, default values and spacing, which change no byte on the
+    wire, are left out."""
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    for i, section in enumerate(_SECTION.split(text)):
+        name, fields = "", []
+        for line in section.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("MSG:"):
+                name = line[4:].strip().rsplit("/", 1)[-1]
+            elif line and "=" not in line and len(parts := line.split()) >= 2:
+                fields.append((parts[0].rsplit("/", 1)[-1], parts[1]))
+        out[name if i else ""] = tuple(fields)
+    return out
+
+
+def schema_matches(name: str, text: str) -> bool:
+    """Whether a log's definition of a type fusion-rt decodes lays out the wire as fusion-rt's does
+    (`SCHEMAS`); True for other types. A log may carry any text under a known name: decoding with
+    a different layout misreads every message, or (a sequence of an empty type, one byte on the
+    wire per element) builds a Python object per payload byte."""
+    canonical = SCHEMAS.get(normalize_schema_name(name))
+    if canonical is None:
+        return True
+    ours, theirs = schema_layout(canonical), schema_layout(text)
+    return all(theirs.get(key) == fields for key, fields in ours.items())
 
 
 def byte_view_schema(name: str, text: str) -> str:

@@ -158,7 +158,9 @@ def resolve_topics(infos: Iterable[TopicInfo], modalities: Iterable[str] = MAPPA
             continue
         candidates = [c for c in _schema_candidates(modality, infos) if c.topic not in taken]
         if len(candidates) > 1:
-            listed = ", ".join(f"{c.topic} ({c.schema_name})" for c in candidates)
+            listed = ", ".join(f"{c.topic} ({c.schema_name})" for c in candidates[:8])
+            if len(candidates) > 8:
+                listed += f" and {len(candidates) - 8} more"
             raise AmbiguousTopicError(f"{len(candidates)} topics could be the {modality}: {listed}; choose one with "
                                       f"--topics {modality}={candidates[0].topic}")
         if candidates:
