@@ -463,9 +463,11 @@ def _print_replay_summary(summary: dict) -> None:
                   f"{pkg['backend']}), {summary['mode']}: {log['duration_s'] or 0:.1f} s of log in "
                   f"{summary['wall_s']:.1f} s"
                   f" ({_fmt(summary['realtime_factor'], 2)}x real time)")
+    others = (summary["messages_rejected"] - summary["rejected"], summary["messages_dropped"] - summary["dropped"])
     console.print(f"frames {summary['frames']}, outputs {summary['outputs']} (ok {summary['ok']}, degraded "
                   f"{summary['degraded']}), rejected {summary['rejected']}, dropped {summary['dropped']}, "
                   f"deadline misses {summary['deadline_misses']}"
+                  + (f"; other sensors' messages rejected {others[0]}, dropped {others[1]}" if any(others) else "")
                   + (f", masked {summary['drop']}" if summary["drop"] else ""))
     table = Table(title="latency (ms)", show_edge=False)
     for col in ("stage", "count", "p50", "p90", "p99", "max"):
@@ -533,9 +535,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare two deployments (e.g. FP32 vs INT8, ONNX Runtime vs TensorRT) on one recorded drive.
 
-    Replays the log through both packages in lockstep, message by message, and reports per-output
-    divergence (max/mean abs, cosine, decision agreement at 0.5), the task metric of each and the
-    delta, end-to-end latency of each and the ratio, and the worst frames by stamp.
+    Replays the log through both packages in lockstep, message by message, and reports the status
+    agreement over every camera frame (ok, degraded, or no output: one side rejecting a frame the
+    other outputs is a disagreement, and such frames are listed), per-output divergence over the
+    frames both output (max/mean abs, cosine, decision agreement at 0.5), the task metric of each
+    and the delta on the frames both output, end-to-end latency of each and the ratio, and the
+    worst frames by their largest scene-probability difference.
 
     example: fusion-rt compare drive.mcap --a packages/attn --b packages/attn-int8 --json compare.json
     """
@@ -554,8 +559,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fusion_rt.outputs import console as _console
 
     console = _console()
-    console.print(f"{s['frames_compared']} frames compared, status agreement {_fmt(s['status_agreement'], 4)}"
-                  + (f", {s['unmatched']} frames with an output from one side only" if s["unmatched"] else ""))
+    console.print(f"{s['camera_frames']} camera frames, status agreement {_fmt(s['status_agreement'], 4)}; "
+                  f"{s['frames_compared']} with an output from both compared output by output"
+                  + (f", {s['unmatched']} from one side only" if s["unmatched"] else ""))
     table = Table(title="divergence (B vs A)", show_edge=False)
     for col in ("output", "max abs", "mean abs", "cosine", "agreement"):
         table.add_column(col, justify="left" if col == "output" else "right")

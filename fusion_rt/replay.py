@@ -660,8 +660,12 @@ class _Session:
             "outputs": stats["outputs"]["total"],
             "ok": stats["outputs"]["ok"],
             "degraded": stats["outputs"]["degraded"],
-            "rejected": sum(c["rejected"] for c in stats["messages"].values()),
-            "dropped": stats["dropped"],
+            # camera frames without an output (frames = outputs + rejected + dropped); every sensor's
+            # messages in messages_rejected / messages_dropped, per modality and reason below
+            "rejected": stats["messages"][self.runtime.trigger]["rejected"],
+            "dropped": stats["messages"][self.runtime.trigger]["dropped"],
+            "messages_rejected": sum(c["rejected"] for c in stats["messages"].values()),
+            "messages_dropped": stats["dropped"],
             "deadline_misses": int(sum(stats["deadline_misses"].values())),
             "deadline_misses_by_stage": stats["deadline_misses"],
             "latency_ms": self.latency(),
@@ -997,7 +1001,10 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
         a, b = sessions
         div = {"scene": _Divergence(_THRESHOLD), "bev": _Divergence(_THRESHOLD), "modality_share": _Divergence(None)}
         frames: list[tuple[float, int, float]] = []  # (scene max abs, stamp, bev max abs)
-        same_status = compared = unmatched = 0
+        # each side's metrics over the frames both sides output (metrics_delta compares like with like)
+        common = [_Metrics(pkg_a.scene_labels, pkg_a.bev_classes), _Metrics(pkg_b.scene_labels, pkg_b.bev_classes)]
+        same_status = camera_frames = compared = 0
+        one_side: dict[str, list[int]] = {"a": [], "b": []}  # stamps of frames only that side output
         total_s = reader.source.duration_ns / 1e9 if reader.source.duration_ns else None
         first = last = None
         for item in reader.items(predecode=False):
@@ -1005,8 +1012,8 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
             last = item.log_time_ns if last is None else max(last, item.log_time_ns)
             if item.modality == "ground_truth":
                 if isinstance(item.message, GroundTruth):
-                    a.truth(item.message)
-                    b.truth(item.message)
+                    for side in (a, b, *common):
+                        side.truth(item.message)
                 continue
             # Alternate who goes first, frame by frame: the second runner of a message finds warm caches.
             if (a.camera_frames + b.camera_frames) % 4 < 2:
@@ -1016,16 +1023,23 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
                 outs_b = b.push(item.modality, item.message, item.original)
                 outs_a = a.push(item.modality, item.message, item.original)
             if item.modality == "camera":
-                if len(outs_a) != len(outs_b):
-                    unmatched += 1
+                # a frame without an output has the status "no output": one side's rejection is a disagreement
+                camera_frames += 1
+                same_status += (outs_a[0].status if outs_a else None) == (outs_b[0].status if outs_b else None)
+                if bool(outs_a) != bool(outs_b):
+                    one_side["a" if outs_a else "b"].append(item.message.stamp_ns)
                 for oa, ob in zip(outs_a, outs_b, strict=False):
                     compared += 1
-                    same_status += oa.status == ob.status
+                    common[0].output(oa)
+                    common[1].output(ob)
                     scene_worst = div["scene"].add(list(oa.scene.values()), list(ob.scene.values()))
                     bev_worst = div["bev"].add(oa.bev, ob.bev)
                     if oa.modality_share and ob.modality_share:
                         div["modality_share"].add(list(oa.modality_share.values()), list(ob.modality_share.values()))
                     frames.append((scene_worst, oa.stamp_ns, bev_worst))
+                if not (outs_a and outs_b):
+                    for metrics in common:
+                        metrics.no_output(item.message.stamp_ns)
             if progress is not None:
                 progress((last - first) / 1e9, total_s)
         sa, sb = a.summary(), b.summary()
@@ -1045,16 +1059,25 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
                 "end_to_end_p50": e2e.get("p50"), "end_to_end_p99": e2e.get("p99")}
 
     ha, hb = headline(sa), headline(sb)
-    delta = {k: None if ha["metrics"][k] is None or hb["metrics"][k] is None
-             else round(hb["metrics"][k] - ha["metrics"][k], 6) for k in ha["metrics"]}
+    ca, cb = ((m.result() or {}).get("overall", {}) for m in common)
+    delta = {k: None if ca.get(k) is None or cb.get(k) is None else round(cb[k] - ca[k], 6) for k in ha["metrics"]}
+    unmatched = len(one_side["a"]) + len(one_side["b"])
+    if unmatched:
+        warnings.append(f"{unmatched} camera frames have an output from one side only (A only {len(one_side['a'])}, "
+                        f"B only {len(one_side['b'])}; see one_side_only): they count as status disagreements, "
+                        f"and metrics_delta compares both sides on the {compared} frames both output")
     ratio = {}
     for k in ("p50", "p99"):
         va, vb = ha[f"end_to_end_{k}"], hb[f"end_to_end_{k}"]
         ratio[k] = round(vb / va, 3) if va and vb else None
     frames.sort(key=lambda f: (-f[0], f[1]))
     summary = {
-        "frames_compared": compared, "unmatched": unmatched,
-        "status_agreement": round(same_status / compared, 6) if compared else None,
+        # status agreement over every camera frame (no output is a status of its own); divergence,
+        # worst frames and metrics_delta over the frames both sides output
+        "camera_frames": camera_frames, "frames_compared": compared, "unmatched": unmatched,
+        "one_side_only": {side: {"frames": len(stamps), "first_stamps_ns": stamps[:worst]}
+                          for side, stamps in one_side.items()},
+        "status_agreement": round(same_status / camera_frames, 6) if camera_frames else None,
         "divergence": {name: d.result() for name, d in div.items() if d.count},
         "a": ha, "b": hb, "metrics_delta": delta, "latency_ratio_b_over_a": ratio,
         "worst_frames": [{"stamp_ns": stamp, "scene_max_abs": round(sw, 8), "bev_max_abs": round(bw, 8)}

@@ -209,6 +209,70 @@ def test_compare_package_with_itself(short_drive, package, tmp_path):
     assert s["latency_ratio_b_over_a"]["p50"] > 0 and len(s["worst_frames"]) == 5
 
 
+def test_summary_counts_frames_beside_frames_and_messages_apart(short_drive, package, tmp_path):
+    """`rejected` / `dropped` sit beside `frames` and `outputs`: they count camera frames (frames =
+    outputs + rejected + dropped); the other sensors' refused messages are counted apart (five
+    all-NaN radar tensors used to read as five rejected frames)."""
+    import dataclasses
+
+    from fusion_rt.logs import LogReader, LogWriter
+    from fusion_rt.messages import RadarTensor
+
+    log = tmp_path / "nan_radar.mcap"
+    spoiled = 0
+    with LogReader(short_drive) as reader, LogWriter(log) as writer:
+        for item in reader.messages():
+            message = item.message
+            if isinstance(message, RadarTensor) and spoiled < 5:
+                message = dataclasses.replace(message, data=np.full_like(message.data, np.nan))
+                spoiled += 1
+            writer.write(message, topic=item.topic)
+    s = replay(log, package).summary
+    assert s["frames"] == s["outputs"] + s["rejected"] + s["dropped"] == 80
+    assert s["rejected"] == s["messages"]["camera"]["rejected"] == 0
+    assert s["messages_rejected"] == s["messages"]["radar"]["rejected"] == 5
+
+
+def test_compare_counts_frames_only_one_side_outputs(short_drive, package, tmp_path):
+    """B's head emits NaN scene logits whenever every modality is present, so B rejects those frames
+    (nonfinite_output) while A outputs them: they are status disagreements, listed, and left out
+    of metrics_delta (which compares both sides on the frames both output). Compared only on the
+    frames both output, this looked like perfect agreement."""
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fusion_rt.package import replace_graph
+    from fusion_rt.replay import compare
+
+    nan = tmp_path / "nan"
+    shutil.copytree(package, nan)
+    model = onnx.load(str(nan / "head.onnx"))
+    graph = model.graph
+    for node in graph.node:
+        node.output[:] = ["scene_logits_raw" if o == "scene_logits" else o for o in node.output]
+    graph.initializer.extend([helper.make_tensor("n_modalities", TensorProto.FLOAT, [], [4.0]),
+                              helper.make_tensor("axis_1", TensorProto.INT64, [1], [1])])
+    graph.node.extend([  # (present count - 4) / itself: 0/0 = NaN with every modality present, else 1
+        helper.make_node("Cast", ["present"], ["present_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["present_f", "axis_1"], ["present_n"], keepdims=1),
+        helper.make_node("Sub", ["present_n", "n_modalities"], ["missing"]),
+        helper.make_node("Div", ["missing", "missing"], ["one_or_nan"]),
+        helper.make_node("Mul", ["scene_logits_raw", "one_or_nan"], ["scene_logits"]),
+    ])
+    onnx.save(model, str(nan / "head.onnx"))
+    replace_graph(nan, "head")
+    s = compare(short_drive, package, nan).summary
+    a_only = s["one_side_only"]["a"]["frames"]
+    assert a_only > 0 and s["one_side_only"]["b"]["frames"] == 0 and s["unmatched"] == a_only
+    assert s["camera_frames"] == 80 and s["frames_compared"] == 80 - a_only
+    assert s["status_agreement"] == pytest.approx((80 - a_only) / 80)  # was 1.0 over the compared frames
+    assert len(s["one_side_only"]["a"]["first_stamps_ns"]) == min(5, a_only)
+    assert s["b"]["rejected"] == a_only and s["b"]["outputs"] == 80 - a_only
+    assert any("one side only" in w for w in s["warnings"])
+
+
 def test_compare_refuses_packages_with_other_bev_outputs(short_drive, package, tmp_path):
     """Two packages whose BEV classes differ in order would be compared class against wrong class."""
     import shutil
