@@ -166,18 +166,43 @@ def load_run(run_dir: str | Path) -> Run:
     rig = Rig.from_dict(config["rig"])
     preprocess = PreprocessConfig.from_dict(config["preprocess"])
     vocab = Vocabulary.load(path / "vocab.json")
-    model = FusionModel(FusionModelConfig.from_dict(config["model"]), rig=rig, preprocess=preprocess)
+    try:
+        model = FusionModel(FusionModelConfig.from_dict(config["model"]), rig=rig, preprocess=preprocess)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a field of the wrong JSON type
+        raise ConfigError(f"{path / 'config.json'}: malformed model config: {type(exc).__name__}: {exc}") from exc
+    if "text" in model.config.modalities:
+        _check_vocabulary(vocab, model, preprocess, path / "vocab.json")
     try:
         state = safetensors_torch.load_file(str(path / "model.safetensors"))
     except Exception as exc:  # safetensors raises its own SafetensorError for malformed files
         raise ConfigError(f"cannot read weights {path / 'model.safetensors'}: {exc}") from exc
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ConfigError(f"weights in {path / 'model.safetensors'} do not match the model in config.json: "
-                          f"{str(exc).splitlines()[0]}") from exc
+    _check_weights(state, model, path / "model.safetensors")
+    model.load_state_dict(state, strict=True)
     model.eval()
     return Run(path=path, model=model, config=config, preprocess=preprocess, vocab=vocab, rig=rig)
+
+
+def _check_weights(state: dict, model, where: Path) -> None:
+    """The stored tensors must be exactly the model's: names, shapes and dtypes (load_state_dict
+    would cast a bool or int64 tensor silently, and names no tensor in its error's first line)."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [f"{k}: {tuple(state[k].shape)} {state[k].dtype}, the model has {tuple(v.shape)} {v.dtype}"
+             for k, v in expected.items() if k in state and (state[k].shape != v.shape or state[k].dtype != v.dtype)]
+    problems = ([f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}"] if missing else []) \
+        + ([f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}"] if unexpected else []) + wrong[:3]
+    if problems:
+        raise ConfigError(f"weights in {where} do not match the model in config.json: {'; '.join(problems)}")
+
+
+def _check_vocabulary(vocab: Vocabulary, model, preprocess: PreprocessConfig, where: Path) -> None:
+    """vocab.json must be the one the text encoder was trained with: as many ids as its embedding
+    rows, and the token count the preprocessing feeds (another vocabulary remaps every word)."""
+    rows = model.encoders["text"].config.vocab_size
+    if len(vocab) != rows or vocab.max_tokens != preprocess.text_max_tokens:
+        raise ConfigError(f"{where} does not belong to this model: {len(vocab)} ids and max_tokens "
+                          f"{vocab.max_tokens}, the text encoder has {rows} embedding rows and reads "
+                          f"{preprocess.text_max_tokens} tokens")
 
 
 def batch_inputs(split: Split, index: np.ndarray, text_ids: np.ndarray | None, modalities: Sequence[str]) -> dict:
@@ -231,14 +256,23 @@ def evaluate_logs(run: Run, logs: Sequence[str | Path], drop: Sequence[str] = ()
     drop = parse_modalities(drop, "--drop")
     if not logs:
         raise ConfigError("no log to evaluate on: pass --log FILE.mcap")
-    used = [m for m in run.modalities if m not in drop]
-    if not used:
+    foreign = [m for m in drop if m not in run.modalities]
+    if foreign:  # as replay refuses it: masking what the model never reads would be reported as an effect
+        raise ConfigError(f"--drop {foreign[0]!r}: not a modality of run {str(run.path)!r} ({list(run.modalities)})")
+    if not [m for m in run.modalities if m not in drop]:
         raise ConfigError(f"--drop {','.join(drop)} masks every modality the model uses ({','.join(run.modalities)})")
     split, counts = read_logs([Path(p) for p in logs], run.preprocess, frame_stride=1, progress=progress,
                               bev_classes=run.rig.class_names, bev_shape=run.rig.bev.shape, topics=topics)
     present = split.present.copy()
     for m in drop:
         present[:, MODALITIES.index(m)] = False
+    columns = [MODALITIES.index(m) for m in run.modalities]
+    # what the model really read: a modality the logs never hold is masked on every frame
+    used = [m for m, c in zip(run.modalities, columns, strict=True) if present[:, c].any()]
+    if not used:
+        raise ConfigError(f"no frame of {[str(p) for p in logs]} holds any modality the model reads once --drop "
+                          f"{','.join(drop) or '(none)'} is applied: nothing to evaluate")
+    counts["frames_without_input"] = int((~present[:, columns].any(axis=1)).sum())
     pred = predict(run.model, split, run.vocab, present, batch_size,
                    progress=(lambda i, n: progress("inference", i, n)) if progress else None)
     result = {

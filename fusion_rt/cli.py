@@ -250,11 +250,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     Reads each log through the dataset and preprocessing path the model was trained with and
     reports, overall and per condition (day, night, fog, rain): per-class AUC and F1 (threshold
     0.5) of the scene labels, hazard AUC, and BEV occupancy IoU per class. --drop masks
-    modalities through the presence mask, as the runtime does when a sensor is missing.
-    --json writes the metrics as JSON (keys: run, logs, head, modalities, dropped, used, read,
-    overall, per_condition; each group: samples, label_rate, scene_auc, scene_f1,
-    mean_scene_auc, hazard_auc, mean_scene_f1, bev_iou, mean_bev_iou, and modality_share for
-    the attention head).
+    modalities of the model through the presence mask, as the runtime does when a sensor is
+    missing; unlike replay it may mask the camera too (the model measured without it). used lists
+    the modalities some frame really held. --json writes the metrics as JSON (keys: run, logs,
+    head, modalities, dropped, used, read, overall, per_condition; each group: samples,
+    label_rate, scene_auc, scene_f1, mean_scene_auc, hazard_auc, mean_scene_f1, bev_iou,
+    mean_bev_iou; overall also modality_share: attention weights, gate weights for the gated
+    head, equal shares for concat).
 
     example: fusion-rt evaluate runs/attn --log drive.mcap --drop radar --json metrics.json
     """

@@ -31,6 +31,12 @@ class FusionModelConfig:
     head_config: dict = field(default_factory=dict)  # head config overrides
 
     def __post_init__(self) -> None:
+        if not isinstance(self.modalities, (list, tuple)) or not all(isinstance(m, str) for m in self.modalities):
+            raise ConfigError(f"FusionModelConfig.modalities must be a list of modality names, got {self.modalities!r}")
+        if not isinstance(self.encoders, dict) or not all(isinstance(v, dict) for v in self.encoders.values()):
+            raise ConfigError(f"FusionModelConfig.encoders must map modality -> settings, got {self.encoders!r}")
+        if not isinstance(self.head_config, dict):
+            raise ConfigError(f"FusionModelConfig.head_config must be an object of settings, got {self.head_config!r}")
         object.__setattr__(self, "modalities", tuple(self.modalities))
         check_modalities("FusionModelConfig", self.modalities)
         check_ints("FusionModelConfig", token_dim=self.token_dim)

@@ -15,32 +15,13 @@ from fusion_rt.errors import ConfigError  # noqa: E402
 from fusion_rt.package import load_package  # noqa: E402
 
 from ..conftest import record_test_drive  # noqa: E402
+from ._fixtures import write_random_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def random_run(tmp_path_factory):
     """A run directory in the training format, with untrained weights (export does not care)."""
-    from safetensors.torch import save_file
-
-    from fusion_rt.export.evaluate import RUN_FORMAT, RUN_VERSION
-    from fusion_rt.export.models import FusionModel, FusionModelConfig
-    from fusion_rt.preprocess import PreprocessConfig, Vocabulary
-    from fusion_rt.rig import Rig
-
-    out = tmp_path_factory.mktemp("runs") / "random"
-    out.mkdir()
-    torch.manual_seed(0)
-    rig = Rig.default()
-    pre = PreprocessConfig.from_rig(rig)
-    config = FusionModelConfig()
-    model = FusionModel(config, rig=rig, preprocess=pre)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    Vocabulary.build(["school zone, rain, 30 km/h", "highway, fog, 100 km/h"], max_tokens=pre.text_max_tokens).save(
-        out / "vocab.json")
-    (out / "config.json").write_text(json.dumps({"format": RUN_FORMAT, "version": RUN_VERSION, "rig": rig.to_dict(),
-                                                 "preprocess": pre.to_dict(), "model": config.to_dict()}))
-    (out / "metrics.json").write_text(json.dumps({"validation": {}, "note": "untrained weights"}))  # marks it finished
-    return out
+    return write_random_run(tmp_path_factory.mktemp("runs") / "random")
 
 
 @pytest.fixture(scope="module")
