@@ -34,6 +34,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -527,6 +528,8 @@ class BenchSession:
             self.raw8_feeds = {m: {self.raw8[m].get_inputs()[0].name: self.buffers[m]} for m in pkg.modalities}
         else:
             self.skipped["int8"] = "no --int8 package given"
+        if not config.peers:
+            self.skipped["torch"] = "--peers not given"
 
         self.probes = self._probes(torch_model)
         self.info = {"package": {"path": str(pkg.root), "name": pkg.name, "precision": pkg.precision},
@@ -649,9 +652,10 @@ class BenchSession:
     # ------------------------------------------------------------------------------------ torch peers
     def _torch_model(self):
         """The package's model in PyTorch (fusion_rt.export.bench_peers: the runtime never imports torch)."""
-        from fusion_rt._optional import require
+        from fusion_rt._optional import require_available
 
-        require("torch", "the PyTorch peers (--peers)")  # names the extra before the host-side import
+        # names the extra, without importing torch: load_torch_model sets OMP_WAIT_POLICY first
+        require_available("torch", "the PyTorch peers (--peers)")
         from fusion_rt.export.bench_peers import load_torch_model
 
         model, info = load_torch_model(self.package, self.config.run_dir, self.config.threads)
@@ -740,7 +744,7 @@ class BenchSession:
 
 def replay_realtime_factor(package: str | os.PathLike, seconds: float = 10.0, threads: int = 2, seed: int = 7) -> dict:
     """Burst replay of a simulated drive of `seconds` through `package`: log seconds per wall second
-    (best of two runs after a warm-up run: the first pays for the page cache and session set-up)."""
+    (the median of three runs after a warm-up run, which pays for the page cache and session set-up)."""
     from fusion_rt.replay import ReplayConfig, replay
     from fusion_rt.sim import DriveConfig
     from fusion_rt.sim.record import record_drive
@@ -749,8 +753,8 @@ def replay_realtime_factor(package: str | os.PathLike, seconds: float = 10.0, th
         log = Path(tmp) / "drive.mcap"
         record_drive(DriveConfig(seconds=seconds, seed=seed, conditions="mixed"), log)
         config = ReplayConfig(mode="burst", threads=threads, keep_frames=False, worst_frames=0)
-        rtfs = [replay(log, package, config).summary["realtime_factor"] for _ in range(3)][1:]
-    return {"realtime_factor": max(rtfs), "runs": rtfs, "seconds": seconds, "package": str(package)}
+        rtfs = [replay(log, package, config).summary["realtime_factor"] for _ in range(4)][1:]
+    return {"realtime_factor": statistics.median(rtfs), "runs": rtfs, "seconds": seconds, "package": str(package)}
 
 
 # ----------------------------------------------------------------------------------------- histogram
@@ -828,6 +832,26 @@ def _nice_step(raw: float) -> float:
 # ----------------------------------------------------------------------------------------- one call
 
 
+def unmeasured_budgets(verdicts: Sequence[Verdict], skipped: Mapping[str, str], peers: bool) -> dict[str, str]:
+    """Enforced ratio budgets this run did not measure, each with why: a gate that passes them
+    would pass what it never checked (`--check` fails on them)."""
+    out = {}
+    for v in verdicts:
+        if v.ok is not None or v.is_target or not v.name.startswith("ratio:"):
+            continue
+        name = v.name.split(":", 1)[1]
+        series = " ".join(str(s) for s in RATIO_DEFINITIONS.get(name, ()))
+        if name in skipped:
+            out[name] = skipped[name]
+        elif "int8" in series:
+            out[name] = skipped.get("int8", "the INT8 series were not measured")
+        elif "torch" in series:
+            out[name] = "--peers not given" if not peers else skipped.get("model.torch_eager", "not measured")
+        else:
+            out[name] = "not measured"
+    return out
+
+
 def run_bench(config: BenchConfig, budgets: Budgets | None, device_class: str | None = None,
               replay_seconds: float = 0.0, say: Callable[[str], None] | None = None) -> dict:
     """Measure (warm-up, then `config.steps` interleaved steps), check budgets; the JSON-ready report."""
@@ -861,15 +885,16 @@ def run_bench(config: BenchConfig, budgets: Budgets | None, device_class: str | 
         result.ratios["replay_realtime_factor"] = rep["realtime_factor"]
         result.info["replay"] = rep
     else:
-        result.skipped["replay_realtime_factor"] = "not measured (--replay-seconds 0)"
+        result.skipped["replay_realtime_factor"] = "no replay (--replay-seconds 0, the --quick default)"
     verdicts = [] if budgets is None else check_budgets(budgets, result.stages, result.ratios, device_class)
+    unmeasured = unmeasured_budgets(verdicts, result.skipped, config.peers)
     fp["load_average_after"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     report = {"fusion_rt_bench": 1, "device_class": device_class,
               "budgets_file": None if budgets is None else str(budgets.path),
               "config": {"steps": config.steps, "warmup": config.warmup, "threads": config.threads,
                          "quick": config.quick, "peers": config.peers},
               **result.to_dict(), "verdicts": [v.to_dict() for v in verdicts],
-              "missed": sum(v.ok is False and not v.is_target for v in verdicts),
+              "missed": sum(v.ok is False and not v.is_target for v in verdicts), "unmeasured": unmeasured,
               "targets_missed": sum(v.ok is False and v.is_target for v in verdicts), "notes": notes,
               "fingerprint": fp}
     report["_samples_ms"] = result.samples_ms  # for the histogram; dropped before JSON

@@ -638,7 +638,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     budgets (p50/p99 ms) for --device-class (default: detected). Also a burst replay of a
     simulated drive (--replay-seconds; real-time factor). --json writes everything with an
     environment fingerprint; --png a latency histogram. Exit code 1 with --check when a budget
-    is missed, else 0. The machine should be otherwise idle: read the ratios more than the
+    is missed or was not measured (an enforced INT8 ratio needs --int8, the torch ones --peers,
+    the replay one a replay: not --quick), else 0. The machine should be otherwise idle: read the ratios more than the
     milliseconds on a shared one.
 
     example: fusion-rt bench --package fusion_rt/packages/fusion-attention --int8 pkg-int8 --peers --json b.json
@@ -698,7 +699,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     missed = verdict_table(verdicts)
     if missed:
         print(f"budgets missed ({report['missed']}):\n{missed}", file=sys.stderr)
-    return 1 if args.check and report["missed"] else 0
+    unmeasured = report["unmeasured"]
+    if unmeasured:  # said even with --quiet: a gate must not pass what it never measured
+        print(f"budgets not measured ({len(unmeasured)}{', each fails --check' if args.check else ''}): "
+              + "; ".join(f"{name} ({why})" for name, why in unmeasured.items()), file=sys.stderr)
+    return 1 if args.check and (report["missed"] or unmeasured) else 0
 
 
 def _print_bench(report: dict) -> None:

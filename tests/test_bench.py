@@ -163,6 +163,23 @@ def test_bench_check_fails_on_a_missed_budget(package, tmp_path, capsys):
     assert "budgets missed (1)" in err and "<= 0.001" in err
 
 
+def test_bench_check_fails_on_a_budget_it_did_not_measure(package, tmp_path, capsys):
+    """An enforced INT8 budget without --int8 (or a torch one without --peers, the replay one under
+    --quick) was never measured, and --check passed it: a gate must not pass what it never checked."""
+    text = "[ratios]\nruntime_vs_raw_session = { max = 100 }\nint8_vs_fp32 = { max = 0.01 }\n" \
+           "int8_vs_torch_eager = { max = 0.01 }\nreplay_realtime_factor = { min = 1000 }\n"
+    args = ["bench", "--package", str(package), "--quick", "--steps", "5", "-q", "--budgets",
+            str(_budgets_file(tmp_path, text))]
+    assert main(args) == 0  # measured and reported, not a failure without --check
+    assert "budgets not measured (3)" in capsys.readouterr().err
+    assert main([*args, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "budgets not measured (3, each fails --check)" in err and "budgets missed" not in err
+    for name, why in (("int8_vs_fp32", "no --int8 package"), ("int8_vs_torch_eager", "no --int8 package"),
+                      ("replay_realtime_factor", "no replay (--replay-seconds 0")):
+        assert f"{name} ({why}" in err, err
+
+
 def test_bench_without_a_budgets_file_measures_only(package, tmp_path, capsys, monkeypatch):
     """A pip-installed fusion-rt has no bench/budgets.toml: bench measures and says so (it used to stop)."""
     import fusion_rt.bench
