@@ -89,7 +89,7 @@ def run_ablation(runs_dir: Path, out_dir: Path, seeds: tuple[int, ...], config_n
     used = {d.seed for d in base.data.train_drives + base.data.val_drives}
     assert not used & {d.seed for d in heldout}, "held-out seeds must never be used in training"
     _say(f"held-out drives: {len(heldout)} x {HELDOUT_SECONDS:g} s, seeds {heldout[0].seed}..{heldout[-1].seed}")
-    logs = record_drives(heldout, base.data.camera_size, base.data.jpeg_quality, cache)
+    logs = record_drives(heldout, base.data.camera_size, base.data.jpeg_quality, cache, note=_say)
     splits: dict[str, Split] = {}  # preprocessing config (JSON) -> held-out split read with it
 
     for seed in seeds:
@@ -109,7 +109,7 @@ def run_ablation(runs_dir: Path, out_dir: Path, seeds: tuple[int, ...], config_n
             key = json.dumps([run.preprocess.to_dict(), run.rig.class_names, run.rig.bev.shape], sort_keys=True)
             if key not in splits:
                 splits[key], _ = read_logs(logs, run.preprocess, bev_classes=run.rig.class_names,
-                                           bev_shape=run.rig.bev.shape)
+                                           bev_shape=run.rig.bev.shape, strict=True)  # cached: whole
             split = splits[key]
             for row, trained, drop in EVALUATIONS:
                 if trained != variant.name:
@@ -285,6 +285,41 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _check_arguments(args: argparse.Namespace) -> tuple[int, ...]:
+    """Every argument checked before any work (the held-out drives alone take a minute to record);
+    returns the training seeds (none with --report-only, which trains nothing)."""
+    from fusion_rt.export.train import check_threads
+    from fusion_rt.outputs import check_outputs
+
+    check_outputs(dirs={"--out": args.out})
+    if args.report_only:  # --runs is only read
+        return ()
+    check_outputs(dirs={"--runs": args.runs})
+    if args.threads is not None:
+        check_threads(args.threads, "--threads")
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if not seeds:
+        raise ConfigError(f"--seeds names no seed, got {args.seeds!r}; give comma-separated training seeds "
+                          "such as 0,1,2")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ConfigError(f"--seeds lists {', '.join(map(str, twice))} more than once, got {args.seeds!r}")
+    for seed in seeds:  # every run's configuration, as run_ablation will build it
+        for variant in VARIANTS:
+            try:
+                preset(args.config, head=variant.head, modalities=variant.modalities, seed=seed)
+            except ConfigError as exc:
+                raise ConfigError(f"--seeds {args.seeds!r}: {exc}") from None
+    # as train() checks each run directory against the cache, for every run before the first
+    cache = args.cache if args.cache is not None else default_cache_dir()
+    check_outputs(dirs={"--cache": cache},
+                  inputs=[args.runs / f"{variant.name}-s{seed}" for seed in seeds for variant in VARIANTS])
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fusion_rt.export.ablation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -295,14 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="ablation", choices=("quick", "ablation", "default"),
                         help="training preset (default ablation)")
     parser.add_argument("--cache", default=None, type=Path, help="simulation cache (default ~/.cache/fusion-rt)")
-    parser.add_argument("--threads", default=None, type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--threads", default=None, type=int, help="torch threads, at most 1024 (default: all cores)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the tables from finished runs")
     args = parser.parse_args(argv)
     try:
-        try:
-            seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
-        except ValueError:
-            raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+        seeds = _check_arguments(args)
         if args.report_only:
             write_report(args.runs, args.out, args.config)
         else:

@@ -10,19 +10,30 @@ float16 (fractions of 1/16, exact), which halves the memory of a training set.
 Logs are cached by their drive settings; preprocessed splits in an ``.npz`` keyed by a hash of the
 data and preprocessing configs (`np.load(..., allow_pickle=False)`: strings are stored as fixed
 width unicode arrays, never objects).
+
+The cache may be shared by runs at the same time (two `fusion-rt train --cache C`): every file is
+written under a temporary name of its own beside its destination and renamed into place, so a
+reader only ever finds complete files, and a run renaming its copy over another's complete copy
+of the same entry changes nothing. Each cached log has a checksum file (`NAME.mcap.json`: the
+drive, its size and sha256), checked before the log is read; a log that fails it (truncated,
+corrupted, recorded for another drive, or older than the checksums) is recorded again, and an
+array file that does not load is rebuilt, each said through `note`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from fusion_rt.errors import ConfigError, LogError
+from fusion_rt.errors import ConfigError, LogError, OutputError
 from fusion_rt.export.configs import DataConfig, DriveSpec
 from fusion_rt.messages import MODALITIES, RadarTensor
 from fusion_rt.preprocess import PreprocessConfig, Vocabulary, preprocess_sample
@@ -36,9 +47,70 @@ __all__ = ["Split", "LoadedData", "SCENE_LABELS", "default_cache_dir", "drive_lo
 SCENE_LABELS: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist", "hazard")
 
 #: Bump when the meaning of cached arrays changes, so stale caches are never read.
-CACHE_VERSION = 2  # 2: BEV truth mapped to the model's classes by name, bev_known
+#: 2: BEV truth mapped to the model's classes by name, bev_known; 3: built only from verified logs
+#: (arrays built from a truncated cached log were kept under the normal key)
+CACHE_VERSION = 3
 
 ProgressFn = Callable[[str, int, int], None]  # (stage description, done, total)
+NoteFn = Callable[[str], None]  # what the cache repaired (a log recorded again, an array file rebuilt)
+
+_LOG_CHECK_FORMAT = "fusion-rt.cached-log"
+
+
+@contextmanager
+def _cache_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`, named for this writer alone, to write; it replaces
+    `path` when the block succeeds and is removed whatever happens. Two runs filling one cache each
+    write their own file: renaming a complete file over another run's complete copy of the same
+    entry is fine. OSError becomes an OutputError naming `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write cache file {str(path)!r}: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _log_check_path(log: Path) -> Path:
+    return log.with_name(f"{log.name}.json")
+
+
+def _cached_log_problem(log: Path, drive: dict) -> str | None:
+    """Why the cached `log` cannot be reused for `drive` (DriveConfig as JSON), or None."""
+    try:
+        check = json.loads(_log_check_path(log).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "it has no checksum file (recorded before checksums, or interrupted)"
+    except (OSError, ValueError) as exc:
+        return f"its checksum file is unreadable ({type(exc).__name__})"
+    if not isinstance(check, dict) or check.get("format") != _LOG_CHECK_FORMAT:
+        return "its checksum file is malformed"
+    if check.get("drive") != drive:
+        return "it was recorded for another drive"
+    size = log.stat().st_size
+    if check.get("bytes") != size:
+        return f"it is {size} bytes, {check.get('bytes')} when recorded (truncated or overwritten)"
+    if check.get("sha256") != _sha256(log):
+        return "its sha256 differs from the recorded one (corrupted)"
+    return None
+
+
+def _refuse_damaged(path, issues: Sequence) -> None:
+    """ConfigError naming a cached log that read with damaged records (cached logs must be whole)."""
+    if issues:
+        first = issues[0]
+        raise ConfigError(f"cached log {str(path)!r} is damaged: {len(issues)} record(s) skipped (first: "
+                          f"{first.kind} at offset {first.offset}: {first.detail}); delete it to record it again")
 
 
 def default_cache_dir() -> Path:
@@ -75,16 +147,18 @@ class Split:
         return out
 
     def save(self, path: Path, **extra: np.ndarray) -> None:
-        tmp = path.with_name(f".{path.name}.partial.npz")
-        np.savez(tmp, **{f.name: getattr(self, f.name) for f in fields(self)}, **extra)
-        os.replace(tmp, path)
+        """Write the split (and `extra` arrays) to `path` atomically, under a temporary name of this
+        writer's own (a concurrent run may be saving the same cache entry)."""
+        path = Path(path)
+        with _cache_file(path) as tmp, open(tmp, "xb") as out:
+            np.savez(out, **{f.name: getattr(self, f.name) for f in fields(self)}, **extra)
 
     @classmethod
     def load(cls, path: Path) -> tuple[Split, dict[str, np.ndarray]]:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # truncated, or object arrays (refused)
+        except Exception as exc:  # empty (EOFError), truncated, not a zip, object arrays (refused)...
             raise ConfigError(f"cache file {path} is damaged ({type(exc).__name__}: {exc}); delete it to "
                               f"rebuild") from exc
         names = [f.name for f in fields(cls)]
@@ -106,18 +180,25 @@ class LoadedData:
 
 
 def drive_log_path(drive: DriveSpec, camera_size: tuple[int, int], jpeg_quality: int, cache_dir: Path) -> Path:
-    """The cache file of a drive: named by every setting that changes its bytes."""
+    """The cache file of a drive: named by every setting that changes its bytes (the length
+    exactly, as `repr` writes the float: 3000.0 and 2999.996 s are two logs)."""
     from fusion_rt.sim import SIM_VERSION
 
     w, h = camera_size
     scene = drive.scene_type or "any"
     return (Path(cache_dir) / "logs" / f"drive-sim{SIM_VERSION}-s{drive.seed}-{drive.conditions}-{scene}-"
-                                       f"{drive.seconds:g}s-{w}x{h}-q{jpeg_quality}.mcap")
+                                       f"{float(drive.seconds)!r}s-{w}x{h}-q{jpeg_quality}.mcap")
 
 
 def record_drives(drives: Sequence[DriveSpec], camera_size: tuple[int, int], jpeg_quality: int, cache_dir: Path,
-                  progress: ProgressFn | None = None) -> list[Path]:
-    """Simulate and record each drive not already in the cache; returns the log paths in order."""
+                  progress: ProgressFn | None = None, note: NoteFn | None = None,
+                  verify: bool = True) -> list[Path]:
+    """Simulate and record each drive not already in the cache; returns the log paths in order.
+
+    With `verify`, a cached log is reused only when its checksum file vouches for it (this drive,
+    this size and sha256); otherwise it is recorded again and `note` told why. Without it (the
+    logs will not be read: their arrays are cached), a present log is taken as it is.
+    """
     from fusion_rt.sim import DriveConfig
     from fusion_rt.sim.record import record_drive
 
@@ -125,24 +206,41 @@ def record_drives(drives: Sequence[DriveSpec], camera_size: tuple[int, int], jpe
     for i, (drive, path) in enumerate(zip(drives, paths, strict=True)):
         if progress:
             progress("simulating drives", i, len(drives))
-        if path.exists():
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
         config = DriveConfig(seconds=drive.seconds, seed=drive.seed, conditions=drive.conditions,
                              camera_size=tuple(camera_size), scene_type=drive.scene_type, jpeg_quality=jpeg_quality)
-        record_drive(config, path)  # writes to a temporary name and renames: never half a log
+        described = json.loads(json.dumps(asdict(config)))
+        if path.is_file():
+            if not verify:
+                continue
+            problem = _cached_log_problem(path, described)
+            if problem is None:
+                continue
+            if note:
+                note(f"cached log {path} cannot be reused: {problem}; recording it again")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _cache_file(path) as tmp:  # a name of this run's own: never half a log, nor another run's
+            summary = record_drive(config, tmp)
+            check = {"format": _LOG_CHECK_FORMAT, "version": 1, "drive": described, "bytes": tmp.stat().st_size,
+                     "sha256": _sha256(tmp), "messages": sum(summary.counts.values())}
+        # The checksum goes in place after its log: a reader in between finds none and records the
+        # drive again (the same bytes), never a checksum vouching for another log.
+        with _cache_file(_log_check_path(path)) as tmp:
+            tmp.write_text(json.dumps(check, indent=1) + "\n", encoding="utf-8")
     if progress:
         progress("simulating drives", len(drives), len(drives))
     return paths
 
 
-def fit_radar_normalization(paths: Sequence[Path], stride: int = 4) -> tuple[float, float]:
+def fit_radar_normalization(paths: Sequence[Path], stride: int = 4, strict: bool = False) -> tuple[float, float]:
     """(offset, scale) of the radar power channel, from every `stride`-th radar scan of `paths`.
 
     offset = median power (the noise floor, where almost every cell lies); scale = (99.9th
     percentile - median) / 4, so the strongest 0.1% of cells (the targets) land at about 4 and
     only the very strongest reach the +-5 clip, keeping the RCS contrast between a truck and a
     pedestrian that a mean/std normalization (std dominated by noise) would clip away.
+
+    With `strict` (cached logs, which must be whole), a log read with damaged records is a
+    ConfigError naming it.
     """
     from fusion_rt.logs import LogReader
     from fusion_rt.logs.schemas import DEFAULT_TOPICS
@@ -156,6 +254,8 @@ def fit_radar_normalization(paths: Sequence[Path], stride: int = 4) -> tuple[flo
                     continue
                 power = np.asarray(msg.data[msg.channels.index("power_db")], dtype=np.float32)
                 samples.append(power[np.isfinite(power)][::7])  # a fixed thinning: plenty for percentiles
+            if strict:
+                _refuse_damaged(path, reader.issues)
     if not samples:
         raise LogError(f"no radar tensors with a power_db channel in {[str(p) for p in paths]}: cannot fit "
                        "the radar normalization")
@@ -187,7 +287,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
               progress: ProgressFn | None = None, require_truth: bool = True,
               bev_classes: Sequence[str] = CLASS_NAMES,
               bev_shape: tuple[int, int] | None = None,
-              topics: Mapping[str, str] | None = None) -> tuple[Split, dict[str, int]]:
+              topics: Mapping[str, str] | None = None, strict: bool = False) -> tuple[Split, dict[str, int]]:
     """Read logs through `LogDataset` and preprocess every `frame_stride`-th camera frame.
 
     With `require_truth` (training, evaluation), frames without ground truth are skipped and a log
@@ -201,6 +301,9 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
     the rig's, `BevGrid().shape`): planes are matched by name through the truth's own
     `bev_classes`, as replay does; a class the truth lacks is a zero plane with `bev_known` False
     (left out of the IoU, as replay leaves it), and a truth on another grid is a LogError.
+
+    Damaged records are skipped and counted (`skipped_records`), as for any field log; with
+    `strict` (cached logs, which must be whole) a log with any is a ConfigError naming it.
     """
     from fusion_rt.logs import LogDataset
 
@@ -265,7 +368,10 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
                 rows["scene_type"].append("")
             rows["log_index"].append(li)
             rows["stamp_ns"].append(sample.stamp_ns)
-        counts["skipped_records"] += sum(len(v) for v in dataset.issues.values())  # damaged records, reported
+        skipped = [issue for issues in dataset.issues.values() for issue in issues]
+        if strict:
+            _refuse_damaged(path, skipped)
+        counts["skipped_records"] += len(skipped)  # damaged records, reported
         if require_truth and with_truth == 0:
             raise LogError(f"log {str(path)!r} has no ground truth for any camera frame; evaluation and training "
                            "need labelled logs (e.g. from 'fusion-rt simulate')")
@@ -284,39 +390,65 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
     return split, counts
 
 
+def _cached_split(path: Path, note: NoteFn | None, *needed: str) -> tuple[Split, dict[str, np.ndarray]] | None:
+    """The split cached at `path` with its `needed` extra arrays; None when there is none, or when
+    it does not load (then `note` is told, and the caller rebuilds it)."""
+    if not path.is_file():
+        return None
+    try:
+        split, extra = Split.load(path)
+        missing = [n for n in needed if n not in extra]
+        if missing:
+            raise ConfigError(f"cache file {path} lacks {missing}")
+    except ConfigError as exc:
+        if note:
+            note(f"{str(exc).removesuffix('; delete it to rebuild')}; rebuilding it")
+        return None
+    return split, extra
+
+
 def load_data(config: DataConfig, base_preprocess: PreprocessConfig, cache_dir: Path | None = None,
-              progress: ProgressFn | None = None) -> LoadedData:
+              progress: ProgressFn | None = None, note: NoteFn | None = None) -> LoadedData:
     """Record (or reuse) the drives of `config`, fit the radar normalization on the training logs,
-    and return both splits preprocessed, with the vocabulary built from the training texts."""
+    and return both splits preprocessed, with the vocabulary built from the training texts.
+
+    Cached arrays are reused when they load; cached logs that are about to be read are verified
+    first (see `record_drives`). What the cache repaired is told to `note`; a cached log that
+    still reads with damaged records is a ConfigError naming it.
+    """
+    from fusion_rt.sim import SIM_VERSION
+
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    train_paths = record_drives(config.train_drives, config.camera_size, config.jpeg_quality, cache_dir, progress)
-    val_paths = record_drives(config.val_drives, config.camera_size, config.jpeg_quality, cache_dir, progress)
     array_dir = cache_dir / "arrays"
     array_dir.mkdir(parents=True, exist_ok=True)
-
-    from fusion_rt.sim import SIM_VERSION
+    norm = ("radar_power_db_offset", "radar_power_db_scale")
 
     key = config.digest(base_preprocess.to_dict(), {"cache_version": CACHE_VERSION, "sim_version": SIM_VERSION})
     train_file = array_dir / f"train-{key}.npz"
-    if train_file.exists():
-        train, extra = Split.load(train_file)
-        if not {"radar_power_db_offset", "radar_power_db_scale"} <= set(extra):
-            raise ConfigError(f"cache file {train_file} lacks the radar normalization; delete it to rebuild")
-        offset, scale = float(extra["radar_power_db_offset"]), float(extra["radar_power_db_scale"])
+    cached = _cached_split(train_file, note, *norm)
+    # logs are verified (their sha256) only when they will be read: a warm cache stays cheap
+    train_paths = record_drives(config.train_drives, config.camera_size, config.jpeg_quality, cache_dir, progress,
+                                note, verify=cached is None)
+    if cached is not None:
+        train, extra = cached
+        offset, scale = float(extra[norm[0]]), float(extra[norm[1]])
         preprocess = replace(base_preprocess, radar_power_db_offset=offset, radar_power_db_scale=scale)
     else:
-        offset, scale = fit_radar_normalization(train_paths, config.radar_fit_stride)
+        offset, scale = fit_radar_normalization(train_paths, config.radar_fit_stride, strict=True)
         preprocess = replace(base_preprocess, radar_power_db_offset=offset, radar_power_db_scale=scale)
-        train, _ = read_logs(train_paths, preprocess, config.train_frame_stride, progress)
+        train, _ = read_logs(train_paths, preprocess, config.train_frame_stride, progress, strict=True)
         train.save(train_file, radar_power_db_offset=np.float64(offset), radar_power_db_scale=np.float64(scale))
 
     val_key = config.digest(preprocess.to_dict(), {"cache_version": CACHE_VERSION, "sim_version": SIM_VERSION,
                                                    "split": "val"})
     val_file = array_dir / f"val-{val_key}.npz"
-    if val_file.exists():
-        val, _ = Split.load(val_file)
+    cached = _cached_split(val_file, note)
+    val_paths = record_drives(config.val_drives, config.camera_size, config.jpeg_quality, cache_dir, progress,
+                              note, verify=cached is None)
+    if cached is not None:
+        val, _ = cached
     else:
-        val, _ = read_logs(val_paths, preprocess, config.val_frame_stride, progress)
+        val, _ = read_logs(val_paths, preprocess, config.val_frame_stride, progress, strict=True)
         val.save(val_file)
     vocab = Vocabulary.build((str(t) for t in train.text), max_tokens=preprocess.text_max_tokens)
     return LoadedData(train=train, val=val, preprocess=preprocess, vocab=vocab,

@@ -38,15 +38,19 @@ from fusion_rt import __version__
 from fusion_rt._optional import require
 from fusion_rt.errors import ConfigError
 from fusion_rt.export.configs import RunConfig
-from fusion_rt.export.data import SCENE_LABELS, LoadedData, load_data
+from fusion_rt.export.data import SCENE_LABELS, LoadedData, default_cache_dir, load_data
 from fusion_rt.export.evaluate import RUN_FORMAT, RUN_VERSION, batch_inputs, predict, summarize
 from fusion_rt.messages import MODALITIES
 from fusion_rt.preprocess import PreprocessConfig
 from fusion_rt.rig import Rig
 
-__all__ = ["train", "modality_dropout", "pos_weights", "default_threads", "check_out_dir"]
+__all__ = ["train", "modality_dropout", "pos_weights", "default_threads", "check_threads", "check_out_dir",
+           "MAX_THREADS"]
 
 CONTEXT_MODALITIES = ("map", "text")  # inputs that describe the road, not the road users
+
+#: The most torch threads a run may ask for (torch.set_num_threads overflows on values past a C int).
+MAX_THREADS = 1024
 
 
 def default_threads() -> int:
@@ -55,6 +59,13 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads, what: str = "threads") -> int:
+    """`threads` if it is an integer in [1, MAX_THREADS], else a ConfigError naming it."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"{what} must be an integer in [1, {MAX_THREADS}], got {threads!r}")
+    return threads
 
 
 def modality_dropout(present: np.ndarray, p: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -140,11 +151,11 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
 
     out = Path(out_dir)
     check_out_dir(out)
-    threads = default_threads() if threads is None else threads
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
-    if cache_dir is not None:  # refused before the run directory exists, so a retry finds it free
-        check_outputs(dirs={"cache folder": cache_dir}, inputs=[out])
+    threads = check_threads(default_threads() if threads is None else threads)
+    # Checked before the run directory exists, so a retry finds it free; the default cache too
+    # (an --out equal to or inside ~/.cache/fusion-rt would fill the run with the cache).
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    check_outputs(dirs={"cache folder": cache_dir}, inputs=[out])
     if console is None and not quiet:
         from rich.console import Console
 
@@ -168,7 +179,8 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
             def data_progress(stage: str, done: int, total: int) -> None:
                 bar.update(task, description=stage, completed=done, total=max(total, 1))
 
-            data: LoadedData = load_data(config.data, PreprocessConfig.from_rig(rig), cache_dir, data_progress)
+            data: LoadedData = load_data(config.data, PreprocessConfig.from_rig(rig), cache_dir, data_progress,
+                                         note=lambda text: log(f"cache: {text}"))
         data_s = time.perf_counter() - t0
         train_set, val_set = data.train, data.val
         log(f"data: {len(train_set)} training samples from {len(config.data.train_drives)} drives, "

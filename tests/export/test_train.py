@@ -7,6 +7,7 @@ rest evaluates it on a short held-out drive, in-process and through `fusion-rt e
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -364,6 +365,95 @@ def test_ablation_rows_are_compared_over_the_same_seeds(tmp_path):
     assert report["seeds_left_out"] == [1]
     assert report["rows"]["radar-only"]["overall"]["mean_scene_auc"]["mean"] == 0.89
     assert "Seeds [1] are left out" in (tmp_path / "results" / "ablation.md").read_text()
+
+
+def _micro(offset: int) -> RunConfig:
+    """A run on two half-second drives, one epoch: seconds, not a minute."""
+    from fusion_rt.export.configs import TRAIN_SEED_BASE, VAL_SEED_BASE
+
+    data = DataConfig(train_drives=plan_drives(1, TRAIN_SEED_BASE + offset, 0.5),
+                      val_drives=plan_drives(1, VAL_SEED_BASE + offset, 0.5), camera_size=(128, 72))
+    return RunConfig("micro", data, TrainConfig(epochs=1, batch_size=5), modalities=("radar",))
+
+
+def test_train_refuses_too_many_threads_before_creating_the_run(tmp_path):
+    """threads=10**11 passed the positive check and overflowed in torch.set_num_threads: a
+    ValueError traceback and a run directory holding train.log."""
+    for threads in (10**11, 1025, 0, True):
+        with pytest.raises(ConfigError, match=rf"threads must be an integer in \[1, 1024\], got {threads!r}"):
+            train(_micro(910), tmp_path / "run", cache_dir=tmp_path / "cache", threads=threads, quiet=True)
+        assert not (tmp_path / "run").exists()
+    proc = run_cli("train", "--out", str(tmp_path / "run"), "--config", "quick", "--threads", "100000000000",
+                   "--cache", str(tmp_path / "cache"))
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "100000000000" in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_train_refuses_an_out_in_the_default_cache(tmp_path, monkeypatch, inside):
+    """Without --cache the cache/output check was skipped: --out ~/.cache/fusion-rt trained a run
+    into the cache folder (logs/ and arrays/ beside model.safetensors)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cache = tmp_path / "xdg" / "fusion-rt"
+    cache.mkdir(parents=True)  # an existing, empty cache folder
+    out = cache / "run" if inside else cache
+    with pytest.raises(ConfigError, match="would overwrite"):
+        train(_micro(911), out, threads=1, quiet=True)
+    assert sorted(p.name for p in cache.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--threads", "0"], r"--threads must be an integer in \[1, 1024\], got 0"),
+        (["--threads", "100000000000"], r"got 100000000000"),
+        (["--seeds", ""], r"--seeds names no seed, got ''"),
+        (["--seeds", " , "], r"--seeds names no seed, got ' , '"),
+        (["--seeds", "-1"], r"--seeds '-1': seed must be an integer in \[0, 2\*\*63\), got -1"),
+        (["--seeds", "9223372036854775808"], r"got 9223372036854775808"),
+        (["--seeds", "0,x"], r"--seeds must be comma-separated integers, got '0,x'"),
+        (["--seeds", "0,1,0"], r"--seeds lists 0 more than once"),
+        (["--runs", "{file}"], r"--runs '.*file' is a file"),
+        (["--out", "{file}"], r"--out '.*file' is a file"),
+        (["--out", "{tmp}/no/such/dir/x"], None),  # missing parents are created: accepted
+        (["--cache", "{tmp}/runs"], r"--cache '.*runs' would overwrite"),
+        (["--cache", "{tmp}/runs/camera-only-s0/cache"], r"--cache .* would overwrite"),
+        (["--cache", "{tmp}/runs/cache"], None),  # beside the run directories: fine, as for train
+    ],
+)
+def test_ablation_checks_its_arguments_before_any_work(tmp_path, monkeypatch, capsys, args, needle):
+    """--threads 0, --seeds -1 and --runs FILE were refused only after a minute of recording held-out
+    drives (--runs FILE as a FileExistsError traceback), and --seeds '' ended in 'no held-out results'."""
+    from fusion_rt.export import ablation
+
+    calls = []
+    monkeypatch.setattr(ablation, "run_ablation", lambda *a, **k: calls.append(a))
+    (tmp_path / "file").write_text("x")
+    options = {"--runs": "{tmp}/runs", "--out": "{tmp}/out", "--config": "quick", "--cache": "{tmp}/cache",
+               "--seeds": "0,1"}
+    options.update(zip(args[::2], args[1::2], strict=True))
+    argv = [x.format(tmp=tmp_path, file=tmp_path / "file") for kv in options.items() for x in kv]
+    code = ablation.main(argv)
+    err = capsys.readouterr().err
+    if needle is None:
+        assert code == 0 and len(calls) == 1, err
+        return
+    assert code == 2 and calls == [], err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ablation: error: "), err
+    assert re.search(needle, lines[0]), lines[0]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_ablation_passes_the_checked_seeds_on(tmp_path, monkeypatch):
+    from fusion_rt.export import ablation
+
+    calls = []
+    monkeypatch.setattr(ablation, "run_ablation", lambda *a, **k: calls.append(a))
+    assert ablation.main(["--runs", str(tmp_path / "r"), "--out", str(tmp_path / "o"), "--seeds", "2, 0,,5",
+                          "--threads", "1", "--config", "quick"]) == 0
+    assert calls == [(tmp_path / "r", tmp_path / "o", (2, 0, 5), "quick", None, 1)]
 
 
 def test_evaluate_in_process_with_and_without_a_masked_sensor(quick_run, heldout_log):
