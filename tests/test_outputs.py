@@ -54,3 +54,18 @@ def test_staged_dir_replaces_a_folder_only_when_complete(tmp_path):
     with staged_dir(out, overwrite=True) as staging:
         (staging / "b").write_text("2")
     assert sorted(p.name for p in out.iterdir()) == ["b"]
+
+
+def test_printable_and_console_keep_the_terminal_ours():
+    """Escape sequences, separators and bidi overrides from a log or package print as escapes; our own
+    multi-line messages keep their lines (the demo printed a literal "\\n" between two paths)."""
+    import io
+
+    from fusion_rt.outputs import console, printable
+
+    assert printable("/cam\x1b]52;c;AAA\x07 \u202eevil\tok") == "/cam\\x1b]52;c;AAA\\x07 \\u202eevil\tok"
+    assert printable("one\ntwo") == "one\\ntwo" and printable("one\ntwo", keep_newlines=True) == "one\ntwo"
+    c = console()
+    c.file = io.StringIO()
+    c.print("results log: a.mcap\nreport:      r.html [/] \x1b[8m")
+    assert c.file.getvalue() == "results log: a.mcap\nreport:      r.html [/] \\x1b[8m\n"
