@@ -25,17 +25,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from fusion_rt.errors import ConfigError, LogError, OutputError
+from fusion_rt.errors import ConfigError, LogError
 from fusion_rt.export.configs import DataConfig, DriveSpec
 from fusion_rt.messages import MODALITIES, RadarTensor
+from fusion_rt.outputs import atomic_output
 from fusion_rt.preprocess import PreprocessConfig, Vocabulary, preprocess_sample
 from fusion_rt.rig import CLASS_NAMES, BevGrid
 
@@ -55,22 +54,6 @@ ProgressFn = Callable[[str, int, int], None]  # (stage description, done, total)
 NoteFn = Callable[[str], None]  # what the cache repaired (a log recorded again, an array file rebuilt)
 
 _LOG_CHECK_FORMAT = "fusion-rt.cached-log"
-
-
-@contextmanager
-def _cache_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`, named for this writer alone, to write; it replaces
-    `path` when the block succeeds and is removed whatever happens. Two runs filling one cache each
-    write their own file: renaming a complete file over another run's complete copy of the same
-    entry is fine. OSError becomes an OutputError naming `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write cache file {str(path)!r}: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
@@ -150,7 +133,7 @@ class Split:
         """Write the split (and `extra` arrays) to `path` atomically, under a temporary name of this
         writer's own (a concurrent run may be saving the same cache entry)."""
         path = Path(path)
-        with _cache_file(path) as tmp, open(tmp, "xb") as out:
+        with atomic_output(path) as tmp, open(tmp, "xb") as out:
             np.savez(out, **{f.name: getattr(self, f.name) for f in fields(self)}, **extra)
 
     @classmethod
@@ -218,13 +201,13 @@ def record_drives(drives: Sequence[DriveSpec], camera_size: tuple[int, int], jpe
             if note:
                 note(f"cached log {path} cannot be reused: {problem}; recording it again")
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _cache_file(path) as tmp:  # a name of this run's own: never half a log, nor another run's
+        with atomic_output(path) as tmp:  # a name of this run's own: never half a log, nor another run's
             summary = record_drive(config, tmp)
             check = {"format": _LOG_CHECK_FORMAT, "version": 1, "drive": described, "bytes": tmp.stat().st_size,
                      "sha256": _sha256(tmp), "messages": sum(summary.counts.values())}
         # The checksum goes in place after its log: a reader in between finds none and records the
         # drive again (the same bytes), never a checksum vouching for another log.
-        with _cache_file(_log_check_path(path)) as tmp:
+        with atomic_output(_log_check_path(path)) as tmp:
             tmp.write_text(json.dumps(check, indent=1) + "\n", encoding="utf-8")
     if progress:
         progress("simulating drives", len(drives), len(drives))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from fusion_rt.errors import OutputError
 
-__all__ = ["check_outputs", "atomic_output", "write_text", "staged_dir", "printable", "console"]
+__all__ = ["check_outputs", "atomic_output", "partial_path", "write_text", "staged_dir", "printable", "console"]
 
 # C0/C1 control characters (ESC: colours, OSC 52 clipboard writes, OSC 8 links, titles), line and
 # paragraph separators, and bidirectional overrides (text that reads differently than it is)
@@ -89,12 +90,21 @@ def check_outputs(files: Mapping[str, str | os.PathLike | None] = {},  # noqa: B
         seen[target] = what
 
 
+def partial_path(final: str | os.PathLike) -> Path:
+    """A temporary name beside `final`, this writer's alone (two processes writing one file, such as
+    two runs filling a shared cache, must not share a temporary file: the first rename would take
+    the other's, and the second fail)."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path` to write; it replaces `path` when the block succeeds and
-    is removed when it fails. OSError while writing becomes an OutputError naming `path`."""
+    """Yield a temporary path beside `path` (`partial_path`) to write; it replaces `path` when the
+    block succeeds and is removed when it fails. OSError while writing becomes an OutputError
+    naming `path`."""
     final = Path(path)
-    tmp = final.with_name(f".{final.name}.partial")
+    tmp = partial_path(final)
     try:
         yield tmp
         os.replace(tmp, final)

@@ -41,7 +41,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -52,7 +51,7 @@ from fusion_rt.logs.reader import ReadIssue
 from fusion_rt.logs.schemas import COMPRESSED_IMAGE, SCHEMAS
 from fusion_rt.logs.topics import TopicMap, resolve_topics
 from fusion_rt.messages import CameraFrame, GroundTruth, RadarDetections, RadarTensor
-from fusion_rt.outputs import check_outputs
+from fusion_rt.outputs import check_outputs, partial_path
 from fusion_rt.package import ModelPackage, load_package
 from fusion_rt.preprocess import PreprocessConfig, rasterize_detections
 from fusion_rt.rig import Radar
@@ -354,7 +353,7 @@ class _ResultsWriter:
         from mcap_ros2.writer import Writer as Ros2Writer
 
         self.path = os.fspath(path)
-        self._tmp = Path(self.path).with_name(f".{Path(self.path).name}.partial")
+        self._tmp = partial_path(self.path)
         try:
             self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in close())
         except OSError as exc:

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fusion_rt.logs import LogWriter
+from fusion_rt.outputs import partial_path
 from fusion_rt.sim import DriveConfig, simulate_drive
 from fusion_rt.sim.summary import DriveSummary
 
@@ -28,7 +29,7 @@ def record_drive(
     with each message's stamp (ns) so callers can show how far the drive has got.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     summary = DriveSummary()
     try:
         with LogWriter(tmp, compression=compression) as writer:
