@@ -22,6 +22,7 @@ from fusion_rt.export.configs import ALL_CONDITIONS
 from fusion_rt.export.data import SCENE_LABELS, Split, read_logs
 from fusion_rt.export.metrics import bev_iou_per_class, f1_per_class, roc_auc_per_class
 from fusion_rt.messages import MODALITIES
+from fusion_rt.package import sha256_file
 from fusion_rt.preprocess import PreprocessConfig, Vocabulary
 from fusion_rt.rig import Rig
 
@@ -166,6 +167,10 @@ def load_run(run_dir: str | Path) -> Run:
     rig = Rig.from_dict(config["rig"])
     preprocess = PreprocessConfig.from_dict(config["preprocess"])
     vocab = Vocabulary.load(path / "vocab.json")
+    expected = config.get("vocabulary_sha256")  # runs trained before it was recorded have none
+    if expected is not None and sha256_file(path / "vocab.json") != expected:
+        raise ConfigError(f"{path / 'vocab.json'} is not the vocabulary this run was trained with (its sha256 "
+                          f"differs from config.json's vocabulary_sha256): every word id would change meaning")
     try:
         model = FusionModel(FusionModelConfig.from_dict(config["model"]), rig=rig, preprocess=preprocess)
     except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a field of the wrong JSON type

@@ -41,6 +41,7 @@ from fusion_rt.export.configs import RunConfig
 from fusion_rt.export.data import SCENE_LABELS, LoadedData, default_cache_dir, load_data
 from fusion_rt.export.evaluate import RUN_FORMAT, RUN_VERSION, batch_inputs, predict, summarize
 from fusion_rt.messages import MODALITIES
+from fusion_rt.package import sha256_file
 from fusion_rt.preprocess import PreprocessConfig
 from fusion_rt.rig import Rig
 
@@ -205,8 +206,9 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
             "samples": {"train": len(train_set), "val": len(val_set)}, "logs": data.log_paths,
             "parameters": {"total": n_params, "head": head_params},
         }
-        (out / "config.json").write_text(json.dumps(run_json, indent=1) + "\n", encoding="utf-8")
         data.vocab.save(out / "vocab.json")
+        run_json["vocabulary_sha256"] = sha256_file(out / "vocab.json")  # load_run checks the words too
+        (out / "config.json").write_text(json.dumps(run_json, indent=1) + "\n", encoding="utf-8")
         log(f"model: {config.head} head, {n_params / 1e6:.3f} M parameters ({head_params / 1e6:.3f} M in the head)")
 
         # ---- optimization

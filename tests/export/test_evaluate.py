@@ -79,12 +79,25 @@ def test_a_vocabulary_of_another_model_is_refused(tmp_path):
 
     from ._fixtures import write_random_run
 
+    import json
+
+    from fusion_rt.package import sha256_file
+
     run = write_random_run(tmp_path / "run")
     vocab = Vocabulary.load(run / "vocab.json")
     for other in (Vocabulary(vocab.words[:2], vocab.max_tokens), Vocabulary(vocab.words, 32)):
         other.save(run / "vocab.json")
         with pytest.raises(ConfigError, match="vocab.json does not belong to this model"):
             load_run(run)
+    # the same size with its words reordered: caught by the hash training records in config.json
+    config = json.loads((run / "config.json").read_text())
+    vocab.save(run / "vocab.json")
+    config["vocabulary_sha256"] = sha256_file(run / "vocab.json")
+    (run / "config.json").write_text(json.dumps(config))
+    load_run(run)
+    Vocabulary(vocab.words[::-1], vocab.max_tokens).save(run / "vocab.json")
+    with pytest.raises(ConfigError, match="not the vocabulary this run was trained with"):
+        load_run(run)
 
 
 @pytest.mark.train
