@@ -367,11 +367,14 @@ def fingerprint(packages: Mapping[str, str | os.PathLike] | None = None) -> dict
     return out
 
 
-def detect_device_class(fp: Mapping) -> str | None:
-    """The budgets' device class this machine belongs to, when that is clear; else None."""
+def detect_device_class(fp: Mapping, threads: int = 2, providers: Sequence[str] = ("cpu",)) -> str | None:
+    """The budgets' device class this machine and run belong to, when that is clear; else None.
+    `cpu-x86-2core` was measured on 2 usable x86-64 cores with AVX-512 VNNI, 2 threads, the CPU
+    provider: a run that differs in any of them is not held to its stage budgets."""
     if fp.get("jetson"):
         return "jetson-orin"
-    if fp.get("machine") in ("x86_64", "AMD64") and fp.get("usable_cores") == 2:
+    if (fp.get("machine") in ("x86_64", "AMD64") and fp.get("usable_cores") == 2
+            and "avx512_vnni" in (fp.get("cpu_flags") or ()) and threads == 2 and tuple(providers) == ("cpu",)):
         return "cpu-x86-2core"
     return None
 
@@ -860,9 +863,11 @@ def run_bench(config: BenchConfig, budgets: Budgets | None, device_class: str | 
     fp = fingerprint(packages)
     notes = []
     if device_class is None:
-        device_class = detect_device_class(fp)
+        device_class = detect_device_class(fp, config.threads, config.providers)
         if device_class is None:
-            notes.append("no device class matches this machine: stage budgets not checked (pass --device-class)")
+            notes.append("no device class matches this machine and run (cpu-x86-2core: 2 usable x86-64 cores with "
+                         "AVX-512 VNNI, --threads 2, the cpu provider): stage budgets not checked "
+                         "(pass --device-class)")
         elif budgets is not None and device_class not in budgets.devices:
             notes.append(f"this machine looks like {device_class!r}, which has no stage budgets in {budgets.path}")
             device_class = None

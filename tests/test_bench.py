@@ -120,6 +120,20 @@ def test_verdicts_report_what_missed_and_by_how_much(tmp_path):
         check_budgets(budgets, stages, ratios, "jetson-orin")
 
 
+def test_device_class_needs_the_machine_and_the_run_it_was_measured_on():
+    """Any 2-core x86-64 was held to the cpu-x86-2core stage budgets, measured with AVX-512 VNNI,
+    2 threads and the CPU provider, whatever it had or the run asked for."""
+    from fusion_rt.bench import detect_device_class
+
+    fp = {"machine": "x86_64", "usable_cores": 2, "cpu_flags": ["avx2", "avx512_vnni"], "jetson": None}
+    assert detect_device_class(fp) == "cpu-x86-2core"
+    assert detect_device_class({**fp, "cpu_flags": ["avx2"]}) is None
+    assert detect_device_class(fp, threads=1) is None
+    assert detect_device_class(fp, providers=("cuda", "cpu")) is None
+    assert detect_device_class({**fp, "usable_cores": 4}) is None
+    assert detect_device_class({**fp, "jetson": {"l4t": "36.3"}}) == "jetson-orin"
+
+
 def test_fingerprint_has_its_keys(package):
     fp = fingerprint({"fp32": package})
     for key in ("cpu_model", "cpu_id", "cpu_flags", "cores", "usable_cores", "load_average", "python", "versions",
