@@ -161,6 +161,8 @@ def load_budgets(path: str | os.PathLike | None = None) -> Budgets:
     descriptions: dict[str, str] = {}
     for device, table in _table(path, data, "devices").items():
         where = f"{path.name}: devices.{device}"
+        if device not in DEVICE_CLASSES:  # a misspelt class would never be detected nor checked
+            raise BudgetError(f"{where}: unknown device class {device!r}; known: {list(DEVICE_CLASSES)}")
         if not isinstance(table, dict):
             raise BudgetError(f"{where} must be a table, got {table!r}")
         extra = sorted(set(table) - {"description", "stages"})

@@ -891,6 +891,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="OUT", help="write the comparison as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
+    from fusion_rt.bench import DEVICE_CLASSES  # numpy only, no torch
+
     p = _verb(sub, "bench", cmd_bench)
     p.add_argument("--package", required=True, metavar="PKG_DIR", help="FP32 model package to benchmark")
     p.add_argument("--int8", default=None, metavar="PKG_DIR",
@@ -909,7 +911,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default cpu; cuda/tensorrt need onnxruntime-gpu)")
     p.add_argument("--replay-seconds", type=float, default=None,
                    help="simulated drive for the burst replay real-time factor (default 10; 0 with --quick = skip)")
-    p.add_argument("--device-class", default=None, choices=("cpu-x86-2core", "jetson-orin", "desktop-gpu"),
+    p.add_argument("--device-class", default=None, choices=DEVICE_CLASSES,
                    help="whose stage budgets to check (default: detected from the machine, else none)")
     p.add_argument("--budgets", default=None, metavar="FILE", help="budgets file (default bench/budgets.toml)")
     p.add_argument("--no-budgets", action="store_true", help="measure only, check no budgets")

@@ -71,6 +71,8 @@ def test_shipped_budgets_file_parses_with_every_stage_and_ratio():
     ("[targets]\nruntime_vs_raw_sesion = { max = 1.05 }\n", ["unknown ratio 'runtime_vs_raw_sesion'"]),
     ('devices = "x"\n', ["devices must be a table", "'x'"]),
     ('[devices.cpu-x86-2core]\nstages = 3\n', ["devices.cpu-x86-2core.stages must be a table"]),
+    # a misspelt class was never detected nor checked: its budgets silently off
+    ("[devices.cpu-x86-2cores.stages]\nhead = { p50 = 1.0, p99 = 2.0 }\n", ["unknown device class 'cpu-x86-2cores'"]),
 ])
 def test_bad_budgets_raise_a_typed_error_naming_the_value(tmp_path, text, names):
     with pytest.raises(BudgetError) as info:

@@ -73,15 +73,14 @@ def test_a_vocabulary_of_another_model_is_refused(tmp_path):
     """vocab.json with another word count remapped every word id silently; another max_tokens was a
     traceback deep in the text encoder."""
     pytest.importorskip("torch")
+    import json
+
     from fusion_rt.errors import ConfigError
     from fusion_rt.export.evaluate import load_run
+    from fusion_rt.package import sha256_file
     from fusion_rt.preprocess import Vocabulary
 
     from ._fixtures import write_random_run
-
-    import json
-
-    from fusion_rt.package import sha256_file
 
     run = write_random_run(tmp_path / "run")
     vocab = Vocabulary.load(run / "vocab.json")
