@@ -44,6 +44,8 @@ def test_ratio_budgets(benchmark, real_package_path, int8_package_path, bench_qu
     peers = importlib.util.find_spec("torch") is not None
     config = BenchConfig(package=real_package_path, int8_package=int8_package_path, peers=peers,
                          steps=60 if bench_quick else 300, warmup=10 if bench_quick else 20, quick=bench_quick)
+    packages = {"fp32": real_package_path, "int8": int8_package_path}
+    fp = fingerprint(packages)  # before measuring: its load average is the machine's, not the benchmark's
     with BenchSession(config) as session:
         session.warm_up()
         benchmark.pedantic(session.step, rounds=config.steps, iterations=1)
@@ -51,9 +53,9 @@ def test_ratio_budgets(benchmark, real_package_path, int8_package_path, bench_qu
     replay = replay_realtime_factor(int8_package_path, seconds=5.0 if bench_quick else 10.0, threads=config.threads)
     result.ratios["replay_realtime_factor"] = replay["realtime_factor"]
     verdicts = check_budgets(budgets, result.stages, result.ratios, None, ratios_only=True)
-    packages = {"fp32": real_package_path, "int8": int8_package_path}
+    fp["load_average_after"] = fingerprint(packages)["load_average"]
     benchmark.extra_info.update({
-        "fingerprint": fingerprint(packages), "ratios": result.ratios, "skipped": result.skipped,
+        "fingerprint": fp, "ratios": result.ratios, "skipped": result.skipped,
         "stages": {k: {s: round(v, 4) for s, v in st.items()} for k, st in result.stages.items()},
         "verdicts": [v.to_dict() for v in verdicts], "info": result.info,
     })

@@ -351,11 +351,13 @@ def fingerprint(packages: Mapping[str, str | os.PathLike] | None = None) -> dict
         "python": platform.python_version(), "platform": platform.platform(),
         "versions": {name: _version(dist) for name, dist in (
             ("fusion-rt", "fusion-rt"), ("numpy", "numpy"), ("onnxruntime", "onnxruntime"),
-            ("onnxruntime-gpu", "onnxruntime-gpu"), ("opencv", "opencv-python-headless"), ("torch", "torch"),
-            ("tensorrt", "tensorrt"))},
+            ("onnxruntime-gpu", "onnxruntime-gpu"), ("torch", "torch"), ("tensorrt", "tensorrt"))},
         "packages": {},
         "jetson": None,
     }
+    import cv2  # whichever OpenCV is installed (a wheel, JetPack's system build): the one in use
+
+    out["versions"]["opencv"] = cv2.__version__
     for label, root in dict(packages or {}).items():
         manifest = Path(root) / "manifest.json"
         out["packages"][label] = {"path": str(root),
