@@ -93,6 +93,12 @@ class Recipe:
     # rounds to zero (tensorrt-int8 on the shipped head: scene AUC -46% with MinMax until mixed
     # precision found these two Adds). TensorRT keeps attention softmax inputs in higher precision too.
     fp32_softmax_inputs: bool = True
+    # Q/DQ on the outputs of the quantized op types too. TensorRT's explicit quantization wants Q/DQ
+    # on the inputs of the layers it runs in int8 and none on their outputs (NVIDIA's Model
+    # Optimizer excludes output quantization for every op type): a Q/DQ after a Conv and another
+    # after its Relu rounded each value twice, and a graph's own outputs (scene/BEV logits, tokens)
+    # were clipped to int8 ranges with nothing to gain (each graph is an engine of its own).
+    quantize_outputs: bool = True
 
     @property
     def is_int8(self) -> bool:
@@ -115,6 +121,7 @@ class Recipe:
                 "ActivationSymmetric": self.activation_symmetric,
                 "WeightSymmetric": self.weight_symmetric,
                 "QuantizeBias": self.quantize_bias,
+                **({} if self.quantize_outputs else {"OpTypesToExcludeOutputQuantization": list(self.op_types)}),
             },
         }
 
@@ -125,7 +132,7 @@ class Recipe:
                 "weight_symmetric": self.weight_symmetric, "quantize_bias": self.quantize_bias,
                 "op_types": list(self.op_types) if self.is_int8 else None, "speed_gate": self.speed_gate,
                 "fp32_input_conv_channels": self.fp32_input_conv_channels,
-                "fp32_softmax_inputs": self.fp32_softmax_inputs}
+                "fp32_softmax_inputs": self.fp32_softmax_inputs, "quantize_outputs": self.quantize_outputs}
 
 
 RECIPES: dict[str, Recipe] = {
@@ -136,9 +143,12 @@ RECIPES: dict[str, Recipe] = {
     "tensorrt-int8": Recipe(
         name="tensorrt-int8", precision="int8", target="TensorRT 10/11 explicit quantization (Q/DQ)",
         activation_type="int8", weight_type="int8", activation_symmetric=True, weight_symmetric=True,
-        # TensorRT's Q/DQ placement: inputs of weighted layers and residual adds; it fuses the rest.
-        quantize_bias=False, op_types=("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "MaxPool", "AveragePool",
-                                       "GlobalAveragePool")),
+        # TensorRT's Q/DQ placement: on the inputs of the weighted layers (and pooling), none on
+        # outputs; TensorRT fuses bias, activation and residual add into the int8 kernels itself.
+        # No Add: as an op type it quantized every Add's inputs, MatMul biases and the GELU's +1
+        # constant included (18 of the head's 26), where Model Optimizer quantizes residual inputs only.
+        quantize_bias=False, quantize_outputs=False,
+        op_types=("Conv", "ConvTranspose", "MatMul", "Gemm", "MaxPool", "AveragePool", "GlobalAveragePool")),
     "fp16": Recipe(name="fp16", precision="fp16", target="GPU FP16 (TensorRT, CUDA EP); slower than FP32 on CPU"),
 }
 
