@@ -142,7 +142,8 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
         for k, sample in enumerate(LogDataset(path, topics=topics)):
             if (li, k) not in chosen:
                 continue
-            inputs = preprocess_sample(sample, preprocess)  # the same rules as training's read_logs
+            # the same rules as training's read_logs, and the runtime's radar geometry check
+            inputs = preprocess_sample(sample, preprocess, package.rig.radar)
             skipped.update(f"{m}_rejected" for m in inputs.rejected)
             if inputs.camera is None:
                 continue

@@ -376,7 +376,7 @@ def _camera_affine(config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------------------- radar
 
 def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarray | None = None,
-                       masked: dict[str, int] | None = None) -> np.ndarray:
+                       masked: dict[str, int] | None = None, radar: Radar | None = None) -> np.ndarray:
     """Normalize a range-azimuth radar tensor into the radar input [C, R, A] float32.
 
     Channels are picked by name in `config.radar_channels` order: power in dB becomes
@@ -388,6 +388,9 @@ def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarr
     `radar_use_detections`, `out` has the extra detection channels; this function fills only the
     tensor channels (see `rasterize_detections`). `masked`, when given, receives how many cells were
     masked of each kind: {"nonfinite": n, "out_of_range": n} (only the kinds that occurred).
+    With `radar` (the model's rig), the tensor must cover the same range and azimuth within half a
+    bin: bins of another radar's geometry would be read as this one's (a return at 2.1 m of a
+    0-25 m radar fed to the model as 8.7 m). Each channel is named once.
     """
     data = np.asarray(msg.data)
     if data.ndim != 3:
@@ -411,6 +414,18 @@ def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarr
     if not (math.isfinite(r0 + r1 + a0 + a1) and 0.0 <= r0 < r1 and a0 < a1):
         raise DecodeError(f"radar tensor geometry invalid: range [{r0:g}, {r1:g}] m and azimuth [{a0:g}, {a1:g}] rad "
                           f"must be finite with 0 <= range_min_m < range_max_m and azimuth_min_rad < azimuth_max_rad")
+    if len(set(msg.channels)) != len(msg.channels):
+        raise DecodeError(f"radar tensor names a channel twice in its channels {list(msg.channels)}")
+    if radar is not None:
+        half_fov = math.radians(radar.azimuth_fov_deg) / 2
+        ours = (radar.range_min_m, radar.range_max_m, -half_fov, half_fov)
+        range_bin = (radar.range_max_m - radar.range_min_m) / radar.num_range_bins
+        azimuth_bin = 2 * half_fov / radar.num_azimuth_bins
+        tolerance = (range_bin / 2, range_bin / 2, azimuth_bin / 2, azimuth_bin / 2)
+        if any(abs(a - b) > tol for a, b, tol in zip((r0, r1, a0, a1), ours, tolerance, strict=True)):
+            raise DecodeError(f"radar tensor geometry differs from the model's radar: it covers range [{r0:g}, {r1:g}] "
+                              f"m, azimuth [{a0:.4g}, {a1:.4g}] rad; the model's radar [{ours[0]:g}, {ours[1]:g}] m, "
+                              f"[{ours[2]:.4g}, {ours[3]:.4g}] rad")
     n_in = len(config.radar_input_channels)
     shape = (n_in, *config.radar_shape)
     if out is None:
@@ -672,8 +687,9 @@ class SampleInputs:
     rejected: tuple[str, ...]
 
 
-def preprocess_sample(sample, config: PreprocessConfig) -> SampleInputs:
-    """Preprocess a `fusion_rt.logs.Sample` (training, calibration and parity data all go through here)."""
+def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None = None) -> SampleInputs:
+    """Preprocess a `fusion_rt.logs.Sample` (training, calibration and parity data all go through here);
+    with `rig_radar` (the model's), a radar tensor of another geometry is rejected, as the runtime does."""
     rejected = []
     try:
         camera = decode_camera(sample.camera, config)
@@ -683,7 +699,7 @@ def preprocess_sample(sample, config: PreprocessConfig) -> SampleInputs:
     radar = grid = None
     if camera is not None and sample.radar_tensor is not None:
         try:
-            radar = radar_tensor_input(sample.radar_tensor, config)
+            radar = radar_tensor_input(sample.radar_tensor, config, radar=rig_radar)
         except DecodeError:
             rejected.append("radar")
     if camera is not None and sample.map is not None:

@@ -592,7 +592,7 @@ class FusionRuntime:
             return None, ()
         if m == "radar":
             counts: dict[str, int] = {}  # what radar_tensor_input masked (it rejects the frame above a share)
-            radar_tensor_input(message, self.preprocess, out=enc.buffer[0], masked=counts)
+            radar_tensor_input(message, self.preprocess, out=enc.buffer[0], masked=counts, radar=self.package.rig.radar)
             return None, tuple(f"{kind}_masked" for kind in ("nonfinite", "out_of_range") if kind in counts)
         if m == "map":
             grid = np.asarray(message.grid)

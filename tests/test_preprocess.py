@@ -383,3 +383,27 @@ def test_vocabulary_json_round_trip(tmp_path):
         Vocabulary.load(path)
     with pytest.raises(ConfigError, match="lowercase alphanumeric"):
         Vocabulary(["Fog"])
+
+
+def test_radar_tensor_of_another_radar_geometry_is_refused():
+    """Only bin counts were compared: a 0-25 m radar's tensor went to the model as if it covered
+    0.5-100 m (a return at 2.1 m read as 8.7 m). With the model's radar, the extents must match
+    within half a bin; a channel named twice is refused too."""
+    import dataclasses
+
+    from fusion_rt.rig import Rig
+
+    radar = Rig.default().radar
+    config = PreprocessConfig.from_rig(Rig.default())
+    data = np.zeros((2, *config.radar_shape), np.float32)
+    msg = dataclasses.replace(_radar_msg(data), range_min_m=0.5, range_max_m=100.0)
+    radar_tensor_input(msg, config, radar=radar)  # the rig's own geometry
+    half_bin = (100.0 - 0.5) / radar.num_range_bins / 2
+    radar_tensor_input(dataclasses.replace(msg, range_max_m=100.0 + 0.9 * half_bin), config, radar=radar)
+    for other in ({"range_max_m": 25.0, "range_min_m": 0.0}, {"azimuth_min_rad": 0.0}):
+        with pytest.raises(DecodeError, match="geometry differs from the model's radar"):
+            radar_tensor_input(dataclasses.replace(msg, **other), config, radar=radar)
+    radar_tensor_input(dataclasses.replace(msg, range_max_m=25.0), config)  # no rig given: not checked
+    with pytest.raises(DecodeError, match="names a channel twice"):
+        radar_tensor_input(_radar_msg(np.zeros((3, *config.radar_shape), np.float32),
+                                      channels=("power_db", "radial_velocity_mps", "power_db")), config)

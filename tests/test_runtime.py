@@ -4,6 +4,7 @@ inputs, stamps, drops, deadlines and the counters that must add up."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import cv2
@@ -132,7 +133,7 @@ def _radar(stamp: int, rng: np.random.Generator, bad_fraction: float = 0.0, bad=
     if n_bad:
         data.reshape(-1)[rng.choice(data.size, n_bad, replace=False)] = bad
     return RadarTensor(stamp_ns=stamp, data=data, channels=("power_db", "radial_velocity_mps"), range_min_m=0.5,
-                       range_max_m=80.0, azimuth_min_rad=-0.7, azimuth_max_rad=0.7)
+                       range_max_m=100.0, azimuth_min_rad=-math.pi / 3, azimuth_max_rad=math.pi / 3)  # the rig's
 
 
 def test_bad_stamps_are_rejected_and_a_clock_jump_resets_the_cache(package):

@@ -8,6 +8,7 @@ fuzzed in tests/test_sync.py.) Examples are derandomized: CI sees the same ones 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import struct
 from pathlib import Path
@@ -140,8 +141,8 @@ def test_r13_runtime_stamps_and_sync_fuzz_order_and_bounds(tiny_package, figures
     steps = st.one_of(st.integers(-60 * MS, 120 * MS), st.sampled_from([0, -3 * 10**9, 10 * 10**9, 3600 * 10**9]))
     rng = np.random.default_rng(0)
     radar = RadarTensor(stamp_ns=0, data=rng.normal(10, 5, (2, 128, 64)).astype(np.float32),
-                        channels=("power_db", "radial_velocity_mps"), range_min_m=0.5, range_max_m=80.0,
-                        azimuth_min_rad=-0.7, azimuth_max_rad=0.7)
+                        channels=("power_db", "radial_velocity_mps"), range_min_m=0.5, range_max_m=100.0,
+                        azimuth_min_rad=-math.pi / 3, azimuth_max_rad=math.pi / 3)
     grid = np.full((64, 64), 50, np.int8)
     make = {"camera": lambda t: CameraFrame(stamp_ns=t, data=_jpeg()),
             "radar": lambda t: RadarTensor(**{**radar.__dict__, "stamp_ns": t}),
