@@ -54,6 +54,7 @@ def test_public_constants():
     ({"jpeg_quality": 101}, "101"),
     ({"seed": -1}, "-1"),
     ({"seconds": 10**400}, "at most 3600"),
+    ({"seconds": 0.01}, "at least 0.05 (one camera frame)"),  # an empty log, refused by every later command
 ])
 def test_config_rejects_bad_values_naming_them(kw, needle):
     with pytest.raises(ConfigError) as err:
@@ -68,6 +69,20 @@ def test_config_accepts_every_condition_and_scene():
         DriveConfig(scene_type=s)
     DriveConfig(camera_size=(64, 64), jpeg_quality=1)
     DriveConfig(camera_size=(3840, 2160), jpeg_quality=100)
+
+
+def test_odd_camera_sizes_render_without_numpy_warnings():
+    """An odd width put the centre ray's zero component against the sky's infinite distance (NaN,
+    masked, but warned about on stderr)."""
+    import warnings
+
+    from fusion_rt.sim import simulate_drive
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frames = [m for m in simulate_drive(DriveConfig(seconds=0.1, seed=3, camera_size=(641, 361)))
+                  if type(m).__name__ == "CameraFrame"]
+    assert frames
 
 
 def test_config_rig_matches_camera_size():

@@ -284,7 +284,10 @@ def _image(msg: Any, log_time_ns: int) -> CameraFrame:
         raise DecodeError(f"Image encoding {msg.encoding!r} is not supported; expected one of {tuple(RAW_ENCODINGS)}")
     width, height, step = msg.width, msg.height, msg.step
     row = width * bpp
-    if step < row or len(msg.data) < step * height:
+    if step < row:
+        raise DecodeError(f"Image {width}x{height} {msg.encoding} has step {step}, shorter than a row of "
+                          f"{row} bytes")
+    if len(msg.data) < step * height:
         raise DecodeError(f"Image {width}x{height} {msg.encoding} with step {step} needs {step * height} bytes, "
                           f"has {len(msg.data)}")
     data = bytes(msg.data[: step * height])

@@ -105,7 +105,9 @@ class CameraRenderer:
         uu, vv = np.meshgrid(np.arange(self.w) + 0.5, np.arange(self.h) + 0.5)
         rays = self.cam.ray_ego(np.stack([uu.ravel(), vv.ravel()], axis=1)).reshape(self.h, self.w, 3)
         down = rays[..., 2] < -1e-9
-        t = np.where(down, -self.cam_pos[2] / np.where(down, rays[..., 2], -1.0), np.inf)
+        # sky rays never meet the ground: a large finite distance, not inf (inf * a zero ray
+        # component is NaN, masked below but warned about on stderr for odd image widths)
+        t = np.where(down, -self.cam_pos[2] / np.where(down, rays[..., 2], -1.0), 1e12)
         gx = self.cam_pos[0] + t * rays[..., 0]
         ground = down & (gx - self.cam_pos[0] < 500.0)
         rows = np.flatnonzero(ground.any(axis=1))

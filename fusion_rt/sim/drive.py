@@ -84,6 +84,8 @@ class DriveConfig:
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(min(s, _MAX_SECONDS + 1.0)) \
                 or s <= 0:
             raise ConfigError(f"seconds must be a positive finite number, got {s!r}")
+        if s < 0.05:  # shorter than one camera period: an empty log that every later command refuses
+            raise ConfigError(f"seconds must be at least 0.05 (one camera frame), got {s!r}")
         if s > _MAX_SECONDS:
             raise ConfigError(f"seconds must be at most {_MAX_SECONDS:g}, got {s!r}: split longer drives by seed")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
