@@ -231,6 +231,9 @@ class CompareResult:
 
 # ------------------------------------------------------------------------------------- converters
 
+#: frame_ids of the ego frame (REP-103 base_link) that detections may be published in.
+EGO_FRAMES: frozenset[str] = frozenset({"base_link", "/base_link", "ego", "vehicle"})
+
 def detections_to_tensor(det: RadarDetections, radar: Radar, config: PreprocessConfig) -> RadarTensor:
     """A radar detection list (any PointCloud2 layout, e.g. nuScenes) as the range-azimuth tensor the
     runtime's radar encoder takes.
@@ -238,9 +241,17 @@ def detections_to_tensor(det: RadarDetections, radar: Radar, config: PreprocessC
     An approximation, for radars that only publish detections: detections are binned on the
     package's radar grid (`rasterize_detections`); "power_db" is set so that it normalizes to
     log(1 + detections in the cell) and "radial_velocity_mps" is the cell's mean radial velocity.
-    A model trained on full tensors sees a sparser input than it was trained on.
+    A model trained on full tensors sees a sparser input than it was trained on. Detections in the
+    ego frame (`frame_id` base_link, as many drivers publish them) are moved into the radar's frame
+    by the rig's radar pose first (binned as they were, a point 20 m ahead of the car read 20.3 m
+    from a radar mounted 3.7 m forward instead of 16.3 m); any other frame is taken as the radar's.
     """
-    raster = rasterize_detections(det.points, radar, config)  # [3, R, A]: log count, v / scale, rcs / 10
+    points = det.points
+    if det.frame_id in EGO_FRAMES:
+        points = np.array(points, dtype=np.float64, copy=True)
+        if points.ndim == 2 and points.shape[1] >= 3:
+            points[:, :3] = radar.pose.from_ego(points[:, :3])  # radial velocity: the radar's own, kept
+    raster = rasterize_detections(points, radar, config)  # [3, R, A]: log count, v / scale, rcs / 10
     data = np.zeros((len(config.radar_channels), *config.radar_shape), dtype=np.float32)
     for c, name in enumerate(config.radar_channels):
         if name == "power_db":

@@ -351,3 +351,26 @@ def test_db3_bag(package, camera_only_bag):
     bag = camera_only_bag
     s = replay(bag, package).summary
     assert s["log"]["topics"] == {"camera": "/cam/compressed"} and s["outputs"] == 10
+
+
+def test_detections_in_the_ego_frame_are_moved_into_the_radar_frame():
+    """A PointCloud2 in base_link was binned as if in the radar frame: a point 20 m ahead of the car
+    landed 20.3 m from a radar mounted 3.7 m forward, not 16.3 m. Ego-frame detections go through
+    the rig's radar pose; the radar's own frame is taken as it is."""
+    from fusion_rt.messages import RadarDetections
+    from fusion_rt.preprocess import PreprocessConfig
+    from fusion_rt.replay import detections_to_tensor
+    from fusion_rt.rig import Rig
+
+    rig = Rig.default()
+    config = PreprocessConfig.from_rig(rig)
+    in_radar = np.array([[16.3, 1.0, 0.0, -3.0, 10.0]], np.float32)
+    in_ego = in_radar.copy()
+    in_ego[:, :3] = rig.radar.pose.to_ego(in_radar[:, :3].astype(np.float64))
+    a = detections_to_tensor(RadarDetections(stamp_ns=1, points=in_radar, frame_id=rig.radar.frame_id), rig.radar,
+                             config)
+    b = detections_to_tensor(RadarDetections(stamp_ns=1, points=in_ego, frame_id="base_link"), rig.radar, config)
+    np.testing.assert_allclose(b.data, a.data, atol=1e-5)
+    c = detections_to_tensor(RadarDetections(stamp_ns=1, points=in_ego, frame_id=rig.radar.frame_id), rig.radar,
+                             config)
+    assert not np.allclose(c.data, a.data)  # the same numbers in the radar frame are another place
