@@ -28,15 +28,14 @@ __all__ = ["check_outputs", "atomic_output", "partial_path", "write_text", "stag
 # C0/C1 control characters (ESC: colours, OSC 52 clipboard writes, OSC 8 links, titles), line and
 # paragraph separators, and bidirectional overrides (text that reads differently than it is)
 _UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_UNPRINTABLE_KEEP_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: object, keep_newlines: bool = False) -> str:
     """`str(text)` safe to print on a terminal: control characters, separators and bidi overrides
     become their escapes (`\\x1b`, `\\u202e`); tabs stay, and newlines with `keep_newlines` (a
     multi-line message of our own; one-line contexts escape them)."""
-    pattern = _UNPRINTABLE_KEEP_LINES if keep_newlines else _UNPRINTABLE
-    return pattern.sub(lambda m: ascii(m.group())[1:-1], str(text))
+    kept = "\n" if keep_newlines else ""
+    return _UNPRINTABLE.sub(lambda m: m.group() if m.group() == kept else ascii(m.group())[1:-1], str(text))
 
 
 def console(stderr: bool = False):

@@ -756,14 +756,13 @@ class StreamChecker:
         """The newest stamp accepted on any stream (None before any)."""
         return max((s.last_accepted for s in self._streams.values() if s.last_accepted is not None), default=None)
 
-    def _reference(self, state: _StreamState, stamp: int, now_ns: int | None, newest: int | None) -> int | None:
+    def _reference(self, stamp: int, now_ns: int | None, newest: int | None) -> int | None:
         if now_ns is not None:
             return now_ns
-        # A refusal confirms a stamp that follows it: on its own stream strictly (the same bad stamp
-        # sent twice is no evidence that the clock moved), on another stream from the same stamp on.
+        # A refusal confirms a stamp that follows it (the stream's own refused stamp repeated is a
+        # duplicate, refused before this: the same bad stamp twice is no evidence the clock moved).
         confirming = [s.refused_future for s in self._streams.values()
-                      if s.refused_future is not None
-                      and (s is not state) <= stamp - s.refused_future <= self.future_margin_ns]
+                      if s.refused_future is not None and 0 <= stamp - s.refused_future <= self.future_margin_ns]
         if newest is not None and confirming:
             return max(newest, *confirming)
         return newest
@@ -772,7 +771,7 @@ class StreamChecker:
         newest = self._newest_accepted()
         if stamp in (state.refused_future, state.refused_backwards):
             return Verdict(Action.REJECT, Reason.DUPLICATE, f"stamp {stamp} repeated (refused before)")
-        reference = self._reference(state, stamp, now_ns, newest)
+        reference = self._reference(stamp, now_ns, newest)
         if reference is not None and stamp - reference > self.future_margin_ns:
             return Verdict(Action.REJECT, Reason.FUTURE, f"{stamp - reference} ns ahead of the reference clock")
         last = state.last_accepted
