@@ -5,10 +5,11 @@
 - an MCAP file: `LogReader` (defensive: CRCs, truncation, offsets of skipped records);
 - a ROS 2 bag directory with ``.mcap`` storage: its ``.mcap`` files in split order, each through
   `LogReader` (issues are reported per file);
-- a ROS 2 bag with ``.db3`` (sqlite3) storage, the directory or the ``.db3`` file: through
-  `rosbags` (the ``bags`` extra, imported only here and only then); CDR is decoded by rosbags'
-  typestore (ROS 2 Humble types, plus every type the bag defines) and converted by the same
-  `fusion_rt.logs.convert` functions as MCAP.
+- a ROS 2 bag with ``.db3`` (sqlite3) storage, the directory or the ``.db3`` file, and any bag
+  that rosbag2 compressed (``compression_mode: message`` or ``file`` in its metadata.yaml, either
+  storage): through `rosbags` (the ``bags`` extra, imported only here and only then), which
+  decompresses; CDR is decoded by rosbags' typestore (ROS 2 Humble types, plus every type the bag
+  defines) and converted by the same `fusion_rt.logs.convert` functions as MCAP.
 
 Every source lists its topics (`TopicInfo`, with PointCloud2 field names so radar clouds can be
 told from lidar ones) and yields `LogMessage`s in log order.
@@ -212,7 +213,8 @@ def _cloud_fields(reader: LogReader, topics: list[str]) -> dict[str, tuple[str, 
 
 
 class Db3BagSource(LogSource):
-    """A rosbag2 sqlite3 (``.db3``) bag, read with `rosbags` (the ``bags`` extra)."""
+    """A rosbag2 bag read with `rosbags` (the ``bags`` extra): sqlite3 (``.db3``) storage, and bags
+    of either storage that rosbag2 compressed per message or per file (rosbags decompresses)."""
 
     def __init__(self, path: Path) -> None:
         from fusion_rt._optional import require
@@ -318,6 +320,20 @@ def log_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _bag_compression(directory: Path) -> str:
+    """The ``compression_mode`` a rosbag2 directory's metadata.yaml declares ("" for none or no file).
+
+    Read with a line pattern, not a YAML parser: rosbag2 writes the key on a line of its own, and
+    the file stays data (nothing in it is evaluated)."""
+    meta = directory / "metadata.yaml"
+    try:
+        text = meta.read_text(encoding="utf-8", errors="replace") if meta.is_file() else ""
+    except OSError:
+        return ""
+    match = re.search(r"^\s*compression_mode:[ \t]*['\"]?([A-Za-z]*)", text, flags=re.M)
+    return match.group(1).lower() if match else ""
+
+
 def open_log(path: str | os.PathLike) -> LogSource:
     """A `LogSource` for an MCAP file, a rosbag2 directory (mcap or sqlite3 storage) or a ``.db3`` file.
 
@@ -327,12 +343,17 @@ def open_log(path: str | os.PathLike) -> LogSource:
     if not p.exists():
         raise NotALogError(f"{str(p)!r} does not exist")
     if p.is_dir():
+        # A compressed bag (each message, or each file, zstd-compressed by rosbag2): its payloads
+        # are not CDR as stored, so it is read through rosbags, which decompresses.
+        if _bag_compression(p) or any(p.glob("*.mcap.zstd")) or any(p.glob("*.db3.zstd")):
+            return Db3BagSource(p)
         mcaps = sorted(p.glob("*.mcap"), key=_split_index)
         if mcaps:
             return McapSource(mcaps, str(p))
         if any(p.glob("*.db3")):
             return Db3BagSource(p)
-        raise NotALogError(f"{str(p)!r} is a directory without .mcap or .db3 files, not a ROS 2 bag")
+        raise NotALogError(f"{str(p)!r} is a directory without .mcap or .db3 files (or their rosbag2-compressed "
+                           f".zstd forms), not a ROS 2 bag")
     if p.suffix == ".db3":
         return Db3BagSource(p)
     try:
