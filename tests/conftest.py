@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,25 @@ def camera_only_bag(tmp_path_factory):
                           format="jpeg", data=np.frombuffer(jpeg.tobytes(), np.uint8))
             writer.write(conn, stamp, store.serialize_cdr(msg, conn.msgtype))
     return bag
+
+
+def whole_messages_before(data: bytes, cut: int) -> int:
+    """How many Message records of an uncompressed-chunk MCAP end at or before byte `cut`, walking
+    the records (inside chunks too) by their lengths from the intact file."""
+    count, pos = 0, 8  # the magic
+    while pos + 9 <= len(data):
+        opcode, length = struct.unpack_from("<BQ", data, pos)
+        if opcode == 0x06:  # Chunk: start, end, size, CRC, compression "", records length, then the records
+            inner = pos + 9 + 8 + 8 + 8 + 4
+            inner += 4 + struct.unpack_from("<I", data, inner)[0] + 8
+            while inner < pos + 9 + length:
+                op, size = struct.unpack_from("<BQ", data, inner)
+                if op == 0x05 and inner + 9 + size <= cut:
+                    count += 1
+                inner += 9 + size
+        elif opcode == 0x05 and pos + 9 + length <= cut:
+            count += 1
+        if opcode == 0x0F:  # the footer
+            break
+        pos += 9 + length
+    return count

@@ -25,6 +25,8 @@ from fusion_rt.logs import schemas as S
 from fusion_rt.logs.reader import MCAP_MAGIC
 from fusion_rt.messages import CameraFrame, RadarDetections, RadarTensor, TextContext
 
+from .conftest import whole_messages_before
+
 _JPEG = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8))[1].tobytes()
 
 
@@ -72,24 +74,98 @@ def multi_chunk_log(request, tmp_path_factory) -> Path:
     return path
 
 
-def test_truncation_yields_exactly_the_complete_chunks(multi_chunk_log: Path, tmp_path: Path) -> None:
+def test_truncation_yields_every_whole_message_before_the_cut(multi_chunk_log: Path, tmp_path: Path) -> None:
     data = multi_chunk_log.read_bytes()
     full, _ = _stamps(multi_chunk_log)
     chunks = _chunks(multi_chunk_log)
     cut_path = tmp_path / "cut.mcap"
     cuts = sorted(set(range(8, len(data), 37)) | {c.chunk_start_offset + d for c in chunks for d in (-1, 0, 1, 9)}
-                  | {c.chunk_start_offset + c.chunk_length for c in chunks})
+                  | {c.chunk_start_offset + c.chunk_length + d for c in chunks for d in (-1, 0)})
+    before = 0
     for cut in cuts:
         cut_path.write_bytes(data[:cut])
         got, reader = _stamps(cut_path)
         complete = [c for c in chunks if c.chunk_start_offset + c.chunk_length <= cut]
-        expected = [t for t in full if any(c.message_start_time <= t <= c.message_end_time for c in complete)]
-        assert got == expected, cut
+        in_complete = [t for t in full if any(c.message_start_time <= t <= c.message_end_time for c in complete)]
+        assert got == full[:len(got)], cut  # in order, nothing invented, nothing skipped
+        assert len(got) >= max(len(in_complete), before), cut  # every complete chunk, and more bytes never fewer
+        before = len(got)
+        if len(got) > len(in_complete):
+            assert "whole messages read from the cut chunk" in reader.issues[-1].detail, cut
         assert reader.truncated_at is not None and reader.truncated_at <= cut, cut
         assert reader.issues[-1].kind == "truncated" and reader.issues[-1].offset == reader.truncated_at
         assert not any(i.kind.startswith("chunk") for i in reader.issues), (cut, reader.issues)
+        if multi_chunk_log.name.startswith("multi-none"):  # uncompressed: exactly the records lying whole
+            assert len(got) == whole_messages_before(data, cut), cut
     got, reader = _stamps(multi_chunk_log)
     assert got == full and reader.truncated_at is None and reader.complete
+
+
+def _official_copy(src: Path, dst: Path, order=None, **writer_options) -> list[int]:
+    """`src` rewritten with the official MCAP writer (its options), messages in `order` (a sort key
+    over (topic, log time); None: as they are). Returns the log times in log-time order."""
+    with open(src, "rb") as f:
+        summary = make_reader(f).get_summary()
+        f.seek(0)
+        items = [(s, c, m) for s, c, m in make_reader(f).iter_messages(log_time_order=False)]
+    if order is not None:
+        items.sort(key=lambda item: order(item[1].topic, item[2].log_time))
+    with open(dst, "wb") as out:
+        writer = McapWriter(out, chunk_size=writer_options.pop("chunk_size", 1500), **writer_options)
+        writer.start(profile="ros2", library="test")
+        schema_ids, channel_ids = {}, {}
+        for schema, channel, message in items:
+            if schema.id not in schema_ids:
+                schema_ids[schema.id] = writer.register_schema(schema.name, schema.encoding, schema.data)
+            if channel.id not in channel_ids:
+                channel_ids[channel.id] = writer.register_channel(channel.topic, channel.message_encoding,
+                                                                  schema_ids[schema.id])
+            writer.add_message(channel_ids[channel.id], message.log_time, message.data, message.publish_time)
+        writer.finish()
+    assert summary is not None
+    return sorted(m.log_time for _, _, m in items)
+
+
+def test_a_summary_that_does_not_repeat_channels(multi_chunk_log: Path, tmp_path: Path) -> None:
+    # MCAP writers may leave schemas and channels out of the summary (repeat_channels off): they are
+    # then defined only in the chunk that first uses them. Read as complete, the summary named no
+    # topics (replay: "holds no messages"), and a time-range read skipped the defining chunk unread.
+    from fusion_rt.logs.bags import open_log
+
+    path = tmp_path / "norepeat.mcap"
+    times = _official_copy(multi_chunk_log, path, repeat_channels=False, repeat_schemas=False)
+    with open_log(multi_chunk_log) as log:
+        topics = log.topics()
+    with open_log(path) as log:
+        assert log.topics() == topics
+        assert [m.log_time_ns for m in log.messages()] == times
+    middle = times[len(times) // 2]
+    with LogReader(path) as reader:
+        got = [m.log_time_ns for m in reader.messages(start_ns=middle)]
+        assert got == [t for t in times if t >= middle]
+        assert not [i for i in reader.issues if i.kind == "unknown_channel"]
+
+
+@pytest.mark.parametrize("summary", [True, False])
+def test_messages_come_in_log_time_order_whatever_the_file_order(multi_chunk_log: Path, tmp_path: Path,
+                                                                  summary: bool) -> None:
+    # MCAP does not require log-time order in the file (the official reader sorts by default); a log
+    # grouped by topic replayed every camera frame before any radar scan.
+    path = tmp_path / "by_topic.mcap"
+    times = _official_copy(multi_chunk_log, path, order=lambda topic, t: (topic, t))
+    if not summary:  # a recorder that was killed: no summary, no chunk indexes to tell the order
+        with open(path, "rb") as f:
+            last = max(c.chunk_start_offset + c.chunk_length for c in make_reader(f).get_summary().chunk_indexes)
+        path.write_bytes(path.read_bytes()[:last])
+    with LogReader(path) as reader:
+        got = [m.log_time_ns for m in reader.messages()]
+        assert got == times and reader.reordered
+        assert [r.record.log_time for r in reader.raw_messages()] == times
+    # Interleaved inside chunks only (the chunks' time ranges do not overlap): each chunk sorted, no full sort.
+    shuffled = tmp_path / "in_chunk.mcap"
+    times = _official_copy(multi_chunk_log, shuffled, order=lambda topic, t: (t // 4000, -t), chunk_size=10**6)
+    with LogReader(shuffled) as reader:
+        assert [m.log_time_ns for m in reader.messages()] == times and not reader.reordered
 
 
 def test_a_corrupt_chunk_is_reported_and_skipped(multi_chunk_log: Path, tmp_path: Path) -> None:
@@ -354,13 +430,19 @@ def test_damaged_chunk_framing_and_record_lengths(multi_chunk_log: Path, tmp_pat
     got, reader = _stamps(tmp_path / "bad.mcap")
     assert got == [t for t in full if not victim.message_start_time <= t <= victim.message_end_time]
     assert [(i.offset, i.kind) for i in reader.issues] == [(victim.chunk_start_offset, "chunk_parse")]
-    # a record length that points past the end of the file reads as truncation there
+    # a record length that points past the end of the file reads as truncation there; the chunk's own
+    # data is whole (and passes its CRC), so its messages are read as a cut chunk's are
     data = bytearray(multi_chunk_log.read_bytes())
     struct.pack_into("<Q", data, victim.chunk_start_offset + 1, 1 << 50)
     (tmp_path / "bad.mcap").write_bytes(bytes(data))
     got, reader = _stamps(tmp_path / "bad.mcap")
-    assert got == [t for t in full if t < victim.message_start_time]
+    assert got == [t for t in full if t <= victim.message_end_time]
     assert reader.truncated_at == victim.chunk_start_offset
+    # ... unless its data was altered too: a whole chunk failing its CRC gives nothing
+    data[victim.chunk_start_offset + victim.chunk_length - 7] ^= 0x5A
+    (tmp_path / "bad.mcap").write_bytes(bytes(data))
+    got, reader = _stamps(tmp_path / "bad.mcap")
+    assert got == [t for t in full if t < victim.message_start_time]
 
 
 def test_a_negative_header_stamp_is_reported_and_the_stream_goes_on(tmp_path: Path) -> None:

@@ -110,15 +110,15 @@ class McapSource(LogSource):
         for reader in self._readers:
             summary = _official_summary(reader.path)
             channels: list[tuple[str, str]] = []
-            if summary is not None:
+            stats = summary.statistics if summary is not None else None
+            if stats is not None and stats.message_count:
+                starts.append(stats.message_start_time)
+                ends.append(stats.message_end_time)
+            if summary is not None and _channels_complete(summary):
                 for channel in summary.channels.values():
                     schema = summary.schemas.get(channel.schema_id)
                     channels.append((channel.topic, normalize_schema_name(schema.name) if schema else ""))
-                stats = summary.statistics
-                if stats is not None and stats.message_count:
-                    starts.append(stats.message_start_time)
-                    ends.append(stats.message_end_time)
-            else:  # no usable index (a truncated log): one undecoded pass finds the channels
+            else:  # no usable index (a truncated log), or channels left out of it: one undecoded pass
                 seen: set[str] = set()
                 for raw in reader.raw_messages():
                     if raw.channel.topic not in seen:
@@ -170,6 +170,15 @@ class McapSource(LogSource):
     def close(self) -> None:
         for reader in self._readers:
             reader.close()
+
+
+def _channels_complete(summary: Any) -> bool:
+    """Whether an official summary lists every channel that has messages. A writer may leave
+    channels out (the `repeat_channels` option): the statistics and chunk indexes still name them."""
+    ids = set(summary.statistics.channel_message_counts) if summary.statistics is not None else set()
+    for index in summary.chunk_indexes:
+        ids.update(index.message_index_offsets)
+    return ids <= set(summary.channels) if ids else bool(summary.channels)
 
 
 def _official_summary(path: str) -> Any:

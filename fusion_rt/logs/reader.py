@@ -3,8 +3,9 @@
 The official `mcap` readers stop at the first bad record; replay and training want every good
 message of a damaged log and a list of what was lost. This module hand-writes only the top-level
 record loop and reuses `mcap.records` to parse records and `mcap_ros2.decoder.DecoderFactory` to
-decode CDR. The file is read front to back (chunks are in order), so logs without a summary
-section (a recorder that was killed) read too.
+decode CDR. The file is read front to back, so logs without a summary section (a recorder that
+was killed) read too; messages come out in log-time order all the same (each chunk is sorted, and
+a file whose chunks overlap in time, which MCAP allows, is sorted whole: `reordered`).
 
 What it guarantees (DESIGN.md sections 6 and 8):
 
@@ -14,7 +15,8 @@ What it guarantees (DESIGN.md sections 6 and 8):
 - A chunk whose declared uncompressed size exceeds `max_chunk_bytes` is refused before anything
   is decompressed, and no decompressor may produce more than the declared size. Every record
   length is checked against the bytes left in the file (and `max_record_bytes`) before it is read.
-- A truncated file yields every complete message before the cut and sets `truncated_at`.
+- A truncated file yields every complete message before the cut and sets `truncated_at`: those
+  of the chunk the file ends in too, decompressed as far as its data goes (no CRC covers them).
 - A file that is not MCAP at all raises `NotALogError`.
 - A message that decodes but does not convert (a radar tensor of the wrong size...) is reported
   with its offset and topic and skipped. Channels whose schema has no converter are counted in
@@ -180,13 +182,14 @@ class LogReader:
 
     def messages(self, topics: Iterable[str] | None = None, start_ns: int | None = None,
                  end_ns: int | None = None) -> Iterator[LogMessage]:
-        """Decoded messages in file order, optionally only on `topics` and with log time in
-        [start_ns, end_ns) (end exclusive, as in `mcap`). Skips and reports what cannot be read.
+        """Decoded messages in log-time order (ties in file order), optionally only on `topics` and
+        with log time in [start_ns, end_ns) (end exclusive, as in `mcap`). Skips and reports what
+        cannot be read.
         """
         wanted = None if topics is None else frozenset([topics] if isinstance(topics, str) else topics)
         factory = DecoderFactory()
         routes: dict[int, _Route] = {}
-        for raw in self._scan(wanted, start_ns, end_ns):
+        for raw in self._ordered(wanted, start_ns, end_ns):
             channel, record = raw.channel, raw.record
             route = routes.get(channel.id)
             if route is None or route.channel is not channel:
@@ -206,9 +209,9 @@ class LogReader:
 
     def raw_messages(self, topics: Iterable[str] | None = None, start_ns: int | None = None,
                      end_ns: int | None = None) -> Iterator[RawMessage]:
-        """Undecoded message records with their channel (CRC-checked, nothing converted)."""
+        """Undecoded message records with their channel (CRC-checked, nothing converted), in log-time order."""
         wanted = None if topics is None else frozenset([topics] if isinstance(topics, str) else topics)
-        yield from self._scan(wanted, start_ns, end_ns)
+        yield from self._ordered(wanted, start_ns, end_ns)
 
     def schema(self, channel: Channel) -> Schema | None:
         """A channel's schema record as read so far (None when it has none)."""
@@ -237,6 +240,29 @@ class LogReader:
 
     # --- the record loop -------------------------------------------------------------------------
 
+    def _ordered(self, wanted: frozenset[str] | None, start_ns: int | None,
+                 end_ns: int | None) -> Iterator[RawMessage]:
+        """`_scan`'s messages in log-time order, ties in file order (the official reader's
+        `log_time_order`). MCAP does not require a file to be in log-time order (a writer may group
+        messages by topic): each chunk is sorted as it is read, and when the chunk indexes overlap
+        in time (or, without an index, an undecoded pass finds time going back) the wanted records
+        are read whole and sorted in memory, and `reordered` is set."""
+        in_order = _chunks_in_order(self._load_summary())
+        if in_order is None:  # no chunk index tells: look
+            last = -1
+            in_order = True
+            for raw in self._scan(wanted, start_ns, end_ns):
+                if raw.record.log_time < last:
+                    in_order = False
+                    break
+                last = raw.record.log_time
+        if in_order:
+            yield from self._scan(wanted, start_ns, end_ns)
+            return
+        records = sorted(self._scan(wanted, start_ns, end_ns), key=lambda raw: raw.record.log_time)
+        self.reordered = True
+        yield from records
+
     def _reset(self) -> None:
         self.issues: list[ReadIssue] = []
         self.truncated_at: int | None = None
@@ -245,6 +271,7 @@ class LogReader:
         self.compressions: set[str] = set()
         self.profile: str | None = None
         self.complete = False  # the footer and closing magic were read
+        self.reordered = False  # the file's messages were not in log-time order and were sorted
         self._schemas: dict[int, Schema] = {}
         self._channels: dict[int, Channel] = {}
         self._reported_channels: set[int] = set()
@@ -293,8 +320,20 @@ class LogReader:
             opcode, length = _RECORD_HEAD.unpack(head)
             end = pos + _RECORD_HEAD.size + length
             if end > size:
-                self._truncated(pos, f"{_opname(opcode)} record of {length} bytes at {pos} runs past the end "
-                                     f"of the file ({size} bytes)")
+                detail = f"{_opname(opcode)} record of {length} bytes at {pos} runs past the end of the file ({size} bytes)"
+                if opcode == Opcode.CHUNK and in_data and size - pos <= self.max_record_bytes:
+                    # the whole messages before the cut are still messages
+                    recovered = self._cut_chunk_messages(pos, self._file.read(size - pos - _RECORD_HEAD.size),
+                                                         want if wanted != frozenset() else None)
+                    recovered = [(c, r) for c, r in recovered if _in_range(r.log_time, start_ns, end_ns)]
+                    if recovered:
+                        detail += (f"; {len(recovered)} whole messages read from the cut chunk (a cut chunk has "
+                                   f"no CRC to check them against)")
+                    self._truncated(pos, detail)
+                    for channel, record in sorted(recovered, key=lambda item: item[1].log_time):
+                        yield RawMessage(channel, record, pos)
+                    return
+                self._truncated(pos, detail)
                 return
             if length > self.max_record_bytes:
                 self._issue(pos, "record_too_large", f"{_opname(opcode)} record of {length} bytes exceeds "
@@ -321,8 +360,9 @@ class LogReader:
                     channel = self._channel_of(record.channel_id, pos)
                     if channel is not None and want(channel) and _in_range(record.log_time, start_ns, end_ns):
                         yield RawMessage(channel, record, pos)
-            elif opcode == Opcode.CHUNK:
-                for channel, record in self._chunk_messages(pos, body, want if wanted != frozenset() else None):
+            elif opcode == Opcode.CHUNK:  # a chunk's messages in log-time order (a writer may interleave them)
+                chunk = self._chunk_messages(pos, body, want if wanted != frozenset() else None)
+                for channel, record in sorted(chunk, key=lambda item: item[1].log_time):
                     if _in_range(record.log_time, start_ns, end_ns):
                         yield RawMessage(channel, record, pos)
             elif opcode in (Opcode.SCHEMA, Opcode.CHANNEL, Opcode.HEADER, Opcode.METADATA, Opcode.DATA_END,
@@ -384,13 +424,18 @@ class LogReader:
         index = summary.chunks.get(pos)
         if index is None:
             return False
+        # Unread, a chunk must define nothing the rest of the log needs: the summary has to hold every
+        # channel (and schema) of its messages. A writer may leave channels out of the summary
+        # (repeat_channels off): they are then defined only inside the chunks that use them first.
+        ids = index.message_index_offsets
+        if not ids or any(c not in summary.channels or (summary.channels[c].schema_id and
+                                                        summary.channels[c].schema_id not in summary.schemas)
+                          for c in ids):
+            return False
         if (start_ns is not None and index.message_end_time < start_ns) or (
                 end_ns is not None and index.message_start_time >= end_ns):
             return True
-        if wanted is not None and index.message_index_offsets:
-            topics = {summary.channels[c].topic for c in index.message_index_offsets if c in summary.channels}
-            return len(topics) == len(index.message_index_offsets) and not (topics & wanted)
-        return False
+        return wanted is not None and not ({summary.channels[c].topic for c in ids} & wanted)
 
     def _chunk_messages(self, pos: int, body: bytes,
                         want: Callable[[Channel], bool] | None) -> list[tuple[Channel, Message]]:
@@ -421,6 +466,17 @@ class LogReader:
             self._issue(pos, "chunk_crc", f"chunk CRC is {zlib.crc32(data):#010x}, the chunk says "
                                           f"{chunk.uncompressed_crc:#010x}; its messages are skipped")
             return []
+        try:
+            return self._chunk_records(pos, data, want)
+        except (_ShortRead, McapError, struct.error, UnicodeDecodeError) as exc:
+            self._issue(pos, "chunk_parse", f"chunk record: {exc}; the chunk is skipped")
+            return []
+
+    def _chunk_records(self, pos: int, data: bytes, want: Callable[[Channel], bool],
+                       cut: bool = False) -> list[tuple[Channel, Message]]:
+        """The wanted messages of a chunk's decompressed records; its schemas and channels are
+        registered once every record parsed. Raises on a damaged record; with `cut` (the chunk the
+        file ends in), a record running past the data ends the list instead: the whole records before it."""
         items: list[tuple[Channel, Message]] = []
         schemas = dict(self._schemas)
         channels = dict(self._channels)
@@ -428,41 +484,83 @@ class LogReader:
         stream = _StrictStream(buffer)
         inner = 0
         total = len(data)
-        try:
-            while inner < total:
-                if inner + _RECORD_HEAD.size > total:
-                    raise _ShortRead(f"record header at {inner} runs past the chunk's {total} bytes")
-                opcode, length = _RECORD_HEAD.unpack_from(data, inner)
-                start = inner + _RECORD_HEAD.size
-                stop = start + length
-                if stop > total:
-                    raise _ShortRead(f"{_opname(opcode)} record at {inner} ({length} bytes) runs past the chunk")
-                if opcode == Opcode.MESSAGE:
-                    if length < 22:
-                        raise _ShortRead(f"Message record at {inner} is {length} bytes, shorter than its header")
-                    channel_id, _, _ = _MESSAGE_HEAD.unpack_from(data, start)
-                    channel = channels.get(channel_id)
-                    if channel is None:
-                        self._channel_of(channel_id, pos)
-                    elif want(channel):
-                        buffer.seek(start)
-                        items.append((channel, Message.read(stream, length)))
-                elif opcode in (Opcode.SCHEMA, Opcode.CHANNEL):
+        while inner < total:
+            if inner + _RECORD_HEAD.size > total:
+                if cut:
+                    break
+                raise _ShortRead(f"record header at {inner} runs past the chunk's {total} bytes")
+            opcode, length = _RECORD_HEAD.unpack_from(data, inner)
+            start = inner + _RECORD_HEAD.size
+            stop = start + length
+            if stop > total:
+                if cut:
+                    break
+                raise _ShortRead(f"{_opname(opcode)} record at {inner} ({length} bytes) runs past the chunk")
+            if opcode == Opcode.MESSAGE:
+                if length < 22:
+                    raise _ShortRead(f"Message record at {inner} is {length} bytes, shorter than its header")
+                channel_id, _, _ = _MESSAGE_HEAD.unpack_from(data, start)
+                channel = channels.get(channel_id)
+                if channel is None:
+                    self._channel_of(channel_id, pos)
+                elif want(channel):
                     buffer.seek(start)
-                    record = (Schema.read if opcode == Opcode.SCHEMA else Channel.read)(stream)
-                    if buffer.tell() > stop:
-                        raise _ShortRead(f"{_opname(opcode)} record at {inner} overruns its length {length}")
-                    if isinstance(record, Schema):
-                        schemas[record.id] = record
-                    else:
-                        channels[record.id] = record
-                inner = stop
-        except (_ShortRead, McapError, struct.error, UnicodeDecodeError) as exc:
-            self._issue(pos, "chunk_parse", f"chunk record: {exc}; the chunk is skipped")
-            return []
+                    items.append((channel, Message.read(stream, length)))
+            elif opcode in (Opcode.SCHEMA, Opcode.CHANNEL):
+                buffer.seek(start)
+                record = (Schema.read if opcode == Opcode.SCHEMA else Channel.read)(stream)
+                if buffer.tell() > stop:
+                    raise _ShortRead(f"{_opname(opcode)} record at {inner} overruns its length {length}")
+                if isinstance(record, Schema):
+                    schemas[record.id] = record
+                else:
+                    channels[record.id] = record
+            inner = stop
         self._schemas = schemas
         self._channels = channels
         return items
+
+    def _cut_chunk_messages(self, pos: int, body: bytes,
+                            want: Callable[[Channel], bool] | None) -> list[tuple[Channel, Message]]:
+        """The whole message records of the chunk a truncated file ends in (`body`: its bytes up to
+        the cut): decompressed as a stream as far as the data goes. No CRC covers a cut chunk."""
+        if want is None:
+            return []
+        stream = _StrictStream(BytesIO(body))
+        try:
+            stream.read(8 + 8)  # message start and end time
+            size, crc = struct.unpack("<QI", stream.read(12))  # uncompressed size and CRC
+            compression = stream.read(struct.unpack("<I", stream.read(4))[0]).decode("utf-8")
+            records = struct.unpack("<Q", stream.read(8))[0]  # their length: past the end of the file
+        except (_ShortRead, McapError, struct.error, UnicodeDecodeError):
+            return []  # cut inside the chunk's own header: nothing to recover
+        data = body[stream.count:stream.count + records]
+        limit = min(size, self.max_chunk_bytes)
+        if compression == "zstd":  # the whole blocks before the cut, never more than the declared size
+            reader = zstandard.ZstdDecompressor().stream_reader(BytesIO(data), read_across_frames=False)
+            parts: list[bytes] = []
+            got = 0
+            try:
+                while got < limit and (part := reader.read(min(limit - got, _MIB))):
+                    parts.append(part)
+                    got += len(part)
+            except zstandard.ZstdError:
+                pass  # the cut block: what came before it is kept
+            data = b"".join(parts)
+        elif compression == "lz4":
+            try:
+                data = lz4.frame.LZ4FrameDecompressor().decompress(data, max_length=limit)
+            except RuntimeError:
+                return []
+        elif compression != "":
+            return []
+        data = data[:limit]
+        if len(data) == size and crc and zlib.crc32(data) != crc:
+            return []  # all of it there (only the record's length was damaged), and it fails its CRC
+        try:
+            return self._chunk_records(pos, data, want, cut=True)
+        except (_ShortRead, McapError, struct.error, UnicodeDecodeError):
+            return []
 
     # --- routes and summary ----------------------------------------------------------------------
 
@@ -568,6 +666,20 @@ class LogReader:
 
 class _ChunkError(Exception):
     """A chunk's data does not decompress to exactly its declared size."""
+
+
+def _chunks_in_order(summary: _Summary | None) -> bool | None:
+    """True when the chunk indexes show chunks in file order that never overlap in time (so sorting
+    each chunk puts the whole log in log-time order), False when they overlap, None without indexes."""
+    if summary is None or not summary.chunks:
+        return None
+    last_end = None
+    for pos in sorted(summary.chunks):
+        index = summary.chunks[pos]
+        if last_end is not None and index.message_start_time < last_end:
+            return False
+        last_end = index.message_end_time if last_end is None else max(last_end, index.message_end_time)
+    return True
 
 
 def _decompress(chunk: Chunk) -> bytes:
