@@ -173,3 +173,23 @@ def test_several_logs_are_matched_separately(tmp_path: Path) -> None:
     samples = list(LogDataset([tmp_path / "a.mcap", tmp_path / "b.mcap"]))
     assert [(Path(s.source).name, s.radar_tensor is not None) for s in samples] == [("a.mcap", True),
                                                                                      ("b.mcap", False)]
+
+
+def test_a_camera_frame_recorded_late_still_finds_the_radar_stamped_before_it(tmp_path):
+    # A vehicle log's file order is receive order: radar scans every 50 ms arrive 5 ms after their
+    # stamp, camera frames (stamped 10 ms after each scan) 60 ms after theirs, so the next scan is
+    # read before the frame. The history was pruned to the newest stamp read, and 9 of 10 frames
+    # came out with no radar (and no word), though the scan 10 ms before each was in the log.
+    ms, t0 = 10**6, 1_700_000_000 * 10**9
+    events = []
+    for k in range(10):
+        radar, camera = t0 + k * 50 * ms, t0 + k * 50 * ms + 10 * ms
+        events += [(radar + 5 * ms, _tensor(radar)), (camera + 1 * ms, _truth(camera)),
+                   (camera + 60 * ms, CameraFrame(stamp_ns=camera, data=b"\xff\xd8\xff\xd9"))]
+    with LogWriter(tmp_path / "late.mcap") as writer:
+        for received, message in sorted(events, key=lambda e: e[0]):
+            writer.write(message, log_time_ns=received)
+    samples = list(LogDataset(tmp_path / "late.mcap"))
+    assert [s.ages_ns["radar_tensor"] for s in samples] == [10 * ms] * 10
+    assert [s.labels for s in samples] == [_truth(s.stamp_ns).labels for s in samples]
+    assert all(s.ground_truth is not None for s in samples)

@@ -7,7 +7,10 @@ stream's max age (the `LatestWithin` policy of DESIGN.md section 3), else None.
 Streaming: a camera frame is emitted once a message stamped later than the frame (plus
 `reorder_window_ns`) has been read, or at the end of the log, so that messages with the same
 stamp written after the frame (its ground truth, a radar scan) are still matched. Only the
-messages a pending or future frame can still use are kept. Output is deterministic: frames come
+messages a pending or future frame can still use are kept: each stream back to its max age
+behind the emitted frames (ground truth and streams without a limit: the longest limit), so a
+camera frame recorded late after its stamp (encode and transport latency, the usual case in a
+vehicle log, whose file order is receive order) still finds the radar scans stamped before it. Output is deterministic: frames come
 out in stamp order (file order among equal stamps).
 
 A log is anything `fusion_rt.logs.bags.open_log` opens: an MCAP file, or a ROS 2 bag directory
@@ -158,6 +161,11 @@ class LogDataset:
             "radar_tensor": ages.get("radar_tensor", radar), "radar_detections": ages.get("radar_detections", radar),
             "map": ages.get("map"), "text": ages.get("text"), "camera_info": None,
         }
+        # How far behind the emitted frames each stream is kept, for frames that arrive late: its max
+        # age (what a frame may still take from it); streams without a limit, and the ground truth, the longest.
+        longest = max((v for v in self.max_age_ns.values() if v is not None), default=0)
+        self._keep_ns = {slot: longest if age is None else age for slot, age in self.max_age_ns.items()}
+        self._keep_ns["ground_truth"] = longest
         self.topics = dict(topics or {})
         if camera_topic is not None:
             self.topics["camera"] = camera_topic
@@ -198,9 +206,9 @@ class LogDataset:
                     while pending and pending[0][0] < ready:
                         yield self._sample(path, heapq.heappop(pending)[2], histories, truths)
                     floor = min(ready, pending[0][0]) if pending else ready
-                    for history in histories.values():
-                        history.prune(floor)
-                    for stamp in [s for s in truths if s < floor]:
+                    for slot, history in histories.items():
+                        history.prune(floor - self._keep_ns[slot])
+                    for stamp in [s for s in truths if s < floor - self._keep_ns["ground_truth"]]:
                         del truths[stamp]
                 while pending:
                     yield self._sample(path, heapq.heappop(pending)[2], histories, truths)
