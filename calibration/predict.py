@@ -123,9 +123,11 @@ class PackageRunner:
                 for m in self.package.modalities}
 
     def head_feed(self, tokens: Mapping[str, np.ndarray], present: np.ndarray) -> dict[str, np.ndarray]:
-        """The head's feed from tokens and a [B, 4] MODALITIES-order (or [B, M] package-order) mask."""
+        """The head's feed from tokens and a [B, 4] MODALITIES-order mask (what `Frames` holds), put
+        in the package's modality order (the head's `present` columns), or a [B, M] package-order
+        mask for a package of fewer modalities. A package may list all four in another order."""
         mods = self.package.modalities
-        if present.shape[1] == len(MODALITIES) and len(mods) != len(MODALITIES):
+        if present.shape[1] == len(MODALITIES) and tuple(mods) != tuple(MODALITIES):
             present = present[:, [MODALITIES.index(m) for m in mods]]
         head = self.package.head
         feed = {f"{m}_tokens": self._cast(head, f"{m}_tokens", tokens[m]) for m in mods}

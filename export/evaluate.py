@@ -69,8 +69,13 @@ class Predictions:
     share: np.ndarray  # [N, L + 1, M] modality shares (per label, then BEV)
 
 
-def summarize(split: Split, pred: Predictions, class_names: Sequence[str], modalities: Sequence[str]) -> dict:
+def summarize(split: Split, pred: Predictions, class_names: Sequence[str], modalities: Sequence[str],
+              scene_labels: Sequence[str] = SCENE_LABELS) -> dict:
     """Metrics overall and per condition (day, night, fog, rain: those present), JSON-ready.
+
+    `scene_labels` names the columns of `pred.scene` (a package's `outputs.scene_labels`, in its
+    order); each is scored against the truth of the label of that name, as replay scores them, and
+    a label the truth does not have is left out.
 
     Per group: sample count, label rates, per-class AUC and F1 (threshold 0.5) of the scene labels
     and their means, hazard AUC, BEV IoU per class (threshold 0.5) and its mean; overall also the
@@ -79,19 +84,25 @@ def summarize(split: Split, pred: Predictions, class_names: Sequence[str], modal
     frame, as replay leaves it out.
     """
 
+    pairs = [(i, SCENE_LABELS.index(name)) for i, name in enumerate(scene_labels) if name in SCENE_LABELS]
+    if pred.scene.shape[1] != len(scene_labels):
+        raise ConfigError(f"{pred.scene.shape[1]} scene outputs, {len(scene_labels)} scene labels {list(scene_labels)}")
+    labels = [scene_labels[i] for i, _ in pairs]
+    pred_cols, truth_cols = [i for i, _ in pairs], [j for _, j in pairs]
+
     def group(mask: np.ndarray) -> dict:
-        y, s = split.labels[mask], pred.scene[mask]
+        y, s = split.labels[mask][:, truth_cols], pred.scene[mask][:, pred_cols]
         auc = roc_auc_per_class(y, s)
         f1 = f1_per_class(y, s, 0.5)
         occupied = pred.bev[mask] & split.bev_known[mask][:, :, None, None]  # truth 0 there: neither I nor U
         iou = bev_iou_per_class(split.bev[mask], occupied, 0.5)
         return {
             "samples": int(mask.sum()),
-            "label_rate": {c: _finite_or_none(v) for c, v in zip(SCENE_LABELS, y.mean(axis=0), strict=True)},
-            "scene_auc": {c: _finite_or_none(v) for c, v in zip(SCENE_LABELS, auc, strict=True)},
-            "scene_f1": {c: _finite_or_none(v) for c, v in zip(SCENE_LABELS, f1, strict=True)},
+            "label_rate": {c: _finite_or_none(v) for c, v in zip(labels, y.mean(axis=0), strict=True)},
+            "scene_auc": {c: _finite_or_none(v) for c, v in zip(labels, auc, strict=True)},
+            "scene_f1": {c: _finite_or_none(v) for c, v in zip(labels, f1, strict=True)},
             "mean_scene_auc": _finite_or_none(_nanmean(auc)),
-            "hazard_auc": _finite_or_none(auc[SCENE_LABELS.index("hazard")]),
+            "hazard_auc": _finite_or_none(auc[labels.index("hazard")]) if "hazard" in labels else None,
             "mean_scene_f1": _finite_or_none(_nanmean(f1)),
             "bev_iou": {c: _finite_or_none(v) for c, v in zip(class_names, iou, strict=True)},
             "mean_bev_iou": _finite_or_none(_nanmean(iou)),

@@ -12,6 +12,9 @@ from fusion_rt.calibration import report
 from fusion_rt.calibration.quantize import _within
 from fusion_rt.calibration.report import output_divergence, relative_drop, task_metrics, worst_cosine
 
+from fusion_rt.export.data import SCENE_LABELS
+from fusion_rt.export.metrics import roc_auc_per_class
+
 from ..export._fixtures import BEV_LOGITS, tiny_split
 
 
@@ -21,9 +24,30 @@ def test_task_metrics_threshold_bev_in_float32():
     n = 2
     outputs = {"scene_logits": np.zeros((n, 5), np.float32), "bev_logits": np.repeat(BEV_LOGITS, n, axis=0),
                "modality_share": np.ones((n, 6, 1), np.float32)}
-    package = SimpleNamespace(bev_classes=("car",), modalities=("camera",))
+    package = SimpleNamespace(bev_classes=("car",), modalities=("camera",), scene_labels=SCENE_LABELS)
     metrics = task_metrics(tiny_split(n), outputs, package)
     assert metrics.overall["bev_iou"]["car"] == 1.0 and metrics.headline()["mean_bev_iou"] == 1.0
+
+
+@pytest.mark.parametrize("labels", [("pedestrian", "cyclist", "hazard", "car", "truck"), ("car", "bus", "hazard")])
+def test_task_metrics_score_each_scene_output_by_its_label_name(labels):
+    # quantize scored column i against SCENE_LABELS[i] whatever the manifest's scene_labels said
+    # (replay scores by name): a reordered package got the canonical labelling's metric, and a
+    # package of three labels stopped with "labels (60, 5) and scores (60, 3) must have the same shape".
+    rng = np.random.default_rng(1)
+    n = 40
+    split = tiny_split(n)
+    split.labels[:] = rng.integers(0, 2, split.labels.shape)
+    logits = rng.normal(size=(n, len(labels))).astype(np.float32)
+    outputs = {"scene_logits": logits, "bev_logits": np.repeat(BEV_LOGITS, n, axis=0),
+               "modality_share": np.ones((n, len(labels) + 1, 1), np.float32)}
+    package = SimpleNamespace(bev_classes=("car",), modalities=("camera",), scene_labels=labels)
+    got = task_metrics(split, outputs, package).overall["scene_auc"]
+    known = [name for name in labels if name in SCENE_LABELS]
+    assert list(got) == known  # "bus" has no truth: left out, as replay leaves it
+    for name in known:
+        expected = roc_auc_per_class(split.labels[:, [SCENE_LABELS.index(name)]], logits[:, [labels.index(name)]])[0]
+        assert got[name] == pytest.approx(expected, abs=1e-5)  # the summary rounds to 5 places
 
 
 def test_worst_cosine_is_nan_when_an_output_is_not_finite():
