@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import shutil
 import tempfile
@@ -37,6 +36,7 @@ from fusion_rt.calibration.reader import (
     CalibrationSet,
     frames_from_split,
     load_calibration_set,
+    package_max_age_ns,
     package_preprocessing,
 )
 from fusion_rt.calibration.recipes import FP16_SENSITIVE_OPS, CalibrationMethod, QuantizeConfig, Recipe, get_recipe
@@ -56,6 +56,7 @@ from fusion_rt.errors import ConfigError, FusionRTError
 from fusion_rt.logs.bags import log_sha256, open_log
 from fusion_rt.logs.topics import resolve_topics
 from fusion_rt.messages import MODALITIES
+from fusion_rt.outputs import json_text
 from fusion_rt.package import ModelPackage, describe_graph, load_package, write_manifest
 
 __all__ = ["QuantizationError", "QuantizeResult", "quantize_package", "rank_node_sensitivity", "weight_only_int8",
@@ -375,7 +376,8 @@ def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
     package = fp32.package
     preprocess, vocab = package_preprocessing(package)
     split, _counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=1, require_truth=True,
-                               bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape, topics=topics)
+                               bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape, topics=topics,
+                               max_age_ns=package_max_age_ns(package), rig_radar=package.rig.radar)
     frames = frames_from_split(split, package, vocab)
     say(f"evaluating FP32 on {len(frames)} labelled frames")
     outputs = fp32.run(frames)
@@ -505,7 +507,7 @@ def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: Qu
         "fp32_op_types": (report["fp16"] or {}).get("final", {}).get("fp32_op_types", []),  # fp16: kept FP32
         "tolerance": config.tolerance,
     }
-    (staging / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    (staging / REPORT_NAME).write_text(json_text(report, indent=2, sort_keys=True) + "\n")  # NaN: null
     manifest["quantization"] = {"report": REPORT_NAME, **report["acceptance"]}
     manifest["provenance"] = {**fp32.manifest.get("provenance", {}),
                               "source_package": {"name": fp32.name, "manifest_sha256": fp32.sha256}}
@@ -623,9 +625,10 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
         for leftover in staging.glob("*.onnx.data"):
             leftover.unlink()
         load_package(staging)  # the runtime's own validation, before the package is published
-        if out.exists():
-            out.rmdir()
-        shutil.move(str(staging), str(out))
+        target = out.resolve()  # a symlinked --out keeps its link: the folder it points to is replaced
+        if target.exists():
+            target.rmdir()
+        shutil.move(str(staging), str(target))
     say(f"wrote {out}")
     return QuantizeResult(load_package(out), report, within, excluded)
 

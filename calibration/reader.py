@@ -25,7 +25,7 @@ from fusion_rt.package import ModelPackage
 from fusion_rt.preprocess import PreprocessConfig, Vocabulary, preprocess_sample
 
 __all__ = ["CalibrationSet", "ArrayCalibrationReader", "stratified_indices", "load_calibration_set",
-           "frames_from_split", "package_preprocessing", "NO_TRUTH"]
+           "frames_from_split", "package_preprocessing", "package_max_age_ns", "NO_TRUTH"]
 
 #: Stratum of a frame without ground truth (selected evenly in time).
 NO_TRUTH = ("unlabelled", "unlabelled")
@@ -100,6 +100,14 @@ def package_preprocessing(package: ModelPackage) -> tuple[PreprocessConfig, Voca
     return preprocess, vocab
 
 
+def package_max_age_ns(package: ModelPackage) -> dict[str, int | None]:
+    """`LogDataset` age limits matching the package's runtime (its manifest's `max_age_ns`), so a
+    sensor counts as present in calibration and evaluation exactly when the runtime would fuse it."""
+    from fusion_rt.logs.dataset import DEFAULT_MAX_AGE_NS
+
+    return {**DEFAULT_MAX_AGE_NS, **{m: a for m, a in package.max_age_ns.items() if m in DEFAULT_MAX_AGE_NS}}
+
+
 def _check_logs(logs: Sequence[str | Path]) -> list[Path]:
     if not logs:
         raise ConfigError("no calibration log given: pass --calib FILE.mcap (or a ROS 2 bag directory)")
@@ -124,8 +132,9 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
     preprocess, vocab = package_preprocessing(package)
     keys: list[tuple[str, str]] = []
     where: list[tuple[int, int]] = []  # (log, frame number in that log)
+    ages = package_max_age_ns(package)
     for li, path in enumerate(paths):
-        for k, sample in enumerate(LogDataset(path, topics=topics)):
+        for k, sample in enumerate(LogDataset(path, topics=topics, max_age_ns=ages)):
             gt = sample.ground_truth
             keys.append((str(gt.condition), str(gt.scene_type)) if gt is not None else NO_TRUTH)
             where.append((li, k))
@@ -139,10 +148,11 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
     radar_zero = np.zeros((len(preprocess.radar_input_channels), *preprocess.radar_shape), dtype=np.float32)
     map_zero = np.zeros(preprocess.map_shape, dtype=np.float32)
     for li, path in enumerate(paths):
-        for k, sample in enumerate(LogDataset(path, topics=topics)):
+        for k, sample in enumerate(LogDataset(path, topics=topics, max_age_ns=ages)):
             if (li, k) not in chosen:
                 continue
-            # the same rules as training's read_logs, and the runtime's radar geometry check
+            # the same rules as training's read_logs, and the runtime's radar geometry check (and its
+            # binning of radar detections where a log has no radar tensor)
             inputs = preprocess_sample(sample, preprocess, package.rig.radar)
             skipped.update(f"{m}_rejected" for m in inputs.rejected)
             if inputs.camera is None:

@@ -36,7 +36,7 @@ from fusion_rt.export.configs import DataConfig, DriveSpec
 from fusion_rt.messages import MODALITIES, RadarTensor
 from fusion_rt.outputs import atomic_output
 from fusion_rt.preprocess import PreprocessConfig, Vocabulary, preprocess_sample
-from fusion_rt.rig import CLASS_NAMES, BevGrid
+from fusion_rt.rig import CLASS_NAMES, BevGrid, Radar
 
 __all__ = ["Split", "LoadedData", "SCENE_LABELS", "default_cache_dir", "drive_log_path", "record_drives",
            "fit_radar_normalization", "read_logs", "load_data", "CACHE_VERSION"]
@@ -270,8 +270,14 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
               progress: ProgressFn | None = None, require_truth: bool = True,
               bev_classes: Sequence[str] = CLASS_NAMES,
               bev_shape: tuple[int, int] | None = None,
-              topics: Mapping[str, str] | None = None, strict: bool = False) -> tuple[Split, dict[str, int]]:
+              topics: Mapping[str, str] | None = None, strict: bool = False,
+              max_age_ns: Mapping[str, int | None] | None = None,
+              rig_radar: Radar | None = None) -> tuple[Split, dict[str, int]]:
     """Read logs through `LogDataset` and preprocess every `frame_stride`-th camera frame.
+
+    `max_age_ns` (LogDataset's limits; a package's `max_age_ns` to match its runtime) and
+    `rig_radar` (the model's radar: tensors of another geometry are rejected, and a radar that
+    publishes only detections is binned on its grid, as replay does) are for evaluating a package.
 
     With `require_truth` (training, evaluation), frames without ground truth are skipped and a log
     with none at all is an error. Without it (model inputs only: export parity, calibration),
@@ -306,7 +312,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
         if progress:
             progress("reading logs", li, len(paths))
         with_truth = 0
-        dataset = LogDataset(path, topics=topics)
+        dataset = LogDataset(path, topics=topics, max_age_ns=max_age_ns)
         for k, sample in enumerate(dataset):
             counts["frames"] += 1
             gt = sample.ground_truth
@@ -318,7 +324,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
                 with_truth += 1
             if k % frame_stride:
                 continue
-            inputs = preprocess_sample(sample, pre)
+            inputs = preprocess_sample(sample, pre, rig_radar)
             for m in inputs.rejected:
                 counts[f"{m}_rejected"] += 1
             if inputs.camera is None:

@@ -689,7 +689,9 @@ class SampleInputs:
 
 def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None = None) -> SampleInputs:
     """Preprocess a `fusion_rt.logs.Sample` (training, calibration and parity data all go through here);
-    with `rig_radar` (the model's), a radar tensor of another geometry is rejected, as the runtime does."""
+    with `rig_radar` (the model's), a radar tensor of another geometry is rejected, as the runtime does,
+    and a sample without a radar tensor takes its radar detections binned on that radar's grid, as
+    replay feeds a radar that publishes only detections (`fusion_rt.replay.detections_to_tensor`)."""
     rejected = []
     try:
         camera = decode_camera(sample.camera, config)
@@ -697,9 +699,17 @@ def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None 
         camera = None
         rejected.append("camera")
     radar = grid = None
-    if camera is not None and sample.radar_tensor is not None:
+    tensor = sample.radar_tensor
+    if camera is not None and tensor is None and rig_radar is not None and sample.radar_detections is not None:
+        from fusion_rt.replay import detections_to_tensor  # replay imports this module
+
         try:
-            radar = radar_tensor_input(sample.radar_tensor, config, radar=rig_radar)
+            tensor = detections_to_tensor(sample.radar_detections, rig_radar, config)
+        except (DecodeError, ConfigError):
+            rejected.append("radar")
+    if camera is not None and tensor is not None:
+        try:
+            radar = radar_tensor_input(tensor, config, radar=rig_radar)
         except DecodeError:
             rejected.append("radar")
     if camera is not None and sample.map is not None:

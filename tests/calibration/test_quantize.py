@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import onnx
@@ -15,6 +16,7 @@ from fusion_rt.calibration.quantize import _calibrate, _prepare, _quantize_int8
 from fusion_rt.calibration.recipes import CalibrationMethod, get_recipe
 from fusion_rt.errors import ConfigError
 from fusion_rt.package import load_package
+from fusion_rt.preprocess import PreprocessConfig
 
 FAST = {"samples": 8, "latency_iterations": 3, "tolerance": 0.99, "speed_gate": False}
 
@@ -441,3 +443,41 @@ def test_non_finite_outputs_fail_the_verdict(calib_package, calib_log, tmp_path,
     assert set(report["metrics"]["new"].values()) == {None}
     assert any("bev_logits hold NaN/inf" in note for note in report["notes"])
     assert load_package(result.package.root).manifest["quantization"]["outputs_finite"] is False
+
+
+def test_calibration_and_evaluation_see_the_sensors_the_runtime_fuses(calib_package, calib_log, tmp_path):
+    # (1) A radar that publishes only detections is binned onto the package's radar grid by replay;
+    # calibration and evaluation read only radar tensors, so the radar encoder stayed uncalibrated and
+    # the metric was measured with radar masked on every frame. (2) The package's max_age_ns decides
+    # presence in the runtime; calibration used LogDataset's defaults (radar 100 ms, not the manifest's).
+    from fusion_rt.calibration.reader import load_calibration_set
+    from fusion_rt.export.data import read_logs
+    from fusion_rt.logs import LogReader, LogWriter
+    from fusion_rt.logs.bags import open_log
+    from fusion_rt.logs.topics import resolve_topics
+    from fusion_rt.package import write_manifest
+
+    with open_log(calib_log) as log:
+        tensor_topic = resolve_topics(log.topics(), ("radar",)).topics["radar"]
+    detections_only = tmp_path / "detections.mcap"
+    with LogReader(calib_log) as reader, LogWriter(detections_only) as writer:
+        for item in reader.messages():
+            if item.topic != tensor_topic:
+                writer.write(item.message, item.topic, log_time_ns=item.log_time_ns)
+    package = load_package(calib_package)
+    default = load_calibration_set([calib_log], package, 16).frames.present[:, 1]
+    frames = load_calibration_set([detections_only], package, 16).frames
+    assert default.sum() >= 15 and (frames.present[:, 1] == default).all()  # from its detections
+    assert np.abs(frames.inputs["radar"]).sum() > 0
+    split, _ = read_logs([detections_only], PreprocessConfig.from_dict(package.manifest["preprocess"]),
+                         bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape, rig_radar=package.rig.radar)
+    assert split.present[1:, 1].all()
+
+    strict = tmp_path / "strict"
+    shutil.copytree(calib_package, strict)
+    manifest = json.loads((strict / "manifest.json").read_text())
+    manifest["max_age_ns"]["radar"] = 1  # only a radar scan stamped with the frame counts
+    manifest.pop("format_version")
+    write_manifest(strict, manifest)
+    ages = load_calibration_set([calib_log], load_package(strict), 16).frames.present[:, 1]
+    assert ages.sum() < default.sum()
