@@ -88,6 +88,18 @@ class PackageRunner:
         self.present_spec = next((t for t in head.inputs if t.name == "present"), None)
         if self.present_spec is None:
             raise ConfigError(f"head graph of {str(package.root)!r} has no 'present' input")
+        # Each encoder's token output as the runtime finds it: 'tokens', else the graph's only output.
+        self.token_names: dict[str, str] = {}
+        for m in package.modalities:
+            names = [t.name for t in package.graphs[m].outputs]
+            name = "tokens" if "tokens" in names else (names[0] if len(names) == 1 else None)
+            if name is None:
+                raise ConfigError(f"graph {m!r} of {str(package.root)!r}: expected a 'tokens' output, got {names}")
+            self.token_names[m] = name
+        # Graphs exported without a dynamic batch axis take that batch only (1, typically): run in those.
+        static = [t.shape[0] for spec in package.graphs.values() for t in spec.inputs
+                  if t.shape and isinstance(t.shape[0], int)]
+        self.max_batch: int | None = min(static) if static else None
 
     # ------------------------------------------------------------------ sessions
 
@@ -117,10 +129,17 @@ class PackageRunner:
         name = spec.inputs[0].name
         return {name: self._cast(spec, name, value)}
 
+    def encode_one(self, modality: str, value: np.ndarray) -> np.ndarray:
+        """One encoder's tokens [B, N, D] for one batch of its input."""
+        return self.session(modality).run([self.token_names[modality]], self.encoder_feed(modality, value))[0]
+
     def encode(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{modality: tokens [B, N, D]} for one batch of encoder inputs."""
-        return {m: self.session(m).run(["tokens"], self.encoder_feed(m, inputs[m]))[0]
-                for m in self.package.modalities}
+        return {m: self.encode_one(m, inputs[m]) for m in self.package.modalities}
+
+    def _batches(self, n: int, batch_size: int) -> list[slice]:
+        step = min(batch_size, self.max_batch or batch_size)
+        return [slice(start, min(n, start + step)) for start in range(0, n, step)]
 
     def head_feed(self, tokens: Mapping[str, np.ndarray], present: np.ndarray) -> dict[str, np.ndarray]:
         """The head's feed from tokens and a [B, 4] MODALITIES-order mask (what `Frames` holds), put
@@ -138,12 +157,20 @@ class PackageRunner:
         names = [t.name for t in self.package.head.outputs]
         return dict(zip(names, self.session("head").run(names, self.head_feed(tokens, present)), strict=True))
 
+    def head_rows(self, tokens: Mapping[str, np.ndarray], present: np.ndarray,
+                  batch_size: int = 32) -> dict[str, np.ndarray]:
+        """`head` over any number of rows, batch by batch (a head exported with a fixed batch takes that)."""
+        out: dict[str, list[np.ndarray]] = {}
+        for sl in self._batches(len(present), batch_size):
+            for k, v in self.head({m: t[sl] for m, t in tokens.items()}, present[sl]).items():
+                out.setdefault(k, []).append(v)
+        return {k: np.concatenate(v) for k, v in out.items()}
+
     def run(self, frames: Frames, batch_size: int = 32, present: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Every head output over `frames`, concatenated; `present` overrides the frames' mask."""
         mask = frames.present if present is None else present
         out: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(frames), batch_size):
-            sl = slice(start, min(len(frames), start + batch_size))
+        for sl in self._batches(len(frames), batch_size):
             tokens = self.encode({m: v[sl] for m, v in frames.inputs.items()})
             for k, v in self.head(tokens, mask[sl]).items():
                 out.setdefault(k, []).append(v)
@@ -152,8 +179,7 @@ class PackageRunner:
     def tokens(self, frames: Frames, batch_size: int = 32) -> dict[str, np.ndarray]:
         """Every encoder's tokens over `frames`, concatenated (the head's calibration input)."""
         out: dict[str, list[np.ndarray]] = {m: [] for m in self.package.modalities}
-        for start in range(0, len(frames), batch_size):
-            sl = slice(start, min(len(frames), start + batch_size))
+        for sl in self._batches(len(frames), batch_size):
             for m, v in self.encode({m: v[sl] for m, v in frames.inputs.items()}).items():
                 out[m].append(v)
         return {m: np.concatenate(v) for m, v in out.items()}

@@ -757,7 +757,7 @@ def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, ev
     sub = evaluation.frames.take(np.linspace(0, len(evaluation.frames) - 1, num=min(64, len(evaluation.frames)))
                                  .round().astype(np.int64))
     fp32_tokens = fp32.tokens(sub)
-    fp32_head = fp32.head(fp32_tokens, sub.present)
+    fp32_head = fp32.head_rows(fp32_tokens, sub.present)
     fp32_end = fp32.run(sub)
     groups = [(), ("LayerNormalization",), ("Softmax",), ("ReduceMean", "ReduceSum"),
               tuple(op for op in FP16_SENSITIVE_OPS if op not in ("LayerNormalization", "Softmax", "ReduceMean",
@@ -770,11 +770,10 @@ def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, ev
             _convert_fp16(sources[name], files[name], blocked, overflow[name])
         new = PackageRunner(package, files, threads=config.threads)
         parity = {}
-        new_tokens = {}
+        new_tokens = new.tokens(sub)
         for m in package.modalities:
-            new_tokens[m] = new.session(m).run(["tokens"], new.encoder_feed(m, sub.inputs[m]))[0]
             parity[f"{m}.tokens"] = output_divergence({"tokens": fp32_tokens[m]}, {"tokens": new_tokens[m]})["tokens"]
-        for k, v in output_divergence(fp32_head, new.head(fp32_tokens, sub.present)).items():
+        for k, v in output_divergence(fp32_head, new.head_rows(fp32_tokens, sub.present)).items():
             parity[f"head.{k}"] = v
         for k, v in output_divergence(fp32_end, new.run(sub)).items():
             parity[f"end_to_end.{k}"] = v

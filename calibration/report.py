@@ -72,7 +72,7 @@ def task_metrics(split, outputs: Mapping[str, np.ndarray], package: ModelPackage
 
     # BEV occupancy decided in float32, as the runtime does (Predictions.bev)
     pred = Predictions(scene=sigmoid(outputs["scene_logits"]), bev=sigmoid(outputs["bev_logits"]) >= 0.5,
-                       share=outputs["modality_share"])
+                       share=outputs.get("modality_share"))  # optional, as in the runtime
     return TaskMetrics(summarize(split, pred, package.bev_classes, package.modalities, package.scene_labels))
 
 

@@ -66,7 +66,7 @@ class Predictions:
     # [N, C, rows, cols] bool: sigmoid >= 0.5, decided in float32 as the runtime does (a float16 copy
     # of the probabilities rounded those in (0.49988, 0.5) up to 0.5: occupied for evaluation only)
     bev: np.ndarray
-    share: np.ndarray  # [N, L + 1, M] modality shares (per label, then BEV)
+    share: np.ndarray | None  # [N, L + 1, M] modality shares (per label, then BEV); None: the head has none
 
 
 def summarize(split: Split, pred: Predictions, class_names: Sequence[str], modalities: Sequence[str],
@@ -110,11 +110,12 @@ def summarize(split: Split, pred: Predictions, class_names: Sequence[str], modal
 
     everything = np.ones(len(split), dtype=bool)
     overall = group(everything)
-    share = pred.share.mean(axis=0)  # [L + 1, M]
-    overall["modality_share"] = {
-        "scene": {m: _finite_or_none(v) for m, v in zip(modalities, share[:-1].mean(axis=0), strict=True)},
-        "bev": {m: _finite_or_none(v) for m, v in zip(modalities, share[-1], strict=True)},
-    }
+    if pred.share is not None:
+        share = pred.share.mean(axis=0)  # [L + 1, M]
+        overall["modality_share"] = {
+            "scene": {m: _finite_or_none(v) for m, v in zip(modalities, share[:-1].mean(axis=0), strict=True)},
+            "bev": {m: _finite_or_none(v) for m, v in zip(modalities, share[-1], strict=True)},
+        }
     per_condition = {c: group(split.condition == c) for c in ALL_CONDITIONS if np.any(split.condition == c)}
     return {"overall": overall, "per_condition": per_condition}
 

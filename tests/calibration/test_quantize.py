@@ -481,3 +481,53 @@ def test_calibration_and_evaluation_see_the_sensors_the_runtime_fuses(calib_pack
     write_manifest(strict, manifest)
     ages = load_calibration_set([calib_log], load_package(strict), 16).frames.present[:, 1]
     assert ages.sum() < default.sum()
+
+
+def _variant(src, dst, change):
+    """A copy of the package at `src` whose graphs `change(name, model)` edits in place, re-described."""
+    from fusion_rt.package import describe_graph, write_manifest
+
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    for name, spec in manifest["graphs"].items():
+        model = onnx.load(str(dst / spec["file"]))
+        change(name, model)
+        onnx.save(model, str(dst / spec["file"]))
+        manifest["graphs"][name] = describe_graph(dst, spec["file"], name, spec["role"], spec.get("modality")).to_dict()
+    manifest.pop("format_version")
+    write_manifest(dst, manifest)
+    return dst
+
+
+def _fixed_batch(_name, model):
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+
+
+def _tokens_named_features(name, model):
+    if name != "head":
+        for node in model.graph.node:
+            node.output[:] = ["features" if o == "tokens" else o for o in node.output]
+        model.graph.output[0].name = "features"
+
+
+def _no_modality_share(name, model):
+    if name == "head":
+        keep = [o for o in model.graph.output if o.name != "modality_share"]
+        del model.graph.output[:]
+        model.graph.output.extend(keep)
+
+
+@pytest.mark.parametrize("change", [_fixed_batch, _tokens_named_features, _no_modality_share])
+def test_packages_the_runtime_runs_quantize_too(calib_package, calib_log, tmp_path, change):
+    # Graphs exported without a dynamic batch axis, an encoder whose single output is not named
+    # 'tokens', a head without modality_share: the runtime and replay take them, quantize crashed with
+    # ONNX Runtime tracebacks (batches of 32; run(["tokens"]); outputs["modality_share"]).
+    from fusion_rt.runtime import FusionRuntime
+
+    package = load_package(_variant(calib_package, tmp_path / "variant", change))
+    FusionRuntime(package).close()
+    for recipe in ("ort-cpu-int8", "fp16"):
+        result = quantize_package(package.root, tmp_path / recipe, QuantizeConfig(recipe=recipe, **FAST), [calib_log])
+        assert result.report["evaluation"]["frames"] > 0
+        FusionRuntime(load_package(tmp_path / recipe)).close()
