@@ -31,7 +31,7 @@ _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64
 class Frames:
     """Preprocessed model inputs of N frames (what the encoders eat) plus the presence mask."""
 
-    inputs: dict[str, np.ndarray]  # modality -> [N, ...] (float32; text: int64 ids)
+    inputs: dict[str, np.ndarray]  # modality -> [N, ...] (float32 or float16: cast per batch; text: int64 ids)
     present: np.ndarray  # [N, 4] bool, MODALITIES order: modality available for the frame
 
     def __len__(self) -> int:

@@ -367,21 +367,39 @@ class _Evaluation:
     fp32_outputs: dict[str, np.ndarray]
     fp32_metrics: object  # report.TaskMetrics
     logs: list[str]
+    stride: int = 1  # every stride-th camera frame of the logs was evaluated
+    available: int = 0  # camera frames in the logs
+
+
+def _camera_frames(logs: Sequence[str], topics: dict[str, str] | None) -> int:
+    """Camera frames in `logs` (the topic each log's dataset takes), counted without decoding any."""
+    from fusion_rt.logs.dataset import dataset_topics
+
+    total = 0
+    for path in logs:
+        with open_log(path) as log:
+            camera = dataset_topics(log.topics(), topics).get("camera")
+            total += sum(1 for topic, _schema, _t in log.stamps() if topic == camera)
+    return total
 
 
 def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
-                topics: dict[str, str] | None = None) -> _Evaluation:
+                topics: dict[str, str] | None = None, max_frames: int | None = None) -> _Evaluation:
     from fusion_rt.export.data import read_logs
 
     package = fp32.package
     preprocess, vocab = package_preprocessing(package)
-    split, _counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=1, require_truth=True,
+    available = _camera_frames(logs, topics)
+    stride = max(1, -(-available // max_frames)) if max_frames else 1  # memory bounded by max_frames
+    split, _counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=stride, require_truth=True,
                                bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape, topics=topics,
                                max_age_ns=package_max_age_ns(package), rig_radar=package.rig.radar)
     frames = frames_from_split(split, package, vocab)
-    say(f"evaluating FP32 on {len(frames)} labelled frames")
+    every = f" (every {stride}th of {available} camera frames)" if stride > 1 else ""
+    say(f"evaluating FP32 on {len(frames)} labelled frames{every}")
     outputs = fp32.run(frames)
-    return _Evaluation(split, frames, outputs, task_metrics(split, outputs, package), [str(p) for p in logs])
+    return _Evaluation(split, frames, outputs, task_metrics(split, outputs, package), [str(p) for p in logs],
+                       stride, available)
 
 
 def _score(evaluation: _Evaluation, outputs: dict[str, np.ndarray], package: ModelPackage) -> dict:
@@ -535,7 +553,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
     eval_from_calib = not eval_logs
     eval_logs = list(eval_logs) if eval_logs else list(calib.logs)
     fp32 = PackageRunner(fp32_pkg, threads=config.threads)
-    evaluation = _evaluation(fp32, eval_logs, say, topics)
+    evaluation = _evaluation(fp32, eval_logs, say, topics, config.eval_frames)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent) as tmp:
@@ -594,6 +612,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
             "calibration": {**calib.counts(), "logs": [{"file": p, "sha256": log_sha256(p)} for p in calib.logs],
                             "head_masked_fraction": config.masked_fraction, "stratified_by": "condition/scene_type"},
             "evaluation": {"logs": evaluation.logs, "frames": len(evaluation.frames),
+                           "camera_frames": evaluation.available, "frame_stride": evaluation.stride,
                            "source": "the calibration logs (no --eval-log given): metrics are optimistic for "
                                      "unseen data" if eval_from_calib else "--eval-log"},
             "metrics": {"fp32": evaluation.fp32_metrics.headline(), "new": scored["metrics"],

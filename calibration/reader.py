@@ -174,11 +174,13 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
 
 
 def frames_from_split(split, package: ModelPackage, vocab: Vocabulary | None) -> Frames:
-    """Model inputs of a `fusion_rt.export.data.Split` (labelled evaluation frames)."""
+    """Model inputs of a `fusion_rt.export.data.Split` (labelled evaluation frames): the split's own
+    arrays, not float32 copies (camera and map are float16 there; `PackageRunner` casts each batch
+    to the graph's input dtype), so evaluation holds each frame once."""
     assert MODALITIES[0] == "camera"  # Split.present follows MODALITIES
     inputs = {}
     for m in package.modalities:
-        inputs[m] = split.text_ids(vocab) if m == "text" else getattr(split, m).astype(np.float32)
+        inputs[m] = split.text_ids(vocab) if m == "text" else getattr(split, m)
     return Frames(inputs, split.present.copy())
 
 

@@ -175,6 +175,9 @@ class QuantizeConfig:
     threads: int = 2  # ORT intra-op threads for evaluation and latency
     seed: int = 0
     sensitivity_frames: int = 32  # frames used to rank nodes for mixed precision
+    # Evaluation frames at most, evenly spaced over the evaluation logs (every frame of a short log;
+    # a 10-minute 20 Hz drive would otherwise hold ~12000 preprocessed frames, ~4 GB, in memory).
+    eval_frames: int = 2000
     speed_gate: bool | None = None  # None: the recipe's default (keep graphs that INT8 slows down in FP32)
     extra_fp16_block: tuple[str, ...] = field(default_factory=tuple)
 
@@ -183,7 +186,7 @@ class QuantizeConfig:
         if not isinstance(self.method, CalibrationMethod):
             object.__setattr__(self, "method", CalibrationMethod.parse(self.method))
         for name, lo in (("samples", 1), ("max_rounds", 0), ("latency_iterations", 1), ("threads", 1),
-                         ("sensitivity_frames", 1)):
+                         ("sensitivity_frames", 1), ("eval_frames", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ConfigError(f"{name} must be an integer >= {lo}, got {value!r}")

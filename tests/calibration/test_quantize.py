@@ -531,3 +531,20 @@ def test_packages_the_runtime_runs_quantize_too(calib_package, calib_log, tmp_pa
         result = quantize_package(package.root, tmp_path / recipe, QuantizeConfig(recipe=recipe, **FAST), [calib_log])
         assert result.report["evaluation"]["frames"] > 0
         FusionRuntime(load_package(tmp_path / recipe)).close()
+
+
+def test_evaluation_holds_at_most_eval_frames(calib_package, calib_log):
+    # Evaluating on the calibration logs (the default) read every frame of them into memory: ~4 GB for
+    # a 10-minute drive. Now at most `eval_frames`, evenly spaced, and the report says which.
+    from fusion_rt.calibration.predict import PackageRunner
+    from fusion_rt.calibration.quantize import _evaluation
+
+    runner = PackageRunner(load_package(calib_package))
+    whole = _evaluation(runner, [str(calib_log)], lambda _m: None)
+    capped = _evaluation(runner, [str(calib_log)], lambda _m: None, max_frames=10)
+    assert whole.stride == 1 and len(whole.frames) == whole.available > 30
+    assert capped.stride == -(-whole.available // 10) and 0 < len(capped.frames) <= 10
+    assert capped.split.stamp_ns.tolist() == whole.split.stamp_ns[::capped.stride].tolist()
+    assert whole.frames.inputs["camera"].dtype == np.float16  # the split's own array, not a float32 copy
+    with pytest.raises(ConfigError, match="eval_frames"):
+        QuantizeConfig(recipe="fp16", eval_frames=0)
