@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import subprocess
 import warnings
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion_rt.errors import ConfigError, FusionRTError
+from fusion_rt.outputs import json_text
 from fusion_rt.package import describe_graph, load_package, write_manifest
 
 __all__ = ["export_run", "export_encoder", "ExportError", "PARITY_RTOL", "DEFAULT_BUDGETS_MS", "DEFAULT_MAX_AGE_NS",
@@ -286,11 +286,12 @@ def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, 
         say(f"warning: no {', '.join(absent)} in those frames: {which} checked on zero placeholders only "
             "(pass a --parity-log that records every sensor)")
     parity = _check_parity(graphs, out, inputs, model)
+    # `not <=`: a NaN error (an output not finite in either run) is a failure, not a pass
     failures = [f"{g}.{o}: max_rel {s['max_rel']:.2e}" for g, outs in parity.items() for o, s in outs.items()
-                if s["max_rel"] > PARITY_RTOL]
-    (out / "parity.json").write_text(json.dumps({"source": source, "rtol": PARITY_RTOL, "graphs": parity,
-                                                 "frames_holding": held},
-                                                indent=2, sort_keys=True) + "\n")
+                if not s["max_rel"] <= PARITY_RTOL]
+    (out / "parity.json").write_text(json_text({"source": source, "rtol": PARITY_RTOL, "graphs": parity,
+                                                "frames_holding": held},
+                                               indent=2, sort_keys=True) + "\n")
     if failures:
         raise ExportError(f"FP32 parity worse than {PARITY_RTOL:g} relative: {'; '.join(failures)}")
 
@@ -316,7 +317,10 @@ def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, 
             "modality_share": "rows: scene labels then BEV; columns: modalities in manifest order",
         },
         "max_age_ns": {k: v for k, v in DEFAULT_MAX_AGE_NS.items() if k in run.modalities},
-        "latency_budget_ms": dict(budgets_ms or DEFAULT_BUDGETS_MS),
+        # the default budgets of the run's own stages: load_package refuses a budget for a stage it lacks
+        "latency_budget_ms": dict(budgets_ms or {k: v for k, v in DEFAULT_BUDGETS_MS.items()
+                                                 if k in ("head", "end_to_end")
+                                                 or k.rsplit("_", 1)[0] in run.modalities}),
         "parity": {"file": "parity.json", "worst_max_rel": max(s["max_rel"] for o in parity.values()
                                                                 for s in o.values())},
         "provenance": {

@@ -41,6 +41,7 @@ from fusion_rt.export.configs import RunConfig
 from fusion_rt.export.data import SCENE_LABELS, LoadedData, default_cache_dir, load_data
 from fusion_rt.export.evaluate import RUN_FORMAT, RUN_VERSION, batch_inputs, predict, summarize
 from fusion_rt.messages import MODALITIES
+from fusion_rt.outputs import json_text
 from fusion_rt.package import sha256_file
 from fusion_rt.preprocess import PreprocessConfig
 from fusion_rt.rig import Rig
@@ -301,7 +302,7 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
                    "pos_weight": {"scene": dict(zip(SCENE_LABELS, np.round(scene_pw, 4).tolist(), strict=True)),
                                   "bev": dict(zip(rig.class_names, np.round(bev_pw, 4).tolist(), strict=True))}}
         # metrics.json is written last and atomically: it marks a finished run (load_run requires it)
-        write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+        write_text(out / "metrics.json", json_text(metrics, indent=1) + "\n")
         log(f"done: {train_total_s:.1f} s training, {data_s:.1f} s data; wrote {out}")
         return metrics
     finally:

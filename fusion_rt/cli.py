@@ -1,8 +1,10 @@
 """`fusion-rt <verb>`: the command line. Each verb's docstring is its help text.
 
 User errors (bad arguments, missing or broken files) end as one line on stderr and exit code 2,
-never a traceback. Long work shows progress on stderr when it is a terminal. `--json` gives
-machine-readable output.
+never a traceback; a system error (a full disk) is one line too, exit code 1. Ctrl-C exits 130,
+SIGTERM 143 and SIGHUP 129, each after the command's cleanup (no temporary file is left), and a
+reader that goes away (`| head`) 141. Long work shows progress on stderr when it is a terminal.
+`--json` gives machine-readable output (non-finite numbers as null).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,11 +21,12 @@ from pathlib import Path
 
 from fusion_rt import __version__
 from fusion_rt.errors import ConfigError, FusionRTError
-from fusion_rt.outputs import check_outputs, printable, write_text
+from fusion_rt.outputs import check_outputs, json_text, printable, write_text
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a command killed by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,10 +120,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from fusion_rt.sim.record import record_drive
 
     out = Path(args.out)
-    if out.is_dir():
-        raise ConfigError(f"output path {str(out)!r} is a directory; give a file name such as drive.mcap")
-    if not out.parent.exists():
-        raise ConfigError(f"output folder {str(out.parent)!r} does not exist")
+    check_outputs(files={"OUT.mcap": out})
     config = DriveConfig(seconds=args.seconds, seed=args.seed, conditions=args.conditions,
                          camera_size=args.camera_size, scene_type=args.scene_type, jpeg_quality=args.jpeg_quality)
     start = time.perf_counter()
@@ -136,7 +138,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     result = {"log": str(out), "bytes": out.stat().st_size, "wall_s": round(wall, 2),
               "realtime_factor": round(summary.duration_s / wall, 2) if wall > 0 else None, **summary.to_dict()}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json_text(result, indent=2))
     else:
         _print_drive_summary(result)
     return 0
@@ -181,7 +183,7 @@ def cmd_log_info(args: argparse.Namespace) -> int:
 
     info = log_info(args.file)
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json_text(info, indent=2, default=str))
     else:
         print(format_info(info))
     return 0
@@ -233,7 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = train(config, args.out, cache_dir=args.cache, threads=args.threads, quiet=args.quiet)
     overall = metrics["validation"]["overall"]
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        print(json_text(metrics, indent=2))
     else:
         def f(v):
             return "-" if v is None else f"{v:.3f}"
@@ -288,7 +290,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         result = evaluate_logs(run, args.log, drop=drop, progress=advance, topics=_topics_option(args.topics))
     if args.json:
-        write_text(args.json, json.dumps(result, indent=2) + "\n")
+        write_text(args.json, json_text(result, indent=2) + "\n")
     if not quiet or not args.json:
         print_report(result)
     return 0
@@ -324,7 +326,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     worst = max(s["max_rel"] for graph in parity["graphs"].values() for s in graph.values())
     sizes = {p.name: p.stat().st_size for p in sorted(out.glob("*.onnx"))}
     if args.json:
-        print(json.dumps({"package": str(out), "worst_max_rel": worst, "bytes": sizes}, indent=2))
+        print(json_text({"package": str(out), "worst_max_rel": worst, "bytes": sizes}, indent=2))
     else:
         print(f"{out}: {len(sizes)} graphs, {sum(sizes.values()) / 1e6:.2f} MB, worst parity {worst:.1e} relative")
     return 0
@@ -362,7 +364,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         _check_log(log)
     check_outputs(dirs={"--out": args.out}, inputs=[args.package, *args.calib, *(args.eval_log or [])])
     config = QuantizeConfig(recipe=args.recipe, method=args.method, samples=args.samples, tolerance=args.tolerance,
-                            max_rounds=args.max_rounds, threads=args.threads,
+                            max_rounds=args.max_rounds, threads=args.threads, eval_frames=args.eval_frames,
                             speed_gate=False if args.no_speed_gate else None)
     from fusion_rt.calibration.quantize import quantize_package
 
@@ -374,7 +376,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                               topics=_topics_option(args.topics))
     acc = result.report["acceptance"]
     if args.json:
-        print(json.dumps({"package": str(result.package.root), **acc}, indent=2))
+        print(json_text({"package": str(result.package.root), **acc}, indent=2))
     else:
         drop = acc["relative_drop"]
         # relative change, negative a drop (absolute from an FP32 metric of 0: no relative change)
@@ -395,8 +397,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               "truth with both classes of a label (pass --eval-log with a labelled log); no mixed-precision round "
               "ran", file=sys.stderr)
     elif not result.within_tolerance:
-        print(f"fusion-rt: warning: {acc['primary_metric']} drop exceeds the tolerance after "
-              f"{config.max_rounds} mixed-precision rounds (see quantization_report.json)", file=sys.stderr)
+        ran = max(0, len(result.report.get("mixed_precision", {}).get("rounds", [])) - 1)  # round 0: no exclusions
+        how = (f"after {ran} mixed-precision round{'' if ran == 1 else 's'}" if args.recipe != "fp16" else
+               "(fp16 keeps ops FP32 for overflow and output parity only, not for the metric)")
+        print(f"fusion-rt: warning: {acc['primary_metric']} drop exceeds the tolerance {how} "
+              "(see quantization_report.json)", file=sys.stderr)
         return 1
     return 0
 
@@ -523,7 +528,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         result = replay(args.log, args.package, config, progress=update)
     summary = result.summary
     if args.json:
-        write_text(args.json, json.dumps(summary, indent=2, default=str) + "\n")
+        write_text(args.json, json_text(summary, indent=2, default=str) + "\n")
     if args.report:
         from fusion_rt.report import write_report
 
@@ -555,7 +560,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          threads=args.threads, topics=_topics_option(args.topics), progress=update)
     s = result.summary
     if args.json:
-        write_text(args.json, json.dumps(s, indent=2, default=str) + "\n")
+        write_text(args.json, json_text(s, indent=2, default=str) + "\n")
     from rich.table import Table
 
     from fusion_rt.outputs import console as _console
@@ -617,7 +622,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = run_demo(DemoConfig(out=Path(args.out), package=Path(args.package) if args.package else None,
                                   seconds=args.seconds, seed=args.seed, threads=args.threads), say=say)
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(json_text(summary, indent=2, default=str))
     else:
         print_demo(summary)
     return 0
@@ -689,7 +694,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         histogram_png(samples, args.png, title=f"{report['package']['name']} | {fp['cpu_model']} | "
                       f"{fp['usable_cores']} cores | load {fp['load_average'][0] if fp['load_average'] else '?'}")
     if args.json:
-        write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
+        write_text(args.json, json_text(report, indent=2, default=str) + "\n")
     if not args.quiet:
         _print_bench(report)
     verdicts = [Verdict.from_dict(v) for v in report["verdicts"]]
@@ -834,6 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=128, help="calibration frames (default 128)")
     p.add_argument("--eval-log", nargs="+", default=None, metavar="LOG",
                    help="labelled log(s) for the metric comparison (default: the calibration logs)")
+    p.add_argument("--eval-frames", type=_positive_int, default=2000, metavar="N",
+                   help="evaluate on at most N frames, evenly spaced over the evaluation logs (default 2000: "
+                        "bounds memory on long drives; a shorter log is evaluated whole)")
     p.add_argument("--topics", default=None, metavar="MAP", help=_TOPICS_HELP + " (of every log)")
     p.add_argument("--tolerance", type=float, default=0.005,
                    help="allowed relative drop of mean scene AUC (default 0.005 = 0.5%%)")
@@ -939,22 +947,86 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return EXIT_USAGE
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, timeout, CI cancellation) or SIGHUP (a closed SSH session), raised like
+    Ctrl-C so that every `finally` removes its temporary files and a progress bar shows the cursor."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, _frame) -> None:
+    raise _Terminated(signum)
+
+
+def _catch_signals() -> dict:
+    """`_terminate` on SIGTERM and SIGHUP where their action is the default one (a SIGHUP that nohup
+    ignores stays ignored); returns the handlers replaced, for `main` to put back."""
+    replaced = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        try:
+            if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+                replaced[signum] = signal.signal(signum, _terminate)
+        except ValueError:  # not the main thread (main called from a worker): nothing to install
+            break
+    return replaced
+
+
+def _say_error(line: str) -> None:
+    """One line on stderr, if stderr can still take it."""
     try:
-        return int(args.func(args) or 0)
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _silence() -> None:
+    """Point stdout and stderr at /dev/null after a broken pipe (Python's recipe, see the signal
+    module's note on SIGPIPE): what is still buffered must not fail again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):  # not a file descriptor (a captured stream)
+            pass
+    os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:  # closed (`2>&-`, some daemons and cron jobs): written to /dev/null, and
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115  its descriptor is not a log's by chance
+    replaced = _catch_signals()
+    try:
+        parser = build_parser()  # inside the try: Ctrl-C while numpy loads is an interrupt too
+        args = parser.parse_args(argv)
+        if not hasattr(args, "func"):
+            parser.print_help()
+            return EXIT_USAGE
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader gone or a full disk fails here, where it is caught, not at exit
+        return code
     except FusionRTError as exc:
-        print(f"fusion-rt: error: {printable(exc)}", file=sys.stderr)
+        _say_error(f"fusion-rt: error: {printable(exc)}")
         return EXIT_USAGE
+    except _Terminated as exc:
+        _say_error("fusion-rt: terminated")
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        print("fusion-rt: interrupted", file=sys.stderr)
+        _say_error("fusion-rt: interrupted")
         return 130
-    except BrokenPipeError:
-        return 0
+    except BrokenPipeError:  # never 0: the command did not finish (`bench --check 2>&1 | head` must not pass)
+        _silence()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:  # a full disk, an I/O error: one line naming the file where there is one
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say_error(f"fusion-rt: error: {printable(where)}{exc.strerror or exc}")
+        return 1
+    finally:
+        for signum, handler in replaced.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fusion_rt.errors import PackageError
-from fusion_rt.outputs import write_text
+from fusion_rt.outputs import json_text, staged_dir, write_text
 
 __all__ = ["DemoConfig", "run_demo", "shipped_package", "SHIPPED_PACKAGE_NAME"]
 
@@ -73,13 +72,11 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> di
 
     int8 = out / "package-int8"
     step("quantize", "quantizing the FP32 package with ort-cpu-int8 on the calibration drive")
-    if int8.exists():
-        import shutil
-
-        shutil.rmtree(int8)
-    quant = quantize_package(fp32, int8, QuantizeConfig(recipe="ort-cpu-int8", samples=config.calib_samples,
-                                                         latency_iterations=20, max_rounds=2),
-                             calib_logs=[calib], eval_logs=[calib])
+    # built beside it and swapped in when complete: a failed or interrupted demo keeps the previous package
+    with staged_dir(int8, overwrite=True) as staging:
+        quant = quantize_package(fp32, staging, QuantizeConfig(recipe="ort-cpu-int8", samples=config.calib_samples,
+                                                                latency_iterations=20, max_rounds=2),
+                                 calib_logs=[calib], eval_logs=[calib])
     done("quantize")
 
     step("replay", "replaying the drive through FP32 and INT8")
@@ -109,7 +106,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> di
                     "int8_package": str(int8)},
         "seconds": {**steps, "total": round(time.perf_counter() - t_all, 2)},
     }
-    write_text(out / "demo.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_text(out / "demo.json", json_text(summary, indent=2, default=str) + "\n")
     return summary
 
 

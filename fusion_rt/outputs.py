@@ -5,17 +5,24 @@ is wanted (or the reverse), whose folder is missing or not writable, that two ou
 that would overwrite or land inside one of the command's inputs (a log, a bag directory, a run or
 a package). `atomic_output` writes next to the destination and renames into place on success, so
 a failed or interrupted command leaves the previous file (or none), never a half-written one;
-`staged_dir` does the same for a folder (a model package). `printable` and `console` keep what a
-log or package says (topic names, a package name, a ground-truth condition) from steering the
-terminal it is printed to.
+`staged_dir` does the same for a folder (a model package). A symlinked destination is followed: its
+target is replaced and the link kept. A destination that is not a file at all (`/dev/null`, a FIFO,
+`/dev/stdout` to a pipe) is written in place, never renamed over (as root that would turn
+/dev/null into a regular file for every process). `json_text` writes non-finite floats as null.
+`printable` and `console` keep what a log or package says (topic names, a package name, a
+ground-truth condition) from steering the terminal it is printed to.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import numbers
 import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +30,8 @@ from pathlib import Path
 
 from fusion_rt.errors import OutputError
 
-__all__ = ["check_outputs", "atomic_output", "partial_path", "write_text", "staged_dir", "printable", "console"]
+__all__ = ["check_outputs", "atomic_output", "partial_path", "destination", "special_file", "write_text", "staged_dir",
+           "json_text", "with_tell", "printable", "console"]
 
 # C0/C1 control characters (ESC: colours, OSC 52 clipboard writes, OSC 8 links, titles), line and
 # paragraph separators, and bidirectional overrides (text that reads differently than it is)
@@ -41,14 +49,95 @@ def printable(text: object, keep_newlines: bool = False) -> str:
 def console(stderr: bool = False):
     """A rich Console for tables and summaries that may hold strings from logs and packages: no
     markup (a name like "x[/]" would crash the print, "[link=...]" plant a hidden link), no
-    highlighting, and every string passed through `printable`. Style with `rich.text.Text`."""
+    highlighting, and every string passed through `printable`. Style with `rich.text.Text`. Not on a
+    terminal (a CI log, `> out.txt`) and without COLUMNS, lines are written whole, not wrapped at 80
+    columns mid-path."""
     from rich.console import Console
 
     class _Console(Console):
         def render_str(self, text: str, **kwargs):
             return super().render_str(printable(text, keep_newlines=True), **kwargs)
 
-    return _Console(stderr=stderr, markup=False, highlight=False, emoji=False)
+        def on_broken_pipe(self) -> None:  # rich's exits 1 quietly: raised, the CLI exits 141 as for any print
+            self.quiet = True
+            raise BrokenPipeError("the reader of the output went away")
+
+    c = _Console(stderr=stderr, markup=False, highlight=False, emoji=False)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        c.soft_wrap = True
+    return c
+
+
+def json_text(value: object, **kwargs) -> str:
+    """`json.dumps(value, **kwargs)` with non-finite floats (NaN, +-inf) written as null: Python's
+    `NaN` is not JSON, and jq, JavaScript and strict parsers refuse the whole document."""
+    def finite(v: object) -> object:
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and not math.isfinite(v):
+            return None
+        return v
+
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"))
+
+
+def special_file(path: str | os.PathLike) -> str | None:
+    """What `path` is when it exists and is neither a regular file nor a folder ("a pipe": a FIFO or
+    a shell's `<(...)`, "a socket", "a character device", "a block device"); None otherwise. Links
+    are followed, so `/dev/stdout` is what it points to."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return next((what for test, what in _SPECIAL if test(mode)), None)
+
+
+class _Counted:
+    """A write-only file that cannot seek (a pipe, a terminal), with a `tell` that counts the bytes
+    written: the mcap writer records offsets with `tell`."""
+
+    def __init__(self, file) -> None:
+        self._file, self._written = file, 0
+
+    def write(self, data) -> int:
+        written = self._file.write(data)
+        self._written += len(data)
+        return written
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+
+def with_tell(file):
+    """`file` itself, or for one that cannot seek (written in place, see `destination`) a wrapper whose
+    `tell` counts what was written."""
+    return file if file.seekable() else _Counted(file)
+
+
+def destination(path: str | os.PathLike) -> tuple[Path, bool]:
+    """Where an output for `path` goes: (the path to replace, whether to write it in place). A
+    symlink gives its target (replaced, the link kept); a device, FIFO or socket is written in place
+    (True): renaming over it would replace the device node or the link, not write through it."""
+    final = Path(path)
+    if special_file(final) is not None:
+        return final, True
+    return (final.resolve() if final.is_symlink() else final), False
 
 
 def _overlap(output: Path, source: Path, output_is_dir: bool) -> bool:
@@ -68,6 +157,14 @@ def check_outputs(files: Mapping[str, str | os.PathLike | None] = {},  # noqa: B
         if path is None:
             continue
         p = Path(path)
+        if not is_dir and special_file(p) is not None:  # /dev/null, a FIFO: written in place (atomic_output)
+            if not os.access(p, os.W_OK):
+                raise OutputError(f"{what} {str(p)!r} is not writable")
+            target = Path(os.path.abspath(p))
+            if target in seen:
+                raise OutputError(f"{what} and {seen[target]} are the same path {str(p)!r}")
+            seen[target] = what
+            continue
         if not is_dir and p.is_dir():
             raise OutputError(f"{what} {str(p)!r} is a directory; give a file name")
         if is_dir and p.exists() and not p.is_dir():
@@ -101,16 +198,17 @@ def partial_path(final: str | os.PathLike) -> Path:
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (`partial_path`) to write; it replaces `path` when the
     block succeeds and is removed when it fails. OSError while writing becomes an OutputError
-    naming `path`."""
-    final = Path(path)
-    tmp = partial_path(final)
+    naming `path`. A symlink's target is replaced; a device or FIFO is yielded itself (`destination`)."""
+    final, in_place = destination(path)
+    tmp = final if in_place else partial_path(final)
     try:
         yield tmp
-        os.replace(tmp, final)
+        if not in_place:
+            os.replace(tmp, final)
     except OSError as exc:
-        raise OutputError(f"cannot write {str(final)!r}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
     finally:
-        if tmp.exists():
+        if not in_place and tmp.exists():
             tmp.unlink()
 
 
@@ -124,10 +222,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def staged_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty folder beside `path` to build in; when the block succeeds it takes the place of
     `path` (an existing non-empty `path` only with `overwrite`), and when it fails it is removed and
-    `path` is left as it was."""
+    `path` is left as it was. A symlinked `path` keeps its link: the folder it points to is replaced."""
     final = Path(path)
     if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
         raise OutputError(f"output folder {str(final)!r} exists and is not empty (pass --overwrite to replace it)")
+    if final.is_symlink():
+        final = final.resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{final.name}.partial-", dir=final.parent) as tmp:
         staging = Path(tmp) / final.name

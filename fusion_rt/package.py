@@ -33,7 +33,8 @@ from fusion_rt.errors import (
     UnsafePathError,
 )
 from fusion_rt.messages import MODALITIES
-from fusion_rt.rig import Rig, is_finite_number
+from fusion_rt.outputs import json_text
+from fusion_rt.rig import BevGrid, Rig, is_finite_number
 
 __all__ = [
     "FORMAT_VERSION",
@@ -47,6 +48,7 @@ __all__ = [
     "write_manifest",
     "replace_graph",
     "sha256_file",
+    "bev_grid_text",
 ]
 
 FORMAT_VERSION = 1
@@ -241,7 +243,7 @@ def write_manifest(root: str | os.PathLike, manifest: dict) -> Path:
     if manifest.get("vocabulary"):
         manifest["vocabulary_sha256"] = sha256_file(_inside(root, manifest["vocabulary"], "manifest.vocabulary"))
     path = root / MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    path.write_text(json_text(manifest, indent=2, sort_keys=True) + "\n")  # NaN (a failed quantization): null
     return path
 
 
@@ -258,10 +260,20 @@ def _names(outputs: dict, key: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _check_head_layout(head: GraphSpec, modalities: tuple[str, ...], scene_labels: tuple, bev_classes: tuple) -> None:
+def bev_grid_text(grid: BevGrid) -> str:
+    """A BEV grid for messages: "64x64 (x [0, 51.2] m, y [-25.6, 25.6] m, cell 0.8 m)"."""
+    rows, cols = grid.shape
+    return (f"{rows}x{cols} (x [{grid.x_min_m:g}, {grid.x_max_m:g}] m, y [{grid.y_min_m:g}, {grid.y_max_m:g}] m, "
+            f"cell {grid.cell_m:g} m)")
+
+
+def _check_head_layout(head: GraphSpec, modalities: tuple[str, ...], scene_labels: tuple, bev_classes: tuple,
+                       bev: BevGrid) -> None:
     """The manifest's names must line up with the head graph's axes: one `<modality>_tokens` input per
-    modality in the manifest's order (the `present` columns), and as many scene labels and BEV
-    classes as its logits have channels (else outputs would be labelled with the wrong names)."""
+    modality in the manifest's order (the `present` columns), as many scene labels and BEV classes
+    as its logits have channels (else outputs would be labelled with the wrong names), `bev_logits`
+    on the rig's BEV grid (rows x cols static and equal to `rig.bev`), and `modality_share`, when
+    the head has it, [batch, labels + 1, modalities] with static sizes."""
     tokens = [t.name[: -len("_tokens")] for t in head.inputs if t.name.endswith("_tokens")]
     if tokens and tokens != list(modalities):
         raise ManifestError(f"manifest.modalities {list(modalities)} do not match the head's token inputs, in "
@@ -272,6 +284,56 @@ def _check_head_layout(head: GraphSpec, modalities: tuple[str, ...], scene_label
         if output in channels and channels[output] != len(names):
             raise ManifestError(f"manifest.outputs.{key} names {len(names)} ({list(names)}), the head's "
                                 f"{output!r} has {channels[output]} channels")
+    outputs = {t.name: t for t in head.outputs}
+    if "bev_logits" in outputs:
+        shape = outputs["bev_logits"].shape
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+            raise GraphMismatchError(f"graph 'head'.outputs['bev_logits']: shape {list(shape)} must be [batch, "
+                                     f"classes, rows, cols] with static rows and cols (manifest.rig.bev is "
+                                     f"{bev_grid_text(bev)})")
+        if tuple(shape[2:]) != bev.shape:
+            raise ManifestError(f"manifest.rig.bev is a {bev_grid_text(bev)} grid, the head's 'bev_logits' "
+                                f"{list(shape)} is {shape[2]}x{shape[3]}: its BEV would be read on the wrong grid")
+    if "modality_share" in outputs:
+        shape = outputs["modality_share"].shape
+        want = (len(scene_labels) + 1, len(modalities))
+        if len(shape) != 3 or not all(isinstance(d, int) for d in shape[1:]):
+            raise GraphMismatchError(f"graph 'head'.outputs['modality_share']: shape {list(shape)} must be "
+                                     f"[batch, {want[0]}, {want[1]}] with static sizes (rows: scene labels "
+                                     f"then BEV; columns: manifest.modalities {list(modalities)})")
+        if shape[2] != want[1]:
+            raise ManifestError(f"manifest.modalities names {want[1]} ({list(modalities)}), the head's "
+                                f"'modality_share' {list(shape)} has {shape[2]} columns")
+        if shape[1] != want[0]:
+            raise ManifestError(f"manifest.outputs.scene_labels names {len(scene_labels)}, so the head's "
+                                f"'modality_share' needs {want[0]} rows (labels then BEV), it has {list(shape)}")
+
+
+#: The values of manifest.outputs.scene_activation / bev_activation the runtime applies.
+ACTIVATIONS = ("sigmoid",)
+
+
+def _check_outputs_extras(outputs: dict, rig: Rig) -> None:
+    """The optional manifest.outputs fields say what the runtime does; refuse any that say otherwise."""
+    for key in ("scene_activation", "bev_activation"):
+        if key in outputs and outputs[key] not in ACTIVATIONS:
+            raise ManifestError(f"manifest.outputs.{key}: {outputs[key]!r} is not supported; the runtime turns "
+                                f"logits into probabilities with {' / '.join(ACTIVATIONS)} only (export logits)")
+    if "bev_grid" in outputs:
+        grid = outputs["bev_grid"]
+        try:
+            parsed = BevGrid(**grid) if isinstance(grid, dict) else None
+        except (TypeError, ConfigError) as exc:
+            raise ManifestError(f"manifest.outputs.bev_grid: {exc}") from exc
+        if parsed != rig.bev:
+            raise ManifestError(f"manifest.outputs.bev_grid {grid!r} differs from manifest.rig.bev "
+                                f"{bev_grid_text(rig.bev)}: the BEV output is on rig.bev (bev_grid is optional; "
+                                f"drop it or make it equal)")
+
+
+def _stage_names(modalities: tuple[str, ...]) -> tuple[str, ...]:
+    """The runtime's telemetry stages (what latency_budget_ms may budget)."""
+    return (*(f"{m}_{s}" for m in modalities for s in ("preprocess", "encoder")), "head", "overhead", "end_to_end")
 
 
 def replace_graph(root: str | os.PathLike, name: str, preprocess: dict | None = None) -> ModelPackage:
@@ -436,16 +498,27 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     outputs = _require(manifest, "outputs", dict)
     scene_labels = _names(outputs, "scene_labels")
     bev_classes = _names(outputs, "bev_classes")
-    _check_head_layout(graphs["head"], modalities, scene_labels, bev_classes)
+    _check_head_layout(graphs["head"], modalities, scene_labels, bev_classes, rig.bev)
+    _check_outputs_extras(outputs, rig)
     max_age = _require(manifest, "max_age_ns", dict)
     for key, value in max_age.items():
+        if key not in modalities:  # a misspelt key would leave its modality without a max age
+            raise ManifestError(f"manifest.max_age_ns.{key}: {key!r} is not one of manifest.modalities "
+                                f"{list(modalities)}")
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ManifestError(f"manifest.max_age_ns.{key}: expected a positive integer of nanoseconds, got {value!r}")
     budgets = manifest.get("latency_budget_ms", {})
     if not isinstance(budgets, dict) or not all(
             is_finite_number(v) and v > 0 for v in budgets.values()):
         raise ManifestError(f"manifest.latency_budget_ms: expected positive finite numbers, got {budgets!r}")
+    stages = _stage_names(modalities)
+    for key in budgets:
+        if key not in stages:  # a budget under a misspelt name would never be checked
+            raise ManifestError(f"manifest.latency_budget_ms.{key}: {key!r} is not a stage of this package; "
+                                f"the stages are {list(stages)}")
     _check_preprocess(manifest["preprocess"])
+    if "text" in modalities and not manifest.get("vocabulary"):
+        raise ManifestError("manifest.vocabulary: the text modality needs a vocabulary file (see README)")
     if manifest.get("vocabulary"):
         vocab = _inside(root, manifest["vocabulary"], "manifest.vocabulary")
         if not vocab.is_file():
@@ -454,6 +527,13 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
         if check_hashes and sha256_file(vocab) != expected:
             raise IntegrityError(f"manifest.vocabulary: sha256 of {manifest['vocabulary']!r} differs from "
                                  f"vocabulary_sha256 {expected[:16]}… (tampered or stale file; re-export the package)")
+        if "text" in modalities:  # what the runtime will read: a bad format is refused here, not at its start
+            from fusion_rt.preprocess import Vocabulary
+
+            try:
+                Vocabulary.load(vocab)
+            except ConfigError as exc:
+                raise ManifestError(f"manifest.vocabulary {manifest['vocabulary']!r}: {exc}") from exc
 
     for spec in graphs.values():
         _check_graph(root, spec, check_hashes)

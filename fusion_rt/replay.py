@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import json
 import math
 import os
 import queue
@@ -51,10 +52,10 @@ from fusion_rt.logs.reader import ReadIssue
 from fusion_rt.logs.schemas import COMPRESSED_IMAGE, SCHEMAS
 from fusion_rt.logs.topics import TopicMap, resolve_topics
 from fusion_rt.messages import CameraFrame, GroundTruth, RadarDetections, RadarTensor
-from fusion_rt.outputs import check_outputs, partial_path
-from fusion_rt.package import ModelPackage, load_package
+from fusion_rt.outputs import check_outputs, destination, partial_path, with_tell
+from fusion_rt.package import ModelPackage, bev_grid_text, load_package
 from fusion_rt.preprocess import PreprocessConfig, rasterize_detections
-from fusion_rt.rig import Radar
+from fusion_rt.rig import BevGrid, Radar
 from fusion_rt.runtime import FusionOutput, FusionRuntime
 
 __all__ = [
@@ -356,7 +357,8 @@ class _ResultsWriter:
 
     (`LogWriter` writes `fusion_rt.messages` only; the result types are registered here.) It is
     written beside `path` and renamed into place by `close(complete=True)`: a failed or interrupted
-    replay leaves whatever was at `path` before, never a partial results log.
+    replay leaves whatever was at `path` before, never a partial results log. A symlink's target is
+    replaced (the link kept); a device or FIFO is written in place (`fusion_rt.outputs.destination`).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -364,9 +366,10 @@ class _ResultsWriter:
         from mcap_ros2.writer import Writer as Ros2Writer
 
         self.path = os.fspath(path)
-        self._tmp = partial_path(self.path)
+        self._final, self._in_place = destination(self.path)
+        self._tmp = self._final if self._in_place else partial_path(self._final)
         try:
-            self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in close())
+            self._file = with_tell(open(self._tmp, "wb"))  # noqa: SIM115 (closed in close()); a FIFO too
         except OSError as exc:
             raise LogError(f"cannot create results log {self.path!r}: {exc.strerror or exc}") from exc
         self._writer = Ros2Writer(self._file, compression=CompressionType.ZSTD)
@@ -391,12 +394,17 @@ class _ResultsWriter:
         if self._file.closed:
             return
         try:
-            self._writer.finish()
+            try:
+                self._writer.finish()
+            finally:
+                self._file.close()  # may fail too (a full disk while flushing): the partial file still goes
+            if complete and not self._in_place:
+                os.replace(self._tmp, self._final)
+        except OSError as exc:
+            if complete:  # else the log is dropped anyway: the error that stopped the replay is the one to say
+                raise LogError(f"cannot write results log {self.path!r}: {exc.strerror or exc}") from exc
         finally:
-            self._file.close()
-            if complete:
-                os.replace(self._tmp, self.path)
-            elif self._tmp.exists():
+            if not self._in_place and self._tmp.exists():
                 self._tmp.unlink()
 
 
@@ -442,6 +450,9 @@ class _Metrics:
         self._no_output: set[int] = set()  # frames dropped or rejected before their ground truth came
         self.rows: list[tuple[np.ndarray, np.ndarray, str]] = []  # (probs [K], labels [K] (-1: absent), condition)
         self.bev: dict[str, list[np.ndarray]] = {}  # condition -> [intersection [C], union [C]]
+        self.bev_unfit: dict[tuple[int, ...], int] = {}  # truth BEV shape -> frames whose truth is not on our grid
+        # whether BEV IoU is reported: set once the log's grid is known (`_check_bev_grid`)
+        self.score_bev = True
         self.conditions: dict[int, str] = {}
         self.on_join: Callable[[int, float, str], None] | None = None  # (stamp, scene error, condition)
 
@@ -485,6 +496,9 @@ class _Metrics:
                 t = truth[g] > 0
                 counts[0][c] += np.count_nonzero(t & bev[c])
                 counts[1][c] += np.count_nonzero(t | bev[c])
+        else:
+            shape = tuple(truth.shape[1:]) if truth.ndim == 3 else tuple(truth.shape)
+            self.bev_unfit[shape] = self.bev_unfit.get(shape, 0) + 1
         if self.on_join is not None:
             self.on_join(stamp, error, gt.condition)
 
@@ -515,12 +529,50 @@ class _Metrics:
         if not self.rows:
             return None
         conditions = sorted({r[2] for r in self.rows})
+        bev = self.bev if self.score_bev else {}
         return {
             "threshold": _THRESHOLD,
-            "overall": self._block(self.rows, list(self.bev.values())),
+            "overall": self._block(self.rows, list(bev.values())),
             "per_condition": {c: self._block([r for r in self.rows if r[2] == c],
-                                             [self.bev[c]] if c in self.bev else []) for c in conditions},
+                                             [bev[c]] if c in bev else []) for c in conditions},
         }
+
+
+def _log_bev_grid(source: LogSource) -> tuple[BevGrid | None, str]:
+    """The BEV grid of the log's rig, from its `fusion_rt.rig` metadata record (the simulator
+    writes it), or (None, why not). Read after the message pass, which parses the metadata records
+    (`LogReader.read_metadata` would start a pass of its own and forget that pass's issues)."""
+    for reader in getattr(source, "readers", ()):  # an MCAP log's files; a .db3 bag has no metadata records
+        record = reader.metadata.get("fusion_rt.rig")
+        if record is None:
+            continue
+        try:
+            return BevGrid(**json.loads(record["json"])["bev"]), ""
+        except (KeyError, TypeError, ValueError, RecursionError, ConfigError) as exc:
+            return None, f"its fusion_rt.rig metadata has no readable BEV grid: {type(exc).__name__}: {exc}"
+    return None, "it records no fusion_rt.rig metadata"
+
+
+def _check_bev_grid(source: LogSource, package: ModelPackage, metrics: list[_Metrics]) -> list[str]:
+    """BEV IoU compares the package's BEV with the log's truth cell by cell, so it is reported only
+    when the log's rig says its truth is on the package's grid (`rig.bev`); otherwise, and whenever
+    frames could not be scored, a warning names both grids. Sets `score_bev` on each of `metrics`."""
+    if not any(m.rows for m in metrics):  # no ground truth joined: no metrics at all
+        return []
+    ours = f"the package's rig.bev is {bev_grid_text(package.rig.bev)}"
+    grid, why = _log_bev_grid(source)
+    if grid is None or grid != package.rig.bev:
+        for m in metrics:
+            m.score_bev = False
+        theirs = f"unknown ({why})" if grid is None else f"{bev_grid_text(grid)} (its fusion_rt.rig metadata)"
+        return [f"BEV IoU not scored: the log's ground truth BEV grid is {theirs}, {ours}"]
+    first = metrics[0]
+    if first.bev_unfit:
+        unfit = sum(first.bev_unfit.values())
+        shapes = ", ".join("x".join(map(str, s)) for s in sorted(first.bev_unfit))
+        scored = "BEV IoU not scored" if not first.bev else f"BEV IoU skips {unfit} of {len(first.rows)} frames"
+        return [f"{scored}: their ground truth BEV is {shapes}, not on the log's grid {bev_grid_text(grid)}; {ours}"]
+    return []
 
 
 def _mean(values) -> float | None:
@@ -903,8 +955,10 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
             if progress is not None:
                 progress((last - first) / 1e9, total_s)
         wall = time.perf_counter() - start
+        bev_warnings = _check_bev_grid(reader.source, pkg, [session.metrics])
         summary = session.summary()
         log_block, warnings = _log_block(reader, first, last)
+        warnings += bev_warnings
         missing = [m for m in pkg.modalities if m not in reader.topic_map.topics and m not in config.drop]
         if missing:
             warnings.append(f"the log has no topic for {missing}: outputs are degraded without them "
@@ -1052,8 +1106,10 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
                         metrics.no_output(item.message.stamp_ns)
             if progress is not None:
                 progress((last - first) / 1e9, total_s)
+        bev_warnings = _check_bev_grid(reader.source, pkg_a, [a.metrics, b.metrics, *common])
         sa, sb = a.summary(), b.summary()
         log_block, warnings = _log_block(reader, first, last)
+        warnings += bev_warnings
     finally:
         for s in sessions:
             s.close()

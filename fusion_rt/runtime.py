@@ -118,14 +118,16 @@ class _Encoder:
     """One modality: its runner, preallocated input buffer and (non-trigger) ring of token slots."""
 
     def __init__(self, modality: str, runner: Runner, input_name: str, buffer: np.ndarray, tokens_name: str,
-                 tokens_shape: tuple[int, ...], history: int, is_trigger: bool) -> None:
+                 tokens_shape: tuple[int, ...], history: int, is_trigger: bool,
+                 tokens_dtype: type[np.generic] = np.float32) -> None:
         self.modality = modality
         self.runner = runner
         self.input_name = input_name
         self.buffer = buffer  # [1, ...]: preprocessing writes buffer[0] in place
         self.feed = {input_name: buffer}  # the same dict and array every call: I/O binding binds once
         self.tokens_name = tokens_name
-        self.slots = None if is_trigger else np.zeros((history, *tokens_shape), dtype=np.float32)
+        self.tokens_dtype = tokens_dtype  # the encoder's token output dtype, which the head takes too
+        self.slots = None if is_trigger else np.zeros((history, *tokens_shape), dtype=tokens_dtype)
         self.accepted = 0  # encoded messages so far; slot of the next one = accepted % history
         self.content_key: bytes | None = None  # map/text: content of the cached features
         self.runs = 0
@@ -202,6 +204,8 @@ def _batch1(spec_shape: tuple, fallback: tuple[int, ...]) -> tuple[int, ...]:
 
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_,
               "uint8": np.uint8, "int8": np.int8, "float64": np.float64}
+#: What an encoder's tokens (and the head's `<modality>_tokens` inputs, the same dtype) may be.
+_TOKEN_DTYPES = ("float32", "float16")
 
 
 class FusionRuntime:
@@ -370,14 +374,22 @@ class FusionRuntime:
             if any(d < 0 for d in tokens_shape):
                 raise GraphMismatchError(f"graph {spec.name!r}.outputs[{tokens_name!r}]: the runtime needs static "
                                          f"token and feature sizes, got {list(tok_spec.shape)}")
+            if tok_spec.dtype not in _TOKEN_DTYPES:
+                raise GraphMismatchError(f"graph {spec.name!r}.outputs[{tokens_name!r}].dtype is {tok_spec.dtype}; "
+                                         f"tokens must be one of {list(_TOKEN_DTYPES)}")
             runner = factory(pkg, m)
             self._runners.append(runner)
             runner.activate()
             self._encoders[m] = _Encoder(m, runner, input_name, buffer, tokens_name, tokens_shape, self.history,
-                                         m == self.trigger)
+                                         m == self.trigger, _NP_DTYPES[tok_spec.dtype])
 
         head = pkg.head
         head_inputs = {t.name: t for t in head.inputs}
+        fed = {*(f"{m}_tokens" for m in pkg.modalities), "present"}
+        unfed = [name for name in head_inputs if name not in fed]
+        if unfed:
+            raise GraphMismatchError(f"graph 'head': inputs {unfed} are fed by nothing; the head takes only "
+                                     f"{sorted(fed)} (manifest.modalities {list(pkg.modalities)})")
         self._head_feed: dict[str, np.ndarray] = {}
         for m in pkg.modalities:
             name = f"{m}_tokens"
@@ -389,8 +401,12 @@ class FusionRuntime:
             if enc_shape is not None and tuple(enc_shape) != shape:
                 raise GraphMismatchError(f"graph 'head'.inputs[{name!r}] shape {list(head_inputs[name].shape)} differs "
                                          f"from encoder {m!r} tokens {list(enc_shape)}")
+            enc_dtype = np.dtype(enc.tokens_dtype).name
+            if head_inputs[name].dtype != enc_dtype:
+                raise GraphMismatchError(f"graph 'head'.inputs[{name!r}].dtype is {head_inputs[name].dtype}, encoder "
+                                         f"{m!r} outputs {enc.tokens_name!r} as {enc_dtype}: they must be the same")
             if m != self.trigger:
-                self._head_feed[name] = np.zeros(shape, dtype=np.float32)
+                self._head_feed[name] = np.zeros(shape, dtype=enc.tokens_dtype)
         if "present" not in head_inputs:
             raise GraphMismatchError(f"graph 'head': missing input 'present'; it has {sorted(head_inputs)}")
         present_dtype = _NP_DTYPES.get(head_inputs["present"].dtype)
@@ -412,6 +428,13 @@ class FusionRuntime:
             raise GraphMismatchError(f"graph 'head'.outputs['scene_logits'] has {scene_width} labels, "
                                      f"manifest.outputs.scene_labels has {len(pkg.scene_labels)}")
         self._has_share = "modality_share" in head_outputs
+        if self._has_share:  # [batch, labels + 1, modalities]: the output's share is read by modality name
+            share_spec = next(t for t in head.outputs if t.name == "modality_share")
+            want = (1, len(pkg.scene_labels) + 1, len(pkg.modalities))
+            if _batch1(share_spec.shape, ()) != want:
+                raise GraphMismatchError(f"graph 'head'.outputs['modality_share'] shape {list(share_spec.shape)} is "
+                                         f"not [batch, {want[1]}, {want[2]}] (rows: scene labels then BEV; columns: "
+                                         f"manifest.modalities {list(pkg.modalities)}, static)")
         self._head = factory(pkg, "head")
         self._runners.append(self._head)
         self._head.activate()

@@ -123,3 +123,159 @@ def test_names_from_logs_and_packages_cannot_steer_the_terminal(tmp_path, short_
     proc = run_cli("log", "info", str(log))
     assert proc.returncode == 0, proc.stderr
     assert "\x1b" not in proc.stdout and "/context/text\\x1b]52;c;cm0gLXJmIH4K\\x07" in proc.stdout
+
+
+def _cli(*args: str, **kwargs):
+    """`python -m fusion_rt ARGS` as a Popen (the caller decides what stdout and stderr are)."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    return subprocess.Popen([sys.executable, "-m", "fusion_rt", *args], cwd=ROOT, **kwargs)
+
+
+def test_a_reader_that_goes_away_is_never_success(tmp_path, short_drive, tiny):
+    """`bench --check 2>&1 | head -1` exited 0 after its first progress line (a CI gate passed without
+    measuring), and `log info | head` 0 too: a broken pipe exits 141, without a traceback."""
+    import subprocess
+
+    for args, broken in ((["log", "info", str(short_drive)], "stdout"),
+                         (["bench", "--package", str(tiny), "--quick", "--steps", "5", "--no-budgets"], "stderr")):
+        proc = _cli(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        getattr(proc, broken).close()  # the reader is gone before the first line
+        other = (proc.stderr if broken == "stdout" else proc.stdout).read().decode()
+        assert proc.wait(120) == 141, (args, other)
+        assert "Traceback" not in other and "Exception" not in other
+
+
+@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_clean_up_like_ctrl_c(tmp_path, signame, code):
+    """`docker stop`, `timeout`, CI cancellation (SIGTERM) and a closed SSH session (SIGHUP) killed the
+    command without its cleanup: a hidden multi-MB .partial file was left with every cancelled run."""
+    import signal
+    import subprocess
+    import time
+
+    proc = _cli("simulate", str(tmp_path / "drive.mcap"), "--seconds", "60", "-q", stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".partial") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code and err == "fusion-rt: terminated\n", (proc.returncode, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line(short_drive):
+    """`log info LOG > /dev/full` (stdout on a full disk) was a traceback: one line, exit code 1."""
+    import subprocess
+    from pathlib import Path
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "w") as full:  # an open descriptor only: nothing is written to the device's name
+        proc = _cli("log", "info", str(short_drive), stdout=full, stderr=subprocess.PIPE, text=True)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err == "fusion-rt: error: No space left on device\n", err
+
+
+def test_quantize_json_is_json_when_outputs_are_not_finite(tmp_path, short_drive, tiny, monkeypatch, capsys):
+    """An output overflowing to inf made the worst cosine NaN, printed as `NaN` by `quantize --json` and
+    written into manifest.json and quantization_report.json: strict parsers refused all three. It is
+    null now. --out is a symlink to an empty folder (was: NotADirectoryError after all the work)."""
+    import numpy as np
+
+    from fusion_rt.calibration import quantize
+    from fusion_rt.cli import main
+
+    class Overflowing(quantize.PackageRunner):
+        def run(self, frames, batch_size=32, present=None):
+            out = super().run(frames, batch_size, present)
+            if any(path != self.package.graph_path(name) for name, path in self.files.items()):  # new precision
+                out["bev_logits"][...] = np.inf
+            return out
+
+    monkeypatch.setattr(quantize, "PackageRunner", Overflowing)
+    (tmp_path / "disk" / "q").mkdir(parents=True)
+    (tmp_path / "q").symlink_to(tmp_path / "disk" / "q")
+    code = main(["quantize", str(tiny), "--recipe", "fp16", "--calib", str(short_drive), "--out", str(tmp_path / "q"),
+                 "--samples", "8", "--max-rounds", "1", "--tolerance", "0.99", "--json", "-q"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert json.loads(out, parse_constant=pytest.fail)["worst_output_cosine"] is None
+    assert (tmp_path / "q").is_symlink()
+    package = tmp_path / "disk" / "q"
+    manifest = json.loads((package / "manifest.json").read_text(), parse_constant=pytest.fail)
+    assert manifest["quantization"]["worst_output_cosine"] is None
+    json.loads((package / "quantization_report.json").read_text(), parse_constant=pytest.fail)
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first ~0.4 s (numpy imported by build_parser, outside main's try) was a traceback."""
+    import sys
+
+    from fusion_rt import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    def escaped(call):  # before: the KeyboardInterrupt (a traceback) ended the whole test session
+        try:
+            return call()
+        except KeyboardInterrupt:
+            pytest.fail("Ctrl-C escaped as a traceback")
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert escaped(lambda: cli.main(["simulate", "x.mcap"])) == 130
+    assert capsys.readouterr().err == "fusion-rt: interrupted\n"
+
+    class Interrupting:  # Ctrl-C while the console script imports fusion_rt.cli
+        def find_spec(self, name, path=None, target=None):
+            if name == "fusion_rt.cli":
+                raise KeyboardInterrupt
+
+    from fusion_rt.__main__ import run
+
+    monkeypatch.delitem(sys.modules, "fusion_rt.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    assert escaped(run) == 130
+    assert capsys.readouterr().err == "fusion-rt: interrupted\n"
+
+
+def test_closed_stderr_is_not_a_crash(tmp_path):
+    """With stderr closed (`2>&-`: some daemons and cron jobs) sys.stderr is None, and simulate, replay,
+    compare and evaluate failed on `sys.stderr.isatty()` with exit code 1 and no word."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    log = tmp_path / "drive.mcap"
+    proc = subprocess.run(["bash", "-c", 'exec "$@" 2>&-', "-", sys.executable, "-m", "fusion_rt", "simulate",
+                           str(log), "--seconds", "0.5"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={k: v for k, v in os.environ.items() if k != "COLUMNS"})  # the path is not wrapped
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.startswith(f"{log}: 0.5 s of driving"), proc.stdout
+    assert log.stat().st_size > 0
+
+
+def test_simulate_checks_its_output_like_every_verb(tmp_path, monkeypatch, capsys):
+    """An unwritable folder was reported with the hidden temporary name ('.a.mcap.123-ab.partial'), after
+    the simulator had started: refused first, naming the path given. (Root writes anywhere, so the
+    read-only mount is os.access saying so.)"""
+    import os
+
+    from fusion_rt.cli import main
+
+    real_access = os.access
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(folder) else real_access(p, mode))
+    assert main(["simulate", str(folder / "a.mcap"), "--seconds", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fusion-rt: error: the folder of OUT.mcap {str(folder / 'a.mcap')!r} is not writable " \
+                  f"({str(folder)!r})\n"
+    assert list(folder.iterdir()) == []

@@ -24,3 +24,31 @@ def test_demo_runs_end_to_end(tmp_path):
         assert summary[side]["latency_ms"]["end_to_end"]["p50"] > 0
     assert 0.0 <= summary["agreement"]["scene_decisions"] <= 1.0
     assert 0.0 < summary["quantization"]["size_ratio"] < 1.0  # read from the quantization report
+
+
+def test_a_failed_demo_keeps_the_previous_int8_package(tmp_path, monkeypatch):
+    """The demo deleted OUT/package-int8 before quantizing: an interrupted or failed run lost the
+    previous package (and demo.json and the report still described it). It is swapped in only when
+    the new one is complete."""
+    import pytest
+
+    import fusion_rt.calibration
+    import fusion_rt.sim.record
+
+    def recorded(config, path, **kwargs):
+        path.write_bytes(b"a drive")
+
+    def interrupted(package, out, *args, **kwargs):
+        (out / "manifest.json").write_text("{half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fusion_rt.sim.record, "record_drive", recorded)
+    monkeypatch.setattr(fusion_rt.calibration, "quantize_package", interrupted)
+    previous = tmp_path / "demo" / "package-int8"
+    previous.mkdir(parents=True)
+    (previous / "manifest.json").write_text("{}")
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(DemoConfig(out=tmp_path / "demo", package=make_tiny_package(tmp_path / "fp32"), seconds=1.0))
+    assert (previous / "manifest.json").read_text() == "{}"
+    assert sorted(p.name for p in previous.parent.iterdir()) == ["calibration_drive.mcap", "drive.mcap",
+                                                                 "package-int8"]

@@ -485,3 +485,52 @@ def test_a_log_cut_while_it_is_being_read_ends_as_truncated(short_drive, tmp_pat
             f.truncate(path.stat().st_size // 2)
         messages = list(reader.messages())
         assert messages and reader.truncated_at is not None and not reader.complete
+
+
+def test_a_pipe_is_refused_before_it_is_opened(tmp_path: Path) -> None:
+    """`log info <(zstdcat drive.mcap.zst)` read a pipe as an empty log (size 0: "0 messages", exit 0),
+    quantize read it twice (wrong magic the second time), and a FIFO with no writer blocked for
+    ever in open(): refused first, by what it is."""
+    import os
+    import threading
+
+    from fusion_rt.logs.bags import open_log
+
+    fifo = tmp_path / "drive.mcap"
+    os.mkfifo(fifo)
+    read, write = os.pipe()
+    errors: list[str] = []
+
+    def refuse() -> None:
+        for path, opener in ((fifo, LogReader), (fifo, open_log), (f"/dev/fd/{read}", LogReader)):
+            try:
+                opener(path)
+            except NotALogError as exc:
+                errors.append(str(exc))
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # blocked in open(): a writer lets it go on, then fail the test
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    os.close(read)
+    os.close(write)
+    assert not thread.is_alive() and len(errors) == 3, errors
+    assert errors[0] == errors[1] == f"{str(fifo)!r} is a pipe, not a file: write it to a file first"
+    assert errors[2].startswith(f"'/dev/fd/{read}' is a pipe")
+
+
+def test_a_zero_filled_tail_reads_as_the_cut_it_is(multi_chunk_log: Path, tmp_path: Path) -> None:
+    # A recorder that preallocates, or a power failure, leaves zeros after the last byte written. They
+    # were read as opcode-0 records nine bytes at a time (a 10 GB tail: half an hour), and the chunk
+    # they cut, now "complete" in length, failed to decompress and was dropped whole.
+    data = multi_chunk_log.read_bytes()
+    chunk = _chunks(multi_chunk_log)[len(_chunks(multi_chunk_log)) // 2]
+    cut = chunk.chunk_start_offset + chunk.chunk_length - 3
+    (tmp_path / "cut.mcap").write_bytes(data[:cut])
+    (tmp_path / "zeros.mcap").write_bytes(data[:cut] + bytes(3 << 20))
+    expected, plain = _stamps(tmp_path / "cut.mcap")
+    got, reader = _stamps(tmp_path / "zeros.mcap")
+    assert got == expected and len(got) > 0
+    assert reader.truncated_at == plain.truncated_at
+    assert [i.kind for i in reader.issues] == ["truncated"] and "are zeros" in reader.issues[0].detail

@@ -69,3 +69,148 @@ def test_printable_and_console_keep_the_terminal_ours():
     c.file = io.StringIO()
     c.print("results log: a.mcap\nreport:      r.html [/] \x1b[8m")
     assert c.file.getvalue() == "results log: a.mcap\nreport:      r.html [/] \\x1b[8m\n"
+
+
+def _fifo_reader(path):
+    """Start a thread that reads the FIFO `path` to its end; join it, then read `.data`."""
+    import threading
+
+    thread = threading.Thread(target=lambda: setattr(thread, "data", path.read_bytes()), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_fifo_or_device_output_is_written_in_place(tmp_path):
+    """`--out /dev/null` as root turned /dev/null into a regular file (the rename replaced the device
+    node), and `--json /dev/stdout | jq` got nothing: a destination that is not a file is written
+    directly, never renamed over (a FIFO stands in for the device here)."""
+    import os
+    import stat
+
+    fifo = tmp_path / "out.json"
+    os.mkfifo(fifo)
+    check_outputs(files={"--json": fifo})
+    reader = _fifo_reader(fifo)
+    write_text(fifo, '{"ok": true}\n')
+    reader.join(10)
+    assert reader.data == b'{"ok": true}\n'
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_a_symlinked_output_keeps_its_link(tmp_path):
+    """The rename replaced a symlinked output file (its target kept the old content), and a symlinked
+    output folder was a traceback (rmtree on a link): the target is replaced, the link kept."""
+    disk = tmp_path / "bigdisk"
+    (disk / "pkg").mkdir(parents=True)
+    (disk / "summary.json").write_text("old")
+    (tmp_path / "summary.json").symlink_to(disk / "summary.json")
+    (tmp_path / "pkg").symlink_to(disk / "pkg")
+    check_outputs(files={"--json": tmp_path / "summary.json"}, dirs={"--out": tmp_path / "pkg"})
+    write_text(tmp_path / "summary.json", "new")
+    assert (tmp_path / "summary.json").is_symlink() and (disk / "summary.json").read_text() == "new"
+    for content in ("1", "2"):  # an empty target folder, then one replaced with --overwrite
+        with staged_dir(tmp_path / "pkg", overwrite=True) as staging:
+            (staging / "a").write_text(content)
+        assert (tmp_path / "pkg").is_symlink() and (disk / "pkg" / "a").read_text() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bigdisk", "pkg", "summary.json"]
+    assert sorted(p.name for p in disk.iterdir()) == ["pkg", "summary.json"]
+
+
+def test_logs_through_a_symlink_or_a_fifo(tmp_path):
+    """record_drive and the replay results writer (MCAP through mcap's writer, which asks `tell`):
+    a symlink's target is replaced, a FIFO is written in place and reads back as a whole log."""
+    import os
+
+    from fusion_rt.logs import LogReader
+    from fusion_rt.replay import _ResultsWriter
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    (disk / "drive.mcap").write_text("old")
+    (tmp_path / "drive.mcap").symlink_to(disk / "drive.mcap")
+    record_drive(DriveConfig(seconds=0.5, seed=1), tmp_path / "drive.mcap")
+    assert (tmp_path / "drive.mcap").is_symlink()
+    with LogReader(disk / "drive.mcap") as log:
+        count = sum(1 for _ in log.messages())
+    assert count > 10
+
+    fifo = tmp_path / "pipe.mcap"
+    os.mkfifo(fifo)
+    reader = _fifo_reader(fifo)
+    record_drive(DriveConfig(seconds=0.5, seed=1), fifo)
+    reader.join(30)
+    assert reader.data == (disk / "drive.mcap").read_bytes()
+
+    reader = _fifo_reader(fifo)
+    results = _ResultsWriter(fifo)
+    results.write("/x", "std_msgs/msg/String", {"data": "hi"}, 1)
+    results.close()
+    reader.join(10)
+    assert reader.data.startswith(b"\x89MCAP0\r\n") and reader.data.endswith(b"\x89MCAP0\r\n")
+    (disk / "r.mcap").write_text("old")
+    (tmp_path / "r.mcap").symlink_to(disk / "r.mcap")
+    results = _ResultsWriter(tmp_path / "r.mcap")
+    results.close()
+    assert (tmp_path / "r.mcap").is_symlink() and (disk / "r.mcap").read_bytes()[:8] == b"\x89MCAP0\r\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "drive.mcap", "pipe.mcap", "r.mcap"]
+
+
+def test_a_results_log_that_fails_to_close_leaves_no_partial_file(tmp_path):
+    """A full disk fails the flush in close(): the partial file stayed (the disk stayed full) and the
+    error was a traceback; now it goes, and the error names the results log."""
+    from fusion_rt.errors import LogError
+    from fusion_rt.replay import _ResultsWriter
+
+    class FullDisk:
+        def __init__(self, file):
+            self.file = file
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def close(self):
+            self.file.close()
+            raise OSError(28, "No space left on device")
+
+    path = tmp_path / "results.mcap"
+    for complete in (True, False):
+        writer = _ResultsWriter(path)
+        writer._file = FullDisk(writer._file)
+        if complete:
+            with pytest.raises(LogError, match="results.mcap.*No space left"):
+                writer.close(complete=True)
+        else:
+            writer.close(complete=False)  # dropped anyway: the replay's own error is the one to say
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_json_text_writes_non_finite_numbers_as_null():
+    """`quantize --json` printed `NaN` (not JSON) exactly when the package failed for non-finite outputs."""
+    import json
+    import math
+
+    import numpy as np
+
+    from fusion_rt.outputs import json_text
+
+    value = {"cosine": math.nan, "max": math.inf, "rows": [1, -math.inf, (np.float32("nan"), 0.5)], "n": 3,
+             "ok": True}
+    text = json_text(value, indent=2, default=str)
+    assert json.loads(text, parse_constant=pytest.fail) == {"cosine": None, "max": None,
+                                                            "rows": [1, None, [None, 0.5]], "n": 3, "ok": True}
+
+
+def test_console_does_not_wrap_when_not_a_terminal(monkeypatch):
+    """Redirected output (a CI log, `> out.txt`) was hard-wrapped at 80 columns, mid-path."""
+    import io
+
+    from fusion_rt.outputs import console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    c = console()
+    c.file = io.StringIO()
+    line = "long/" + "a_fairly_long_directory_name/" * 4 + "drive_0001.mcap: 1.0 s of driving, 1.0 MB"
+    c.print(line)
+    assert c.file.getvalue() == line + "\n"

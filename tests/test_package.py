@@ -81,6 +81,18 @@ def test_low_opset_refused(pkg):
         (lambda m: m["outputs"].update(bev_classes=["car", "car", "pedestrian", "cyclist"]), r"\['car'\] named more"),
         (lambda m: m["outputs"].update(scene_labels=[0, 1, 2, 3, 4]), "every entry must be a non-empty string, got 0"),
         (lambda m: m["rig"]["camera"]["pose"].update(x=10**400), "pose x must be a finite number"),
+        # the runtime applies sigmoid: another activation would be silently ignored
+        (lambda m: m["outputs"].update(scene_activation="softmax"), r"outputs.scene_activation: 'softmax'"),
+        (lambda m: m["outputs"].update(bev_activation="identity"), r"outputs.bev_activation: 'identity'"),
+        # bev_grid is redundant with rig.bev; when given it must say the same
+        (lambda m: m["outputs"].update(bev_grid={**m["rig"]["bev"], "x_min_m": 20.0, "x_max_m": 71.2}),
+         r"outputs.bev_grid .* differs from manifest.rig.bev 64x64"),
+        (lambda m: m["outputs"].update(bev_grid={"cell": 1}), "manifest.outputs.bev_grid"),
+        # a budget or max age under a name the runtime does not use would never be applied
+        (lambda m: m["latency_budget_ms"].update({"end-to-end": 0.001}), r"latency_budget_ms.end-to-end: .*stages"),
+        (lambda m: m["latency_budget_ms"].update(camera_encoder_ms=1.0), r"latency_budget_ms.camera_encoder_ms"),
+        (lambda m: m["max_age_ns"].update(lidar=5), r"max_age_ns.lidar: 'lidar' is not one of manifest.modalities"),
+        (lambda m: m.pop("vocabulary"), r"manifest.vocabulary: the text modality needs a vocabulary"),
     ],
 )
 def test_malformed_manifest(pkg, edit, needle):
@@ -181,3 +193,76 @@ def test_external_data_of_constant_nodes_is_hashed_too(pkg):
     (pkg / "const.bin").write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="sha256 of 'const.bin'"):
         load_package(pkg)
+
+
+def test_the_shipped_package_and_optional_output_fields_load(pkg):
+    from fusion_rt.demo import shipped_package
+
+    shipped = load_package(shipped_package())
+    assert shipped.manifest["outputs"]["bev_grid"] == shipped.rig.to_dict()["bev"]
+    assert set(shipped.latency_budget_ms) >= {"camera_encoder", "end_to_end"}
+
+    def edit(m):
+        m["outputs"].update(bev_grid=m["rig"]["bev"], scene_activation="sigmoid", bev_activation="sigmoid")
+        m["latency_budget_ms"].update(text_preprocess=1.0, overhead=1.0, head=5.0)
+        m["max_age_ns"].update(camera=1)
+    _edit_manifest(pkg, edit)
+    load_package(pkg)
+
+
+def test_budget_for_a_modality_the_package_lacks_is_refused(tmp_path):
+    root = make_tiny_package(tmp_path / "pkg", modalities=("camera", "radar"))
+    load_package(root)
+    _edit_manifest(root, lambda m: m["latency_budget_ms"].update(map_encoder=3.0))
+    with pytest.raises(ManifestError, match=r"latency_budget_ms.map_encoder: 'map_encoder' is not a stage"):
+        load_package(root)
+
+
+def _head_output_dims(root, output: str, dims: list) -> None:
+    """Declare other dims for one head output, in the graph and (as describe_graph reads it) the manifest:
+    a package whose manifest is true to its graph, as an exporter would write it."""
+    from fusion_rt.package import describe_graph
+
+    head = onnx.load(str(root / "head.onnx"))
+    value = next(o for o in head.graph.output if o.name == output)
+    shape = value.type.tensor_type.shape
+    del shape.dim[:]
+    for d in dims:
+        shape.dim.add().CopyFrom(onnx.TensorShapeProto.Dimension(**({"dim_param": d} if isinstance(d, str)
+                                                                       else {"dim_value": d})))
+    onnx.save(head, str(root / "head.onnx"))
+    spec = describe_graph(root, "head.onnx", "head", "head").to_dict()
+    _edit_manifest(root, lambda m: m["graphs"].update(head=spec))
+
+
+@pytest.mark.parametrize(
+    "output, dims, error, needle",
+    [
+        # one share column per modality: 3 columns for 4 modalities crashed the first frame (zip strict)
+        ("modality_share", ["batch", 6, 3], ManifestError, r"modality_share' \['batch', 6, 3\] has 3 columns"),
+        ("modality_share", ["batch", 2, 4], ManifestError, r"needs 6 rows \(labels then BEV\)"),
+        ("modality_share", ["batch", 6, "m"], GraphMismatchError, r"'modality_share'.*static"),
+        ("modality_share", ["batch", 24], GraphMismatchError, r"'modality_share'.*\[batch, 6, 4\]"),
+        # the BEV is read on rig.bev: a head on another grid was scored against the wrong cells
+        ("bev_logits", ["batch", 4, 32, 32], ManifestError, r"rig.bev is a 64x64 .* 'bev_logits' .* is 32x32"),
+        ("bev_logits", ["batch", 4, "rows", "cols"], GraphMismatchError, r"'bev_logits'.*static rows and cols"),
+    ],
+)
+def test_head_outputs_must_fit_the_manifest_and_rig(pkg, output, dims, error, needle):
+    _head_output_dims(pkg, output, dims)
+    with pytest.raises(error, match=needle):
+        load_package(pkg)
+
+
+def test_vocabulary_is_parsed_at_load(pkg):
+    """README once documented a JSON word list: it loaded, then the runtime refused it."""
+    from fusion_rt.package import write_manifest
+
+    (pkg / "vocab.json").write_text(json.dumps(["school", "zone", "rain"]))
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest.pop("format_version")
+    write_manifest(pkg, manifest)  # the hash of the new file: only its content is wrong
+    with pytest.raises(ManifestError, match=r"manifest.vocabulary 'vocab.json': not a fusion-rt vocabulary"):
+        load_package(pkg)
+    with pytest.raises(ManifestError, match="not a fusion-rt vocabulary"):
+        load_package(pkg, check_hashes=False)

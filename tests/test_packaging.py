@@ -60,7 +60,7 @@ def test_wheel_contains_every_module(tmp_path):
     assert not missing, f"wheel lacks {sorted(missing)}"
     assert not any(n.startswith(("tests/", "bench/", "export/", "calibration/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "fusion-rt = fusion_rt.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "fusion-rt = fusion_rt.__main__:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_export_and_calibration_install_under_fusion_rt():

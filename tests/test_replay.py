@@ -374,3 +374,40 @@ def test_detections_in_the_ego_frame_are_moved_into_the_radar_frame():
     c = detections_to_tensor(RadarDetections(stamp_ns=1, points=in_ego, frame_id=rig.radar.frame_id), rig.radar,
                              config)
     assert not np.allclose(c.data, a.data)  # the same numbers in the radar frame are another place
+
+
+def _bev_warnings(summary: dict) -> list[str]:
+    return [w for w in summary["warnings"] if "BEV IoU" in w]
+
+
+def test_bev_iou_is_scored_only_on_the_logs_grid(short_drive, package, tmp_path):
+    """BEV IoU compares cells: a package whose rig.bev covers 20-71.2 m ahead was scored cell by cell
+    against truth covering 0-51.2 m (same 64x64 shape), with no word. The log's rig (its
+    fusion_rt.rig metadata) must put its truth on the package's grid, else a warning names both."""
+    same = replay(short_drive, package).summary
+    assert "bev_iou" in same["metrics"]["overall"] and not _bev_warnings(same)
+
+    shifted = tmp_path / "shifted"
+    shutil.copytree(package, shifted)
+    manifest = json.loads((shifted / "manifest.json").read_text())
+    manifest["rig"]["bev"].update(x_min_m=20.0, x_max_m=71.2)
+    (shifted / "manifest.json").write_text(json.dumps(manifest))
+    s = replay(short_drive, shifted).summary
+    assert "bev_iou" not in s["metrics"]["overall"] and s["metrics"]["overall"]["scene_auc"]
+    assert all("bev_iou" not in block for block in s["metrics"]["per_condition"].values())
+    (warning,) = _bev_warnings(s)
+    assert "x [0, 51.2] m" in warning and "x [20, 71.2] m" in warning, warning
+
+
+def test_bev_iou_needs_the_logs_rig(short_drive, package, tmp_path):
+    """A log without fusion_rt.rig metadata does not say which grid its truth is on: no BEV IoU, a warning."""
+    from fusion_rt.logs import LogReader, LogWriter
+
+    bare = tmp_path / "bare.mcap"
+    with LogReader(short_drive) as reader, LogWriter(bare) as writer:
+        for m in reader.messages():
+            writer.write(m.message, topic=m.topic, log_time_ns=m.log_time_ns)
+    s = replay(bare, package).summary
+    assert s["metrics"]["overall"]["scene_auc"] and "bev_iou" not in s["metrics"]["overall"]
+    (warning,) = _bev_warnings(s)
+    assert "no fusion_rt.rig metadata" in warning and "rig.bev is 64x64" in warning, warning

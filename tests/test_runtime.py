@@ -447,3 +447,81 @@ def test_radar_trigger_and_ignored_messages(package, drive):
     assert len(outputs) == stats["messages"]["radar"]["received"] > 0
     assert all(set(o.timings_ms) >= {"radar_preprocess", "radar_encoder", "head"} for o in outputs)
     assert stats["ignored"]["CameraInfo"] > 0 and stats["ignored"]["RadarDetections"] > 0
+
+
+def _half_tokens(root, head: bool = True) -> None:
+    """Make the tiny package's encoders output float16 tokens and, with `head`, its head take them."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fusion_rt.package import describe_graph, write_manifest
+
+    for m in ("camera", "radar", "map", "text"):
+        model = onnx.load(str(root / f"{m}_encoder.onnx"))
+        for node in model.graph.node:
+            node.output[:] = ["tokens32" if o == "tokens" else o for o in node.output]
+        model.graph.node.append(helper.make_node("Cast", ["tokens32"], ["tokens"], to=TensorProto.FLOAT16))
+        model.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+        onnx.save(model, str(root / f"{m}_encoder.onnx"))
+    if head:
+        model = onnx.load(str(root / "head.onnx"))
+        for value in model.graph.input:
+            if value.name.endswith("_tokens"):
+                value.type.tensor_type.elem_type = TensorProto.FLOAT16
+                for node in model.graph.node:
+                    node.input[:] = [f"{i}_32" if i == value.name else i for i in node.input]
+                model.graph.node.insert(0, helper.make_node("Cast", [value.name], [f"{value.name}_32"],
+                                                            to=TensorProto.FLOAT))
+        onnx.save(model, str(root / "head.onnx"))
+    manifest = json.loads((root / "manifest.json").read_text())
+    for name, g in manifest["graphs"].items():
+        manifest["graphs"][name] = describe_graph(root, g["file"], name, g["role"], g.get("modality")).to_dict()
+    manifest.pop("format_version")
+    write_manifest(root, manifest)
+
+
+def test_float16_tokens_run_and_a_dtype_mismatch_is_refused_at_construction(tmp_path, drive):
+    """Tokens are fed in the encoder's dtype (the feature cache used to hold float32 only, and a
+    float16 head failed at its first frame); a head taking another dtype than its encoder's tokens
+    is refused when the runtime is built, not at the first camera frame."""
+    root = make_tiny_package(tmp_path / "half")
+    _half_tokens(root)
+    with FusionRuntime(load_package(root)) as rt:
+        outputs = _run(rt, drive[:80])
+    assert outputs and all(o.status in ("ok", "degraded") for o in outputs)
+    assert any(len(o.sources) > 1 for o in outputs)  # cached float16 tokens of other modalities were used
+    for out in outputs:
+        _assert_finite(out)
+
+    mixed = make_tiny_package(tmp_path / "mixed")
+    _half_tokens(mixed, head=False)  # float16 tokens, the head takes float32
+    with pytest.raises(GraphMismatchError, match=r"graph 'head'.inputs\['camera_tokens'\].dtype is float32, "
+                                                 r"encoder 'camera' outputs 'tokens' as float16"):
+        FusionRuntime(load_package(mixed))
+
+
+def test_head_inputs_nothing_feeds_are_refused_at_construction(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fusion_rt.package import replace_graph
+
+    root = make_tiny_package(tmp_path / "pkg")
+    head = onnx.load(str(root / "head.onnx"))
+    head.graph.input.append(helper.make_tensor_value_info("ego_speed", TensorProto.FLOAT, ["batch", 1]))
+    onnx.save(head, str(root / "head.onnx"))
+    with pytest.raises(GraphMismatchError, match=r"graph 'head': inputs \['ego_speed'\] are fed by nothing"):
+        FusionRuntime(replace_graph(root, "head"))
+
+
+@pytest.mark.parametrize("dims", [("batch", 6, 3), ("batch", 6, "m"), ("batch", "rows", 4), ("batch", 24)])
+def test_modality_share_layout_is_checked_at_construction(package, dims):
+    """A package object that skipped load_package's checks (or a dynamic axis) is refused when the
+    runtime is built: a share with the wrong column count crashed the first frame (zip strict)."""
+    head = package.head
+    outputs = tuple(dataclasses.replace(t, shape=dims) if t.name == "modality_share" else t for t in head.outputs)
+    bad = dataclasses.replace(package, graphs={**package.graphs, "head": dataclasses.replace(head, outputs=outputs)})
+    with pytest.raises(GraphMismatchError, match=r"'modality_share'\] shape .* is not \[batch, 6, 4\]"):
+        FusionRuntime(bad)

@@ -146,7 +146,8 @@ def make_tiny_package(root: Path, modalities: tuple[str, ...] = ("camera", "rada
         "name": "tiny", "precision": "fp32", "rig": rig.to_dict(), "modalities": list(modalities),
         "preprocess": preprocess.to_dict(), "graphs": graphs,
         "outputs": {"scene_labels": list(SCENE_LABELS), "bev_classes": list(CLASS_NAMES)},
-        "max_age_ns": {"radar": 100_000_000, "map": 2_000_000_000, "text": 2_000_000_000},
+        "max_age_ns": {m: age for m, age in (("radar", 100_000_000), ("map", 2_000_000_000),
+                                             ("text", 2_000_000_000)) if m in modalities},
         "latency_budget_ms": {"end_to_end": 50.0}, "vocabulary": "vocab.json",
         "provenance": {"source": "tests/tiny_package.py"},
     })

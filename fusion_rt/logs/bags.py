@@ -29,6 +29,7 @@ from fusion_rt.logs.convert import converter_for
 from fusion_rt.logs.reader import LogMessage, LogReader, ReadIssue
 from fusion_rt.logs.schemas import POINT_CLOUD2, SCHEMAS, normalize_schema_name, schema_matches
 from fusion_rt.logs.topics import TopicInfo
+from fusion_rt.outputs import special_file
 
 __all__ = ["LogSource", "McapSource", "Db3BagSource", "open_log", "log_sha256"]
 
@@ -346,7 +347,8 @@ def _bag_compression(directory: Path) -> str:
 def open_log(path: str | os.PathLike) -> LogSource:
     """A `LogSource` for an MCAP file, a rosbag2 directory (mcap or sqlite3 storage) or a ``.db3`` file.
 
-    Raises `NotALogError` (one clear line) for anything else.
+    Raises `NotALogError` (one clear line) for anything else, a pipe or FIFO included (it would read
+    as an empty log, and cannot be read twice).
     """
     p = Path(path)
     if not p.exists():
@@ -363,6 +365,9 @@ def open_log(path: str | os.PathLike) -> LogSource:
             return Db3BagSource(p)
         raise NotALogError(f"{str(p)!r} is a directory without .mcap or .db3 files (or their rosbag2-compressed "
                            f".zstd forms), not a ROS 2 bag")
+    kind = special_file(p)  # `<(zstdcat drive.mcap.zst)`: refused before anything opens (and blocks on) it
+    if kind is not None:
+        raise NotALogError(f"{str(p)!r} is {kind}, not a file: write it to a file first")
     if p.suffix == ".db3":
         return Db3BagSource(p)
     try:

@@ -10,8 +10,8 @@ stamp written after the frame (its ground truth, a radar scan) are still matched
 messages a pending or future frame can still use are kept: each stream back to its max age
 behind the emitted frames (ground truth and streams without a limit: the longest limit), so a
 camera frame recorded late after its stamp (encode and transport latency, the usual case in a
-vehicle log, whose file order is receive order) still finds the radar scans stamped before it. Output is deterministic: frames come
-out in stamp order (file order among equal stamps).
+vehicle log, whose file order is receive order) still finds the radar scans stamped before it.
+Output is deterministic: frames come out in stamp order (file order among equal stamps).
 
 A log is anything `fusion_rt.logs.bags.open_log` opens: an MCAP file, or a ROS 2 bag directory
 (MCAP or sqlite3 storage) or ``.db3`` file, so training, evaluation and calibration read bags too.

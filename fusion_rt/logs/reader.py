@@ -59,6 +59,7 @@ _RECORD_HEAD = struct.Struct("<BQ")  # opcode, length
 _MESSAGE_HEAD = struct.Struct("<HIQ")  # channel id, sequence, log time (start of a Message body)
 _FOOTER_BYTES = 9 + 20 + len(MCAP_MAGIC)
 _MIB = 1 << 20
+_ZERO_TAIL_MIN = 64 << 10  # zeros ending an unfinished file, at least: a preallocated or lost tail
 
 # Exceptions a CDR decoder or a converter raises on a payload that does not fit its schema.
 _DECODE_ERRORS = (struct.error, ValueError, IndexError, KeyError, TypeError, AttributeError,
@@ -154,6 +155,11 @@ class LogReader:
         self.path = os.fspath(path)
         self.max_chunk_bytes = max_chunk_bytes
         self.max_record_bytes = max_record_bytes
+        from fusion_rt.outputs import special_file
+
+        kind = special_file(self.path)  # before open: a FIFO without a writer would block it for ever
+        if kind is not None:  # a pipe has no size (it read as an empty log) and cannot be read twice
+            raise NotALogError(f"{self.path!r} is {kind}, not a file: write it to a file first")
         try:
             self._file: IO[bytes] = open(self.path, "rb")  # noqa: SIM115 (closed in close())
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
@@ -280,6 +286,8 @@ class LogReader:
         self.issues.append(ReadIssue(offset, kind, detail))
 
     def _truncated(self, offset: int, detail: str) -> None:
+        if getattr(self, "_zero_tail", 0):
+            detail += f" (the {self._zero_tail} bytes after it are zeros: read as where the written data ends)"
         self.truncated_at = offset
         self._issue(offset, "truncated", detail)
 
@@ -298,7 +306,7 @@ class LogReader:
         if summary is not None:  # chunks may be skipped unread: know their channels up front
             self._schemas.update(summary.schemas)
             self._channels.update(summary.channels)
-        size = self._size
+        size = self._written_size(summary)
         pos = len(MCAP_MAGIC)
         crc = zlib.crc32(MCAP_MAGIC)
         # Every data-section byte goes through `crc` unless the log's DataEnd is known to hold no
@@ -320,7 +328,8 @@ class LogReader:
             opcode, length = _RECORD_HEAD.unpack(head)
             end = pos + _RECORD_HEAD.size + length
             if end > size:
-                detail = f"{_opname(opcode)} record of {length} bytes at {pos} runs past the end of the file ({size} bytes)"
+                detail = (f"{_opname(opcode)} record of {length} bytes at {pos} runs past the end of the file "
+                          f"({size} bytes)")
                 if opcode == Opcode.CHUNK and in_data and size - pos <= self.max_record_bytes:
                     # the whole messages before the cut are still messages
                     recovered = self._cut_chunk_messages(pos, self._file.read(size - pos - _RECORD_HEAD.size),
@@ -587,6 +596,33 @@ class LogReader:
             self._issue(pos, "schema", f"schema {schema.name!r} of topic {channel.topic!r} does not parse: {exc}")
             decode = None
         return _Route(channel, name, decode, convert)
+
+    def _written_size(self, summary: _Summary | None) -> int:
+        """Where the written data ends: the file size, unless an unfinished file (no summary) ends in
+        zeros (space preallocated by the recorder, or a tail lost in a power failure). Those zeros
+        would read as records of opcode 0, nine bytes at a time (a 10 GB tail took half an hour), and
+        the chunk they cut would fail as a whole instead of giving its whole messages: the file is read
+        as cut at the last byte written, and the truncation issue says so. Only a run of at least
+        `_ZERO_TAIL_MIN` bytes counts (records end in zero bytes often enough; a filled tail is pages)."""
+        cached = getattr(self, "_written_end", None)
+        if cached is not None:
+            return cached
+        size = self._written_end = self._size
+        if summary is not None or size <= len(MCAP_MAGIC) or self._read_at(size - 1, 1) != b"\0":
+            return size
+        end = size
+        while end > len(MCAP_MAGIC):
+            start = max(len(MCAP_MAGIC), end - _MIB)
+            kept = len(self._read_at(start, end - start).rstrip(b"\0"))
+            if kept:
+                end = start + kept
+                break
+            end = start
+        if size - end < _ZERO_TAIL_MIN:  # a short run can be a record's own zero bytes: read it as records
+            return size
+        self._zero_tail = size - end
+        self._written_end = end
+        return end
 
     def _declared_data_crc(self) -> int | None:
         """The data-section CRC of the DataEnd record found through the footer (None: not found)."""

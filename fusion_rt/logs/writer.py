@@ -22,6 +22,7 @@ from fusion_rt.errors import ConfigError, FusionRTError, LogError
 from fusion_rt.logs.convert import COMPRESSED_FORMATS, split_stamp, to_ros
 from fusion_rt.logs.schemas import DEFAULT_TOPICS, RAW_IMAGE_TOPIC, SCHEMAS, byte_view_schema
 from fusion_rt.messages import CameraFrame, Message
+from fusion_rt.outputs import with_tell
 
 __all__ = ["LogWriter", "default_topic", "COMPRESSIONS"]
 
@@ -63,7 +64,7 @@ class LogWriter:
         self.path = os.fspath(path)
         self.radar_tensor_dtype = radar_tensor_dtype
         try:
-            self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 (closed in close())
+            self._file: IO[bytes] = with_tell(open(self.path, "wb"))  # noqa: SIM115 (closed in close()); a FIFO too
         except OSError as exc:
             raise LogError(f"cannot create log {self.path!r}: {exc.strerror or exc}") from exc
         self._writer = Ros2Writer(self._file, chunk_size=chunk_size, compression=COMPRESSIONS[compression])

@@ -6,10 +6,10 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 
+from fusion_rt.errors import OutputError
 from fusion_rt.logs import LogWriter
-from fusion_rt.outputs import partial_path
+from fusion_rt.outputs import destination, partial_path
 from fusion_rt.sim import DriveConfig, simulate_drive
 from fusion_rt.sim.summary import DriveSummary
 
@@ -26,10 +26,11 @@ def record_drive(
 
     The file is written next to its destination and renamed into place when complete, so an
     interrupted run never leaves a half-written log under the requested name. `progress` is called
-    with each message's stamp (ns) so callers can show how far the drive has got.
+    with each message's stamp (ns) so callers can show how far the drive has got. A symlink's target
+    is replaced (the link kept); a device or FIFO (`/dev/null`) is written in place.
     """
-    path = Path(path)
-    tmp = partial_path(path)
+    final, in_place = destination(path)
+    tmp = final if in_place else partial_path(final)
     summary = DriveSummary()
     try:
         with LogWriter(tmp, compression=compression) as writer:
@@ -40,8 +41,11 @@ def record_drive(
                 summary.add(msg)
                 if progress is not None:
                     progress(msg.stamp_ns)
-        os.replace(tmp, path)
+        if not in_place:
+            os.replace(tmp, final)
+    except OSError as exc:  # a full disk while the writer flushes
+        raise OutputError(f"cannot write {os.fspath(path)!r}: {exc.strerror or exc}") from exc
     finally:
-        if tmp.exists():
+        if not in_place and tmp.exists():
             tmp.unlink()
     return summary

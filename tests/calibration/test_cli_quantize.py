@@ -54,3 +54,24 @@ def test_a_log_with_two_cameras_needs_topics(calib_package, calib_log, tmp_path)
                      timeout=300)
     assert picked.returncode in (0, 1), picked.stderr
     assert f"calibration: 8 frames of {cameras} " in picked.stderr  # one camera's frames, not both
+
+
+@pytest.mark.parametrize("recipe,rounds,says", [("ort-cpu-int8", 2, "after 1 mixed-precision round "),
+                                                ("fp16", 0, "fp16 keeps ops FP32 for overflow")])
+def test_a_missed_tolerance_says_what_ran(calib_package, calib_log, tmp_path, monkeypatch, capsys, recipe, rounds,
+                                          says):
+    # The warning claimed "--max-rounds" rounds whatever ran: fp16 runs none, int8 may stop early.
+    from fusion_rt import cli
+    from fusion_rt.calibration import quantize
+    from fusion_rt.package import load_package
+
+    acceptance = {"primary_metric": "mean_scene_auc", "fp32": 0.9, "new": 0.8, "relative_drop": 0.11,
+                  "tolerance": 0.005, "size_ratio": 0.3, "speedup_median": 1.5, "worst_output_cosine": 0.99,
+                  "outputs_finite": True}
+    report = {"acceptance": acceptance, "mixed_precision": {"rounds": [{"round": r} for r in range(rounds)]}}
+    monkeypatch.setattr(quantize, "quantize_package", lambda *a, **k: quantize.QuantizeResult(
+        load_package(calib_package), report, within_tolerance=False))
+    code = cli.main(["quantize", str(calib_package), "--recipe", recipe, "--calib", str(calib_log),
+                     "--out", str(tmp_path / "out"), "--max-rounds", "4"])
+    err = capsys.readouterr().err
+    assert code == 1 and says in err and "4 mixed-precision" not in err

@@ -11,7 +11,6 @@ import pytest
 from fusion_rt.calibration import report
 from fusion_rt.calibration.quantize import _within
 from fusion_rt.calibration.report import output_divergence, relative_drop, task_metrics, worst_cosine
-
 from fusion_rt.export.data import SCENE_LABELS
 from fusion_rt.export.metrics import roc_auc_per_class
 

@@ -218,3 +218,20 @@ def test_bench_peers_take_only_the_run_the_package_came_from(package, random_run
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=r"another architecture .*token_dim differ"):
         load_torch_model(load_package(other), random_run, threads=1)
+
+
+def test_parity_that_is_not_finite_fails_the_export(random_run, parity_log, tmp_path, monkeypatch):
+    # max_rel NaN (an output not finite in either run) passed `max_rel > rtol` and the export was written.
+    from fusion_rt.export import onnx_export
+
+    real = onnx_export._check_parity
+
+    def with_nan(*args):
+        report = real(*args)
+        report["head"]["scene_logits"] = dict(report["head"]["scene_logits"], max_rel=float("nan"))
+        return report
+
+    monkeypatch.setattr(onnx_export, "_check_parity", with_nan)
+    with pytest.raises(onnx_export.ExportError, match=r"head\.scene_logits: max_rel nan"):
+        onnx_export.export_run(random_run, tmp_path / "pkg", parity_log=parity_log, samples=2)
+    assert not (tmp_path / "pkg").exists()
