@@ -554,25 +554,32 @@ def _log_bev_grid(source: LogSource) -> tuple[BevGrid | None, str]:
 
 
 def _check_bev_grid(source: LogSource, package: ModelPackage, metrics: list[_Metrics]) -> list[str]:
-    """BEV IoU compares the package's BEV with the log's truth cell by cell, so it is reported only
-    when the log's rig says its truth is on the package's grid (`rig.bev`); otherwise, and whenever
-    frames could not be scored, a warning names both grids. Sets `score_bev` on each of `metrics`."""
+    """BEV IoU compares the package's BEV with the log's truth cell by cell, so it is not reported
+    when the log's rig puts its truth on another grid than the package's (`rig.bev`); a log without a
+    rig record (a bag, a log written without one) is scored where the shapes match, with a warning
+    that the extents are assumed; whenever frames could not be scored a warning names both grids.
+    Sets `score_bev` on each of `metrics`."""
     if not any(m.rows for m in metrics):  # no ground truth joined: no metrics at all
         return []
     ours = f"the package's rig.bev is {bev_grid_text(package.rig.bev)}"
     grid, why = _log_bev_grid(source)
-    if grid is None or grid != package.rig.bev:
+    warnings = []
+    if grid is None:
+        grid = package.rig.bev
+        warnings.append(f"BEV IoU assumes the log's ground truth is on the package's grid: the log's grid is "
+                        f"unknown ({why}), {ours}")
+    elif grid != package.rig.bev:
         for m in metrics:
             m.score_bev = False
-        theirs = f"unknown ({why})" if grid is None else f"{bev_grid_text(grid)} (its fusion_rt.rig metadata)"
-        return [f"BEV IoU not scored: the log's ground truth BEV grid is {theirs}, {ours}"]
+        return [f"BEV IoU not scored: the log's ground truth BEV grid is {bev_grid_text(grid)} (its fusion_rt.rig "
+                f"metadata), {ours}"]
     first = metrics[0]
     if first.bev_unfit:
         unfit = sum(first.bev_unfit.values())
         shapes = ", ".join("x".join(map(str, s)) for s in sorted(first.bev_unfit))
         scored = "BEV IoU not scored" if not first.bev else f"BEV IoU skips {unfit} of {len(first.rows)} frames"
-        return [f"{scored}: their ground truth BEV is {shapes}, not on the log's grid {bev_grid_text(grid)}; {ours}"]
-    return []
+        warnings.append(f"{scored}: their ground truth BEV is {shapes}, not on the grid {bev_grid_text(grid)}; {ours}")
+    return warnings
 
 
 def _mean(values) -> float | None:

@@ -400,7 +400,8 @@ def test_bev_iou_is_scored_only_on_the_logs_grid(short_drive, package, tmp_path)
 
 
 def test_bev_iou_needs_the_logs_rig(short_drive, package, tmp_path):
-    """A log without fusion_rt.rig metadata does not say which grid its truth is on: no BEV IoU, a warning."""
+    """A log without fusion_rt.rig metadata does not say which grid its truth is on: BEV IoU is scored
+    where the shapes match, with a warning that the package's grid is assumed."""
     from fusion_rt.logs import LogReader, LogWriter
 
     bare = tmp_path / "bare.mcap"
@@ -408,6 +409,7 @@ def test_bev_iou_needs_the_logs_rig(short_drive, package, tmp_path):
         for m in reader.messages():
             writer.write(m.message, topic=m.topic, log_time_ns=m.log_time_ns)
     s = replay(bare, package).summary
-    assert s["metrics"]["overall"]["scene_auc"] and "bev_iou" not in s["metrics"]["overall"]
+    assert s["metrics"]["overall"]["scene_auc"]
+    assert s["metrics"]["overall"]["bev_iou"] == replay(short_drive, package).summary["metrics"]["overall"]["bev_iou"]
     (warning,) = _bev_warnings(s)
-    assert "no fusion_rt.rig metadata" in warning and "rig.bev is 64x64" in warning, warning
+    assert "assumes" in warning and "no fusion_rt.rig metadata" in warning and "rig.bev is 64x64" in warning, warning
