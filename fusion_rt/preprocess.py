@@ -9,6 +9,7 @@ package manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -257,8 +258,23 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+def camera_bytes(data) -> bytes:
+    """A camera frame's data as bytes: bytes as they are, a uint8 buffer (a numpy image, a memoryview,
+    a bytearray) copied (`len` of a numpy image is its row count: a 640x360x3 frame read as "got 360
+    bytes"). DecodeError naming the type for anything else."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, np.ndarray) and data.dtype == np.uint8:
+        return data.tobytes()
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise DecodeError(f"camera frame data must be bytes or a uint8 buffer, got {type(data).__name__}"
+                      + (f" {data.dtype} {data.shape}" if isinstance(data, np.ndarray) else ""))
+
+
 def image_size(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) of JPEG or PNG bytes, read from the header without decoding."""
+    data = camera_bytes(data)
     if data[:2] == _JPEG_MAGIC:
         return ("jpeg", *_jpeg_size(data))
     if data[:8] == _PNG_MAGIC:
@@ -342,6 +358,8 @@ def decode_camera(frame: CameraFrame, config: PreprocessConfig, out: np.ndarray 
     Writes into `out` ([3, H, W] float32, C-contiguous) when given, allocating nothing else per
     pixel beyond the decoded image. Raises DecodeError for anything that is not a sound image.
     """
+    if not isinstance(frame.data, bytes):
+        frame = dataclasses.replace(frame, data=camera_bytes(frame.data))
     encoding = frame.encoding.lower()
     if encoding in _COMPRESSED:
         bgr, is_rgb = decode_compressed_bgr(frame, _COMPRESSED[encoding], config), False
@@ -509,6 +527,9 @@ def rasterize_detections(points: np.ndarray, radar: Radar, config: PreprocessCon
 
 # ------------------------------------------------------------------------------------------- map
 
+_MAX_FOREIGN_CODES = 0.5  # share of a raster's labelled cells that may hold codes outside MAP_CODES
+
+
 def map_input(msg: MapRaster, config: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
     """One-hot map input [K, rows, cols] float32 on `config.map_grid`, classes `config.map_classes`.
 
@@ -516,7 +537,8 @@ def map_input(msg: MapRaster, config: PreprocessConfig, out: np.ndarray | None =
     size, resolution or extent are accepted: each target cell averages the one-hot of up to 4x4
     sample points inside it (nearest source cell each), so downsampling yields class fractions
     and an aligned raster of the same grid yields the exact one-hot. Cells outside the raster,
-    "unknown" (-1) and codes that are not in MAP_CODES are all-zero.
+    "unknown" (-1) and codes that are not in MAP_CODES are all-zero; a raster where most sampled
+    cells hold codes outside MAP_CODES is refused (DecodeError): it follows another convention.
     """
     grid = np.asarray(msg.grid)
     if grid.ndim != 2 or grid.size == 0:
@@ -561,6 +583,14 @@ def map_input(msg: MapRaster, config: PreprocessConfig, out: np.ndarray | None =
     cc = sc[None, None, :, :]
     valid = (rr >= 0) & (rr < grid.shape[0]) & (cc >= 0) & (cc < grid.shape[1])
     code = grid[np.clip(rr, 0, grid.shape[0] - 1), np.clip(cc, 0, grid.shape[1] - 1)].astype(np.int64)
+    # A raster in another convention (class indices 0-4, occupancy percentages) has mostly codes that
+    # are no MAP_CODES value: read as all-zero cells it was fused as a present, empty map.
+    labelled = valid & (code != MAP_CODES["unknown"])
+    foreign = labelled & ~np.isin(code, list(MAP_CODES.values()))
+    if foreign.sum() > _MAX_FOREIGN_CODES * max(1, int(labelled.sum())):
+        found = sorted({int(c) for c in np.unique(code[foreign])[:8]})
+        raise DecodeError(f"map raster: {foreign.sum() / labelled.sum():.0%} of its sampled cells hold codes that are "
+                          f"not MAP_CODES ({found}...; expected {sorted(set(MAP_CODES.values()))}): another convention")
     known = valid & (code >= 0) & (code <= 255)
     cls = np.where(known, lut[np.clip(code, 0, 255)], k)
     # cls: [rows, sub, cols, sub] -> per target cell, count samples per class with one bincount

@@ -33,20 +33,29 @@ than `stall_after_ns` (a stalled graph or decoder: polled once a period, detecte
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 
 from fusion_rt.backends import BACKENDS, OrtConfig, Runner, RunnerError, create_runner
 from fusion_rt.backends.onnxruntime import OrtThreading
 from fusion_rt.errors import ConfigError, DecodeError, GraphMismatchError, ManifestError
-from fusion_rt.messages import CameraFrame, MapRaster, RadarTensor, TextContext
-from fusion_rt.package import GraphSpec, ModelPackage, load_package
+from fusion_rt.messages import (
+    CameraFrame,
+    CameraInfo,
+    GroundTruth,
+    MapRaster,
+    RadarDetections,
+    RadarTensor,
+    TextContext,
+)
+from fusion_rt.package import GraphSpec, ModelPackage, _stage_names, load_package
 from fusion_rt.preprocess import PreprocessConfig, Vocabulary, decode_camera, image_size, map_input, radar_tensor_input
 from fusion_rt.sync import LatestWithin, StreamChecker
 from fusion_rt.telemetry import Health, Telemetry
@@ -60,6 +69,9 @@ OUTCOMES: tuple[str, ...] = ("ok", "degraded", "rejected", "dropped")
 RunnerFactory = Callable[[ModelPackage, str], Runner]
 
 _INPUT_TYPES = {"camera": CameraFrame, "radar": RadarTensor, "map": MapRaster, "text": TextContext}
+# Every fusion-rt message kind: the ones a package does not consume are counted as ignored; anything
+# else pushed (None, a dict, a ROS message straight from a subscriber) is a caller's mistake, refused.
+_MESSAGE_TYPES = (CameraFrame, CameraInfo, RadarTensor, RadarDetections, MapRaster, TextContext, GroundTruth)
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,16 @@ def _sigmoid_exact(x: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -x))
 
 
+def _check_message(message) -> None:
+    """ConfigError unless `message` is a fusion-rt message (kinds a package does not consume are
+    counted as ignored by the caller): None, a dict or a ROS message from a subscriber callback were
+    counted as ignored too, so a host feeding the wrong objects got no output and health "ok"."""
+    if not isinstance(message, _MESSAGE_TYPES):
+        raise ConfigError(f"push takes fusion_rt.messages objects ({', '.join(t.__name__ for t in _MESSAGE_TYPES)}), "
+                          f"got {type(message).__module__}.{type(message).__name__}: convert ROS messages first "
+                          f"(fusion_rt.logs.convert.converter_for(type name))")
+
+
 def _check_clock_arg(name: str, value, clock: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
         raise ConfigError(f"{name} must be integer nanoseconds on the {clock} clock or None, "
@@ -255,10 +277,15 @@ class FusionRuntime:
         pkg = self.package
         if trigger not in pkg.modalities:
             raise ConfigError(f"trigger {trigger!r} is not a modality of package {pkg.name!r}: {list(pkg.modalities)}")
-        if isinstance(history, bool) or not isinstance(history, int) or history < 2:
+        if isinstance(history, bool) or not isinstance(history, Integral) or history < 2:
             raise ConfigError(f"history must be an integer >= 2, got {history!r}")
+        if not isinstance(check_camera_size, bool):
+            raise ConfigError(f"check_camera_size must be True or False, got {check_camera_size!r}")
+        if stream_checker is not None and not isinstance(stream_checker, StreamChecker):
+            raise ConfigError(f"stream_checker must be a fusion_rt.sync.StreamChecker, "
+                              f"got {type(stream_checker).__name__}")
         self.trigger = trigger
-        self.history = history
+        self.history = int(history)
         self.check_camera_size = check_camera_size
         try:
             self.preprocess = PreprocessConfig.from_dict(pkg.preprocess)
@@ -281,30 +308,37 @@ class FusionRuntime:
             if m not in pkg.modalities or m == trigger:
                 raise ConfigError(f"max_age_ns override for {m!r}: not a non-trigger modality of the package "
                                   f"({[x for x in pkg.modalities if x != trigger]})")
-            if isinstance(age, bool) or not isinstance(age, int) or age <= 0:
+            if isinstance(age, bool) or not isinstance(age, Integral) or age <= 0:
                 raise ConfigError(f"max_age_ns[{m!r}] must be a positive integer of nanoseconds, got {age!r}")
-            ages[m] = age
+            ages[m] = int(age)
         missing_age = [m for m in pkg.modalities if m != trigger and m not in ages]
         if missing_age:
             raise ManifestError(f"manifest.max_age_ns lacks {missing_age}; pass max_age_ns={{...}} to set them")
         self.max_age_ns = ages
-        self._sync = LatestWithin(trigger, ages, history=history)
+        self._sync = LatestWithin(trigger, ages, history=self.history)
         # Without a receive clock the reference is the newest accepted stamp (StreamChecker), so the
         # margin must exceed the period of the fastest stream: 500 ms serves rigs down to 2 Hz, and
         # bounds what one corrupted future stamp can block (that stream's messages for 0.5 s).
         self._checker = stream_checker or StreamChecker(future_margin_ns=500_000_000)
 
-        budgets = {**pkg.latency_budget_ms, **dict(budgets_ms or {})}
+        stages = _stage_names(pkg.modalities)
+        for name, value in dict(budgets_ms or {}).items():  # a misspelt stage would be timed, never checked
+            if name not in stages:
+                raise ConfigError(f"budgets_ms[{name!r}]: not a stage of this package; choose from {list(stages)}")
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"budgets_ms[{name!r}] must be a positive number of milliseconds, got {value!r}")
+        budgets = {**pkg.latency_budget_ms, **{k: float(v) for k, v in dict(budgets_ms or {}).items()}}
         self.telemetry = Telemetry(budgets, window=window)
         if stall_after_ns is None:  # a stage still busy when the whole frame's budget is spent has stalled
             stall_after_ns = int(budgets["end_to_end"] * 1e6) if budgets.get("end_to_end") else 1_000_000_000
-        if isinstance(stall_after_ns, bool) or not isinstance(stall_after_ns, int) or stall_after_ns <= 0:
+        if isinstance(stall_after_ns, bool) or not isinstance(stall_after_ns, Integral) or stall_after_ns <= 0:
             raise ConfigError(f"stall_after_ns must be a positive integer of nanoseconds, got {stall_after_ns!r}")
-        self.stall_after_ns = stall_after_ns
-        if isinstance(trigger_timeout_ns, bool) or not isinstance(trigger_timeout_ns, int) or trigger_timeout_ns <= 0:
+        self.stall_after_ns = int(stall_after_ns)
+        if (isinstance(trigger_timeout_ns, bool) or not isinstance(trigger_timeout_ns, Integral)
+                or trigger_timeout_ns <= 0):
             raise ConfigError(f"trigger_timeout_ns must be a positive integer of nanoseconds, "
                               f"got {trigger_timeout_ns!r}")
-        self.trigger_timeout_ns = trigger_timeout_ns
+        self.trigger_timeout_ns = int(trigger_timeout_ns)
         # Trigger silence, per other stream: how far its latest accepted stamp ran past the last
         # output's stamp, or past its own latest at that output where that was later (a sensor clock
         # ahead of the camera's, or one stamp far ahead on a stream that publishes once, is not
@@ -456,6 +490,7 @@ class FusionRuntime:
             raise RunnerError("FusionRuntime is closed; create a new one")
         _check_clock_arg("deadline_ns", deadline_ns, "time.monotonic_ns()")
         _check_clock_arg("now_ns", now_ns, "sensors' stamp")
+        _check_message(message)
         modality = getattr(type(message), "modality", None)
         enc = self._encoders.get(modality)
         if enc is None or not isinstance(message, _INPUT_TYPES[modality]):
@@ -498,6 +533,7 @@ class FusionRuntime:
         of the sensors' clock (without it, a runtime that falls behind in a latest-wins replay would
         refuse the next message it does take as "future", its clock being the last one processed).
         A message whose stamp the checks refuse is counted as rejected, not dropped."""
+        _check_message(message)
         modality = getattr(type(message), "modality", None)
         counter = self._counters.get(modality)
         if counter is None or not isinstance(message, _INPUT_TYPES[modality]):
@@ -509,6 +545,19 @@ class FusionRuntime:
             return "rejected"
         counter.add("dropped", (reason,))
         return "dropped"
+
+    def reset(self) -> None:
+        """Start a new stream: another log through the same runtime, or a restarted recording. The
+        stamp checks, the feature cache and the trigger-silence tracking forget the old stream (its
+        last stamps would refuse the new one's first message as backwards, and a map published once
+        at its start would be lost for the whole drive); counters and latency statistics are kept."""
+        if self._closed:
+            raise RunnerError("FusionRuntime is closed; create a new one")
+        self._checker.forget()
+        self._sync.reset()
+        for enc in self._encoders.values():
+            enc.forget()
+        self._latest, self._at_output, self._output_stamp = {}, {}, None
 
     def _checked_stamp(self, modality: str, message, counter, now_ns: int | None) -> int | None:
         """The message's stamp once the stream checks accept it (resetting the cache on a confirmed

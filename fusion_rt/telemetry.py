@@ -77,9 +77,13 @@ class StageStats:
         i = self.count % self._ring.shape[0]
         return np.concatenate([self._ring[i:], self._ring[:i]])
 
+    def recent_misses(self) -> int:
+        """Misses among the retained samples."""
+        return int(np.count_nonzero(self._missed[:min(self.count, self._missed.shape[0])]))
+
     def recent_miss_rate(self) -> float:
         n = min(self.count, self._missed.shape[0])
-        return float(np.count_nonzero(self._missed[:n])) / n if n else 0.0
+        return self.recent_misses() / n if n else 0.0
 
     def summary(self) -> dict:
         """count, misses, budget and p50/p90/p99 (recent window, or the whole run with window=None),
@@ -106,19 +110,26 @@ class Telemetry:
     """Stage timers and deadline accounting for one runtime.
 
     `budgets_ms` maps stage names to budgets (ms); stages without one are timed but never miss.
-    `degraded_miss_rate` / `failing_miss_rate`: recent miss-rate thresholds for `health()`.
+    `degraded_miss_rate` / `failing_miss_rate`: recent miss-rate thresholds for `health()`, which a
+    stage reaches only with at least `min_misses` recent misses: a stage that runs a few times a drive
+    (the map and text encoders run when their content changes) read 100% from one warm-up hiccup,
+    and "degraded" for as long as it took some 20 more runs to dilute it (hours, for text).
     """
 
     def __init__(self, budgets_ms: Mapping[str, float] | None = None, window: int | None = 4096,
                  degraded_miss_rate: float = 0.05,  # 1 frame in 20 late: visible jitter, still usable
-                 failing_miss_rate: float = 0.5) -> None:  # most frames late: the output is not real-time
+                 failing_miss_rate: float = 0.5,  # most frames late: the output is not real-time
+                 min_misses: int = 3) -> None:
         self.budgets_ms = dict(budgets_ms or {})
         self.window = window
         if not 0 <= degraded_miss_rate <= failing_miss_rate <= 1:
             raise ConfigError(f"need 0 <= degraded_miss_rate ({degraded_miss_rate}) <= failing_miss_rate "
                               f"({failing_miss_rate}) <= 1")
+        if isinstance(min_misses, bool) or not isinstance(min_misses, int) or min_misses < 1:
+            raise ConfigError(f"min_misses must be an integer >= 1, got {min_misses!r}")
         self.degraded_miss_rate = degraded_miss_rate
         self.failing_miss_rate = failing_miss_rate
+        self.min_misses = min_misses
         self.stages: dict[str, StageStats] = {name: StageStats(name, budget, window)
                                               for name, budget in self.budgets_ms.items()}
 
@@ -140,22 +151,24 @@ class Telemetry:
 
     def deadline_misses(self) -> dict[str, int]:
         """Exact miss counts of every budgeted stage."""
-        return {name: s.misses for name, s in self.stages.items() if s.budget_ms is not None}
+        # snapshots (list(...)): another thread may poll while `record` adds a stage
+        return {name: s.misses for name, s in list(self.stages.items()) if s.budget_ms is not None}
 
     def summary(self) -> dict[str, dict]:
         """Per stage: `StageStats.summary()`."""
-        return {name: s.summary() for name, s in self.stages.items()}
+        return {name: s.summary() for name, s in list(self.stages.items())}
 
     def health(self) -> Health:
         """"failing" when end_to_end misses its budget in most recent frames, "degraded" when any
-        budgeted stage misses more than `degraded_miss_rate` recently, else "ok"."""
+        budgeted stage misses more than `degraded_miss_rate` recently (and `min_misses` times at
+        least), else "ok"."""
         reasons = []
         state = "ok"
         for name, s in list(self.stages.items()):  # a snapshot: another thread may poll while stages are added
             if s.budget_ms is None or not s.count:
                 continue
             rate = s.recent_miss_rate()
-            if rate > self.degraded_miss_rate:
+            if rate > self.degraded_miss_rate and s.recent_misses() >= self.min_misses:
                 reasons.append(f"{name} missed its {s.budget_ms:g} ms budget in {rate:.0%} of recent samples")
                 if name == "end_to_end" and rate > self.failing_miss_rate:
                     state = "failing"

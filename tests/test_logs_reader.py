@@ -534,3 +534,13 @@ def test_a_zero_filled_tail_reads_as_the_cut_it_is(multi_chunk_log: Path, tmp_pa
     assert got == expected and len(got) > 0
     assert reader.truncated_at == plain.truncated_at
     assert [i.kind for i in reader.issues] == ["truncated"] and "are zeros" in reader.issues[0].detail
+
+
+def test_a_closed_reader_says_so(multi_chunk_log: Path) -> None:
+    from fusion_rt.errors import LogError
+
+    with LogReader(multi_chunk_log) as reader:
+        pass
+    for read in (reader.messages, reader.raw_messages, reader.read_metadata):
+        with pytest.raises(LogError, match="is closed"):
+            next(iter(read())) if read is not reader.read_metadata else read()

@@ -407,3 +407,43 @@ def test_radar_tensor_of_another_radar_geometry_is_refused():
     with pytest.raises(DecodeError, match="names a channel twice"):
         radar_tensor_input(_radar_msg(np.zeros((3, *config.radar_shape), np.float32),
                                       channels=("power_db", "radial_velocity_mps", "power_db")), config)
+
+
+def test_camera_data_may_be_a_uint8_buffer():
+    # A numpy image as CameraFrame.data (LogWriter writes it right) was measured with len(): its row
+    # count ("bgr8 frame 640x360 needs 691200 bytes, got 360"); a JPEG as an array or memoryview crashed.
+    import cv2
+
+    from fusion_rt.errors import DecodeError
+    from fusion_rt.messages import CameraFrame
+    from fusion_rt.preprocess import PreprocessConfig, decode_camera
+
+    config = PreprocessConfig(camera_height=36, camera_width=64)
+    image = np.random.default_rng(0).integers(0, 256, (72, 128, 3), dtype=np.uint8)
+    raw = decode_camera(CameraFrame(stamp_ns=1, data=image.tobytes(), encoding="bgr8", width=128, height=72), config)
+    got = decode_camera(CameraFrame(stamp_ns=1, data=image, encoding="bgr8", width=128, height=72), config)
+    np.testing.assert_array_equal(got, raw)
+    jpeg = cv2.imencode(".jpg", image)[1]  # a uint8 array, as OpenCV returns it
+    want = decode_camera(CameraFrame(stamp_ns=1, data=jpeg.tobytes()), config)
+    for data in (jpeg, memoryview(jpeg.tobytes())):
+        np.testing.assert_array_equal(decode_camera(CameraFrame(stamp_ns=1, data=data), config), want)
+    with pytest.raises(DecodeError, match="must be bytes or a uint8 buffer, got ndarray float64"):
+        decode_camera(CameraFrame(stamp_ns=1, data=image.astype(np.float64), encoding="bgr8", width=128, height=72),
+                      config)
+
+
+def test_a_map_in_another_convention_is_refused():
+    # Class indices 0-4 instead of MAP_CODES 0/25/50/80/100 read as an all-zero map, fused as present.
+    from fusion_rt.errors import DecodeError
+    from fusion_rt.messages import MAP_CODES, MapRaster
+    from fusion_rt.preprocess import PreprocessConfig, map_input
+
+    config = PreprocessConfig()
+    codes = np.array([v for v in MAP_CODES.values() if v >= 0], dtype=np.int8)
+    grid = np.random.default_rng(0).choice(codes, size=(128, 128)).astype(np.int8)
+    geometry = {"cell_m": 0.5, "x_max_m": 51.2, "y_max_m": 32.0}
+    assert map_input(MapRaster(stamp_ns=1, grid=grid, **geometry), config).sum() > 0
+    grid[:3] = 7  # a few foreign cells: read as empty there, as before
+    map_input(MapRaster(stamp_ns=1, grid=grid, **geometry), config)
+    with pytest.raises(DecodeError, match="not MAP_CODES"):
+        map_input(MapRaster(stamp_ns=1, grid=(grid // 25).astype(np.int8), **geometry), config)

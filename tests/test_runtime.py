@@ -525,3 +525,54 @@ def test_modality_share_layout_is_checked_at_construction(package, dims):
     bad = dataclasses.replace(package, graphs={**package.graphs, "head": dataclasses.replace(head, outputs=outputs)})
     with pytest.raises(GraphMismatchError, match=r"'modality_share'\] shape .* is not \[batch, 6, 4\]"):
         FusionRuntime(bad)
+
+
+def test_a_misspelt_budget_override_is_refused(package):
+    # budgets_ms={'end-to-end': ...} was timed as a stage of its own and never checked: 0 misses, "ok".
+    with pytest.raises(ConfigError, match=r"budgets_ms\['end-to-end'\]: not a stage"):
+        FusionRuntime(package, budgets_ms={"end-to-end": 0.001})
+    with pytest.raises(ConfigError, match="positive number"):
+        FusionRuntime(package, budgets_ms={"end_to_end": float("nan")})
+    with FusionRuntime(package, budgets_ms={"end_to_end": np.float32(5)}, threads=np.int64(1),
+                       max_age_ns={"radar": np.int64(100_000_000)}) as rt:  # numpy numbers from a config
+        assert rt.telemetry.budgets_ms["end_to_end"] == 5.0 and rt.max_age_ns["radar"] == 100_000_000
+
+
+def test_what_is_not_a_fusion_rt_message_is_refused(package):
+    # None, a dict or a ROS message straight from a subscriber were counted as "ignored": no output,
+    # health "ok", nothing said. fusion-rt message kinds the package does not consume stay ignored.
+    from fusion_rt.messages import CameraInfo
+
+    with FusionRuntime(package) as rt:
+        for wrong in (None, {"stamp_ns": 1, "data": b""}, b"\xff\xd8"):
+            with pytest.raises(ConfigError, match="push takes fusion_rt.messages objects"):
+                rt.push(wrong)
+        assert rt.push(CameraInfo(stamp_ns=1, width=4, height=2, k=np.eye(3))) == []
+        assert rt.stats()["ignored"] == {"CameraInfo": 1}
+    with pytest.raises(ConfigError, match="stream_checker"):
+        FusionRuntime(package, stream_checker="x")
+    with pytest.raises(ConfigError, match="check_camera_size"):
+        FusionRuntime(package, check_camera_size="no")
+
+
+def test_reset_starts_a_new_drive(package, drive):
+    # A runtime reused for a second drive refused its first message as stamp_backwards (the first
+    # drive's last stamps were later), so a map published once at its start was lost for the whole drive.
+    second = [m for m in drive if not isinstance(m, MapRaster)]
+    first_map = next(m for m in drive if isinstance(m, MapRaster))
+    shift = min(m.stamp_ns for m in drive)
+    second = [dataclasses.replace(first_map, stamp_ns=first_map.stamp_ns - shift)] + [
+        dataclasses.replace(m, stamp_ns=m.stamp_ns - shift) for m in second]  # an earlier clock, map latched
+    second.sort(key=lambda m: m.stamp_ns)
+
+    def masked_map(outputs):
+        return sum("map_missing" in " ".join(o.flags) for o in outputs)
+
+    with FusionRuntime(package) as fresh:
+        expected = masked_map(_run(fresh, second))
+    with FusionRuntime(package) as rt:
+        _run(rt, drive)
+        rt.reset()
+        got = _run(rt, second)
+        assert masked_map(got) == expected and len(got) == len([m for m in second if isinstance(m, CameraFrame)])
+        assert all(c["rejected"] == 0 for c in rt.stats()["messages"].values())

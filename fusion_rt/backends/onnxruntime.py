@@ -28,6 +28,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +85,11 @@ class OrtConfig:
             raise ConfigError(f"unknown ONNX Runtime providers {unknown or list(providers)}; "
                               f"choose from {sorted(PROVIDERS)}")
         object.__setattr__(self, "providers", providers)
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, Integral)
                                          or not 1 <= self.threads <= 1024):
             raise ConfigError(f"threads must be None or an integer in [1, 1024], got {self.threads!r}")
+        if self.threads is not None:
+            object.__setattr__(self, "threads", int(self.threads))
         try:
             object.__setattr__(self, "threading", OrtThreading(self.threading))
         except ValueError as exc:
@@ -97,17 +100,24 @@ class OrtConfig:
 
 
 _global_pool_lock = threading.Lock()
-_global_pool_threads: int | None | bool = False  # False: not set yet in this process
+_global_pool_threads: int | None | bool | str = False  # False: not set yet in this process; "host": not by us
 
 
 def _ensure_global_pool(ort, threads: int | None) -> None:
-    """Size ONNX Runtime's process-wide pool once; a later, different size is refused (it cannot change)."""
+    """Size ONNX Runtime's process-wide pool once; a later, different size is refused (it cannot change).
+    A pool the host application created already is used as it is (ONNX Runtime cannot resize it)."""
     global _global_pool_threads
     with _global_pool_lock:
         if _global_pool_threads is False:
-            ort.set_global_thread_pool_sizes(threads or 0, 1)
-            _global_pool_threads = threads
-        elif _global_pool_threads != threads:
+            try:
+                ort.set_global_thread_pool_sizes(threads or 0, 1)
+                _global_pool_threads = threads
+            except _ort_errors(ort) as exc:
+                if "already" not in str(exc):
+                    raise ConfigError(f"ONNX Runtime refused a global thread pool of {threads!r} threads: "
+                                      f"{exc}") from exc
+                _global_pool_threads = "host"
+        elif _global_pool_threads != threads and _global_pool_threads != "host":
             raise ConfigError(f"ONNX Runtime's global thread pool was already sized to {_global_pool_threads!r} "
                               f"threads in this process; cannot use {threads!r} (pass the same threads, or "
                               f"threading='no_spin')")
@@ -194,7 +204,10 @@ class SessionFromOnnx:
         providers = _provider_list(ort, cfg.providers)
         try:
             return ort.InferenceSession(str(self.path), options, providers=providers)
-        except _ort_errors(ort) as exc:  # a graph ONNX Runtime refuses (e.g. shape constants in external data)
+        except (*_ort_errors(ort), RuntimeError) as exc:  # a graph it refuses (shape constants in external data...)
+            if "global thread pool" in str(exc):  # the host application made ONNX Runtime's process-wide pool
+                raise ConfigError("this process already has an ONNX Runtime global thread pool (made by the host "
+                                  "application): pass threading='global' to use it") from exc
             raise RunnerError(f"ONNX Runtime cannot load {str(self.path)!r}: {exc}") from exc
 
     def __repr__(self) -> str:

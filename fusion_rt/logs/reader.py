@@ -253,6 +253,8 @@ class LogReader:
         messages by topic): each chunk is sorted as it is read, and when the chunk indexes overlap
         in time (or, without an index, an undecoded pass finds time going back) the wanted records
         are read whole and sorted in memory, and `reordered` is set."""
+        if self._file.closed:
+            raise LogError(f"log {self.path!r} is closed; open a new LogReader")
         in_order = _chunks_in_order(self._load_summary())
         if in_order is None:  # no chunk index tells: look
             last = -1
@@ -300,6 +302,8 @@ class LogReader:
 
         `wanted` None means every topic; an empty set means no messages (metadata only).
         """
+        if self._file.closed:  # a raw "seek of closed file" otherwise
+            raise LogError(f"log {self.path!r} is closed; open a new LogReader")
         self._reset()
         summary = self._load_summary()
         self.issues.extend(self._summary_issues)

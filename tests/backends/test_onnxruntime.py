@@ -164,3 +164,35 @@ def test_an_unreadable_graph_is_a_runner_error(tmp_path):
     bad.write_bytes(b"\x08\x07 this is not protobuf \xff\xff\xff")
     with pytest.raises(RunnerError, match="bad.onnx"):
         SessionFromOnnx(bad)()
+
+
+_HOST_POOL_SCRIPT = """
+import sys
+import numpy as np, onnxruntime as ort
+from fusion_rt.backends import OrtConfig, OrtRunner, SessionFromOnnx
+from fusion_rt.errors import ConfigError
+path = sys.argv[1]
+ort.set_global_thread_pool_sizes(2, 1)  # the host application's own pool, made before fusion-rt's
+options = ort.SessionOptions()
+options.use_per_session_threads = False
+ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+try:
+    SessionFromOnnx(path, OrtConfig(threading="no_spin"))()
+except ConfigError as exc:
+    print("per-session refused:", exc)
+with OrtRunner(SessionFromOnnx(path, OrtConfig(threads=4, threading="global"))) as runner:
+    print("tokens", float(runner.infer({"image": np.ones((1, 3, 36, 64), np.float32)})["tokens"].sum()))
+"""
+
+
+def test_a_global_pool_the_host_made_is_used_or_named(package):
+    # The host application's ONNX Runtime global pool gave raw RuntimeError / Fail from FusionRuntime.
+    import subprocess
+    import sys
+
+    path = str(package.graph_path("camera"))
+    result = subprocess.run([sys.executable, "-c", _HOST_POOL_SCRIPT, path], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "per-session refused: this process already has an ONNX Runtime global thread pool" in result.stdout
+    assert "pass threading='global'" in result.stdout and "tokens" in result.stdout
