@@ -46,12 +46,15 @@ def printable(text: object, keep_newlines: bool = False) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group() if m.group() == kept else ascii(m.group())[1:-1], str(text))
 
 
+_PIPE_WIDTH = 200  # columns for tables written to a file or a CI log: whole rows, numbers never cut
+
+
 def console(stderr: bool = False):
     """A rich Console for tables and summaries that may hold strings from logs and packages: no
     markup (a name like "x[/]" would crash the print, "[link=...]" plant a hidden link), no
     highlighting, and every string passed through `printable`. Style with `rich.text.Text`. Not on a
     terminal (a CI log, `> out.txt`) and without COLUMNS, lines are written whole, not wrapped at 80
-    columns mid-path."""
+    columns mid-path, and tables get `_PIPE_WIDTH` columns instead of being squeezed into 80."""
     from rich.console import Console
 
     class _Console(Console):
@@ -63,8 +66,8 @@ def console(stderr: bool = False):
             raise BrokenPipeError("the reader of the output went away")
 
     c = _Console(stderr=stderr, markup=False, highlight=False, emoji=False)
-    if not c.is_terminal and "COLUMNS" not in os.environ:
-        c.soft_wrap = True
+    if not c.is_terminal and "COLUMNS" not in os.environ:  # rich would fit tables to 80 columns: "0.9…"
+        c = _Console(stderr=stderr, markup=False, highlight=False, emoji=False, width=_PIPE_WIDTH, soft_wrap=True)
     return c
 
 

@@ -630,7 +630,9 @@ class _Session:
         self.backend = backend
         # window=None: every stage's percentiles over the whole log (a ring would keep the last 4096
         # samples of the radar, map and text stages only, beside whole-run counts)
-        self.runtime = FusionRuntime(package, backend, threads=config.threads, check_camera_size=False, window=None)
+        # the runtime's camera size check too: a camera of another size (another field of view) squashed
+        # into the model's input gave outputs here that the deployed runtime refuses (wrong_size)
+        self.runtime = FusionRuntime(package, backend, threads=config.threads, window=None)
         self.writer = writer
         self.frames: list[FrameRecord] = []
         self.camera_frames = 0

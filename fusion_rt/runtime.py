@@ -242,7 +242,9 @@ class FusionRuntime:
         trigger: the modality whose messages produce outputs.
         threading / providers: ONNX Runtime options (`OrtConfig`).
         history: token slots kept per non-trigger modality (messages within max age to choose from).
-        check_camera_size: reject images whose size differs from the rig's camera intrinsics.
+        check_camera_size: reject images whose size differs from the rig's camera intrinsics (the rig's
+            size reduced 2, 4 or 8 times is the same camera: a driver's downscaled stream, or a JPEG
+            decoded at reduced resolution as replay's burst mode does ahead of time).
         budgets_ms: per-stage overrides of the manifest's `latency_budget_ms`.
         window: samples kept per stage for percentiles (None: every one, for an offline replay).
         stall_after_ns: a stage busy longer than this is reported as stalled by `health()`
@@ -657,9 +659,10 @@ class FusionRuntime:
                     width, height = message.width, message.height
                 else:  # no size to check (an unknown encoding): decode_camera names what is wrong
                     width, height = self._camera_size
-                if (width, height) != self._camera_size:
+                rig_w, rig_h = self._camera_size
+                if (width, height) not in {(-(-rig_w // f), -(-rig_h // f)) for f in (1, 2, 4, 8)}:
                     raise DecodeError(f"camera image size {width}x{height} differs from the rig's camera "
-                                      f"{self._camera_size[0]}x{self._camera_size[1]}")
+                                      f"{rig_w}x{rig_h}")
             decode_camera(message, self.preprocess, out=enc.buffer[0])
             return None, ()
         if m == "radar":

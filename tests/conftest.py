@@ -36,8 +36,8 @@ def short_drive(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def camera_only_bag(tmp_path_factory):
-    """A rosbag2 with sqlite3 storage: 10 JPEG frames (36x64, brighter each frame) on a camera topic
-    and nothing else, as a vehicle recording without labels might be."""
+    """A rosbag2 with sqlite3 storage: 10 JPEG frames (640x360, the default rig's camera; brighter each
+    frame) on a camera topic and nothing else, as a vehicle recording without labels might be."""
     rosbags = pytest.importorskip("rosbags.rosbag2")
     import cv2
     import numpy as np
@@ -51,7 +51,7 @@ def camera_only_bag(tmp_path_factory):
     with rosbags.Writer(bag, version=8) as writer:
         conn = writer.add_connection("/cam/compressed", "sensor_msgs/msg/CompressedImage", typestore=store)
         for i in range(10):
-            _, jpeg = cv2.imencode(".jpg", np.full((36, 64, 3), 20 * i, np.uint8))
+            _, jpeg = cv2.imencode(".jpg", np.full((360, 640, 3), 20 * i, np.uint8))
             stamp = t0 + i * 50_000_000
             msg = image_t(header=header_t(stamp=time_t(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam"),
                           format="jpeg", data=np.frombuffer(jpeg.tobytes(), np.uint8))

@@ -214,3 +214,24 @@ def test_console_does_not_wrap_when_not_a_terminal(monkeypatch):
     line = "long/" + "a_fairly_long_directory_name/" * 4 + "drive_0001.mcap: 1.0 s of driving, 1.0 MB"
     c.print(line)
     assert c.file.getvalue() == line + "\n"
+
+
+def test_tables_written_to_a_file_keep_their_numbers(monkeypatch):
+    # rich fitted tables to 80 columns off a terminal: bench's ratio table printed "0.9…" for 0.784.
+    import io
+
+    from rich.table import Table
+
+    from fusion_rt.outputs import console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    c = console()
+    c.file = io.StringIO()
+    table = Table()
+    for col in ("ratio", "value", "budget", "verdict", "target"):
+        table.add_column(col)
+    table.add_row("critical_path_vs_stages_alone_and_a_long_name", "1.0123", "<= 1.1", "ok", "<= 1.05 not yet reached")
+    table.add_row("int8_model_vs_fp32_model_in_one_process", "0.6970", "<= 0.8", "ok", "<= 0.5 not yet reached")
+    c.print(table)
+    text = c.file.getvalue()
+    assert "1.0123" in text and "0.6970" in text and "…" not in text

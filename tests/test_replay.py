@@ -413,3 +413,17 @@ def test_bev_iou_needs_the_logs_rig(short_drive, package, tmp_path):
     assert s["metrics"]["overall"]["bev_iou"] == replay(short_drive, package).summary["metrics"]["overall"]["bev_iou"]
     (warning,) = _bev_warnings(s)
     assert "assumes" in warning and "no fusion_rt.rig metadata" in warning and "rig.bev is 64x64" in warning, warning
+
+
+@pytest.mark.parametrize("mode", ["lockstep", "burst"])
+def test_replay_refuses_a_camera_of_another_size_as_the_runtime_does(package, tmp_path, mode):
+    # Replay ran its runtime without the camera size check: a 640x480 camera (another field of view)
+    # was squashed into the model input and gave 80/80 outputs, where FusionRuntime rejects every frame.
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    log = tmp_path / "tall.mcap"
+    record_drive(DriveConfig(seconds=1.0, seed=5, camera_size=(640, 480)), log)
+    s = replay(log, package, ReplayConfig(mode=mode)).summary
+    assert s["frames"] > 0 and s["rejected"] == s["frames"]
+    assert s["reasons"]["rejected"] == {"camera:wrong_size": s["frames"]}
