@@ -106,7 +106,7 @@ def default_cache_dir() -> Path:
 class Split:
     """Preprocessed samples of one split, as parallel arrays over N samples."""
 
-    camera: np.ndarray  # [N, 3, H, W] float16 normalized RGB
+    camera: np.ndarray  # [N, 3, H, W] float16 normalized RGB (float32 when read for evaluation)
     radar: np.ndarray  # [N, C, R, A] float32 normalized range-azimuth tensor (0 where absent)
     map: np.ndarray  # [N, K, rows, cols] float16 one-hot map (0 where absent)
     text: np.ndarray  # [N] unicode scene text ("" where absent)
@@ -272,12 +272,14 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
               bev_shape: tuple[int, int] | None = None,
               topics: Mapping[str, str] | None = None, strict: bool = False,
               max_age_ns: Mapping[str, int | None] | None = None,
-              rig_radar: Radar | None = None) -> tuple[Split, dict[str, int]]:
+              rig_radar: Radar | None = None, camera_dtype=np.float16) -> tuple[Split, dict[str, int]]:
     """Read logs through `LogDataset` and preprocess every `frame_stride`-th camera frame.
 
     `max_age_ns` (LogDataset's limits; a package's `max_age_ns` to match its runtime) and
     `rig_radar` (the model's radar: tensors of another geometry are rejected, and a radar that
-    publishes only detections is binned on its grid, as replay does) are for evaluating a package.
+    publishes only detections is binned on its grid, as replay does) are for evaluating a package;
+    `camera_dtype` float32 keeps the camera input exactly as the runtime computes it (training
+    stores float16: half the memory).
 
     With `require_truth` (training, evaluation), frames without ground truth are skipped and a log
     with none at all is an error. Without it (model inputs only: export parity, calibration),
@@ -329,7 +331,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
                 counts[f"{m}_rejected"] += 1
             if inputs.camera is None:
                 continue
-            camera, text = inputs.camera.astype(np.float16), inputs.text
+            camera, text = inputs.camera.astype(camera_dtype, copy=False), inputs.text
             has_radar, has_map = inputs.radar is not None, inputs.map is not None
             radar = inputs.radar if has_radar else radar_zero
             grid = inputs.map.astype(np.float16) if has_map else map_zero

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion_rt.errors import ConfigError
-from fusion_rt.export.configs import ALL_CONDITIONS
+from fusion_rt.export.configs import ALL_CONDITIONS, PACKAGE_MAX_AGE_NS
 from fusion_rt.export.data import SCENE_LABELS, Split, read_logs
 from fusion_rt.export.metrics import bev_iou_per_class, f1_per_class, roc_auc_per_class
 from fusion_rt.messages import MODALITIES
@@ -278,8 +278,11 @@ def evaluate_logs(run: Run, logs: Sequence[str | Path], drop: Sequence[str] = ()
         raise ConfigError(f"--drop {foreign[0]!r}: not a modality of run {str(run.path)!r} ({list(run.modalities)})")
     if not [m for m in run.modalities if m not in drop]:
         raise ConfigError(f"--drop {','.join(drop)} masks every modality the model uses ({','.join(run.modalities)})")
+    # The log read as replay of the exported package reads it: the package's max ages, radar detections
+    # binned where a log has no radar tensor, camera inputs in float32 (training keeps float16 copies).
     split, counts = read_logs([Path(p) for p in logs], run.preprocess, frame_stride=1, progress=progress,
-                              bev_classes=run.rig.class_names, bev_shape=run.rig.bev.shape, topics=topics)
+                              bev_classes=run.rig.class_names, bev_shape=run.rig.bev.shape, topics=topics,
+                              max_age_ns=PACKAGE_MAX_AGE_NS, rig_radar=run.rig.radar, camera_dtype=np.float32)
     present = split.present.copy()
     for m in drop:
         present[:, MODALITIES.index(m)] = False

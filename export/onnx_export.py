@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion_rt.errors import ConfigError, FusionRTError
+from fusion_rt.export.configs import PACKAGE_MAX_AGE_NS
 from fusion_rt.outputs import json_text
 from fusion_rt.package import describe_graph, load_package, write_manifest
 
@@ -40,7 +41,7 @@ OPSET = 18
 DEFAULT_BUDGETS_MS = {"camera_preprocess": 6.0, "camera_encoder": 12.0, "radar_encoder": 6.0, "map_encoder": 3.0,
                       "text_encoder": 1.0, "head": 6.0, "end_to_end": 30.0}
 #: How old a modality's features may be at a camera trigger before it is masked (ns).
-DEFAULT_MAX_AGE_NS = {"radar": 150_000_000, "map": 3_000_000_000, "text": 3_000_000_000}
+DEFAULT_MAX_AGE_NS = PACKAGE_MAX_AGE_NS
 
 _INPUT_NAMES = {"camera": "image", "radar": "radar", "map": "map", "text": "text_ids"}
 _HEAD_OUTPUTS = ("scene_logits", "bev_logits", "modality_share")
@@ -75,12 +76,25 @@ def parity_stats(reference: np.ndarray, actual: np.ndarray) -> dict:
 
 
 def _source_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
+    """The fusion-rt source commit this exporter runs from ("-dirty" with uncommitted changes to
+    tracked files), or None when it does not run from a fusion-rt checkout: installed into a
+    virtualenv inside the user's own git project, `git rev-parse HEAD` answered with that project's."""
+    here = Path(__file__).resolve()
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=here.parent)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != here.parents[1]:  # this file is export/onnx_export.py of the checkout
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def _graphs(model, inputs: dict) -> list[_Graph]:
@@ -222,7 +236,9 @@ def _sample_inputs(run, parity_log: str | Path | None, samples: int,
     from fusion_rt.export.data import read_logs
     from fusion_rt.export.evaluate import batch_inputs
 
-    split, _counts = read_logs([parity_log], run.preprocess, frame_stride=1, require_truth=False, topics=topics)
+    # read as the package's runtime will: its max ages, radar detections binned where no tensor is logged
+    split, _counts = read_logs([parity_log], run.preprocess, frame_stride=1, require_truth=False, topics=topics,
+                               max_age_ns=PACKAGE_MAX_AGE_NS, rig_radar=run.rig.radar)
     if len(split) == 0:
         raise ConfigError(f"parity log {str(parity_log)!r} has no decodable camera frames")
     # Frames holding the most of the model's modalities first: the richest tier that still has
@@ -272,6 +288,9 @@ def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, 
     run = load_run(run_dir)
     model = run.model
     say(f"loaded run {run.path} ({', '.join(run.modalities)}; head {model.config.head})")
+    if "camera" not in run.modalities:  # the package is valid; only the commands that replay it assume a camera
+        say(f"warning: this run has no camera: replay, compare, bench and the demo trigger on camera frames, so "
+            f"its package runs only through FusionRuntime(package, trigger={run.modalities[0]!r}, ...)")
 
     graphs = _graphs(model, model.example_inputs(batch=2))
     for graph in graphs:

@@ -720,8 +720,8 @@ class SampleInputs:
 def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None = None) -> SampleInputs:
     """Preprocess a `fusion_rt.logs.Sample` (training, calibration and parity data all go through here);
     with `rig_radar` (the model's), a radar tensor of another geometry is rejected, as the runtime does,
-    and a sample without a radar tensor takes its radar detections binned on that radar's grid, as
-    replay feeds a radar that publishes only detections (`fusion_rt.replay.detections_to_tensor`)."""
+    and the sample of a log whose radar publishes only detections (`Sample.radar_from_detections`)
+    takes them binned on that radar's grid, as replay feeds them (`fusion_rt.replay.detections_to_tensor`)."""
     rejected = []
     try:
         camera = decode_camera(sample.camera, config)
@@ -730,7 +730,8 @@ def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None 
         rejected.append("camera")
     radar = grid = None
     tensor = sample.radar_tensor
-    if camera is not None and tensor is None and rig_radar is not None and sample.radar_detections is not None:
+    if (camera is not None and tensor is None and rig_radar is not None and sample.radar_detections is not None
+            and getattr(sample, "radar_from_detections", False)):
         from fusion_rt.replay import detections_to_tensor  # replay imports this module
 
         try:

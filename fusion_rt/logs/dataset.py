@@ -103,6 +103,9 @@ class Sample:
     text: TextContext | None
     camera_info: CameraInfo | None
     ages_ns: dict[str, int | None] = field(default_factory=dict)
+    # The log's radar is its detections (no radar tensor topic), as replay reads it: a model's input
+    # bins them (fusion_rt.replay.detections_to_tensor); beside a tensor topic they are not the radar.
+    radar_from_detections: bool = False
 
     @property
     def labels(self) -> dict[str, int] | None:
@@ -188,6 +191,7 @@ class LogDataset:
             except (UnknownTopicError, AmbiguousTopicError) as exc:
                 raise type(exc)(f"{path!r}: {exc}") from exc
             slot_of = {topic: slot for slot, topic in routes.items()}
+            from_detections = "radar_tensor" not in routes and "radar_detections" in routes
             try:
                 for item in reader.messages(topics=sorted(slot_of)):
                     message = item.message
@@ -204,19 +208,19 @@ class LogDataset:
                     watermark = message.stamp_ns if watermark is None else max(watermark, message.stamp_ns)
                     ready = watermark - self.reorder_window_ns
                     while pending and pending[0][0] < ready:
-                        yield self._sample(path, heapq.heappop(pending)[2], histories, truths)
+                        yield self._sample(path, heapq.heappop(pending)[2], histories, truths, from_detections)
                     floor = min(ready, pending[0][0]) if pending else ready
                     for slot, history in histories.items():
                         history.prune(floor - self._keep_ns[slot])
                     for stamp in [s for s in truths if s < floor - self._keep_ns["ground_truth"]]:
                         del truths[stamp]
                 while pending:
-                    yield self._sample(path, heapq.heappop(pending)[2], histories, truths)
+                    yield self._sample(path, heapq.heappop(pending)[2], histories, truths, from_detections)
             finally:
                 self.issues[path] = list(reader.issues)
 
     def _sample(self, path: str, frame: CameraFrame, histories: dict[str, _History],
-                truths: dict[int, GroundTruth]) -> Sample:
+                truths: dict[int, GroundTruth], from_detections: bool = False) -> Sample:
         chosen: dict[str, Any] = {}
         ages: dict[str, int | None] = {}
         for slot, history in histories.items():
@@ -229,4 +233,5 @@ class LogDataset:
             if slot != "camera_info":
                 ages[slot] = age
         return Sample(source=path, stamp_ns=frame.stamp_ns, camera=frame, ground_truth=truths.get(frame.stamp_ns),
+                      radar_from_detections=from_detections,
                       ages_ns=ages, **chosen)

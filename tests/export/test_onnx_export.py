@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,3 +236,51 @@ def test_parity_that_is_not_finite_fails_the_export(random_run, parity_log, tmp_
     with pytest.raises(onnx_export.ExportError, match=r"head\.scene_logits: max_rel nan"):
         onnx_export.export_run(random_run, tmp_path / "pkg", parity_log=parity_log, samples=2)
     assert not (tmp_path / "pkg").exists()
+
+
+def test_source_commit_is_fusion_rt_s_own(tmp_path, monkeypatch):
+    # Installed into a virtualenv inside the user's own git project, `git rev-parse HEAD` from the
+    # module's folder recorded that project's commit as the package's source commit.
+    import subprocess
+
+    from fusion_rt.export import onnx_export
+
+    commit = onnx_export._source_commit()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(onnx_export.__file__).parent).stdout.strip()
+    assert commit is None or commit.removesuffix("-dirty") == head  # a checkout of fusion-rt: its HEAD
+    user = tmp_path / "proj"
+    site = user / ".venv" / "lib" / "python3.11" / "site-packages" / "fusion_rt" / "export"
+    site.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(user)], check=True)
+    subprocess.run(["git", "-C", str(user), "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q",
+                    "--allow-empty", "-m", "user app"], check=True)
+    monkeypatch.setattr(onnx_export, "__file__", str(site / "onnx_export.py"))
+    assert onnx_export._source_commit() is None
+
+
+@pytest.mark.parametrize("radar", ["detections_only", "every_third_scan"])
+def test_evaluate_and_replay_of_the_package_agree(random_run, package, parity_log, tmp_path, radar):
+    # evaluate read logs with LogDataset's ages (radar 100 ms) where the package fuses radar up to
+    # 150 ms old, ignored radar detections that replay bins, and scored float16-rounded camera
+    # inputs: the same model gave other metrics through `evaluate` than through replay.
+    from fusion_rt.export.evaluate import evaluate_logs, load_run
+    from fusion_rt.logs import LogReader, LogWriter, open_log
+    from fusion_rt.logs.topics import resolve_topics
+    from fusion_rt.replay import ReplayConfig, replay
+
+    with open_log(parity_log) as log:
+        tensor_topic = resolve_topics(log.topics(), ("radar",)).topics["radar"]
+    log = tmp_path / f"{radar}.mcap"
+    scans = 0
+    with LogReader(parity_log) as reader, LogWriter(log) as writer:
+        for item in reader.messages():
+            if item.topic == tensor_topic:
+                scans += 1
+                if radar == "detections_only" or scans % 3:
+                    continue
+            writer.write(item.message, item.topic, log_time_ns=item.log_time_ns)
+    evaluated = evaluate_logs(load_run(random_run), [log])["overall"]
+    replayed = replay(log, package, ReplayConfig(out=None)).summary["metrics"]["overall"]
+    for label, auc in replayed["scene_auc"].items():
+        assert evaluated["scene_auc"][label] == pytest.approx(auc, abs=2e-5), (label, evaluated["scene_auc"], replayed)
