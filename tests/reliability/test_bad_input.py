@@ -47,7 +47,8 @@ def _damaged_frame(kind: str, stamp: int, rng: np.random.Generator) -> CameraFra
             data[pos] ^= 1 << int(rng.integers(0, 8))
         return CameraFrame(stamp_ns=stamp, data=bytes(data))
     if kind == "wrong_size":
-        width, height = [(320, 180), (1280, 720), (640, 480)][int(rng.integers(0, 3))]
+        # (320x180 is the rig's camera halved, a downscaled stream of the same camera: accepted)
+        width, height = [(600, 360), (1280, 720), (640, 480)][int(rng.integers(0, 3))]
         return CameraFrame(stamp_ns=stamp, data=_jpeg(width, height))
     variant = int(rng.integers(0, 3))  # wrong_encoding
     if variant == 0:
