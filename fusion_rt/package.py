@@ -49,6 +49,7 @@ __all__ = [
     "replace_graph",
     "sha256_file",
     "bev_grid_text",
+    "stage_names",
 ]
 
 FORMAT_VERSION = 1
@@ -331,7 +332,7 @@ def _check_outputs_extras(outputs: dict, rig: Rig) -> None:
                                 f"drop it or make it equal)")
 
 
-def _stage_names(modalities: tuple[str, ...]) -> tuple[str, ...]:
+def stage_names(modalities: tuple[str, ...]) -> tuple[str, ...]:
     """The runtime's telemetry stages (what latency_budget_ms may budget)."""
     return (*(f"{m}_{s}" for m in modalities for s in ("preprocess", "encoder")), "head", "overhead", "end_to_end")
 
@@ -511,7 +512,7 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     if not isinstance(budgets, dict) or not all(
             is_finite_number(v) and v > 0 for v in budgets.values()):
         raise ManifestError(f"manifest.latency_budget_ms: expected positive finite numbers, got {budgets!r}")
-    stages = _stage_names(modalities)
+    stages = stage_names(modalities)
     for key in budgets:
         if key not in stages:  # a budget under a misspelt name would never be checked
             raise ManifestError(f"manifest.latency_budget_ms.{key}: {key!r} is not a stage of this package; "

@@ -37,6 +37,7 @@ import math
 import os
 import struct
 import time
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -46,16 +47,8 @@ import numpy as np
 from fusion_rt.backends import BACKENDS, OrtConfig, Runner, RunnerError, create_runner
 from fusion_rt.backends.onnxruntime import OrtThreading
 from fusion_rt.errors import ConfigError, DecodeError, GraphMismatchError, ManifestError
-from fusion_rt.messages import (
-    CameraFrame,
-    CameraInfo,
-    GroundTruth,
-    MapRaster,
-    RadarDetections,
-    RadarTensor,
-    TextContext,
-)
-from fusion_rt.package import GraphSpec, ModelPackage, _stage_names, load_package
+from fusion_rt.messages import CameraFrame, MapRaster, Message, RadarTensor, TextContext
+from fusion_rt.package import GraphSpec, ModelPackage, load_package, stage_names
 from fusion_rt.preprocess import PreprocessConfig, Vocabulary, decode_camera, image_size, map_input, radar_tensor_input
 from fusion_rt.sync import LatestWithin, StreamChecker
 from fusion_rt.telemetry import Health, Telemetry
@@ -71,7 +64,7 @@ RunnerFactory = Callable[[ModelPackage, str], Runner]
 _INPUT_TYPES = {"camera": CameraFrame, "radar": RadarTensor, "map": MapRaster, "text": TextContext}
 # Every fusion-rt message kind: the ones a package does not consume are counted as ignored; anything
 # else pushed (None, a dict, a ROS message straight from a subscriber) is a caller's mistake, refused.
-_MESSAGE_TYPES = (CameraFrame, CameraInfo, RadarTensor, RadarDetections, MapRaster, TextContext, GroundTruth)
+_MESSAGE_TYPES = typing.get_args(Message)
 
 
 @dataclass(frozen=True)
@@ -323,7 +316,7 @@ class FusionRuntime:
         # bounds what one corrupted future stamp can block (that stream's messages for 0.5 s).
         self._checker = stream_checker or StreamChecker(future_margin_ns=500_000_000)
 
-        stages = _stage_names(pkg.modalities)
+        stages = stage_names(pkg.modalities)
         for name, value in dict(budgets_ms or {}).items():  # a misspelt stage would be timed, never checked
             if name not in stages:
                 raise ConfigError(f"budgets_ms[{name!r}]: not a stage of this package; choose from {list(stages)}")
