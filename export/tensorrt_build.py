@@ -9,7 +9,7 @@ Follows the TensorRT 10/11 Python API:
   10.3) the FP16 builder flag is used. A package that is already Q/DQ (`tensorrt-int8`) builds
   only with `--precision int8-qdq`; `--precision fp32` turns TF32 off so FP32 layers compute in FP32;
 - one optimization profile per graph for the dynamic batch axis (min 1, opt, max); with `--dla`
-  the batch is fixed at opt (DLA has no dynamic shapes), and N must be below the device's DLA count;
+  the batch is fixed at 1, the runtime's (DLA has no dynamic shapes), and N must be below the DLA count;
 - a timing cache reused across builds (faster rebuilds, consistent tactics), one file per TensorRT
   version and GPU since TensorRT refuses a cache made by another; a cache it refuses anyway (a
   `--timing-cache` file from elsewhere, a corrupt file) is reported and replaced by a fresh one;
@@ -125,6 +125,11 @@ class BuildOptions:
             raise ConfigError(f"DLA core must be a non-negative integer, got {self.dla_core!r}")
         if self.dla_core is not None and self.precision == "fp32":
             raise ConfigError("DLA runs FP16 or INT8 only: pass --precision fp16 or int8-qdq with --dla")
+        if self.dla_core is not None and self.opt_batch != 1:
+            # DLA engines have no dynamic shapes ("the runtime dimensions must be the same as the
+            # dimensions used for building"), and the runtime feeds one frame at a time
+            raise ConfigError(f"--dla engines are built at the batch the runtime feeds, 1: --opt-batch "
+                              f"{self.opt_batch} would give engines that refuse every frame")
 
     @property
     def batches(self) -> tuple[int, int, int]:
@@ -239,7 +244,10 @@ def build_engines(package_dir: str | os.PathLike, out_dir: str | os.PathLike, op
     plan = plan_network(trt.__version__, options.precision, _recipe(package), dla=options.dla_core is not None)
     check_outputs(dirs={"--out": out_dir}, inputs=[package.root])
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    try:
+        builder = trt.Builder(logger)
+    except (RuntimeError, TypeError) as exc:  # "factory function returned nullptr" when CUDA cannot start
+        raise EngineBuildError(f"TensorRT could not start a builder (CUDA initialisation failed?): {exc}") from exc
     min_batch, opt_batch, max_batch = options.batches
     if options.dla_core is not None:
         check_dla_core(options.dla_core, int(builder.num_DLA_cores))

@@ -415,7 +415,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     'fusion-rt quantize --recipe tensorrt-int8'. On TensorRT 11 (always strongly typed) FP16
     needs an FP16 package ('--recipe fp16'); on TensorRT 10 (JetPack 6) the FP16 builder flag is
     used; a Q/DQ package builds only as int8-qdq, and fp32 turns TF32 off. One optimization
-    profile for the dynamic batch (fixed at --opt-batch with --dla: DLA has no dynamic shapes); a
+    profile for the dynamic batch (fixed at 1 with --dla: DLA has no dynamic shapes); a
     timing cache is reused across builds ($FUSION_RT_TRT_TIMING_CACHE, else one file per TensorRT
     version and GPU in ~/.cache/fusion-rt/tensorrt/; a cache TensorRT refuses is replaced).
 
@@ -860,7 +860,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8-qdq"),
                    help="engine precision (default fp16)")
     p.add_argument("--dla", type=int, default=None, metavar="N",
-                   help="build for DLA core N (Jetson), GPU fallback; the batch is fixed at --opt-batch")
+                   help="build for DLA core N (Jetson), GPU fallback; the batch is fixed at 1, the runtime's "
+                        "(DLA has no dynamic shapes)")
     p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="builder workspace in MB (default 1024)")
     p.add_argument("--opt-batch", type=int, default=1, help="batch size tactics are tuned for (default 1)")
     p.add_argument("--max-batch", type=int, default=8, help="largest batch the engines accept (default 8)")

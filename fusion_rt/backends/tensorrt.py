@@ -31,7 +31,7 @@ import numpy as np
 
 from fusion_rt._optional import require
 from fusion_rt.backends.base import Runner, RunnerError
-from fusion_rt.errors import ManifestError, MissingExtraError, PackageError
+from fusion_rt.errors import FusionRTError, ManifestError, MissingExtraError, PackageError
 
 __all__ = [
     "EngineMetadata",
@@ -94,22 +94,25 @@ class DeviceInfo:
     dla_cores: int | None = None  # DLA cores TensorRT sees here (None: not asked, not checked)
 
 
-def _version_key(version: str) -> tuple[str, ...]:
-    # Engines are tied to major.minor.patch; a build number ("10.3.0.26") does not change the format.
-    return tuple(version.strip().split(".")[:3])
+def _same_version(a: str, b: str) -> bool:
+    """TensorRT refuses an engine from another build too ("expecting library version 9.2.0.5 got
+    9.2.0.4"), so the build number counts where both versions carry one (else major.minor.patch)."""
+    x, y = a.strip().split("."), b.strip().split(".")
+    n = max(3, min(len(x), len(y)))
+    return x[:n] == y[:n]
 
 
 def check_engine_metadata(meta: EngineMetadata, device: DeviceInfo, source_sha256: str | None,
                           where: str = "engine", require_same_gpu_name: bool = True) -> None:
     """Raise EngineMismatchError unless `meta` matches the running `device` and the source graph.
 
-    TensorRT version (major.minor.patch) and compute capability must be equal; the GPU name too
+    TensorRT version (with the build number where both have it) and compute capability must be equal; the GPU name too
     unless `require_same_gpu_name` is off (same architecture, other SKU: runs, but tactics were
     timed on another chip). `source_sha256` is the package graph's hash (None skips that check).
     An engine built for DLA core N needs more than N DLA cores here (checked when `device.dla_cores` is known).
     """
     problems = []
-    if _version_key(meta.tensorrt_version) != _version_key(device.tensorrt_version):
+    if not _same_version(meta.tensorrt_version, device.tensorrt_version):
         problems.append(f"built with TensorRT {meta.tensorrt_version}, running TensorRT {device.tensorrt_version}")
     if tuple(meta.compute_capability) != tuple(device.compute_capability):
         problems.append(f"built for compute capability {meta.compute_capability[0]}.{meta.compute_capability[1]}, "
@@ -156,8 +159,13 @@ def _check_cuda(result):
 def current_device(device: int = 0) -> DeviceInfo:
     """The running TensorRT version and the GPU `device` (name, compute capability)."""
     trt = _trt()
-    cudart = _cudart()
-    props = _check_cuda(cudart.cudaGetDeviceProperties(device))
+    try:
+        cudart = _cudart()
+        props = _check_cuda(cudart.cudaGetDeviceProperties(device))
+    except FusionRTError:
+        raise
+    except Exception as exc:  # cuda-python raises RuntimeError("Failed to dlopen libcuda.so") without a driver
+        raise RunnerError(f"no usable CUDA GPU for TensorRT: {type(exc).__name__}: {exc}") from exc
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     return DeviceInfo(trt.__version__, name.rstrip("\x00"), (int(props.major), int(props.minor)))
 
@@ -189,7 +197,10 @@ class EngineFromPath:
         meta = self.metadata()
         device = current_device()
         logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(logger)
+        try:
+            runtime = trt.Runtime(logger)
+        except (RuntimeError, TypeError) as exc:  # "factory function returned nullptr" when CUDA cannot start
+            raise RunnerError(f"TensorRT could not start a runtime (CUDA initialisation failed?): {exc}") from exc
         if meta.dla_core is not None:
             device = replace(device, dla_cores=int(runtime.num_DLA_cores))
         check_engine_metadata(meta, device, self.source_sha256, f"engine {str(self.path)!r}",
@@ -269,6 +280,7 @@ class TrtRunner(Runner):
 
     def _allocate(self, feed: Mapping[str, np.ndarray]) -> None:
         self._free()
+        self._signature = None  # a refused shape must not leave the freed buffers looking allocated
         for name in self._inputs:
             if not self._context.set_input_shape(name, tuple(feed[name].shape)):
                 raise RunnerError(f"runner {self.name!r}: engine refuses input {name!r} of shape {feed[name].shape}")

@@ -43,7 +43,7 @@ def package(tmp_path_factory):
 
 
 def test_matching_metadata_passes():
-    check_engine_metadata(META, DEVICE, SHA)  # a build number does not change the engine format
+    check_engine_metadata(META, DEVICE, SHA)  # a version without a build number: major.minor.patch compared
     check_engine_metadata(META, DEVICE, None)
 
 
@@ -216,3 +216,52 @@ def test_engine_built_here_runs_and_matches_onnxruntime(tmp_path):
     meta_path.write_text(json.dumps({**meta.to_dict(), "source_sha256": "00" * 32}))
     with pytest.raises(EngineMismatchError, match="sha256"):
         create_runner(package, "camera", backend="tensorrt").activate()
+
+
+def test_another_build_of_the_same_version_is_refused():
+    # TensorRT refuses an engine from another build ("expecting library version 9.2.0.5 got 9.2.0.4");
+    # the check compared major.minor.patch only, so the mismatch surfaced as a vague deserialize failure.
+    with pytest.raises(EngineMismatchError, match="TensorRT 10.3.0.26, running TensorRT 10.3.0.30"):
+        check_engine_metadata(META, DeviceInfo("10.3.0.30", "Orin", (8, 7)), SHA)
+    check_engine_metadata(META, DeviceInfo("10.3.0.26", "Orin", (8, 7)), SHA)
+
+
+def test_cuda_that_cannot_start_is_a_runner_error(tmp_path, monkeypatch):
+    # Without a driver cuda-python raises RuntimeError("Failed to dlopen libcuda.so"), and trt.Runtime a
+    # TypeError ("factory function returned nullptr"): both were tracebacks from `replay --backend tensorrt`.
+    monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__="10.3.0.26"))
+
+    def no_driver():
+        raise RuntimeError("Failed to dlopen libcuda.so")
+
+    monkeypatch.setattr(trt_backend, "_cudart", no_driver)
+    with pytest.raises(RunnerError, match="no usable CUDA GPU for TensorRT: RuntimeError: Failed to dlopen"):
+        trt_backend.current_device()
+
+    def nullptr(_logger):
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    fake = SimpleNamespace(Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, s: None}), Runtime=nullptr)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(trt_backend, "current_device", lambda: DEVICE)
+    with pytest.raises(RunnerError, match="could not start a runtime"):
+        EngineFromPath(_engine_files(tmp_path, META), source_sha256=SHA)()
+
+
+def test_a_refused_shape_leaves_the_runner_usable(monkeypatch):
+    # _allocate freed the buffers and raised, keeping the old shape signature: every later call with the
+    # old, valid shape then found no buffers (KeyError) and the context held freed addresses.
+    freed = []
+    cudart = SimpleNamespace(cudaFree=freed.append, cudaMalloc=lambda n: (0, 4096 + n))
+    monkeypatch.setattr(trt_backend, "_check_cuda", lambda result: result[1])
+    context = SimpleNamespace(set_input_shape=lambda name, shape: shape[0] <= 8,
+                              get_tensor_shape=lambda name: (1, 4), set_tensor_address=lambda name, ptr: None)
+    runner = TrtRunner.__new__(TrtRunner)
+    runner.name, runner._cudart, runner._context = "camera", cudart, context
+    runner._inputs, runner._outputs, runner._dtypes = ["image"], ["tokens"], {"image": np.float32, "tokens": np.float32}
+    runner._device, runner._host, runner._signature = {}, {}, None
+    runner._allocate({"image": np.zeros((1, 4), np.float32)})
+    assert runner._signature == ((1, 4),)
+    with pytest.raises(RunnerError, match="refuses input 'image'"):
+        runner._allocate({"image": np.zeros((9, 4), np.float32)})
+    assert runner._signature is None and runner._device == {}  # the next call allocates again

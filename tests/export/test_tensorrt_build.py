@@ -100,7 +100,10 @@ def test_profiles_span_the_dynamic_batch(tmp_path):
 def test_dla_profiles_are_static(tmp_path):
     # DLA has no dynamic shapes: a 1..8 profile sent every layer to the GPU (GPU_FALLBACK, silently).
     assert BuildOptions(opt_batch=2, max_batch=8).batches == (1, 2, 8)
-    assert BuildOptions(opt_batch=2, max_batch=8, dla_core=0).batches == (2, 2, 2)
+    assert BuildOptions(opt_batch=1, max_batch=8, dla_core=0).batches == (1, 1, 1)
+    # a DLA engine's batch is its build batch, and the runtime feeds one frame: any other was useless
+    with pytest.raises(ConfigError, match="--opt-batch 2 would give engines that refuse every frame"):
+        BuildOptions(opt_batch=2, max_batch=8, dla_core=0)
     package = load_package(make_tiny_package(tmp_path / "pkg"))
     lo, opt, hi = profile_shapes(package.graphs["camera"], 2, 2, min_batch=2)["image"]
     assert lo == opt == hi and lo[0] == 2
