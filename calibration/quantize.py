@@ -368,18 +368,25 @@ class _Evaluation:
     fp32_metrics: object  # report.TaskMetrics
     logs: list[str]
     stride: int = 1  # every stride-th camera frame of the logs was evaluated
-    available: int = 0  # camera frames in the logs
+    available: int = 0  # labelled camera frames in the logs (at most)
 
 
 def _camera_frames(logs: Sequence[str], topics: dict[str, str] | None) -> int:
-    """Camera frames in `logs` (the topic each log's dataset takes), counted without decoding any."""
+    """Labelled camera frames in `logs`, at most (the fewer of the camera and ground-truth messages on
+    the topics each log's dataset takes), counted without decoding any: the evaluation's stride runs
+    over labelled frames (`read_logs`), so a log labelled every other frame keeps its labels."""
     from fusion_rt.logs.dataset import dataset_topics
 
     total = 0
     for path in logs:
         with open_log(path) as log:
-            camera = dataset_topics(log.topics(), topics).get("camera")
-            total += sum(1 for topic, _schema, _t in log.stamps() if topic == camera)
+            routes = dataset_topics(log.topics(), topics)
+            camera, truth = routes.get("camera"), routes.get("ground_truth")
+            counts = {camera: 0, truth: 0}
+            for topic, _schema, _t in log.stamps():
+                if topic in counts:
+                    counts[topic] += 1
+            total += min(counts[camera], counts[truth]) if truth is not None else 0
     return total
 
 
@@ -395,7 +402,7 @@ def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
                                bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape, topics=topics,
                                max_age_ns=package_max_age_ns(package), rig_radar=package.rig.radar)
     frames = frames_from_split(split, package, vocab)
-    every = f" (every {stride}th of {available} camera frames)" if stride > 1 else ""
+    every = f" (every {stride}th of {available} labelled frames)" if stride > 1 else ""
     say(f"evaluating FP32 on {len(frames)} labelled frames{every}")
     outputs = fp32.run(frames)
     return _Evaluation(split, frames, outputs, task_metrics(split, outputs, package), [str(p) for p in logs],
@@ -612,7 +619,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
             "calibration": {**calib.counts(), "logs": [{"file": p, "sha256": log_sha256(p)} for p in calib.logs],
                             "head_masked_fraction": config.masked_fraction, "stratified_by": "condition/scene_type"},
             "evaluation": {"logs": evaluation.logs, "frames": len(evaluation.frames),
-                           "camera_frames": evaluation.available, "frame_stride": evaluation.stride,
+                           "labelled_frames": evaluation.available, "frame_stride": evaluation.stride,
                            "source": "the calibration logs (no --eval-log given): metrics are optimistic for "
                                      "unseen data" if eval_from_calib else "--eval-log"},
             "metrics": {"fp32": evaluation.fp32_metrics.headline(), "new": scored["metrics"],

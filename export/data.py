@@ -314,8 +314,9 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
         if progress:
             progress("reading logs", li, len(paths))
         with_truth = 0
+        eligible = 0  # frames the stride counts: every frame, or with require_truth the labelled ones
         dataset = LogDataset(path, topics=topics, max_age_ns=max_age_ns)
-        for k, sample in enumerate(dataset):
+        for sample in dataset:
             counts["frames"] += 1
             gt = sample.ground_truth
             if gt is None:
@@ -324,7 +325,8 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
                     continue
             else:
                 with_truth += 1
-            if k % frame_stride:
+            eligible += 1
+            if (eligible - 1) % frame_stride:  # (a stride over every frame could land on unlabelled ones only)
                 continue
             inputs = preprocess_sample(sample, pre, rig_radar)
             for m in inputs.rejected:

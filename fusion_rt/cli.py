@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fusion_rt import __version__
 from fusion_rt.errors import ConfigError, FusionRTError
-from fusion_rt.outputs import check_outputs, json_text, printable, write_text
+from fusion_rt.outputs import check_outputs, json_text, printable, write_text, writes_stdout
 
 __all__ = ["main"]
 
@@ -137,19 +137,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - start
     result = {"log": str(out), "bytes": out.stat().st_size, "wall_s": round(wall, 2),
               "realtime_factor": round(summary.duration_s / wall, 2) if wall > 0 else None, **summary.to_dict()}
+    # the log itself on stdout (`simulate /dev/stdout | mcap ...`): the summary goes to stderr, not into it
+    to_stderr = writes_stdout(out)
     if args.json:
-        print(json_text(result, indent=2))
-    else:
-        _print_drive_summary(result)
+        print(json_text(result, indent=2), file=sys.stderr if to_stderr else sys.stdout)
+    elif not (args.quiet and to_stderr):
+        _print_drive_summary(result, stderr=to_stderr)
     return 0
 
 
-def _print_drive_summary(result: dict) -> None:
+def _print_drive_summary(result: dict, stderr: bool = False) -> None:
     from rich.table import Table
 
     from fusion_rt.outputs import console as _console
 
-    console = _console()
+    console = _console(stderr=stderr)
     console.print(f"{result['log']}: {result['duration_s']:.1f} s of driving, "
                   f"{result['bytes'] / 1e6:.1f} MB, simulated in {result['wall_s']:.1f} s "
                   f"({result['realtime_factor']}x real time)")
@@ -459,12 +461,12 @@ def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _print_replay_summary(summary: dict) -> None:
+def _print_replay_summary(summary: dict, stderr: bool = False) -> None:
     from rich.table import Table
 
     from fusion_rt.outputs import console as _console
 
-    console = _console()
+    console = _console(stderr=stderr)
     pkg, log = summary["package"], summary["log"]
     console.print(f"{log['path']} through {pkg['name']} ({pkg['precision']}, "
                   f"{pkg['backend']}), {summary['mode']}: {log['duration_s'] or 0:.1f} s of log in "
@@ -533,8 +535,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from fusion_rt.report import write_report
 
         write_report(result, args.report)
-    if not args.quiet:
-        _print_replay_summary(summary)
+    if not args.quiet:  # to stderr when an output file is this process's stdout (`--json /dev/stdout | jq`)
+        _print_replay_summary(summary, stderr=any(writes_stdout(p) for p in (args.out, args.json, args.report)))
     _warn(result.warnings)
     return 0
 

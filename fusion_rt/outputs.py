@@ -30,8 +30,8 @@ from pathlib import Path
 
 from fusion_rt.errors import OutputError
 
-__all__ = ["check_outputs", "atomic_output", "partial_path", "destination", "special_file", "write_text", "staged_dir",
-           "json_text", "with_tell", "printable", "console"]
+__all__ = ["check_outputs", "atomic_output", "partial_path", "destination", "special_file", "writes_stdout",
+           "write_text", "staged_dir", "json_text", "with_tell", "printable", "console"]
 
 # C0/C1 control characters (ESC: colours, OSC 52 clipboard writes, OSC 8 links, titles), line and
 # paragraph separators, and bidirectional overrides (text that reads differently than it is)
@@ -133,13 +133,44 @@ def with_tell(file):
     return file if file.seekable() else _Counted(file)
 
 
+def _through_fd(path: Path) -> bool:
+    """Whether `path` reaches its file through a process's open file descriptor (`/dev/stdout`,
+    `/dev/fd/N`, `/proc/self/fd/N`): a link into /proc/<pid>/fd, not a name of the file."""
+    seen = 0
+    while True:
+        if str(path).startswith("/proc/") and "/fd/" in str(path):
+            return True
+        if not path.is_symlink() or seen > 40:
+            return False
+        path = Path(os.path.join(path.parent, os.readlink(path)))
+        seen += 1
+
+
+def writes_stdout(path: str | os.PathLike | None) -> bool:
+    """Whether writing `path` writes this process's standard output (`/dev/stdout` piped on): text
+    for the terminal must then go to stderr, or it lands inside the file written there."""
+    if path is None:
+        return False
+    try:
+        st, out = os.stat(path), os.fstat(1)
+    except (OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (out.st_dev, out.st_ino)
+
+
 def destination(path: str | os.PathLike) -> tuple[Path, bool]:
     """Where an output for `path` goes: (the path to replace, whether to write it in place). A
     symlink gives its target (replaced, the link kept); a device, FIFO or socket is written in place
-    (True): renaming over it would replace the device node or the link, not write through it."""
+    (True): renaming over it would replace the device node or the link, not write through it. A
+    regular file reached through an open descriptor (`/dev/stdout` redirected to a file) is refused:
+    replacing it would not write the descriptor, and writing it in place would truncate what
+    `>> file` had appended."""
     final = Path(path)
     if special_file(final) is not None:
         return final, True
+    if _through_fd(final) and final.exists():
+        raise OutputError(f"{str(final)!r} is an open descriptor of the regular file {str(final.resolve())!r} "
+                          f"(standard output redirected to a file?): give that file's name instead")
     return (final.resolve() if final.is_symlink() else final), False
 
 
@@ -160,6 +191,8 @@ def check_outputs(files: Mapping[str, str | os.PathLike | None] = {},  # noqa: B
         if path is None:
             continue
         p = Path(path)
+        if not is_dir and p.exists():
+            destination(p)  # refuses /dev/stdout redirected to a file (its content would be lost)
         if not is_dir and special_file(p) is not None:  # /dev/null, a FIFO: written in place (atomic_output)
             if not os.access(p, os.W_OK):
                 raise OutputError(f"{what} {str(p)!r} is not writable")
@@ -208,6 +241,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not in_place:
             os.replace(tmp, final)
+    except BrokenPipeError:  # the reader of a pipe went away: the CLI exits 141, as for any print
+        raise
     except OSError as exc:
         raise OutputError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
     finally:

@@ -503,9 +503,9 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     _check_outputs_extras(outputs, rig)
     max_age = _require(manifest, "max_age_ns", dict)
     for key, value in max_age.items():
-        if key not in modalities:  # a misspelt key would leave its modality without a max age
-            raise ManifestError(f"manifest.max_age_ns.{key}: {key!r} is not one of manifest.modalities "
-                                f"{list(modalities)}")
+        if key not in MODALITIES:  # a misspelt key would leave its modality without a max age
+            raise ManifestError(f"manifest.max_age_ns.{key}: {key!r} is not a modality (manifest.modalities "
+                                f"{list(modalities)})")
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ManifestError(f"manifest.max_age_ns.{key}: expected a positive integer of nanoseconds, got {value!r}")
     budgets = manifest.get("latency_budget_ms", {})
@@ -514,9 +514,13 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
         raise ManifestError(f"manifest.latency_budget_ms: expected positive finite numbers, got {budgets!r}")
     stages = stage_names(modalities)
     for key in budgets:
-        if key not in stages:  # a budget under a misspelt name would never be checked
-            raise ManifestError(f"manifest.latency_budget_ms.{key}: {key!r} is not a stage of this package; "
-                                f"the stages are {list(stages)}")
+        if key not in stage_names(MODALITIES):  # a budget under a misspelt name would never be checked
+            raise ManifestError(f"manifest.latency_budget_ms.{key}: {key!r} is not a stage; the stages of this "
+                                f"package are {list(stages)}")
+    # Stages and ages of modalities the package lacks are left out, not refused: exports before
+    # 2026-12-01 wrote the default budgets of all four modalities into every package.
+    budgets = {k: v for k, v in budgets.items() if k in stages}
+    max_age = {k: v for k, v in max_age.items() if k in modalities}
     _check_preprocess(manifest["preprocess"])
     if "text" in modalities and not manifest.get("vocabulary"):
         raise ManifestError("manifest.vocabulary: the text modality needs a vocabulary file (see README)")

@@ -400,6 +400,9 @@ class _ResultsWriter:
                 self._file.close()  # may fail too (a full disk while flushing): the partial file still goes
             if complete and not self._in_place:
                 os.replace(self._tmp, self._final)
+        except BrokenPipeError:  # a pipe's reader went away: the CLI exits 141
+            if complete:
+                raise
         except OSError as exc:
             if complete:  # else the log is dropped anyway: the error that stopped the replay is the one to say
                 raise LogError(f"cannot write results log {self.path!r}: {exc.strerror or exc}") from exc

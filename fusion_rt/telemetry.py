@@ -168,7 +168,8 @@ class Telemetry:
             if s.budget_ms is None or not s.count:
                 continue
             rate = s.recent_miss_rate()
-            if rate > self.degraded_miss_rate and s.recent_misses() >= self.min_misses:
+            # (a window shorter than min_misses could never hold them: all its samples then count)
+            if rate > self.degraded_miss_rate and s.recent_misses() >= min(self.min_misses, s._missed.shape[0]):
                 reasons.append(f"{name} missed its {s.budget_ms:g} ms budget in {rate:.0%} of recent samples")
                 if name == "end_to_end" and rate > self.failing_miss_rate:
                     state = "failing"

@@ -279,3 +279,24 @@ def test_simulate_checks_its_output_like_every_verb(tmp_path, monkeypatch, capsy
     assert err == f"fusion-rt: error: the folder of OUT.mcap {str(folder / 'a.mcap')!r} is not writable " \
                   f"({str(folder)!r})\n"
     assert list(folder.iterdir()) == []
+
+
+def test_a_log_written_to_stdout_is_only_the_log(tmp_path):
+    # `simulate /dev/stdout | ...`: the drive's text summary was printed after the MCAP bytes, on the
+    # same stream, so the official reader failed on the piped log; and a reader that went away gave
+    # exit 2 "Broken pipe" instead of 141.
+    import subprocess
+    import sys
+
+    from mcap.reader import make_reader
+
+    out = subprocess.run([sys.executable, "-m", "fusion_rt", "simulate", "/dev/stdout", "--seconds", "0.2"],
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    (tmp_path / "piped.mcap").write_bytes(out.stdout)
+    with open(tmp_path / "piped.mcap", "rb") as f:
+        assert sum(1 for _ in make_reader(f).iter_messages()) > 5
+    assert b"s of driving" in out.stderr
+    cut = subprocess.run(f"{sys.executable} -m fusion_rt simulate /dev/stdout --seconds 3 -q | head -c 100 >/dev/null;"
+                         " exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True, timeout=120)
+    assert cut.returncode == 141, cut.stderr

@@ -134,3 +134,13 @@ def test_a_directory_of_unknown_files_names_the_bag_forms(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(NotALogError, match=r"\.zstd"):
         open_log(tmp_path)
+
+
+def test_the_mcap_file_of_a_message_compressed_bag_reads_too(short_drive, tmp_path):
+    # Opening the bag's .mcap file (not its directory) decoded the still-compressed payloads.
+    bag = _copy_into_bag(short_drive, tmp_path / "bag", "MCAP", "MESSAGE")
+    (mcap,) = bag.glob("*.mcap")
+    with open_log(bag) as log:
+        expected = sorted((m.topic, m.log_time_ns) for m in log.messages())
+    with open_log(mcap) as log:
+        assert sorted((m.topic, m.log_time_ns) for m in log.messages()) == expected and log.issues == []

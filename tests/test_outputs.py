@@ -235,3 +235,24 @@ def test_tables_written_to_a_file_keep_their_numbers(monkeypatch):
     c.print(table)
     text = c.file.getvalue()
     assert "1.0123" in text and "0.6970" in text and "…" not in text
+
+
+def test_stdout_redirected_to_a_file_is_refused_not_replaced(tmp_path):
+    # `--json /dev/stdout >> results.log`: /dev/stdout -> /proc/self/fd/1 -> results.log, and the atomic
+    # rename replaced results.log (everything appended to it before was lost).
+    from fusion_rt.errors import OutputError
+    from fusion_rt.outputs import check_outputs, destination
+
+    log = tmp_path / "results.log"
+    log.write_text("earlier runs\n")
+    with open(log, "a") as f:
+        fd_path = f"/proc/self/fd/{f.fileno()}"
+        link = tmp_path / "stdout"
+        link.symlink_to(fd_path)
+        for path in (fd_path, link):
+            with pytest.raises(OutputError, match="open descriptor of the regular file"):
+                destination(path)
+            with pytest.raises(OutputError, match="give that file's name instead"):
+                check_outputs(files={"--json": path})
+    assert log.read_text() == "earlier runs\n"
+    assert destination(tmp_path / "plain.json") == (tmp_path / "plain.json", False)

@@ -91,7 +91,7 @@ def test_low_opset_refused(pkg):
         # a budget or max age under a name the runtime does not use would never be applied
         (lambda m: m["latency_budget_ms"].update({"end-to-end": 0.001}), r"latency_budget_ms.end-to-end: .*stages"),
         (lambda m: m["latency_budget_ms"].update(camera_encoder_ms=1.0), r"latency_budget_ms.camera_encoder_ms"),
-        (lambda m: m["max_age_ns"].update(lidar=5), r"max_age_ns.lidar: 'lidar' is not one of manifest.modalities"),
+        (lambda m: m["max_age_ns"].update(lidar=5), r"max_age_ns.lidar: 'lidar' is not a modality"),
         (lambda m: m.pop("vocabulary"), r"manifest.vocabulary: the text modality needs a vocabulary"),
     ],
 )
@@ -210,11 +210,16 @@ def test_the_shipped_package_and_optional_output_fields_load(pkg):
     load_package(pkg)
 
 
-def test_budget_for_a_modality_the_package_lacks_is_refused(tmp_path):
+def test_budget_for_a_modality_the_package_lacks_is_left_out_a_misspelt_one_refused(tmp_path):
+    # Exports before 2026-12-01 wrote the default budgets (and ages) of all four modalities into every
+    # package: such a package still loads, without them; a stage no package has is a misspelling.
     root = make_tiny_package(tmp_path / "pkg", modalities=("camera", "radar"))
     load_package(root)
-    _edit_manifest(root, lambda m: m["latency_budget_ms"].update(map_encoder=3.0))
-    with pytest.raises(ManifestError, match=r"latency_budget_ms.map_encoder: 'map_encoder' is not a stage"):
+    _edit_manifest(root, lambda m: (m["latency_budget_ms"].update(map_encoder=3.0), m["max_age_ns"].update(text=5)))
+    package = load_package(root)
+    assert "map_encoder" not in package.latency_budget_ms and "text" not in package.max_age_ns
+    _edit_manifest(root, lambda m: m["latency_budget_ms"].update({"end-to-end": 3.0}))
+    with pytest.raises(ManifestError, match=r"latency_budget_ms.end-to-end: 'end-to-end' is not a stage"):
         load_package(root)
 
 

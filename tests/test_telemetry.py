@@ -104,3 +104,11 @@ def test_a_rare_stage_needs_more_than_one_miss_to_degrade_health():
     t.record("text_encoder", 2_000_000)  # three misses of four: a real problem
     health = t.health()
     assert health.state == "degraded" and "75%" in health.reasons[0]
+
+
+def test_a_short_window_still_degrades():
+    # With window 1 or 2 the three-miss minimum could never be reached: "ok" whatever was missed.
+    t = Telemetry({"end_to_end": 1.0}, window=2)
+    for _ in range(5):
+        t.record("end_to_end", 2_000_000)
+    assert t.health().state == "failing"

@@ -368,8 +368,8 @@ def open_log(path: str | os.PathLike) -> LogSource:
     kind = special_file(p)  # `<(zstdcat drive.mcap.zst)`: refused before anything opens (and blocks on) it
     if kind is not None:
         raise NotALogError(f"{str(p)!r} is {kind}, not a file: write it to a file first")
-    if p.suffix == ".db3":
-        return Db3BagSource(p)
+    if p.suffix == ".db3" or (p.suffix == ".mcap" and _bag_compression(p.parent)):
+        return Db3BagSource(p)  # a .db3, or one .mcap of a compressed bag: its payloads are not CDR as stored
     try:
         return McapSource([p], str(p))
     except NotALogError:

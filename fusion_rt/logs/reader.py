@@ -28,6 +28,7 @@ chunk's offset, with the record's position inside the decompressed chunk in the 
 
 from __future__ import annotations
 
+import heapq
 import os
 import struct
 import sys
@@ -250,12 +251,18 @@ class LogReader:
                  end_ns: int | None) -> Iterator[RawMessage]:
         """`_scan`'s messages in log-time order, ties in file order (the official reader's
         `log_time_order`). MCAP does not require a file to be in log-time order (a writer may group
-        messages by topic): each chunk is sorted as it is read, and when the chunk indexes overlap
-        in time (or, without an index, an undecoded pass finds time going back) the wanted records
-        are read whole and sorted in memory, and `reordered` is set."""
+        messages by topic): each chunk is sorted as it is read; when the chunk indexes overlap in
+        time, messages wait in a heap only until no chunk still to read can start before them (one
+        late message across a chunk boundary holds back one chunk, not the file); without an index,
+        when an undecoded pass finds time going back, the wanted records are sorted in memory.
+        Either way `reordered` is set."""
         if self._file.closed:
             raise LogError(f"log {self.path!r} is closed; open a new LogReader")
-        in_order = _chunks_in_order(self._load_summary())
+        summary = self._load_summary()
+        in_order = _chunks_in_order(summary)
+        if in_order is False:
+            yield from self._merged(summary, wanted, start_ns, end_ns)
+            return
         if in_order is None:  # no chunk index tells: look
             last = -1
             in_order = True
@@ -270,6 +277,27 @@ class LogReader:
         records = sorted(self._scan(wanted, start_ns, end_ns), key=lambda raw: raw.record.log_time)
         self.reordered = True
         yield from records
+
+    def _merged(self, summary: _Summary, wanted: frozenset[str] | None, start_ns: int | None,
+                end_ns: int | None) -> Iterator[RawMessage]:
+        """`_scan`'s messages merged into log-time order by the chunk indexes: reading the chunk at
+        offset p, no message still unread is older than the earliest start time of p and the chunks
+        after it, so every waiting message older than that is final."""
+        floor: dict[int, int] = {}
+        low: int | None = None
+        for pos in sorted(summary.chunks, reverse=True):
+            start = summary.chunks[pos].message_start_time
+            low = start if low is None else min(low, start)
+            floor[pos] = low
+        waiting: list[tuple[int, int, RawMessage]] = []
+        for seq, raw in enumerate(self._scan(wanted, start_ns, end_ns)):
+            self.reordered = True
+            bound = floor.get(raw.offset)  # None: a message outside the indexed chunks, no bound known
+            while bound is not None and waiting and waiting[0][0] < bound:
+                yield heapq.heappop(waiting)[2]
+            heapq.heappush(waiting, (raw.record.log_time, seq, raw))
+        while waiting:
+            yield heapq.heappop(waiting)[2]
 
     def _reset(self) -> None:
         self.issues: list[ReadIssue] = []
@@ -288,8 +316,9 @@ class LogReader:
         self.issues.append(ReadIssue(offset, kind, detail))
 
     def _truncated(self, offset: int, detail: str) -> None:
-        if getattr(self, "_zero_tail", 0):
-            detail += f" (the {self._zero_tail} bytes after it are zeros: read as where the written data ends)"
+        zeros = getattr(self, "_zero_start", None)
+        if zeros is not None:
+            detail += f" (the {self._size - zeros} bytes from byte {zeros} on are zeros: where the written data ends)"
         self.truncated_at = offset
         self._issue(offset, "truncated", detail)
 
@@ -310,7 +339,8 @@ class LogReader:
         if summary is not None:  # chunks may be skipped unread: know their channels up front
             self._schemas.update(summary.schemas)
             self._channels.update(summary.channels)
-        size = self._written_size(summary)
+        size = self._size
+        zeros = self._zero_fill(summary)  # where an unfinished file's final run of zeros starts (None: none)
         pos = len(MCAP_MAGIC)
         crc = zlib.crc32(MCAP_MAGIC)
         # Every data-section byte goes through `crc` unless the log's DataEnd is known to hold no
@@ -322,6 +352,9 @@ class LogReader:
             return wanted is None or channel.topic in wanted
 
         while True:
+            if zeros is not None and pos >= zeros:
+                self._truncated(pos, f"the written data ends at byte {zeros}")
+                return
             if pos + _RECORD_HEAD.size > size:
                 self._truncated(pos, f"the file ends at byte {size} before the footer")
                 return
@@ -374,7 +407,19 @@ class LogReader:
                     if channel is not None and want(channel) and _in_range(record.log_time, start_ns, end_ns):
                         yield RawMessage(channel, record, pos)
             elif opcode == Opcode.CHUNK:  # a chunk's messages in log-time order (a writer may interleave them)
+                before = len(self.issues)
                 chunk = self._chunk_messages(pos, body, want if wanted != frozenset() else None)
+                if zeros is not None and end > zeros and len(self.issues) > before:
+                    # the zero fill cut this chunk (its length still fits the file): read it as cut there
+                    del self.issues[before:]
+                    recovered = self._cut_chunk_messages(pos, body[:max(0, zeros - pos - _RECORD_HEAD.size)],
+                                                         want if wanted != frozenset() else None)
+                    recovered = [(c, r) for c, r in recovered if _in_range(r.log_time, start_ns, end_ns)]
+                    self._truncated(pos, f"Chunk record at {pos} is cut by the zeros from byte {zeros}; "
+                                         f"{len(recovered)} whole messages read from it (no CRC to check them against)")
+                    for channel, record in sorted(recovered, key=lambda item: item[1].log_time):
+                        yield RawMessage(channel, record, pos)
+                    return
                 for channel, record in sorted(chunk, key=lambda item: item[1].log_time):
                     if _in_range(record.log_time, start_ns, end_ns):
                         yield RawMessage(channel, record, pos)
@@ -601,19 +646,20 @@ class LogReader:
             decode = None
         return _Route(channel, name, decode, convert)
 
-    def _written_size(self, summary: _Summary | None) -> int:
-        """Where the written data ends: the file size, unless an unfinished file (no summary) ends in
-        zeros (space preallocated by the recorder, or a tail lost in a power failure). Those zeros
-        would read as records of opcode 0, nine bytes at a time (a 10 GB tail took half an hour), and
-        the chunk they cut would fail as a whole instead of giving its whole messages: the file is read
-        as cut at the last byte written, and the truncation issue says so. Only a run of at least
-        `_ZERO_TAIL_MIN` bytes counts (records end in zero bytes often enough; a filled tail is pages)."""
-        cached = getattr(self, "_written_end", None)
-        if cached is not None:
-            return cached
-        size = self._written_end = self._size
+    def _zero_fill(self, summary: _Summary | None) -> int | None:
+        """Where the final run of zeros of an unfinished file (no summary) starts: space preallocated
+        by the recorder, or a tail lost in a power failure; None without one. Those zeros read as
+        records of opcode 0, nine bytes at a time (a 10 GB tail took half an hour), and the chunk they
+        cut failed as a whole instead of giving its whole messages: `_scan` stops at the first record
+        that starts in them and reads a chunk they cut as cut there. Only a run of `_ZERO_TAIL_MIN`
+        bytes or more counts; a record whose own last bytes are zeros is still read whole (a chunk is
+        read as cut only when it fails as it stands)."""
+        if hasattr(self, "_zero_start"):
+            return self._zero_start
+        self._zero_start: int | None = None
+        size = self._size
         if summary is not None or size <= len(MCAP_MAGIC) or self._read_at(size - 1, 1) != b"\0":
-            return size
+            return None
         end = size
         while end > len(MCAP_MAGIC):
             start = max(len(MCAP_MAGIC), end - _MIB)
@@ -622,11 +668,9 @@ class LogReader:
                 end = start + kept
                 break
             end = start
-        if size - end < _ZERO_TAIL_MIN:  # a short run can be a record's own zero bytes: read it as records
-            return size
-        self._zero_tail = size - end
-        self._written_end = end
-        return end
+        if size - end >= _ZERO_TAIL_MIN:  # a short run can be a record's own zero bytes: read as records
+            self._zero_start = end
+        return self._zero_start
 
     def _declared_data_crc(self) -> int | None:
         """The data-section CRC of the DataEnd record found through the footer (None: not found)."""

@@ -43,6 +43,8 @@ def record_drive(
                     progress(msg.stamp_ns)
         if not in_place:
             os.replace(tmp, final)
+    except BrokenPipeError:  # a pipe's reader went away: the CLI exits 141
+        raise
     except OSError as exc:  # a full disk while the writer flushes
         raise OutputError(f"cannot write {os.fspath(path)!r}: {exc.strerror or exc}") from exc
     finally:

@@ -548,3 +548,27 @@ def test_evaluation_holds_at_most_eval_frames(calib_package, calib_log):
     assert whole.frames.inputs["camera"].dtype == np.float16  # the split's own array, not a float32 copy
     with pytest.raises(ConfigError, match="eval_frames"):
         QuantizeConfig(recipe="fp16", eval_frames=0)
+
+
+def test_the_evaluation_stride_runs_over_labelled_frames(calib_package, calib_log, tmp_path):
+    # The stride counted every camera frame and kept only labelled ones: a log labelled on every other
+    # frame, evaluated with an even stride, had no labelled frame left ("no usable samples").
+    from fusion_rt.calibration.predict import PackageRunner
+    from fusion_rt.calibration.quantize import _evaluation
+    from fusion_rt.logs import LogReader, LogWriter
+    from fusion_rt.messages import GroundTruth
+
+    half = tmp_path / "half_labelled.mcap"
+    truths = 0
+    with LogReader(calib_log) as reader, LogWriter(half) as writer:
+        for item in reader.messages():
+            if isinstance(item.message, GroundTruth):
+                truths += 1
+                if truths % 2 == 0:
+                    continue
+            writer.write(item.message, item.topic, log_time_ns=item.log_time_ns)
+    runner = PackageRunner(load_package(calib_package))
+    whole = _evaluation(runner, [str(half)], lambda _m: None)
+    capped = _evaluation(runner, [str(half)], lambda _m: None, max_frames=len(whole.frames) // 2)
+    assert whole.available == len(whole.frames) and capped.stride == 2
+    assert capped.split.stamp_ns.tolist() == whole.split.stamp_ns[::2].tolist()
