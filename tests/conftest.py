@@ -79,3 +79,15 @@ def whole_messages_before(data: bytes, cut: int) -> int:
             break
         pos += 9 + length
     return count
+
+
+def copy_log(src, dst, keep):
+    """`src` rewritten to `dst` with the messages `keep(item)` accepts (a `LogMessage`), topics and
+    log times as they were: a log with a sensor, or some labels, taken away."""
+    from fusion_rt.logs import LogReader, LogWriter
+
+    with LogReader(src) as reader, LogWriter(dst) as writer:
+        for item in reader.messages():
+            if keep(item):
+                writer.write(item.message, item.topic, log_time_ns=item.log_time_ns)
+    return dst

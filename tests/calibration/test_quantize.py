@@ -18,6 +18,8 @@ from fusion_rt.errors import ConfigError
 from fusion_rt.package import load_package
 from fusion_rt.preprocess import PreprocessConfig
 
+from ..conftest import copy_log
+
 FAST = {"samples": 8, "latency_iterations": 3, "tolerance": 0.99, "speed_gate": False}
 
 
@@ -452,18 +454,13 @@ def test_calibration_and_evaluation_see_the_sensors_the_runtime_fuses(calib_pack
     # presence in the runtime; calibration used LogDataset's defaults (radar 100 ms, not the manifest's).
     from fusion_rt.calibration.reader import load_calibration_set
     from fusion_rt.export.data import read_logs
-    from fusion_rt.logs import LogReader, LogWriter
     from fusion_rt.logs.bags import open_log
     from fusion_rt.logs.topics import resolve_topics
     from fusion_rt.package import write_manifest
 
     with open_log(calib_log) as log:
         tensor_topic = resolve_topics(log.topics(), ("radar",)).topics["radar"]
-    detections_only = tmp_path / "detections.mcap"
-    with LogReader(calib_log) as reader, LogWriter(detections_only) as writer:
-        for item in reader.messages():
-            if item.topic != tensor_topic:
-                writer.write(item.message, item.topic, log_time_ns=item.log_time_ns)
+    detections_only = copy_log(calib_log, tmp_path / "detections.mcap", lambda item: item.topic != tensor_topic)
     package = load_package(calib_package)
     default = load_calibration_set([calib_log], package, 16).frames.present[:, 1]
     frames = load_calibration_set([detections_only], package, 16).frames
@@ -555,18 +552,17 @@ def test_the_evaluation_stride_runs_over_labelled_frames(calib_package, calib_lo
     # frame, evaluated with an even stride, had no labelled frame left ("no usable samples").
     from fusion_rt.calibration.predict import PackageRunner
     from fusion_rt.calibration.quantize import _evaluation
-    from fusion_rt.logs import LogReader, LogWriter
     from fusion_rt.messages import GroundTruth
 
-    half = tmp_path / "half_labelled.mcap"
-    truths = 0
-    with LogReader(calib_log) as reader, LogWriter(half) as writer:
-        for item in reader.messages():
-            if isinstance(item.message, GroundTruth):
-                truths += 1
-                if truths % 2 == 0:
-                    continue
-            writer.write(item.message, item.topic, log_time_ns=item.log_time_ns)
+    truths = []
+
+    def every_other_label(item) -> bool:
+        if isinstance(item.message, GroundTruth):
+            truths.append(item)
+            return len(truths) % 2 == 1
+        return True
+
+    half = copy_log(calib_log, tmp_path / "half_labelled.mcap", every_other_label)
     runner = PackageRunner(load_package(calib_package))
     whole = _evaluation(runner, [str(half)], lambda _m: None)
     capped = _evaluation(runner, [str(half)], lambda _m: None, max_frames=len(whole.frames) // 2)

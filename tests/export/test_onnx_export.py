@@ -15,7 +15,7 @@ pytestmark = pytest.mark.train
 from fusion_rt.errors import ConfigError  # noqa: E402
 from fusion_rt.package import load_package  # noqa: E402
 
-from ..conftest import record_test_drive  # noqa: E402
+from ..conftest import copy_log, record_test_drive  # noqa: E402
 from ._fixtures import write_random_run  # noqa: E402
 
 
@@ -265,21 +265,21 @@ def test_evaluate_and_replay_of_the_package_agree(random_run, package, parity_lo
     # 150 ms old, ignored radar detections that replay bins, and scored float16-rounded camera
     # inputs: the same model gave other metrics through `evaluate` than through replay.
     from fusion_rt.export.evaluate import evaluate_logs, load_run
-    from fusion_rt.logs import LogReader, LogWriter, open_log
+    from fusion_rt.logs import open_log
     from fusion_rt.logs.topics import resolve_topics
     from fusion_rt.replay import ReplayConfig, replay
 
     with open_log(parity_log) as log:
         tensor_topic = resolve_topics(log.topics(), ("radar",)).topics["radar"]
-    log = tmp_path / f"{radar}.mcap"
-    scans = 0
-    with LogReader(parity_log) as reader, LogWriter(log) as writer:
-        for item in reader.messages():
-            if item.topic == tensor_topic:
-                scans += 1
-                if radar == "detections_only" or scans % 3:
-                    continue
-            writer.write(item.message, item.topic, log_time_ns=item.log_time_ns)
+    scans = []
+
+    def kept(item) -> bool:
+        if item.topic != tensor_topic:
+            return True
+        scans.append(item)
+        return radar == "every_third_scan" and len(scans) % 3 == 0
+
+    log = copy_log(parity_log, tmp_path / f"{radar}.mcap", kept)
     evaluated = evaluate_logs(load_run(random_run), [log])["overall"]
     replayed = replay(log, package, ReplayConfig(out=None)).summary["metrics"]["overall"]
     for label, auc in replayed["scene_auc"].items():
