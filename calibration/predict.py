@@ -91,11 +91,10 @@ class PackageRunner:
         # Each encoder's token output as the runtime finds it: 'tokens', else the graph's only output.
         self.token_names: dict[str, str] = {}
         for m in package.modalities:
-            names = [t.name for t in package.graphs[m].outputs]
-            name = "tokens" if "tokens" in names else (names[0] if len(names) == 1 else None)
-            if name is None:
-                raise ConfigError(f"graph {m!r} of {str(package.root)!r}: expected a 'tokens' output, got {names}")
-            self.token_names[m] = name
+            self.token_names[m] = package.graphs[m].tokens_output
+            if self.token_names[m] is None:
+                raise ConfigError(f"graph {m!r} of {str(package.root)!r}: expected a 'tokens' output, "
+                                  f"got {[t.name for t in package.graphs[m].outputs]}")
         # Graphs exported without a dynamic batch axis take that batch only (1, typically): run in those.
         static = [t.shape[0] for spec in package.graphs.values() for t in spec.inputs
                   if t.shape and isinstance(t.shape[0], int)]
@@ -129,13 +128,10 @@ class PackageRunner:
         name = spec.inputs[0].name
         return {name: self._cast(spec, name, value)}
 
-    def encode_one(self, modality: str, value: np.ndarray) -> np.ndarray:
-        """One encoder's tokens [B, N, D] for one batch of its input."""
-        return self.session(modality).run([self.token_names[modality]], self.encoder_feed(modality, value))[0]
-
     def encode(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{modality: tokens [B, N, D]} for one batch of encoder inputs."""
-        return {m: self.encode_one(m, inputs[m]) for m in self.package.modalities}
+        return {m: self.session(m).run([self.token_names[m]], self.encoder_feed(m, inputs[m]))[0]
+                for m in self.package.modalities}
 
     def _batches(self, n: int, batch_size: int) -> list[slice]:
         step = min(batch_size, self.max_batch or batch_size)

@@ -56,7 +56,7 @@ from fusion_rt.errors import ConfigError, FusionRTError
 from fusion_rt.logs.bags import log_sha256, open_log
 from fusion_rt.logs.topics import resolve_topics
 from fusion_rt.messages import MODALITIES
-from fusion_rt.outputs import json_text
+from fusion_rt.outputs import json_text, staged_dir
 from fusion_rt.package import ModelPackage, describe_graph, load_package, write_manifest
 
 __all__ = ["QuantizationError", "QuantizeResult", "quantize_package", "rank_node_sensitivity", "weight_only_int8",
@@ -563,10 +563,10 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
     evaluation = _evaluation(fp32, eval_logs, say, topics, config.eval_frames)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent) as tmp:
-        work, staging = Path(tmp) / "work", Path(tmp) / "package"
+    # built beside --out and swapped in once it validates (a symlinked --out keeps its link)
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent) as tmp, staged_dir(out) as staging:
+        work = Path(tmp) / "work"
         work.mkdir()
-        staging.mkdir()
         files = {name: staging / spec.file for name, spec in fp32_pkg.graphs.items()}
         for path in files.values():  # a package may keep its graphs in subfolders
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -651,10 +651,6 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
         for leftover in staging.glob("*.onnx.data"):
             leftover.unlink()
         load_package(staging)  # the runtime's own validation, before the package is published
-        target = out.resolve()  # a symlinked --out keeps its link: the folder it points to is replaced
-        if target.exists():
-            target.rmdir()
-        shutil.move(str(staging), str(target))
     say(f"wrote {out}")
     return QuantizeResult(load_package(out), report, within, excluded)
 
@@ -783,8 +779,7 @@ def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, ev
     sub = evaluation.frames.take(np.linspace(0, len(evaluation.frames) - 1, num=min(64, len(evaluation.frames)))
                                  .round().astype(np.int64))
     fp32_tokens = fp32.tokens(sub)
-    fp32_head = fp32.head_rows(fp32_tokens, sub.present)
-    fp32_end = fp32.run(sub)
+    fp32_head = fp32_end = fp32.head_rows(fp32_tokens, sub.present)  # `run` is tokens then head, batch by batch
     groups = [(), ("LayerNormalization",), ("Softmax",), ("ReduceMean", "ReduceSum"),
               tuple(op for op in FP16_SENSITIVE_OPS if op not in ("LayerNormalization", "Softmax", "ReduceMean",
                                                                    "ReduceSum"))]

@@ -92,12 +92,7 @@ def package_preprocessing(package: ModelPackage) -> tuple[PreprocessConfig, Voca
         preprocess = PreprocessConfig.from_dict(package.preprocess)
     except ConfigError as exc:
         raise ConfigError(f"package {str(package.root)!r}: manifest preprocess is not usable: {exc}") from exc
-    vocab = None
-    if "text" in package.modalities:
-        if package.vocabulary_path is None:
-            raise ConfigError(f"package {str(package.root)!r} has a text encoder but no vocabulary")
-        vocab = Vocabulary.load(package.vocabulary_path)
-    return preprocess, vocab
+    return preprocess, package.vocabulary if "text" in package.modalities else None  # parsed by load_package
 
 
 def package_max_age_ns(package: ModelPackage) -> dict[str, int | None]:

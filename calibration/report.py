@@ -95,9 +95,9 @@ def graph_bytes(path: Path) -> int:
     as ONNX Runtime reads them): a graph that keeps its weights outside is a few hundred bytes alone."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
-    files = {e.value for t in tensors for e in t.external_data if e.key == "location"}
+    from fusion_rt.package import external_locations
+
+    files = external_locations(onnx.load(str(path), load_external_data=False))
     return path.stat().st_size + sum((path.parent / f).stat().st_size for f in sorted(files))
 
 

@@ -22,7 +22,6 @@ array file that does not load is rebuilt, each said through `note`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +33,8 @@ import numpy as np
 from fusion_rt.errors import ConfigError, LogError
 from fusion_rt.export.configs import DataConfig, DriveSpec
 from fusion_rt.messages import MODALITIES, RadarTensor
-from fusion_rt.outputs import atomic_output
+from fusion_rt.outputs import atomic_output, write_text
+from fusion_rt.package import sha256_file
 from fusion_rt.preprocess import PreprocessConfig, Vocabulary, preprocess_sample
 from fusion_rt.rig import CLASS_NAMES, BevGrid, Radar
 
@@ -56,14 +56,6 @@ NoteFn = Callable[[str], None]  # what the cache repaired (a log recorded again,
 _LOG_CHECK_FORMAT = "fusion-rt.cached-log"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _log_check_path(log: Path) -> Path:
     return log.with_name(f"{log.name}.json")
 
@@ -83,7 +75,7 @@ def _cached_log_problem(log: Path, drive: dict) -> str | None:
     size = log.stat().st_size
     if check.get("bytes") != size:
         return f"it is {size} bytes, {check.get('bytes')} when recorded (truncated or overwritten)"
-    if check.get("sha256") != _sha256(log):
+    if check.get("sha256") != sha256_file(log):
         return "its sha256 differs from the recorded one (corrupted)"
     return None
 
@@ -204,11 +196,10 @@ def record_drives(drives: Sequence[DriveSpec], camera_size: tuple[int, int], jpe
         with atomic_output(path) as tmp:  # a name of this run's own: never half a log, nor another run's
             summary = record_drive(config, tmp)
             check = {"format": _LOG_CHECK_FORMAT, "version": 1, "drive": described, "bytes": tmp.stat().st_size,
-                     "sha256": _sha256(tmp), "messages": sum(summary.counts.values())}
+                     "sha256": sha256_file(tmp), "messages": sum(summary.counts.values())}
         # The checksum goes in place after its log: a reader in between finds none and records the
         # drive again (the same bytes), never a checksum vouching for another log.
-        with atomic_output(_log_check_path(path)) as tmp:
-            tmp.write_text(json.dumps(check, indent=1) + "\n", encoding="utf-8")
+        write_text(_log_check_path(path), json.dumps(check, indent=1) + "\n")
     if progress:
         progress("simulating drives", len(drives), len(drives))
     return paths

@@ -28,7 +28,7 @@ import numpy as np
 from fusion_rt.errors import ConfigError, FusionRTError
 from fusion_rt.export.configs import PACKAGE_MAX_AGE_NS
 from fusion_rt.outputs import json_text
-from fusion_rt.package import describe_graph, load_package, write_manifest
+from fusion_rt.package import describe_graph, load_package, stage_names, write_manifest
 
 __all__ = ["export_run", "export_encoder", "ExportError", "PARITY_RTOL", "DEFAULT_BUDGETS_MS", "DEFAULT_MAX_AGE_NS",
            "parity_stats"]
@@ -336,10 +336,9 @@ def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, 
             "modality_share": "rows: scene labels then BEV; columns: modalities in manifest order",
         },
         "max_age_ns": {k: v for k, v in DEFAULT_MAX_AGE_NS.items() if k in run.modalities},
-        # the default budgets of the run's own stages: load_package refuses a budget for a stage it lacks
+        # the default budgets of the run's own stages (load_package leaves out those of other modalities)
         "latency_budget_ms": dict(budgets_ms or {k: v for k, v in DEFAULT_BUDGETS_MS.items()
-                                                 if k in ("head", "end_to_end")
-                                                 or k.rsplit("_", 1)[0] in run.modalities}),
+                                                 if k in stage_names(tuple(run.modalities))}),
         "parity": {"file": "parity.json", "worst_max_rel": max(s["max_rel"] for o in parity.values()
                                                                 for s in o.values())},
         "provenance": {

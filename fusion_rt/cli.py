@@ -22,6 +22,7 @@ from pathlib import Path
 from fusion_rt import __version__
 from fusion_rt.errors import ConfigError, FusionRTError
 from fusion_rt.outputs import check_outputs, json_text, printable, write_text, writes_stdout
+from fusion_rt.outputs import console as _console
 
 __all__ = ["main"]
 
@@ -84,19 +85,13 @@ def _topics_option(text: str | None) -> dict[str, str]:
     return parse_topic_option(text)
 
 
-def _stderr_console():
-    from fusion_rt.outputs import console
-
-    return console(stderr=True)
-
-
 def _progress(total: float, description: str, quiet: bool):
     """A rich progress bar on stderr, live only when stderr is a terminal."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.0f} s"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=_stderr_console(), transient=True,
+        TimeElapsedColumn(), TimeRemainingColumn(), console=_console(stderr=True), transient=True,
         disable=quiet or not sys.stderr.isatty(),
     )
 
@@ -148,8 +143,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _print_drive_summary(result: dict, stderr: bool = False) -> None:
     from rich.table import Table
-
-    from fusion_rt.outputs import console as _console
 
     console = _console(stderr=stderr)
     console.print(f"{result['log']}: {result['duration_s']:.1f} s of driving, "
@@ -284,7 +277,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=_stderr_console(), transient=True, disable=quiet or not sys.stderr.isatty()) as progress:
+                  console=_console(stderr=True), transient=True, disable=quiet or not sys.stderr.isatty()) as progress:
         task = progress.add_task("evaluating", total=1)
 
         def advance(stage: str, done: int, total: int) -> None:
@@ -444,7 +437,7 @@ def _replay_progress(quiet: bool):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f} s of log"),
-                        TimeElapsedColumn(), console=_stderr_console(), transient=True,
+                        TimeElapsedColumn(), console=_console(stderr=True), transient=True,
                         disable=quiet or not sys.stderr.isatty())
     task = progress.add_task("replaying", total=None)
     last = [0.0]
@@ -463,8 +456,6 @@ def _fmt(value, digits: int = 3) -> str:
 
 def _print_replay_summary(summary: dict, stderr: bool = False) -> None:
     from rich.table import Table
-
-    from fusion_rt.outputs import console as _console
 
     console = _console(stderr=stderr)
     pkg, log = summary["package"], summary["log"]
@@ -564,8 +555,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         write_text(args.json, json_text(s, indent=2, default=str) + "\n")
     from rich.table import Table
-
-    from fusion_rt.outputs import console as _console
 
     console = _console()
     console.print(f"{s['camera_frames']} camera frames, status agreement {_fmt(s['status_agreement'], 4)}; "
@@ -715,8 +704,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _print_bench(report: dict) -> None:
     from rich.table import Table
-
-    from fusion_rt.outputs import console as _console
 
     console = _console()
     fp = report["fingerprint"]

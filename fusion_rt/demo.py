@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusion_rt.errors import PackageError
+from fusion_rt.outputs import console as _console
 from fusion_rt.outputs import json_text, staged_dir, write_text
 
 __all__ = ["DemoConfig", "run_demo", "shipped_package", "SHIPPED_PACKAGE_NAME"]
@@ -127,8 +128,6 @@ def _side(s: dict) -> dict:
 def print_demo(summary: dict) -> None:
     """The demo's table on stdout."""
     from rich.table import Table
-
-    from fusion_rt.outputs import console as _console
 
     console = _console()
     a, b = summary["fp32"], summary["int8"]

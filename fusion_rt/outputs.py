@@ -67,7 +67,7 @@ def console(stderr: bool = False):
 
     c = _Console(stderr=stderr, markup=False, highlight=False, emoji=False)
     if not c.is_terminal and "COLUMNS" not in os.environ:  # rich would fit tables to 80 columns: "0.9…"
-        c = _Console(stderr=stderr, markup=False, highlight=False, emoji=False, width=_PIPE_WIDTH, soft_wrap=True)
+        c.width, c.soft_wrap = _PIPE_WIDTH, True
     return c
 
 
@@ -191,9 +191,9 @@ def check_outputs(files: Mapping[str, str | os.PathLike | None] = {},  # noqa: B
         if path is None:
             continue
         p = Path(path)
-        if not is_dir and p.exists():
-            destination(p)  # refuses /dev/stdout redirected to a file (its content would be lost)
-        if not is_dir and special_file(p) is not None:  # /dev/null, a FIFO: written in place (atomic_output)
+        # `destination` refuses /dev/stdout redirected to a file (its content would be lost); /dev/null or
+        # a FIFO is written in place (atomic_output)
+        if not is_dir and p.exists() and destination(p)[1]:
             if not os.access(p, os.W_OK):
                 raise OutputError(f"{what} {str(p)!r} is not writable")
             target = Path(os.path.abspath(p))

@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fusion_rt.errors import (
     ConfigError,
@@ -35,6 +35,9 @@ from fusion_rt.errors import (
 from fusion_rt.messages import MODALITIES
 from fusion_rt.outputs import json_text
 from fusion_rt.rig import BevGrid, Rig, is_finite_number
+
+if TYPE_CHECKING:
+    from fusion_rt.preprocess import Vocabulary
 
 __all__ = [
     "FORMAT_VERSION",
@@ -50,6 +53,7 @@ __all__ = [
     "sha256_file",
     "bev_grid_text",
     "stage_names",
+    "external_locations",
 ]
 
 FORMAT_VERSION = 1
@@ -104,6 +108,12 @@ class GraphSpec:
     # graph keeps its weights outside the .onnx file: covered by the package's hashes like the graph.
     external_data: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def tokens_output(self) -> str | None:
+        """An encoder's token output: the one named 'tokens', else its only output (None: neither)."""
+        names = [t.name for t in self.outputs]
+        return "tokens" if "tokens" in names else (names[0] if len(names) == 1 else None)
+
     def to_dict(self) -> dict:
         d = {"file": self.file, "sha256": self.sha256, "role": self.role, "opset": self.opset,
              "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
@@ -130,6 +140,7 @@ class ModelPackage:
     bev_classes: tuple[str, ...]
     max_age_ns: dict[str, int]
     latency_budget_ms: dict[str, float] = field(default_factory=dict)
+    vocabulary: Vocabulary | None = None  # parsed at load when text is a modality (what the runtime reads)
 
     def graph_path(self, name: str) -> Path:
         return self.root / self.graphs[name].file
@@ -210,7 +221,7 @@ def _attribute_tensors(node):
             yield from _tensors(sub)
 
 
-def _external_locations(model) -> dict[str, str]:
+def external_locations(model) -> dict[str, str]:
     """ONNX external data of `model`, wherever a tensor keeps it (initializers, a Constant node's
     value, subgraphs, functions): location -> the first tensor stored there."""
     import onnx
@@ -231,7 +242,7 @@ def describe_graph(root: str | os.PathLike, file: str, name: str, role: str, mod
     path = Path(root) / file
     model = onnx.load(str(path), load_external_data=False)
     inputs, outputs = _graph_io(model)
-    external = {loc: sha256_file(path.parent / loc) for loc in _external_locations(model)}
+    external = {loc: sha256_file(path.parent / loc) for loc in external_locations(model)}
     return GraphSpec(name=name, file=file, sha256=sha256_file(path), role=role, inputs=inputs, outputs=outputs,
                      modality=modality, opset=_opset(model), external_data=external)
 
@@ -394,7 +405,7 @@ def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
     except Exception as exc:  # onnx raises DecodeError and others from protobuf: any failure is a bad graph
         raise GraphMismatchError(f"{where}: {spec.file!r} is not a readable ONNX model ({exc})") from exc
     # ONNX Runtime reads external data relative to the graph file's folder: check it there.
-    for location, tensor in _external_locations(model).items():
+    for location, tensor in external_locations(model).items():
         what = f"{where} external data of {tensor!r}"
         ext = _inside(root, str(Path(spec.file).parent / location) if location else "", what)
         if not ext.is_file():
@@ -522,6 +533,7 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     budgets = {k: v for k, v in budgets.items() if k in stages}
     max_age = {k: v for k, v in max_age.items() if k in modalities}
     _check_preprocess(manifest["preprocess"])
+    vocabulary = None
     if "text" in modalities and not manifest.get("vocabulary"):
         raise ManifestError("manifest.vocabulary: the text modality needs a vocabulary file (see README)")
     if manifest.get("vocabulary"):
@@ -536,7 +548,7 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
             from fusion_rt.preprocess import Vocabulary
 
             try:
-                Vocabulary.load(vocab)
+                vocabulary = Vocabulary.load(vocab)
             except ConfigError as exc:
                 raise ManifestError(f"manifest.vocabulary {manifest['vocabulary']!r}: {exc}") from exc
 
@@ -548,4 +560,5 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
         name=str(manifest.get("name", root.name)), precision=str(manifest.get("precision", "fp32")), rig=rig,
         modalities=modalities, graphs=graphs, scene_labels=scene_labels, bev_classes=bev_classes,
         max_age_ns=dict(max_age), latency_budget_ms={k: float(v) for k, v in budgets.items()},
+        vocabulary=vocabulary,
     )

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from fusion_rt.errors import ConfigError, DecodeError
-from fusion_rt.messages import MAP_CODES, CameraFrame, MapRaster, RadarTensor, TextContext
+from fusion_rt.messages import MAP_CODES, CameraFrame, MapRaster, RadarDetections, RadarTensor, TextContext
 from fusion_rt.rig import MapGrid, Radar, Rig, is_finite_number
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "image_size",
     "radar_tensor_input",
     "rasterize_detections",
+    "detections_to_tensor",
+    "EGO_FRAMES",
     "DETECTION_CHANNELS",
     "map_input",
     "Vocabulary",
@@ -435,10 +437,8 @@ def radar_tensor_input(msg: RadarTensor, config: PreprocessConfig, out: np.ndarr
     if len(set(msg.channels)) != len(msg.channels):
         raise DecodeError(f"radar tensor names a channel twice in its channels {list(msg.channels)}")
     if radar is not None:
-        half_fov = math.radians(radar.azimuth_fov_deg) / 2
-        ours = (radar.range_min_m, radar.range_max_m, -half_fov, half_fov)
-        range_bin = (radar.range_max_m - radar.range_min_m) / radar.num_range_bins
-        azimuth_bin = 2 * half_fov / radar.num_azimuth_bins
+        ours = (radar.range_min_m, radar.range_max_m, -radar.azimuth_max_rad, radar.azimuth_max_rad)
+        range_bin, azimuth_bin = radar.range_resolution_m, radar.azimuth_resolution_rad
         tolerance = (range_bin / 2, range_bin / 2, azimuth_bin / 2, azimuth_bin / 2)
         if any(abs(a - b) > tol for a, b, tol in zip((r0, r1, a0, a1), ours, tolerance, strict=True)):
             raise DecodeError(f"radar tensor geometry differs from the model's radar: it covers range [{r0:g}, {r1:g}] "
@@ -523,6 +523,40 @@ def rasterize_detections(points: np.ndarray, radar: Radar, config: PreprocessCon
     out[2] = (rcs / 10.0).reshape(n_r, n_a)
     np.clip(out, -config.radar_clip, config.radar_clip, out=out)
     return out
+
+
+#: frame_ids of the ego frame (REP-103 base_link) that detections may be published in.
+EGO_FRAMES: frozenset[str] = frozenset({"base_link", "/base_link", "ego", "vehicle"})
+
+
+def detections_to_tensor(det: RadarDetections, radar: Radar, config: PreprocessConfig) -> RadarTensor:
+    """A radar detection list (any PointCloud2 layout, e.g. nuScenes) as the range-azimuth tensor the
+    runtime's radar encoder takes.
+
+    An approximation, for radars that only publish detections: detections are binned on the
+    package's radar grid (`rasterize_detections`); "power_db" is set so that it normalizes to
+    log(1 + detections in the cell) and "radial_velocity_mps" is the cell's mean radial velocity.
+    A model trained on full tensors sees a sparser input than it was trained on. Detections in the
+    ego frame (`frame_id` base_link, as many drivers publish them) are moved into the radar's frame
+    by the rig's radar pose first (binned as they were, a point 20 m ahead of the car read 20.3 m
+    from a radar mounted 3.7 m forward instead of 16.3 m); any other frame is taken as the radar's.
+    """
+    points = det.points
+    if det.frame_id in EGO_FRAMES:
+        points = np.array(points, dtype=np.float64, copy=True)
+        if points.ndim == 2 and points.shape[1] >= 3:
+            points[:, :3] = radar.pose.from_ego(points[:, :3])  # radial velocity: the radar's own, kept
+    raster = rasterize_detections(points, radar, config)  # [3, R, A]: log count, v / scale, rcs / 10
+    data = np.zeros((len(config.radar_channels), *config.radar_shape), dtype=np.float32)
+    for c, name in enumerate(config.radar_channels):
+        if name == "power_db":
+            data[c] = raster[0] * config.radar_power_db_scale + config.radar_power_db_offset
+        elif name == "radial_velocity_mps":
+            data[c] = raster[1] * config.radar_velocity_scale_mps
+    return RadarTensor(stamp_ns=det.stamp_ns, data=data, channels=config.radar_channels,
+                       range_min_m=radar.range_min_m, range_max_m=radar.range_max_m,
+                       azimuth_min_rad=-radar.azimuth_max_rad, azimuth_max_rad=radar.azimuth_max_rad,
+                       frame_id=det.frame_id)
 
 
 # ------------------------------------------------------------------------------------------- map
@@ -721,7 +755,7 @@ def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None 
     """Preprocess a `fusion_rt.logs.Sample` (training, calibration and parity data all go through here);
     with `rig_radar` (the model's), a radar tensor of another geometry is rejected, as the runtime does,
     and the sample of a log whose radar publishes only detections (`Sample.radar_from_detections`)
-    takes them binned on that radar's grid, as replay feeds them (`fusion_rt.replay.detections_to_tensor`)."""
+    takes them binned on that radar's grid, as replay feeds them (`detections_to_tensor`)."""
     rejected = []
     try:
         camera = decode_camera(sample.camera, config)
@@ -731,9 +765,7 @@ def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None 
     radar = grid = None
     tensor = sample.radar_tensor
     if (camera is not None and tensor is None and rig_radar is not None and sample.radar_detections is not None
-            and getattr(sample, "radar_from_detections", False)):
-        from fusion_rt.replay import detections_to_tensor  # replay imports this module
-
+            and sample.radar_from_detections):
         try:
             tensor = detections_to_tensor(sample.radar_detections, rig_radar, config)
         except (DecodeError, ConfigError):

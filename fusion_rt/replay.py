@@ -51,10 +51,10 @@ from fusion_rt.logs.bags import LogSource, open_log
 from fusion_rt.logs.reader import ReadIssue
 from fusion_rt.logs.schemas import COMPRESSED_IMAGE, SCHEMAS
 from fusion_rt.logs.topics import TopicMap, resolve_topics
-from fusion_rt.messages import CameraFrame, GroundTruth, RadarDetections, RadarTensor
+from fusion_rt.messages import CameraFrame, GroundTruth, RadarDetections
 from fusion_rt.outputs import check_outputs, destination, partial_path, with_tell
 from fusion_rt.package import ModelPackage, bev_grid_text, load_package
-from fusion_rt.preprocess import PreprocessConfig, rasterize_detections
+from fusion_rt.preprocess import EGO_FRAMES, PreprocessConfig, detections_to_tensor  # noqa: F401 (re-exported)
 from fusion_rt.rig import BevGrid, Radar
 from fusion_rt.runtime import FusionOutput, FusionRuntime
 
@@ -231,39 +231,6 @@ class CompareResult:
 
 
 # ------------------------------------------------------------------------------------- converters
-
-#: frame_ids of the ego frame (REP-103 base_link) that detections may be published in.
-EGO_FRAMES: frozenset[str] = frozenset({"base_link", "/base_link", "ego", "vehicle"})
-
-def detections_to_tensor(det: RadarDetections, radar: Radar, config: PreprocessConfig) -> RadarTensor:
-    """A radar detection list (any PointCloud2 layout, e.g. nuScenes) as the range-azimuth tensor the
-    runtime's radar encoder takes.
-
-    An approximation, for radars that only publish detections: detections are binned on the
-    package's radar grid (`rasterize_detections`); "power_db" is set so that it normalizes to
-    log(1 + detections in the cell) and "radial_velocity_mps" is the cell's mean radial velocity.
-    A model trained on full tensors sees a sparser input than it was trained on. Detections in the
-    ego frame (`frame_id` base_link, as many drivers publish them) are moved into the radar's frame
-    by the rig's radar pose first (binned as they were, a point 20 m ahead of the car read 20.3 m
-    from a radar mounted 3.7 m forward instead of 16.3 m); any other frame is taken as the radar's.
-    """
-    points = det.points
-    if det.frame_id in EGO_FRAMES:
-        points = np.array(points, dtype=np.float64, copy=True)
-        if points.ndim == 2 and points.shape[1] >= 3:
-            points[:, :3] = radar.pose.from_ego(points[:, :3])  # radial velocity: the radar's own, kept
-    raster = rasterize_detections(points, radar, config)  # [3, R, A]: log count, v / scale, rcs / 10
-    data = np.zeros((len(config.radar_channels), *config.radar_shape), dtype=np.float32)
-    for c, name in enumerate(config.radar_channels):
-        if name == "power_db":
-            data[c] = raster[0] * config.radar_power_db_scale + config.radar_power_db_offset
-        elif name == "radial_velocity_mps":
-            data[c] = raster[1] * config.radar_velocity_scale_mps
-    return RadarTensor(stamp_ns=det.stamp_ns, data=data, channels=config.radar_channels,
-                       range_min_m=radar.range_min_m, range_max_m=radar.range_max_m,
-                       azimuth_min_rad=-radar.azimuth_max_rad, azimuth_max_rad=radar.azimuth_max_rad,
-                       frame_id=det.frame_id)
-
 
 def _predecode(frame: CameraFrame, config: PreprocessConfig) -> CameraFrame:
     """A JPEG/PNG frame decoded exactly as the runtime would (reduced-resolution JPEG decode), as bgr8.
@@ -454,8 +421,6 @@ class _Metrics:
         self.rows: list[tuple[np.ndarray, np.ndarray, str]] = []  # (probs [K], labels [K] (-1: absent), condition)
         self.bev: dict[str, list[np.ndarray]] = {}  # condition -> [intersection [C], union [C]]
         self.bev_unfit: dict[tuple[int, ...], int] = {}  # truth BEV shape -> frames whose truth is not on our grid
-        # whether BEV IoU is reported: set once the log's grid is known (`_check_bev_grid`)
-        self.score_bev = True
         self.conditions: dict[int, str] = {}
         self.on_join: Callable[[int, float, str], None] | None = None  # (stamp, scene error, condition)
 
@@ -532,12 +497,11 @@ class _Metrics:
         if not self.rows:
             return None
         conditions = sorted({r[2] for r in self.rows})
-        bev = self.bev if self.score_bev else {}
         return {
             "threshold": _THRESHOLD,
-            "overall": self._block(self.rows, list(bev.values())),
+            "overall": self._block(self.rows, list(self.bev.values())),
             "per_condition": {c: self._block([r for r in self.rows if r[2] == c],
-                                             [bev[c]] if c in bev else []) for c in conditions},
+                                             [self.bev[c]] if c in self.bev else []) for c in conditions},
         }
 
 
@@ -561,7 +525,7 @@ def _check_bev_grid(source: LogSource, package: ModelPackage, metrics: list[_Met
     when the log's rig puts its truth on another grid than the package's (`rig.bev`); a log without a
     rig record (a bag, a log written without one) is scored where the shapes match, with a warning
     that the extents are assumed; whenever frames could not be scored a warning names both grids.
-    Sets `score_bev` on each of `metrics`."""
+    Empties `bev` of each of `metrics` when it is not to be scored."""
     if not any(m.rows for m in metrics):  # no ground truth joined: no metrics at all
         return []
     ours = f"the package's rig.bev is {bev_grid_text(package.rig.bev)}"
@@ -573,7 +537,7 @@ def _check_bev_grid(source: LogSource, package: ModelPackage, metrics: list[_Met
                         f"unknown ({why}), {ours}")
     elif grid != package.rig.bev:
         for m in metrics:
-            m.score_bev = False
+            m.bev.clear()
         return [f"BEV IoU not scored: the log's ground truth BEV grid is {bev_grid_text(grid)} (its fusion_rt.rig "
                 f"metadata), {ours}"]
     first = metrics[0]

@@ -289,14 +289,8 @@ class FusionRuntime:
         if self.preprocess.radar_use_detections and "radar" in pkg.modalities:
             raise ConfigError("manifest.preprocess.radar_use_detections is true, but the runtime feeds the radar "
                               "encoder from RadarTensor messages only; export the model without detections")
-        self.vocabulary: Vocabulary | None = None
-        if "text" in pkg.modalities:
-            if pkg.vocabulary_path is None:
-                raise ManifestError(f"package {str(pkg.root)!r} has a text modality but no 'vocabulary' file")
-            try:
-                self.vocabulary = Vocabulary.load(pkg.vocabulary_path)
-            except ConfigError as exc:
-                raise ManifestError(f"manifest.vocabulary of {str(pkg.root)!r}: {exc}") from exc
+        # parsed and checked by load_package (a text modality needs one there)
+        self.vocabulary: Vocabulary | None = pkg.vocabulary if "text" in pkg.modalities else None
 
         ages = {m: a for m, a in pkg.max_age_ns.items() if m in pkg.modalities and m != trigger}
         for m, age in dict(max_age_ns or {}).items():
@@ -394,10 +388,10 @@ class FusionRuntime:
         for m in pkg.modalities:
             spec = pkg.encoder(m)
             input_name, buffer = self._input_buffer(m, spec)
-            names = [t.name for t in spec.outputs]
-            tokens_name = "tokens" if "tokens" in names else (names[0] if len(names) == 1 else None)
+            tokens_name = spec.tokens_output
             if tokens_name is None:
-                raise GraphMismatchError(f"graph {spec.name!r}: expected a 'tokens' output, got {names}")
+                raise GraphMismatchError(f"graph {spec.name!r}: expected a 'tokens' output, "
+                                         f"got {[t.name for t in spec.outputs]}")
             tok_spec = next(t for t in spec.outputs if t.name == tokens_name)
             tokens_shape = _batch1(tok_spec.shape, ())
             if any(d < 0 for d in tokens_shape):
@@ -471,6 +465,8 @@ class FusionRuntime:
         self._others = [m for m in pkg.modalities if m != self.trigger]
         rig = pkg.rig.camera.intrinsics
         self._camera_size = (rig.width, rig.height)
+        # the rig's camera, and it reduced 2, 4 or 8 times (a downscaled stream, a reduced JPEG decode)
+        self._camera_sizes = frozenset((-(-rig.width // f), -(-rig.height // f)) for f in (1, 2, 4, 8))
 
     # -------------------------------------------------------------------------------------- API
     def push(self, message, deadline_ns: int | None = None, now_ns: int | None = None) -> list[FusionOutput]:
@@ -549,10 +545,7 @@ class FusionRuntime:
         if self._closed:
             raise RunnerError("FusionRuntime is closed; create a new one")
         self._checker.forget()
-        self._sync.reset()
-        for enc in self._encoders.values():
-            enc.forget()
-        self._latest, self._at_output, self._output_stamp = {}, {}, None
+        self._forget_stream()
 
     def _checked_stamp(self, modality: str, message, counter, now_ns: int | None) -> int | None:
         """The message's stamp once the stream checks accept it (resetting the cache on a confirmed
@@ -571,8 +564,8 @@ class FusionRuntime:
             counter.add("rejected", (f"stamp_{verdict.reason.value}",), verdict.detail)
             return None
         if verdict.reset:
-            self._reset_cache()
-            self._latest, self._at_output, self._output_stamp = {}, {}, None
+            self._clock_resets += 1
+            self._forget_stream()
         return stamp
 
     def stats(self) -> dict:
@@ -635,11 +628,13 @@ class FusionRuntime:
         return {**{m: e.runner for m, e in self._encoders.items()}, "head": self._head}
 
     # --------------------------------------------------------------------------------- internals
-    def _reset_cache(self) -> None:
-        self._clock_resets += 1
+    def _forget_stream(self) -> None:
+        """Forget the cached features and the trigger-silence tracking: a new stream (`reset`) or a
+        confirmed clock jump (the stamp checks forget their own state then)."""
         self._sync.reset()
         for enc in self._encoders.values():
             enc.forget()
+        self._latest, self._at_output, self._output_stamp = {}, {}, None
 
     def _preprocess(self, enc: _Encoder, message) -> tuple[bytes | None, tuple[str, ...]]:
         """Fill enc.buffer[0] from the message; returns (content key, degraded reasons). Raises DecodeError."""
@@ -652,10 +647,9 @@ class FusionRuntime:
                     width, height = message.width, message.height
                 else:  # no size to check (an unknown encoding): decode_camera names what is wrong
                     width, height = self._camera_size
-                rig_w, rig_h = self._camera_size
-                if (width, height) not in {(-(-rig_w // f), -(-rig_h // f)) for f in (1, 2, 4, 8)}:
+                if (width, height) not in self._camera_sizes:
                     raise DecodeError(f"camera image size {width}x{height} differs from the rig's camera "
-                                      f"{rig_w}x{rig_h}")
+                                      f"{self._camera_size[0]}x{self._camera_size[1]}")
             decode_camera(message, self.preprocess, out=enc.buffer[0])
             return None, ()
         if m == "radar":

@@ -104,7 +104,7 @@ class Sample:
     camera_info: CameraInfo | None
     ages_ns: dict[str, int | None] = field(default_factory=dict)
     # The log's radar is its detections (no radar tensor topic), as replay reads it: a model's input
-    # bins them (fusion_rt.replay.detections_to_tensor); beside a tensor topic they are not the radar.
+    # bins them (fusion_rt.preprocess.detections_to_tensor); beside a tensor topic they are not the radar.
     radar_from_detections: bool = False
 
     @property

@@ -369,15 +369,8 @@ class LogReader:
                           f"({size} bytes)")
                 if opcode == Opcode.CHUNK and in_data and size - pos <= self.max_record_bytes:
                     # the whole messages before the cut are still messages
-                    recovered = self._cut_chunk_messages(pos, self._file.read(size - pos - _RECORD_HEAD.size),
-                                                         want if wanted != frozenset() else None)
-                    recovered = [(c, r) for c, r in recovered if _in_range(r.log_time, start_ns, end_ns)]
-                    if recovered:
-                        detail += (f"; {len(recovered)} whole messages read from the cut chunk (a cut chunk has "
-                                   f"no CRC to check them against)")
-                    self._truncated(pos, detail)
-                    for channel, record in sorted(recovered, key=lambda item: item[1].log_time):
-                        yield RawMessage(channel, record, pos)
+                    yield from self._cut_chunk(pos, self._file.read(size - pos - _RECORD_HEAD.size),
+                                               want if wanted != frozenset() else None, start_ns, end_ns, detail)
                     return
                 self._truncated(pos, detail)
                 return
@@ -412,13 +405,9 @@ class LogReader:
                 if zeros is not None and end > zeros and len(self.issues) > before:
                     # the zero fill cut this chunk (its length still fits the file): read it as cut there
                     del self.issues[before:]
-                    recovered = self._cut_chunk_messages(pos, body[:max(0, zeros - pos - _RECORD_HEAD.size)],
-                                                         want if wanted != frozenset() else None)
-                    recovered = [(c, r) for c, r in recovered if _in_range(r.log_time, start_ns, end_ns)]
-                    self._truncated(pos, f"Chunk record at {pos} is cut by the zeros from byte {zeros}; "
-                                         f"{len(recovered)} whole messages read from it (no CRC to check them against)")
-                    for channel, record in sorted(recovered, key=lambda item: item[1].log_time):
-                        yield RawMessage(channel, record, pos)
+                    yield from self._cut_chunk(pos, body[:max(0, zeros - pos - _RECORD_HEAD.size)],
+                                               want if wanted != frozenset() else None, start_ns, end_ns,
+                                               f"Chunk record at {pos} is cut by the zeros from byte {zeros}")
                     return
                 for channel, record in sorted(chunk, key=lambda item: item[1].log_time):
                     if _in_range(record.log_time, start_ns, end_ns):
@@ -577,6 +566,19 @@ class LogReader:
         self._schemas = schemas
         self._channels = channels
         return items
+
+    def _cut_chunk(self, pos: int, body: bytes, want: Callable[[Channel], bool] | None, start_ns: int | None,
+                   end_ns: int | None, detail: str) -> Iterator[RawMessage]:
+        """The wanted messages in range of a cut chunk (`_cut_chunk_messages`), in log-time order,
+        after the truncation is reported (`detail`, and how many messages were recovered)."""
+        recovered = [(channel, record) for channel, record in self._cut_chunk_messages(pos, body, want)
+                     if _in_range(record.log_time, start_ns, end_ns)]
+        if recovered:
+            detail += (f"; {len(recovered)} whole messages read from the cut chunk (a cut chunk has no CRC to "
+                       f"check them against)")
+        self._truncated(pos, detail)
+        for channel, record in sorted(recovered, key=lambda item: item[1].log_time):
+            yield RawMessage(channel, record, pos)
 
     def _cut_chunk_messages(self, pos: int, body: bytes,
                             want: Callable[[Channel], bool] | None) -> list[tuple[Channel, Message]]:

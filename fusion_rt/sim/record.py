@@ -7,9 +7,8 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict
 
-from fusion_rt.errors import OutputError
 from fusion_rt.logs import LogWriter
-from fusion_rt.outputs import destination, partial_path
+from fusion_rt.outputs import atomic_output
 from fusion_rt.sim import DriveConfig, simulate_drive
 from fusion_rt.sim.summary import DriveSummary
 
@@ -29,25 +28,13 @@ def record_drive(
     with each message's stamp (ns) so callers can show how far the drive has got. A symlink's target
     is replaced (the link kept); a device or FIFO (`/dev/null`) is written in place.
     """
-    final, in_place = destination(path)
-    tmp = final if in_place else partial_path(final)
     summary = DriveSummary()
-    try:
-        with LogWriter(tmp, compression=compression) as writer:
-            writer.add_metadata("fusion_rt.rig", {"json": json.dumps(config.rig().to_dict(), sort_keys=True)})
-            writer.add_metadata("fusion_rt.sim", {k: json.dumps(v) for k, v in sorted(asdict(config).items())})
-            for msg in simulate_drive(config):
-                writer.write(msg)
-                summary.add(msg)
-                if progress is not None:
-                    progress(msg.stamp_ns)
-        if not in_place:
-            os.replace(tmp, final)
-    except BrokenPipeError:  # a pipe's reader went away: the CLI exits 141
-        raise
-    except OSError as exc:  # a full disk while the writer flushes
-        raise OutputError(f"cannot write {os.fspath(path)!r}: {exc.strerror or exc}") from exc
-    finally:
-        if not in_place and tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as tmp, LogWriter(tmp, compression=compression) as writer:
+        writer.add_metadata("fusion_rt.rig", {"json": json.dumps(config.rig().to_dict(), sort_keys=True)})
+        writer.add_metadata("fusion_rt.sim", {k: json.dumps(v) for k, v in sorted(asdict(config).items())})
+        for msg in simulate_drive(config):
+            writer.write(msg)
+            summary.add(msg)
+            if progress is not None:
+                progress(msg.stamp_ns)
     return summary
