@@ -757,7 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fusion-rt {__version__}")
     sub = parser.add_subparsers(title="verbs", metavar="<verb>", parser_class=_Parser)
 
-    from fusion_rt.sim import CONDITIONS, SCENE_TYPES
+    from fusion_rt.sim.world import CONDITIONS, SCENE_TYPES  # not fusion_rt.sim.drive: no OpenCV to build a parser
 
     p = _verb(sub, "simulate", cmd_simulate)
     p.add_argument("out", metavar="OUT.mcap", help="log file to write")
