@@ -168,6 +168,47 @@ def test_messages_come_in_log_time_order_whatever_the_file_order(multi_chunk_log
         assert [m.log_time_ns for m in reader.messages()] == times and not reader.reordered
 
 
+def test_a_file_grouped_by_topic_is_merged_a_chunk_at_a_time(multi_chunk_log: Path, tmp_path: Path) -> None:
+    # Each topic's chunks span the whole drive, so reading chunks in file order held every chunk of
+    # the first topics in memory until the last topic's were read: the whole file, for a long drive.
+    # Read in the order of their start times (through the chunk indexes), a chunk is decompressed
+    # only once the merge reaches it.
+    path = tmp_path / "by_topic.mcap"
+    times = _official_copy(multi_chunk_log, path, order=lambda topic, t: (topic, t))
+    with open(path, "rb") as f:
+        reference = [(c.topic, m.log_time, m.data) for _, c, m in make_reader(f).iter_messages(log_time_order=True)]
+        f.seek(0)
+        indexes = make_reader(f).get_summary().chunk_indexes
+    topics = {t for t, _, _ in reference}
+    with LogReader(path) as reader:
+        read_chunks: list[int] = []
+        chunk_messages = reader._chunk_messages
+
+        def counting(pos, *args):
+            read_chunks.append(pos)
+            return chunk_messages(pos, *args)
+
+        reader._chunk_messages = counting
+        messages = reader.raw_messages()
+        got = []
+        for raw in messages:
+            got.append((raw.channel.topic, raw.record.log_time, raw.record.data))
+            # a chunk is read only once the merge reaches its start time: never more than one ahead per topic
+            started = [i for i in indexes if i.message_start_time <= raw.record.log_time]
+            assert len(read_chunks) <= len(started) + len(topics), (raw.record.log_time, len(read_chunks))
+            if len(got) == len(times) // 2:
+                assert len(read_chunks) < len(indexes)  # in file order, every topic's chunks but the last were read
+        assert got == reference and reader.reordered and not reader.issues
+        assert sorted(read_chunks) == sorted(i.chunk_start_offset for i in indexes)  # each chunk once
+        # a topic and time filter skips chunks unread, as in file order
+        middle = times[len(times) // 2]
+        read_chunks.clear()
+        one = sorted(topics)[0]
+        got = [(r.channel.topic, r.record.log_time) for r in reader.raw_messages(topics=[one], start_ns=middle)]
+        assert got == [(t, lt) for t, lt, _ in reference if t == one and lt >= middle]
+        assert len(read_chunks) < len(indexes) // 2
+
+
 def test_a_corrupt_chunk_is_reported_and_skipped(multi_chunk_log: Path, tmp_path: Path) -> None:
     full, _ = _stamps(multi_chunk_log)
     chunks = _chunks(multi_chunk_log)
@@ -572,16 +613,15 @@ def test_one_late_message_holds_back_a_chunk_not_the_file(multi_chunk_log: Path,
     path = tmp_path / "late.mcap"
     assert _official_copy(multi_chunk_log, path, order=lambda topic, t: t + (5500 if t == late else 0)) == times
     with LogReader(path) as reader:
-        scan = reader._scan
-        pulled = []
+        read_chunks: list[int] = []
+        chunk_messages = reader._chunk_messages
 
-        def counting(*args):
-            for raw in scan(*args):
-                pulled.append(raw)
-                yield raw
+        def counting(pos, *args):
+            read_chunks.append(pos)
+            return chunk_messages(pos, *args)
 
-        reader._scan = counting
+        reader._chunk_messages = counting
         messages = reader.messages()
         first = next(messages)
-        assert first.log_time_ns == times[0] and len(pulled) <= 12 < len(times)
+        assert first.log_time_ns == times[0] and len(read_chunks) <= 2 < len(_chunks(path))
         assert [first.log_time_ns, *(m.log_time_ns for m in messages)] == times and reader.reordered

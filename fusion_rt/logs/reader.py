@@ -4,8 +4,9 @@ The official `mcap` readers stop at the first bad record; replay and training wa
 message of a damaged log and a list of what was lost. This module hand-writes only the top-level
 record loop and reuses `mcap.records` to parse records and `mcap_ros2.decoder.DecoderFactory` to
 decode CDR. The file is read front to back, so logs without a summary section (a recorder that
-was killed) read too; messages come out in log-time order all the same (each chunk is sorted, and
-a file whose chunks overlap in time, which MCAP allows, is sorted whole: `reordered`).
+was killed) read too; messages come out in log-time order all the same (each chunk is sorted; a
+file whose chunks overlap in time, which MCAP allows, is merged through its chunk indexes, reading
+chunks in the order of their start times, or sorted whole when it has none: `reordered`).
 
 What it guarantees (DESIGN.md sections 6 and 8):
 
@@ -252,10 +253,9 @@ class LogReader:
         """`_scan`'s messages in log-time order, ties in file order (the official reader's
         `log_time_order`). MCAP does not require a file to be in log-time order (a writer may group
         messages by topic): each chunk is sorted as it is read; when the chunk indexes overlap in
-        time, messages wait in a heap only until no chunk still to read can start before them (one
-        late message across a chunk boundary holds back one chunk, not the file); without an index,
-        when an undecoded pass finds time going back, the wanted records are sorted in memory.
-        Either way `reordered` is set."""
+        time, chunks are merged by them (`_merged`: a file grouped by topic holds about one chunk
+        per topic at a time); without an index, when an undecoded pass finds time going back, the
+        wanted records are sorted in memory. Either way `reordered` is set."""
         if self._file.closed:
             raise LogError(f"log {self.path!r} is closed; open a new LogReader")
         summary = self._load_summary()
@@ -280,6 +280,62 @@ class LogReader:
 
     def _merged(self, summary: _Summary, wanted: frozenset[str] | None, start_ns: int | None,
                 end_ns: int | None) -> Iterator[RawMessage]:
+        """Messages of a log whose indexed chunks overlap in time, merged into log-time order.
+
+        Where the summary describes every chunk fully (its record found at the indexed offset, its
+        channels and schemas in the summary), the chunks are read in the order of their start times,
+        as the official reader does: a chunk is decompressed only once the merge reaches its start,
+        so a file grouped by topic holds about one chunk per topic, not the file. Otherwise they are
+        read in file order (`_merged_in_file_order`)."""
+        if not self._indexed_chunks_readable(summary):
+            yield from self._merged_in_file_order(summary, wanted, start_ns, end_ns)
+            return
+        want = None if wanted == frozenset() else (lambda channel: wanted is None or channel.topic in wanted)
+        # the top-level records first (no chunk read): metadata, footer, and any message outside a chunk
+        waiting = [(raw.record.log_time, raw.offset, i, raw)
+                   for i, raw in enumerate(self._scan(wanted, start_ns, end_ns, chunks=False))]
+        heapq.heapify(waiting)
+        self.reordered = True  # (after _scan, which resets what describes a pass)
+        starts = sorted((summary.chunks[pos].message_start_time, pos) for pos in summary.chunks
+                        if not self._skippable_chunk(summary, pos, wanted, start_ns, end_ns))
+        k = 0
+        while k < len(starts) or waiting:
+            if k < len(starts) and (not waiting or starts[k][0] <= waiting[0][0]):
+                pos = starts[k][1]
+                k += 1
+                length = summary.chunks[pos].chunk_length - _RECORD_HEAD.size
+                if length > self.max_record_bytes:
+                    self._issue(pos, "record_too_large", f"Chunk record of {length} bytes exceeds "
+                                                         f"max_record_bytes={self.max_record_bytes}")
+                    continue
+                chunk = self._chunk_messages(pos, self._read_at(pos + _RECORD_HEAD.size, length), want)
+                for i, (channel, record) in enumerate(sorted(chunk, key=lambda item: item[1].log_time)):
+                    if _in_range(record.log_time, start_ns, end_ns):  # ties: file order (chunk offset, then place)
+                        heapq.heappush(waiting, (record.log_time, pos, i, RawMessage(channel, record, pos)))
+                continue
+            yield heapq.heappop(waiting)[3]
+
+    def _indexed_chunks_readable(self, summary: _Summary) -> bool:
+        """Every indexed chunk can be read on its own: a Chunk record of the indexed length at its
+        offset, inside the data section, and every channel it holds (and its schema) in the summary."""
+        for pos, index in summary.chunks.items():
+            ids = index.message_index_offsets
+            if not ids or any(c not in summary.channels or (summary.channels[c].schema_id and
+                                                            summary.channels[c].schema_id not in summary.schemas)
+                              for c in ids):
+                return False
+            if pos < len(MCAP_MAGIC) or pos + index.chunk_length > self._size:
+                return False
+            head = self._read_at(pos, _RECORD_HEAD.size)
+            if len(head) != _RECORD_HEAD.size:
+                return False
+            opcode, length = _RECORD_HEAD.unpack(head)
+            if opcode != Opcode.CHUNK or _RECORD_HEAD.size + length != index.chunk_length:
+                return False
+        return True
+
+    def _merged_in_file_order(self, summary: _Summary, wanted: frozenset[str] | None, start_ns: int | None,
+                              end_ns: int | None) -> Iterator[RawMessage]:
         """`_scan`'s messages merged into log-time order by the chunk indexes: reading the chunk at
         offset p, no message still unread is older than the earliest start time of p and the chunks
         after it, so every waiting message older than that is final."""
@@ -326,10 +382,12 @@ class LogReader:
         self._file.seek(offset)
         return self._file.read(length)
 
-    def _scan(self, wanted: frozenset[str] | None, start_ns: int | None, end_ns: int | None) -> Iterator[RawMessage]:
+    def _scan(self, wanted: frozenset[str] | None, start_ns: int | None, end_ns: int | None,
+              chunks: bool = True) -> Iterator[RawMessage]:
         """Walk the top-level records front to back, yielding the wanted messages.
 
-        `wanted` None means every topic; an empty set means no messages (metadata only).
+        `wanted` None means every topic; an empty set means no messages (metadata only). `chunks`
+        False skips every chunk unread (its messages are read by the caller, through the summary).
         """
         if self._file.closed:  # a raw "seek of closed file" otherwise
             raise LogError(f"log {self.path!r} is closed; open a new LogReader")
@@ -380,7 +438,7 @@ class LogReader:
                 crc_complete = False
                 pos = end
                 continue
-            if opcode == Opcode.CHUNK and self._skippable_chunk(summary, pos, wanted, start_ns, end_ns):
+            if opcode == Opcode.CHUNK and (not chunks or self._skippable_chunk(summary, pos, wanted, start_ns, end_ns)):
                 crc_complete = False
                 pos = end
                 continue
