@@ -92,12 +92,18 @@ class RadarTensor:
 class RadarDetections:
     """A radar detection list: `points` is [N, 5] float32 with columns `DETECTION_FIELDS`
     (x, y, z in the radar frame in metres, radial velocity in m/s (positive = moving away), RCS in dBsm).
+
+    `velocity`, [N, 2] float32 (vx, vy in m/s in `frame_id`), is set where the source gave velocity
+    components instead of a radial velocity (a PointCloud2 with vx/vy): the radial velocity in
+    `points` is then taken from `frame_id`'s origin, and `fusion_rt.preprocess.detections_to_tensor`
+    takes it from the radar's own position when `frame_id` is the ego frame.
     """
 
     modality: ClassVar[str] = "radar_detections"
     stamp_ns: int
     points: np.ndarray
     frame_id: str = "radar_front"
+    velocity: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -540,12 +540,22 @@ def detections_to_tensor(det: RadarDetections, radar: Radar, config: PreprocessC
     ego frame (`frame_id` base_link, as many drivers publish them) are moved into the radar's frame
     by the rig's radar pose first (binned as they were, a point 20 m ahead of the car read 20.3 m
     from a radar mounted 3.7 m forward instead of 16.3 m); any other frame is taken as the radar's.
+    A measured radial velocity is the radar's own and is kept; one computed from velocity components
+    (`det.velocity`, vx/vy in the ego frame) is computed again along the line of sight from the radar.
     """
     points = det.points
     if det.frame_id in EGO_FRAMES:
         points = np.array(points, dtype=np.float64, copy=True)
         if points.ndim == 2 and points.shape[1] >= 3:
-            points[:, :3] = radar.pose.from_ego(points[:, :3])  # radial velocity: the radar's own, kept
+            points[:, :3] = radar.pose.from_ego(points[:, :3])
+            velocity = det.velocity
+            if velocity is not None and points.shape[1] >= 4 and np.shape(velocity) == (len(points), 2):
+                v = np.zeros((len(points), 3))
+                v[:, :2] = velocity
+                v = v @ radar.pose.rotation()  # into the radar's axes (a direction: no translation)
+                r = np.hypot(points[:, 0], points[:, 1])
+                dot = points[:, 0] * v[:, 0] + points[:, 1] * v[:, 1]
+                points[:, 3] = np.divide(dot, r, out=np.zeros_like(r), where=r > 0)
     raster = rasterize_detections(points, radar, config)  # [3, R, A]: log count, v / scale, rcs / 10
     data = np.zeros((len(config.radar_channels), *config.radar_shape), dtype=np.float32)
     for c, name in enumerate(config.radar_channels):

@@ -341,6 +341,8 @@ def test_nuscenes_radar_point_cloud(tmp_path: Path) -> None:
         columns = np.stack([cloud[k] for k in ("x", "y", "z", "rcs")], 1)
         np.testing.assert_array_equal(got.points[:, [0, 1, 2, 4]], columns)
         assert got.frame_id == "radar" and got.stamp_ns == 5
+        # the components are kept: the radial velocity depends on where the radar is (detections_to_tensor)
+        np.testing.assert_array_equal(got.velocity, np.stack([cloud[vx], cloud[vy]], 1))
 
 
 def test_point_cloud_layouts(tmp_path: Path) -> None:

@@ -376,6 +376,39 @@ def test_detections_in_the_ego_frame_are_moved_into_the_radar_frame():
     assert not np.allclose(c.data, a.data)  # the same numbers in the radar frame are another place
 
 
+def test_velocity_components_in_the_ego_frame_give_the_radars_radial_velocity():
+    """A PointCloud2 in base_link with vx/vy (no radial field) got the radial velocity along the line
+    from base_link's origin: a target 3 m ahead of and 4.5 m left of the radar closing at 10 m/s read
+    -8.30 m/s where the radar sees -5.55. It is taken along the line of sight from the radar, in the
+    radar's axes (a yawed radar too); a measured radial velocity is kept as it is."""
+    import dataclasses
+
+    from fusion_rt.messages import RadarDetections
+    from fusion_rt.preprocess import PreprocessConfig
+    from fusion_rt.replay import detections_to_tensor
+    from fusion_rt.rig import Rig
+
+    rig = Rig.default()
+    config = PreprocessConfig.from_rig(rig)
+    channel = config.radar_channels.index("radial_velocity_mps")
+    for yaw in (0.0, 0.3):
+        radar = dataclasses.replace(rig.radar, pose=dataclasses.replace(rig.radar.pose, yaw=yaw))
+        target = np.array([[3.0, 4.5, 0.0]])  # in the radar frame
+        velocity = np.array([[-10.0, 0.0]])  # in the ego frame
+        in_ego = radar.pose.to_ego(target)
+        seen = float(((radar.pose.from_ego(in_ego + np.append(velocity[0], 0.0)) - target)[0, :2] @ target[0, :2])
+                     / np.hypot(*target[0, :2]))  # the velocity in the radar's axes, along its line of sight
+        from_origin = float(in_ego[0, :2] @ velocity[0] / np.hypot(*in_ego[0, :2]))
+        assert abs(seen - from_origin) > 1.0
+        points = np.array([[*in_ego[0], from_origin, 10.0]], np.float32)  # as the converter leaves them
+        det = RadarDetections(stamp_ns=1, points=points, frame_id="base_link", velocity=velocity.astype(np.float32))
+        cells = detections_to_tensor(det, radar, config).data[channel]
+        np.testing.assert_allclose(cells[np.nonzero(cells)], [seen], rtol=1e-5)
+        measured = RadarDetections(stamp_ns=1, points=points, frame_id="base_link")  # a radial field: kept
+        cells = detections_to_tensor(measured, radar, config).data[channel]
+        np.testing.assert_allclose(cells[np.nonzero(cells)], [from_origin], rtol=1e-5)
+
+
 def _bev_warnings(summary: dict) -> list[str]:
     return [w for w in summary["warnings"] if "BEV IoU" in w]
 

@@ -361,11 +361,13 @@ def _radar_detections(msg: Any, log_time_ns: int) -> RadarDetections:
         x = cols["x"].astype(np.float64)  # non-finite detections are masked with a reason downstream
         y = cols["y"].astype(np.float64)
     radial = next((cols[k] for k in _RADIAL_NAMES if k in cols), None)
+    velocity = None
     if radial is None:
         pair = next(((cols[a], cols[b]) for a, b in _VELOCITY_PAIRS if a in cols and b in cols), None)
         if pair is None:
             raise DecodeError(f"PointCloud2 has neither a radial velocity field {_RADIAL_NAMES} nor velocity "
                               f"components {_VELOCITY_PAIRS} (fields: {sorted(cols)})")
+        velocity = np.stack(pair, axis=1).astype(np.float32)  # kept: the radial one depends on where the radar is
         r = np.hypot(x, y)
         dot = x * pair[0] + y * pair[1]
         radial = np.divide(dot, r, out=np.zeros_like(r), where=r > 0)
@@ -375,7 +377,8 @@ def _radar_detections(msg: Any, log_time_ns: int) -> RadarDetections:
     points = np.empty((n, len(DETECTION_FIELDS)), dtype=np.float32)  # [N, x y z radial_velocity rcs]
     for i, column in enumerate((cols["x"], cols["y"], z, radial, rcs)):
         points[:, i] = column
-    return RadarDetections(stamp_ns=_stamp_of(msg.header), points=points, frame_id=msg.header.frame_id)
+    return RadarDetections(stamp_ns=_stamp_of(msg.header), points=points, frame_id=msg.header.frame_id,
+                           velocity=velocity)
 
 
 def _occupancy_grid(msg: Any, log_time_ns: int) -> MapRaster:
