@@ -144,3 +144,27 @@ def test_the_mcap_file_of_a_message_compressed_bag_reads_too(short_drive, tmp_pa
         expected = sorted((m.topic, m.log_time_ns) for m in log.messages())
     with open_log(mcap) as log:
         assert sorted((m.topic, m.log_time_ns) for m in log.messages()) == expected and log.issues == []
+
+
+def test_a_db3_bag_without_definitions_reads_ground_truth_and_its_agents(tmp_path):
+    # Only the first section of fusion-rt's own GroundTruth text was registered: its Agent type
+    # (a later MSG: block) was not, so every GroundTruth failed with KeyError 'fusion_rt_msgs/msg/Agent'.
+    from fusion_rt.logs import LogWriter
+    from fusion_rt.messages import Agent, GroundTruth
+
+    agent = Agent(id=7, class_name="car", x=12.0, y=-1.5, z=0.0, vx=3.0, vy=0.0, length=4.5, width=1.8,
+                  height=1.5, yaw=0.1, visible_camera=True, visible_radar=False)
+    with LogWriter(tmp_path / "gt.mcap") as writer:
+        for k in range(2):
+            writer.write(GroundTruth(stamp_ns=(k + 1) * 10**9, labels={"car": 1}, agents=(agent,),
+                                     bev=np.zeros((1, 2, 2), np.uint8), bev_classes=("vehicle",),
+                                     scene_type="urban", condition="clear"))
+    bag = _copy_into_bag(tmp_path / "gt.mcap", tmp_path / "bag", "SQLITE3", None)
+    (db,) = bag.glob("*.db3")
+    with sqlite3.connect(db) as con:  # a Humble or Iron bag: no definitions stored
+        con.execute("update message_definitions set encoded_message_definition=''")
+    with open_log(bag) as source:
+        truths = [m.message for m in source.messages()]
+        assert source.issues == []
+    assert len(truths) == 2 and all(isinstance(t, GroundTruth) for t in truths)
+    assert truths[0].agents[0].id == 7 and truths[0].agents[0].class_name == "car" and truths[1].labels == {"car": 1}

@@ -254,11 +254,15 @@ class Db3BagSource(LogSource):
                 self._schema_issues.append(ReadIssue(0, "schema", f"type {conn.msgtype} of {conn.topic!r} does not lay "
                                                                   f"out the wire as fusion-rt's (its fields differ)"))
                 continue
-            for definition in (text, re.split(r"^=+\s*$", own, maxsplit=1, flags=re.M)[0]):
+            # fusion-rt's own text whole, every MSG: block: GroundTruth's Agent is defined only there
+            for definition in (text, own):
                 if not definition or conn.msgtype in self._store.types:
                     continue
                 try:
-                    self._store.register(typesys.get_types_from_msg(definition, conn.msgtype))
+                    types = typesys.get_types_from_msg(definition, conn.msgtype)
+                    if definition is own:  # the standard types it repeats (Header, Time) are known already
+                        types = {name: fields for name, fields in types.items() if name not in self._store.types}
+                    self._store.register(types)
                 except Exception as exc:  # noqa: BLE001 (a type we cannot parse: its topic is skipped)
                     self._schema_issues.append(ReadIssue(0, "schema", f"type {conn.msgtype} of {conn.topic!r}: "
                                                                       f"{exc}"))
