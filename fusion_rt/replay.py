@@ -878,9 +878,13 @@ def _log_block(reader: _Reader, first: int | None, last: int | None) -> tuple[di
     if source.truncated_at is not None:
         warnings.append(f"log {source.path} is truncated at byte {source.truncated_at}: replayed up to the last "
                         f"complete message")
-    others = [i for i in issues if i.kind != "truncated"]
+    others = [i for i in issues if i.kind not in ("truncated", "schema_assumed")]
     if others:
         warnings.append(f"{len(others)} damaged records or messages were skipped (see log.issue_list)")
+    assumed = [i for i in issues if i.kind == "schema_assumed"]
+    if assumed:  # nothing skipped: a schema without text, decoded as the standard type
+        warnings.append(f"{len(assumed)} schemas store no definition: the standard ones were assumed "
+                        f"(see log.issue_list)")
     block = {
         "path": str(source.path),
         "truncated_at": source.truncated_at,

@@ -627,3 +627,57 @@ def test_one_late_message_holds_back_a_chunk_not_the_file(multi_chunk_log: Path,
         first = next(messages)
         assert first.log_time_ns == times[0] and len(read_chunks) <= 2 < len(_chunks(path))
         assert [first.log_time_ns, *(m.log_time_ns for m in messages)] == times and reader.reordered
+
+
+def test_a_schema_without_definition_text_decodes_as_the_standard_type(tmp_path: Path) -> None:
+    # rosbag2's mcap plugin stores an empty schema when it cannot find a type's definition. Every
+    # message of such a schema was skipped as one whose "fields differ"; now the standard text is
+    # assumed, said once per schema. A schema whose text differs is still refused.
+    from fusion_rt.logs.bags import open_log
+
+    messages = _stream(40)
+    _write(tmp_path / "src.mcap", messages, chunk_size=2048)
+    with open(tmp_path / "src.mcap", "rb") as f:
+        items = list(make_reader(f).iter_messages(log_time_order=False))
+    with open(tmp_path / "empty.mcap", "wb") as out:
+        writer = McapWriter(out, chunk_size=2048)
+        writer.start(profile="ros2", library="rosbag2")
+        schema_ids, channel_ids = {}, {}
+        for schema, channel, message in items:
+            if schema.id not in schema_ids:
+                text = b"int32 x\n" if schema.name == S.RADAR_TENSOR else (b"", b"\n")[schema.id % 2]
+                schema_ids[schema.id] = writer.register_schema(schema.name, schema.encoding, text)
+            if channel.id not in channel_ids:
+                channel_ids[channel.id] = writer.register_channel(channel.topic, channel.message_encoding,
+                                                                  schema_ids[schema.id])
+            writer.add_message(channel_ids[channel.id], message.log_time, message.data, message.publish_time)
+        writer.finish()
+    for _ in range(2):  # issues describe one pass
+        with LogReader(tmp_path / "empty.mcap") as reader:
+            got = [m.message.stamp_ns for m in reader.messages()]
+            issues = [(i.kind, i.detail) for i in reader.issues]
+        assert got == [m.stamp_ns for m in messages if not isinstance(m, RadarTensor)]
+        assumed = sorted(d for k, d in issues if k == "schema_assumed")
+        assert len(assumed) == 3 and all("no definition stored: the standard one is assumed" in d for d in assumed)
+        assert any(S.POINT_CLOUD2 in d for d in assumed) and any(S.STRING in d for d in assumed)
+        refused = [d for k, d in issues if k == "schema"]
+        assert len(refused) == 1 and S.RADAR_TENSOR in refused[0] and "its fields differ" in refused[0]
+    with open_log(tmp_path / "empty.mcap") as source:  # a radar cloud is still told by its fields
+        fields = {t.topic: t.point_fields for t in source.topics()}
+        assert fields["/radar/front/detections"] == ("x", "y", "z", "radial_velocity", "rcs")
+
+
+def test_replay_does_not_count_an_assumed_schema_as_damage() -> None:
+    # An assumed schema skips nothing: replay said "1 damaged records or messages were skipped".
+    from types import SimpleNamespace
+
+    from fusion_rt.logs.reader import ReadIssue
+    from fusion_rt.replay import _log_block
+
+    issue = ReadIssue(0, "schema_assumed", "schema 'std_msgs/msg/String' of topic '/context/text': no definition "
+                                           "stored: the standard one is assumed")
+    source = SimpleNamespace(issues=[issue], truncated_at=None, path="x.mcap")
+    reader = SimpleNamespace(source=source, topic_map=SimpleNamespace(topics={}, how={}))
+    block, warnings = _log_block(reader, None, None)
+    assert block["issues"] == 1 and block["issue_list"][0]["kind"] == "schema_assumed"
+    assert warnings == ["1 schemas store no definition: the standard ones were assumed (see log.issue_list)"]

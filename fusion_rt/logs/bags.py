@@ -199,6 +199,7 @@ def _official_summary(path: str) -> Any:
 def _cloud_fields(reader: LogReader, topics: list[str]) -> dict[str, tuple[str, ...] | None]:
     """Field names of each PointCloud2 topic's first message (None when it fails), in one pass that
     stops once every topic has had its first message (not one pass over the log per topic)."""
+    from mcap.records import Schema
     from mcap_ros2.decoder import DecoderFactory
 
     fields: dict[str, tuple[str, ...] | None] = {}
@@ -211,7 +212,11 @@ def _cloud_fields(reader: LogReader, topics: list[str]) -> dict[str, tuple[str, 
             continue
         schema = reader.schema(raw.channel)
         fields[topic] = None
-        if schema is not None and schema_matches(POINT_CLOUD2, schema.data.decode("utf-8", errors="replace")):
+        text = "" if schema is None else schema.data.decode("utf-8", errors="replace")
+        if schema is not None and not text.strip():  # no definition stored: the standard one (as LogReader)
+            text = SCHEMAS[POINT_CLOUD2]
+            schema = Schema(id=schema.id, name=schema.name, encoding=schema.encoding, data=text.encode())
+        if schema is not None and schema_matches(POINT_CLOUD2, text):
             try:
                 decode = factory.decoder_for(raw.channel.message_encoding, schema)
                 fields[topic] = tuple(f.name for f in decode(raw.record.data).fields)

@@ -51,7 +51,7 @@ from mcap_ros2.decoder import DecoderFactory
 
 from fusion_rt.errors import ConfigError, LogError, NotALogError
 from fusion_rt.logs.convert import Converter, converter_for
-from fusion_rt.logs.schemas import byte_view_schema, normalize_schema_name, schema_matches
+from fusion_rt.logs.schemas import SCHEMAS, byte_view_schema, normalize_schema_name, schema_matches
 from fusion_rt.messages import Message as FusionMessage
 
 __all__ = ["LogReader", "LogMessage", "RawMessage", "ReadIssue", "MCAP_MAGIC"]
@@ -97,7 +97,8 @@ class ReadIssue:
 
     offset: int
     kind: str  # truncated | chunk_crc | chunk_decompress | chunk_too_large | chunk_parse | record_parse |
-    #            record_too_large | data_crc | summary | decode | schema | unknown_channel | bad_magic
+    #            record_too_large | data_crc | summary | decode | schema | unknown_channel | bad_magic |
+    #            schema_assumed (no definition stored: the standard one used; nothing skipped)
     detail: str
 
 
@@ -367,6 +368,7 @@ class LogReader:
         self._schemas: dict[int, Schema] = {}
         self._channels: dict[int, Channel] = {}
         self._reported_channels: set[int] = set()
+        self._assumed_schemas: set[int] = set()  # schemas without text, reported once a pass
 
     def _issue(self, offset: int, kind: str, detail: str) -> None:
         self.issues.append(ReadIssue(offset, kind, detail))
@@ -692,6 +694,14 @@ class LogReader:
                 or schema.encoding != SchemaEncoding.ROS2):
             return _Route(channel, name, None, None)
         text = schema.data.decode("utf-8", errors="replace")
+        if not text.strip() and name in SCHEMAS:
+            # rosbag2's mcap plugin stores an empty schema when it cannot find a type's definition:
+            # nothing differs, the text is missing; the standard one is assumed (as the .db3 path does)
+            text = SCHEMAS[name]
+            if schema.id not in self._assumed_schemas:
+                self._assumed_schemas.add(schema.id)
+                self._issue(pos, "schema_assumed", f"schema {schema.name!r} of topic {channel.topic!r}: no definition "
+                                                   f"stored: the standard one is assumed")
         if not schema_matches(name, text):
             self._issue(pos, "schema", f"schema {schema.name!r} of topic {channel.topic!r} does not lay out the wire "
                                        f"as the standard {name} does (its fields differ): its messages are skipped")
