@@ -31,7 +31,7 @@ from fusion_rt.logs.schemas import POINT_CLOUD2, SCHEMAS, normalize_schema_name,
 from fusion_rt.logs.topics import TopicInfo
 from fusion_rt.outputs import special_file
 
-__all__ = ["LogSource", "McapSource", "Db3BagSource", "open_log", "log_sha256"]
+__all__ = ["LogSource", "McapSource", "Db3BagSource", "open_log", "log_sha256", "bag_metadata"]
 
 
 class LogSource(ABC):
@@ -339,18 +339,41 @@ def log_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _bag_compression(directory: Path) -> str:
-    """The ``compression_mode`` a rosbag2 directory's metadata.yaml declares ("" for none or no file).
+def bag_metadata(directory: Path) -> dict[str, Any]:
+    """What a rosbag2 directory's metadata.yaml says of its storage: ``storage_identifier``,
+    ``compression_mode``, ``compression_format`` (lower case, "" when absent) and
+    ``relative_file_paths`` (a list, empty when absent). No file, or one that cannot be read: all empty.
 
-    Read with a line pattern, not a YAML parser: rosbag2 writes the key on a line of its own, and
-    the file stays data (nothing in it is evaluated)."""
-    meta = directory / "metadata.yaml"
+    Read with line patterns, not a YAML parser: rosbag2 writes each key on a line of its own (the
+    list one item a line), and the file stays data (nothing in it is evaluated)."""
+    meta = Path(directory) / "metadata.yaml"
     try:
         text = meta.read_text(encoding="utf-8", errors="replace") if meta.is_file() else ""
     except OSError:
-        return ""
-    match = re.search(r"^\s*compression_mode:[ \t]*['\"]?([A-Za-z]*)", text, flags=re.M)
-    return match.group(1).lower() if match else ""
+        text = ""
+    out: dict[str, Any] = {}
+    for key in ("storage_identifier", "compression_mode", "compression_format"):
+        match = re.search(rf"^\s*{key}:[ \t]*['\"]?([A-Za-z0-9_]*)", text, flags=re.M)
+        out[key] = match.group(1).lower() if match else ""
+    if out["compression_mode"] == "none":
+        out["compression_mode"] = ""
+    paths: list[str] = []
+    match = re.search(r"^\s*relative_file_paths:[ \t]*(\[[^\]\n]*\])?[ \t]*$", text, flags=re.M)
+    if match and match.group(1):  # the flow form: [a.mcap, b.mcap]
+        paths = [item.strip().strip("'\"") for item in match.group(1)[1:-1].split(",") if item.strip()]
+    elif match:  # the block form: one "- name" a line
+        for line in text[match.end():].splitlines()[1:]:
+            item = re.match(r"^\s*-\s*(.+?)\s*$", line)
+            if item is None:
+                break
+            paths.append(item.group(1).strip("'\""))
+    out["relative_file_paths"] = paths
+    return out
+
+
+def _bag_compression(directory: Path) -> str:
+    """The ``compression_mode`` a rosbag2 directory's metadata.yaml declares ("" for none or no file)."""
+    return bag_metadata(directory)["compression_mode"]
 
 
 def open_log(path: str | os.PathLike) -> LogSource:

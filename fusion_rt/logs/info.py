@@ -25,7 +25,8 @@ def log_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     (None when empty), topics (topic -> schema, count, first_ns, last_ns, rate_hz), metadata
     names, issues (offset, kind, detail), truncated_at, complete. Stamps are MCAP log times,
     which fusion-rt writes equal to the header stamps. A ROS 2 bag (a directory of .mcap splits
-    or .db3 storage, or a .db3 file) is described as one log: sizes summed, splits in order.
+    or .db3 storage, or a .db3 file) is described as one log: sizes summed, splits in order, and
+    its compression says the storage and what rosbag2 compressed ("mcap storage, zstd per message").
     """
     p = Path(path)
     if p.is_dir() or p.suffix == ".db3":
@@ -47,24 +48,51 @@ def log_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _bag_info(path: Path) -> dict[str, Any]:
-    from fusion_rt.logs.bags import McapSource, open_log
+    from fusion_rt.logs.bags import McapSource, bag_metadata, open_log
 
     with open_log(path) as source:
         topics = _count(source.stamps())
-        files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.suffix in (".mcap", ".db3"))
         readers = source.readers if isinstance(source, McapSource) else []
         return {
             "path": str(path),
-            "file_size": sum(f.stat().st_size for f in files),
+            "file_size": sum(f.stat().st_size for f in _bag_files(path)),
             "profile": "ros2",
-            "compression": ",".join(sorted({c for r in readers for c in r.compressions})) or "none"
-            if readers else "sqlite3 storage",
+            "compression": _bag_storage(bag_metadata(path if path.is_dir() else path.parent), path, readers),
             **_span(topics),
             "metadata": sorted({m for r in readers for m in r.metadata}),
             "issues": [{"offset": i.offset, "kind": i.kind, "detail": i.detail} for i in source.issues],
             "truncated_at": source.truncated_at,
             "complete": all(r.complete for r in readers),
         }
+
+
+def _bag_files(path: Path) -> list[Path]:
+    """The files of a bag: those its metadata.yaml lists (inside the bag), or every file in it but
+    metadata.yaml when it lists none (a .db3.zstd or .mcap.zstd of a file-compressed bag counts too)."""
+    from fusion_rt.logs.bags import bag_metadata
+
+    if path.is_file():
+        return [path]
+    root = path.resolve()
+    listed = [path / name for name in bag_metadata(path)["relative_file_paths"]]
+    listed = [f for f in listed if f.is_file() and root in f.resolve().parents]
+    return listed or sorted(f for f in path.iterdir() if f.is_file() and f.name != "metadata.yaml")
+
+
+def _bag_storage(meta: dict[str, Any], path: Path, readers: list[LogReader]) -> str:
+    """Storage and compression of a bag, e.g. "mcap storage, zstd per message", "sqlite3 storage, zstd
+    per file", "mcap storage, zstd chunks": from metadata.yaml, the storage from the files without it."""
+    storage = meta["storage_identifier"]
+    if not storage:
+        names = [path.name] if path.is_file() else [f.name for f in path.iterdir()]
+        storage = "mcap" if any(".mcap" in n for n in names) else "sqlite3"
+    parts = [f"{storage} storage"]
+    if meta["compression_mode"]:
+        parts.append(f"{meta['compression_format'] or 'unknown format'} per {meta['compression_mode']}")
+    chunks = sorted({c for r in readers for c in r.compressions if c and c != "none"})
+    if chunks:
+        parts.append(f"{','.join(chunks)} chunks")
+    return ", ".join(parts)
 
 
 def _count(stamps) -> dict[str, dict[str, Any]]:
