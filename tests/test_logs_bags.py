@@ -168,3 +168,48 @@ def test_a_db3_bag_without_definitions_reads_ground_truth_and_its_agents(tmp_pat
         assert source.issues == []
     assert len(truths) == 2 and all(isinstance(t, GroundTruth) for t in truths)
     assert truths[0].agents[0].id == 7 and truths[0].agents[0].class_name == "car" and truths[1].labels == {"car": 1}
+
+
+def test_a_message_compressed_mcap_bag_keeps_publish_times(tmp_path):
+    # Read through rosbags, a message-compressed MCAP bag stamped its text with the receive (log)
+    # time; as MCAP, each payload zstd-decompressed, the publish time it stores is kept, as for a
+    # plain MCAP bag. A payload that is not zstd is reported (naming its topic and time) and skipped.
+    rosbag2 = pytest.importorskip("rosbags.rosbag2")
+    from mcap.reader import make_reader
+    from mcap.writer import Writer as McapWriter
+    from rosbags.rosbag2 import writer as rw
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    sent, late = 1_700_000_000 * 10**9, 80_000_000
+    bag = tmp_path / "bag"
+    writer = rosbag2.Writer(bag, version=9, storage_plugin=rosbag2.StoragePlugin.MCAP)
+    writer.set_compression(rw.CompressionMode.MESSAGE, rw.CompressionFormat.ZSTD)
+    with writer:  # rosbags writes publish time = log time: the records are redone below
+        conn = writer.add_connection("/context/text", "std_msgs/msg/String", typestore=store)
+        for k in range(2):
+            text = store.types["std_msgs/msg/String"](data=f"school zone {k}")
+            writer.write(conn, sent + k * 10**9 + late, store.serialize_cdr(text, "std_msgs/msg/String"))
+    (mcap,) = bag.glob("*.mcap")
+    with open(mcap, "rb") as f:
+        reader = make_reader(f)
+        summary, items = reader.get_summary(), list(reader.iter_messages())
+    with open(mcap, "wb") as f:  # as rosbag2 (Iron+) records: the sender's stamp as publish time
+        out = McapWriter(f)
+        out.start(profile="ros2", library="rosbag2")
+        for schema in summary.schemas.values():
+            out.register_schema(schema.name, schema.encoding, schema.data)
+        for channel in summary.channels.values():
+            out.register_channel(channel.topic, channel.message_encoding, channel.schema_id)
+        for k, (_, channel, message) in enumerate(items):
+            out.add_message(channel.id, log_time=message.log_time, data=message.data,
+                            publish_time=sent + k * 10**9, sequence=k)
+        out.add_message(1, log_time=sent + 5 * 10**9, data=b"not zstd", publish_time=sent + 5 * 10**9)
+        out.finish()
+    for path in (bag, mcap):
+        with open_log(path) as log:
+            got = [(m.message.text, m.message.stamp_ns, m.log_time_ns) for m in log.messages()]
+            issues = [(i.kind, i.detail) for i in log.issues]
+        assert got == [(f"school zone {k}", sent + k * 10**9, sent + k * 10**9 + late) for k in range(2)]
+        assert len(issues) == 1 and issues[0][0] == "decode" and "'/context/text'" in issues[0][1]
+        assert f"at log time {sent + 5 * 10**9}" in issues[0][1] and "ZstdError" in issues[0][1]

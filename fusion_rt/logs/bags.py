@@ -4,9 +4,11 @@
 
 - an MCAP file: `LogReader` (defensive: CRCs, truncation, offsets of skipped records);
 - a ROS 2 bag directory with ``.mcap`` storage: its ``.mcap`` files in split order, each through
-  `LogReader` (issues are reported per file);
-- a ROS 2 bag with ``.db3`` (sqlite3) storage, the directory or the ``.db3`` file, and any bag
-  that rosbag2 compressed (``compression_mode: message`` or ``file`` in its metadata.yaml, either
+  `LogReader` (issues are reported per file); compressed per message with zstd (``compression_mode:
+  message`` in its metadata.yaml), each payload is decompressed before it is decoded, so publish
+  times are kept as for a plain bag;
+- a ROS 2 bag with ``.db3`` (sqlite3) storage, the directory or the ``.db3`` file, and any other bag
+  that rosbag2 compressed (``compression_mode: file``, either storage, or ``message`` with sqlite3
   storage): through `rosbags` (the ``bags`` extra, imported only here and only then), which
   decompresses; CDR is decoded by rosbags' typestore (ROS 2 Humble types, plus every type the bag
   defines) and converted by the same `fusion_rt.logs.convert` functions as MCAP.
@@ -90,12 +92,12 @@ def _split_index(path: Path) -> tuple[int, str]:
 class McapSource(LogSource):
     """One MCAP file, or the ordered ``.mcap`` files of a rosbag2 directory."""
 
-    def __init__(self, files: list[Path], path: str) -> None:
+    def __init__(self, files: list[Path], path: str, payload_compression: str = "") -> None:
         self.path = path
         self._readers: list[LogReader] = []
         try:
-            for f in files:
-                self._readers.append(LogReader(f))  # NotALogError for anything that is not MCAP
+            for f in files:  # NotALogError for anything that is not MCAP
+                self._readers.append(LogReader(f, payload_compression=payload_compression))
         except BaseException:
             for reader in self._readers:  # the splits opened before the bad one
                 reader.close()
@@ -219,7 +221,7 @@ def _cloud_fields(reader: LogReader, topics: list[str]) -> dict[str, tuple[str, 
         if schema is not None and schema_matches(POINT_CLOUD2, text):
             try:
                 decode = factory.decoder_for(raw.channel.message_encoding, schema)
-                fields[topic] = tuple(f.name for f in decode(raw.record.data).fields)
+                fields[topic] = tuple(f.name for f in decode(reader.payload(raw.record.data)).fields)
             except Exception:  # noqa: BLE001 (a probe: a cloud that does not decode is judged by its schema)
                 pass
         if len(fields) == len(topics):
@@ -229,7 +231,8 @@ def _cloud_fields(reader: LogReader, topics: list[str]) -> dict[str, tuple[str, 
 
 class Db3BagSource(LogSource):
     """A rosbag2 bag read with `rosbags` (the ``bags`` extra): sqlite3 (``.db3``) storage, and bags
-    of either storage that rosbag2 compressed per message or per file (rosbags decompresses)."""
+    rosbag2 compressed per file (either storage) or per message in sqlite3 (rosbags decompresses).
+    rosbags gives only the log (receive) time of a message: text is stamped with it."""
 
     def __init__(self, path: Path) -> None:
         from fusion_rt._optional import require
@@ -376,6 +379,12 @@ def _bag_compression(directory: Path) -> str:
     return bag_metadata(directory)["compression_mode"]
 
 
+def _zstd_per_message(directory: Path) -> bool:
+    """Whether a bag's metadata.yaml says rosbag2 compressed each message with zstd."""
+    meta = bag_metadata(directory)
+    return meta["compression_mode"] == "message" and meta["compression_format"] == "zstd"
+
+
 def open_log(path: str | os.PathLike) -> LogSource:
     """A `LogSource` for an MCAP file, a rosbag2 directory (mcap or sqlite3 storage) or a ``.db3`` file.
 
@@ -386,11 +395,13 @@ def open_log(path: str | os.PathLike) -> LogSource:
     if not p.exists():
         raise NotALogError(f"{str(p)!r} does not exist")
     if p.is_dir():
-        # A compressed bag (each message, or each file, zstd-compressed by rosbag2): its payloads
-        # are not CDR as stored, so it is read through rosbags, which decompresses.
+        mcaps = sorted(p.glob("*.mcap"), key=_split_index)
+        if mcaps and _zstd_per_message(p):  # read as MCAP, each payload decompressed: publish times kept
+            return McapSource(mcaps, str(p), payload_compression="zstd")
+        # A compressed bag (each file zstd-compressed by rosbag2, or sqlite3 storage compressed per
+        # message): its payloads are not CDR as stored, so it is read through rosbags, which decompresses.
         if _bag_compression(p) or any(p.glob("*.mcap.zstd")) or any(p.glob("*.db3.zstd")):
             return Db3BagSource(p)
-        mcaps = sorted(p.glob("*.mcap"), key=_split_index)
         if mcaps:
             return McapSource(mcaps, str(p))
         if any(p.glob("*.db3")):
@@ -400,6 +411,8 @@ def open_log(path: str | os.PathLike) -> LogSource:
     kind = special_file(p)  # `<(zstdcat drive.mcap.zst)`: refused before anything opens (and blocks on) it
     if kind is not None:
         raise NotALogError(f"{str(p)!r} is {kind}, not a file: write it to a file first")
+    if p.suffix == ".mcap" and _zstd_per_message(p.parent):
+        return McapSource([p], str(p), payload_compression="zstd")  # one .mcap of a message-compressed bag
     if p.suffix == ".db3" or (p.suffix == ".mcap" and _bag_compression(p.parent)):
         return Db3BagSource(p)  # a .db3, or one .mcap of a compressed bag: its payloads are not CDR as stored
     try:

@@ -146,15 +146,20 @@ class LogReader:
     max_chunk_bytes: largest declared uncompressed chunk size that will be decompressed
         (256 MiB; mcap writers default to 1 MiB chunks, a bigger one is almost surely damage).
     max_record_bytes: largest record that will be loaded (1 GiB); bigger ones are reported, skipped.
+    payload_compression: "zstd" for the .mcap of a bag rosbag2 compressed per message (each payload
+        one zstd frame, decompressed up to `max_record_bytes` before it is decoded); "" (default): CDR.
     After (or during) each pass, `issues`, `truncated_at`, `unknown_counts`, `metadata` and
     `compressions` describe that pass.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, max_chunk_bytes: int = 256 * _MIB,
-                 max_record_bytes: int = 1024 * _MIB) -> None:
+                 max_record_bytes: int = 1024 * _MIB, payload_compression: str = "") -> None:
         for name, value in (("max_chunk_bytes", max_chunk_bytes), ("max_record_bytes", max_record_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of bytes, got {value!r}")
+        if payload_compression not in ("", "zstd"):
+            raise ConfigError(f"payload_compression must be '' or 'zstd', got {payload_compression!r}")
+        self.payload_compression = payload_compression
         self.path = os.fspath(path)
         self.max_chunk_bytes = max_chunk_bytes
         self.max_record_bytes = max_record_bytes
@@ -209,8 +214,9 @@ class LogReader:
             try:
                 # header-less messages (String) take the publish time: the sender's stamp, which
                 # LogWriter stores there when the log time is a (late) receive time
-                message = route.convert(route.decode(record.data), record.publish_time or record.log_time)
-            except _DECODE_ERRORS as exc:
+                message = route.convert(route.decode(self.payload(record.data)),
+                                        record.publish_time or record.log_time)
+            except (*_DECODE_ERRORS, zstandard.ZstdError) as exc:
                 self._issue(raw.offset, "decode", f"{route.schema_name} message on {channel.topic!r} at log time "
                                                   f"{record.log_time}: {type(exc).__name__}: {exc}")
                 continue
@@ -221,6 +227,17 @@ class LogReader:
         """Undecoded message records with their channel (CRC-checked, nothing converted), in log-time order."""
         wanted = None if topics is None else frozenset([topics] if isinstance(topics, str) else topics)
         yield from self._ordered(wanted, start_ns, end_ns)
+
+    def payload(self, data: bytes) -> bytes:
+        """A message record's data as CDR: zstd-decompressed for `payload_compression` "zstd".
+        Raises ValueError (a frame declaring more than `max_record_bytes`) or zstandard.ZstdError."""
+        if not self.payload_compression:
+            return data
+        declared = zstandard.frame_content_size(data)
+        if declared > self.max_record_bytes:
+            raise ValueError(f"zstd payload declares {declared} bytes, over max_record_bytes "
+                             f"({self.max_record_bytes})")
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=self.max_record_bytes)
 
     def schema(self, channel: Channel) -> Schema | None:
         """A channel's schema record as read so far (None when it has none)."""
