@@ -137,6 +137,11 @@ _CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 _EXTRA_COLOURS = ((200, 80, 200), (200, 200, 200), (120, 120, 255))
 _THRESHOLD = 0.5  # decision threshold of scene labels and BEV cells (metrics, agreement, drawings)
+# A frame is scored against the ground truth of its exact stamp, and a log's ground truth is read
+# in stamp order: a frame output more than this before the newest ground truth read is never scored,
+# so its output (and replay's camera frame for the worst-frames thumbnails) is let go. The margin
+# keeps the scores exact for ground truth up to 1 s out of stamp order in the file.
+_TRUTH_REORDER_NS = 1_000_000_000
 
 
 class ReplayMode(str, enum.Enum):
@@ -410,12 +415,23 @@ def _nan_none(x: float) -> float | None:
 
 
 class _Metrics:
-    """Scene AUC/F1 and BEV IoU against ground truth, overall and per condition, joined by stamp."""
+    """Scene AUC/F1 and BEV IoU against ground truth, overall and per condition, joined by stamp.
 
-    def __init__(self, scene_labels: tuple[str, ...], bev_classes: tuple[str, ...]) -> None:
+    Memory stays bounded when ground truth covers only some frames (labelled keyframes) or none:
+    an output waits for its ground truth until one stamped more than `_TRUTH_REORDER_NS` later has
+    been read (then `on_expire` is called with its stamp), and with `scored=False` (a log without a
+    ground truth topic) outputs are not kept at all.
+    """
+
+    def __init__(self, scene_labels: tuple[str, ...], bev_classes: tuple[str, ...], scored: bool = True) -> None:
         self.scene_labels = scene_labels
         self.bev_classes = bev_classes
+        self.scored = scored
         self._outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # stamp -> (scene probs, bev >= 0.5)
+        self._expiry: list[int] = []  # min-heap of the stamps put in _outputs (stale ones skipped when popped)
+        self._newest_truth: int | None = None
+        self.late_truths = 0  # ground truth read more than _TRUTH_REORDER_NS behind a newer one
+        self.on_expire: Callable[[int], None] | None = None  # (stamp) an output let go unscored
         self._truth: dict[int, GroundTruth] = {}
         self._no_output: set[int] = set()  # frames dropped or rejected before their ground truth came
         self.rows: list[tuple[np.ndarray, np.ndarray, str]] = []  # (probs [K], labels [K] (-1: absent), condition)
@@ -425,11 +441,31 @@ class _Metrics:
         self.on_join: Callable[[int, float, str], None] | None = None  # (stamp, scene error, condition)
 
     def output(self, out: FusionOutput) -> None:
+        stamp = out.stamp_ns
+        if not self.scored or (stamp not in self._truth and self._expired(stamp)):
+            if self.on_expire is not None:
+                self.on_expire(stamp)
+            return
         probs = np.fromiter(out.scene.values(), dtype=np.float64, count=len(out.scene))
-        self._outputs[out.stamp_ns] = (probs, out.bev >= _THRESHOLD)
-        self._join(out.stamp_ns)
+        if stamp not in self._outputs:
+            heapq.heappush(self._expiry, stamp)
+        self._outputs[stamp] = (probs, out.bev >= _THRESHOLD)
+        self._join(stamp)
+
+    def _expired(self, stamp: int) -> bool:
+        """Whether ground truth for `stamp` can no longer come (one far later has been read)."""
+        return self._newest_truth is not None and stamp < self._newest_truth - _TRUTH_REORDER_NS
 
     def truth(self, gt: GroundTruth) -> None:
+        stamp = gt.stamp_ns
+        if self._newest_truth is None or stamp > self._newest_truth:
+            self._newest_truth = stamp
+            while self._expiry and self._expired(self._expiry[0]):  # outputs no ground truth will join
+                old = heapq.heappop(self._expiry)
+                if self._outputs.pop(old, None) is not None and self.on_expire is not None:
+                    self.on_expire(old)
+        elif self._expired(stamp):
+            self.late_truths += 1
         if gt.stamp_ns in self._no_output:
             self._no_output.discard(gt.stamp_ns)
             return
@@ -439,7 +475,7 @@ class _Metrics:
     def no_output(self, stamp: int) -> None:
         """The frame at `stamp` was dropped or rejected: its ground truth will join nothing, so it is
         not kept (a long realtime replay with drops held every such frame's BEV to the end)."""
-        if stamp in self._outputs:  # a duplicate of a frame that did produce an output
+        if not self.scored or stamp in self._outputs:  # a duplicate of a frame that did produce an output
             return
         if self._truth.pop(stamp, None) is None:
             self._no_output.add(stamp)
@@ -549,6 +585,13 @@ def _check_bev_grid(source: LogSource, package: ModelPackage, metrics: list[_Met
     return warnings
 
 
+def _late_truth_warnings(metrics: _Metrics) -> list[str]:
+    if not metrics.late_truths:
+        return []
+    return [f"{metrics.late_truths} ground truth messages were stamped more than {_TRUTH_REORDER_NS / 1e9:g} s "
+            f"before one read earlier in the log: a frame they label that was output before them is not scored"]
+
+
 def _mean(values) -> float | None:
     vals = [v for v in values if v is not None]
     return round(float(np.mean(vals)), 6) if vals else None
@@ -603,17 +646,22 @@ class _Session:
         self.writer = writer
         self.frames: list[FrameRecord] = []
         self.camera_frames = 0
-        self.metrics = _Metrics(package.scene_labels, package.bev_classes)
+        self.metrics = _Metrics(package.scene_labels, package.bev_classes, scored=has_truth)
         self.worst = _Worst(config.worst_frames)
         self.has_truth = has_truth
         self._pending: dict[int, tuple[CameraFrame, FrameRecord]] = {}  # awaiting ground truth (worst frames)
         if has_truth:
             self.metrics.on_join = self._joined
+            self.metrics.on_expire = self._unscored
 
     def _joined(self, stamp: int, error: float, condition: str) -> None:
         pending = self._pending.pop(stamp, None)
         if pending is not None:
             self.worst.offer(error, stamp, "scene error", *pending)
+
+    def _unscored(self, stamp: int) -> None:
+        """No ground truth will come for the frame at `stamp`: its camera frame is not kept."""
+        self._pending.pop(stamp, None)
 
     def push(self, modality: str, message, original) -> list[FusionOutput]:
         """Feed one routed message; `original` is the camera frame as logged (for drawings)."""
@@ -938,7 +986,7 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
         bev_warnings = _check_bev_grid(reader.source, pkg, [session.metrics])
         summary = session.summary()
         log_block, warnings = _log_block(reader, first, last)
-        warnings += bev_warnings
+        warnings += bev_warnings + _late_truth_warnings(session.metrics)
         missing = [m for m in pkg.modalities if m not in reader.topic_map.topics and m not in config.drop]
         if missing:
             warnings.append(f"the log has no topic for {missing}: outputs are degraded without them "
@@ -1046,7 +1094,8 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
         div = {"scene": _Divergence(_THRESHOLD), "bev": _Divergence(_THRESHOLD), "modality_share": _Divergence(None)}
         frames: list[tuple[float, int, float]] = []  # (scene max abs, stamp, bev max abs)
         # each side's metrics over the frames both sides output (metrics_delta compares like with like)
-        common = [_Metrics(pkg_a.scene_labels, pkg_a.bev_classes), _Metrics(pkg_b.scene_labels, pkg_b.bev_classes)]
+        common = [_Metrics(pkg_a.scene_labels, pkg_a.bev_classes, scored=has_truth),
+                  _Metrics(pkg_b.scene_labels, pkg_b.bev_classes, scored=has_truth)]
         same_status = camera_frames = compared = 0
         one_side: dict[str, list[int]] = {"a": [], "b": []}  # stamps of frames only that side output
         total_s = reader.source.duration_ns / 1e9 if reader.source.duration_ns else None
@@ -1089,7 +1138,7 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
         bev_warnings = _check_bev_grid(reader.source, pkg_a, [a.metrics, b.metrics, *common])
         sa, sb = a.summary(), b.summary()
         log_block, warnings = _log_block(reader, first, last)
-        warnings += bev_warnings
+        warnings += bev_warnings + _late_truth_warnings(a.metrics)
     finally:
         for s in sessions:
             s.close()

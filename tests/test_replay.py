@@ -17,7 +17,7 @@ from fusion_rt.errors import ConfigError
 from fusion_rt.logs.convert import to_ros
 from fusion_rt.logs.schemas import IMAGE, POINT_CLOUD2, SCHEMAS
 from fusion_rt.messages import CameraFrame
-from fusion_rt.replay import RESULT_TOPICS, STAT_KEYS, ReplayConfig, ReplayMode, replay
+from fusion_rt.replay import RESULT_TOPICS, STAT_KEYS, ReplayConfig, ReplayMode, compare, replay
 
 from .conftest import run_cli
 from .tiny_package import make_tiny_package
@@ -460,3 +460,98 @@ def test_replay_refuses_a_camera_of_another_size_as_the_runtime_does(package, tm
     s = replay(log, package, ReplayConfig(mode=mode)).summary
     assert s["frames"] > 0 and s["rejected"] == s["frames"]
     assert s["reasons"]["rejected"] == {"camera:wrong_size": s["frames"]}
+
+
+def _held(monkeypatch) -> dict[str, int]:
+    """Peak numbers of frames replay holds awaiting ground truth: camera frames for the worst-frames
+    thumbnails (_Session._pending) and outputs (_Metrics._outputs, of every _Metrics)."""
+    from fusion_rt import replay as replay_module
+
+    peak = {"pending": 0, "outputs": 0}
+    push, output = replay_module._Session.push, replay_module._Metrics.output
+
+    def counted_push(self, *args):
+        result = push(self, *args)
+        peak["pending"] = max(peak["pending"], len(self._pending))
+        return result
+
+    def counted_output(self, out):
+        output(self, out)
+        peak["outputs"] = max(peak["outputs"], len(self._outputs))
+
+    monkeypatch.setattr(replay_module._Session, "push", counted_push)
+    monkeypatch.setattr(replay_module._Metrics, "output", counted_output)
+    return peak
+
+
+def test_frames_ground_truth_no_longer_labels_are_let_go(short_drive, package, tmp_path, monkeypatch):
+    # Labelled keyframes (ground truth on every 10th frame): replay and compare held every unlabelled
+    # frame's output and camera frame to the end (72 of the 80 frames here, 90% of a long drive).
+    # A frame takes the ground truth of its own stamp only, and ground truth is read in stamp order:
+    # a frame more than _TRUTH_REORDER_NS (1 s) before the newest ground truth read is let go.
+    from itertools import count
+
+    from fusion_rt import replay as replay_module
+
+    from .conftest import copy_log
+
+    seen = count()
+    sparse = copy_log(short_drive, tmp_path / "sparse.mcap",
+                      lambda m: m.topic != "/ground_truth" or next(seen) % 10 == 0)
+    peak = _held(monkeypatch)
+    config = ReplayConfig(out=tmp_path / "new.mcap")
+    new = replay(sparse, package, config)
+    frames, rate = new.summary["frames"], new.summary["frames"] / new.summary["log"]["duration_s"]
+    assert frames >= 70 and new.summary["metrics"]["overall"]["frames"] == 8
+    window = int(rate * (1 + 10 / 20)) + 2  # 1 s of frames, and the 10 frames between two labels
+    assert 0 < peak["pending"] <= window and 0 < peak["outputs"] <= window, (peak, window)
+    held = dict(peak)
+    peak.update(pending=0, outputs=0)
+    monkeypatch.setattr(replay_module, "_TRUTH_REORDER_NS", 10**18)  # nothing let go: as it was
+    old = replay(sparse, package, ReplayConfig(out=tmp_path / "old.mcap"))
+    assert peak["pending"] >= frames - 10 and peak["outputs"] >= frames - 10 > held["outputs"], (peak, held)
+    same = ("metrics", "frames", "outputs", "degraded", "rejected")
+    assert {k: new.summary[k] for k in same} == {k: old.summary[k] for k in same}
+    assert [(w.stamp_ns, w.score, w.thumbnail_jpeg) for w in new.worst] == \
+           [(w.stamp_ns, w.score, w.thumbnail_jpeg) for w in old.worst]
+    assert new.warnings == old.warnings
+
+    def outputs(path):
+        with open(path, "rb") as f:
+            return [(m.log_time, m.data) for _, c, m in make_reader(f).iter_messages() if c.topic != "/fusion/timings"]
+    assert outputs(tmp_path / "new.mcap") == outputs(tmp_path / "old.mcap")
+    monkeypatch.undo()
+
+    peak = _held(monkeypatch)  # compare: 4 _Metrics (each side's, and both over common frames)
+    c = compare(sparse, package, package)
+    assert c.summary["a"]["metrics"] == {k: new.summary["metrics"]["overall"][k]
+                                         for k in ("scene_auc_mean", "scene_f1_mean", "bev_iou_mean")}
+    assert 0 < peak["outputs"] <= window, peak
+
+
+def test_a_log_without_ground_truth_keeps_no_outputs_for_metrics(short_drive, package, tmp_path, monkeypatch):
+    from .conftest import copy_log
+
+    bare = copy_log(short_drive, tmp_path / "bare.mcap", lambda m: m.topic != "/ground_truth")
+    peak = _held(monkeypatch)
+    s = replay(bare, package).summary
+    assert s["frames"] >= 70 and s["metrics"] is None
+    assert compare(bare, package, package).summary["a"]["metrics"]["scene_auc_mean"] is None
+    assert peak == {"pending": 0, "outputs": 0}
+
+
+def test_ground_truth_far_out_of_stamp_order_is_said():
+    from fusion_rt.messages import GroundTruth
+    from fusion_rt.replay import _TRUTH_REORDER_NS, _late_truth_warnings, _Metrics
+
+    def gt(stamp: int) -> GroundTruth:
+        return GroundTruth(stamp_ns=stamp, labels={"car": 1}, agents=(), bev=np.zeros((1, 2, 2), np.uint8),
+                           bev_classes=("car",), scene_type="urban", condition="day", ego_speed_mps=0.0, extras={})
+
+    metrics = _Metrics(("car",), ("car",))
+    metrics.truth(gt(5 * _TRUTH_REORDER_NS))
+    metrics.truth(gt(4 * _TRUTH_REORDER_NS))  # within the margin
+    assert _late_truth_warnings(metrics) == []
+    metrics.truth(gt(2 * _TRUTH_REORDER_NS))
+    (warning,) = _late_truth_warnings(metrics)
+    assert warning.startswith("1 ground truth messages were stamped more than 1 s before"), warning
