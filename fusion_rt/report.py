@@ -21,6 +21,8 @@ from fusion_rt.replay import STAT_KEYS, ReplayResult
 __all__ = ["render_report", "write_report"]
 
 _STATUS_COLOURS = {"ok": "#3fa34d", "degraded": "#f0a202", "rejected": "#d7263d", "dropped": "#8d8d8d"}
+# Where frames of several statuses share a pixel column of the timeline, the worst is drawn.
+_STATUS_RANK = {"ok": 0, "degraded": 1, "dropped": 2, "rejected": 3}  # an unknown status: 4, in black
 _MODALITY_COLOURS = {"camera": "#2e86de", "radar": "#e4572e", "map": "#76b041", "text": "#a05195"}
 _TRIGGER_STAGES = ("camera_preprocess", "camera_encoder", "head", "overhead")
 _STAGE_COLOURS = ("#2e86de", "#54a0ff", "#e4572e", "#999999")
@@ -117,8 +119,62 @@ def _stage_bars(latency: dict, width: int = 520, height: int = 150) -> str:
     return "".join(parts) + _legend(list(zip(stages, _STAGE_COLOURS, strict=False)))
 
 
+def _columns(x0: np.ndarray, x1: np.ndarray, rank: np.ndarray, n: int) -> np.ndarray:
+    """Per pixel column 0..n-1, the highest `rank` whose spans [x0, x1) (pixels) cover at least half of
+    it (as drawn, a span covering less of a column shows little of it); -1: none. A span of a pixel
+    or more covers half of some column, so no frame is lost."""
+    state = np.full(n, -1, dtype=np.int64)
+    values = sorted(set(rank.tolist()) - {-1})
+    if not values:
+        return state
+    cover = np.zeros((values[-1] + 1, n))
+    first = np.floor(x0).astype(np.int64)
+    for k in range(int(np.ceil(x1 - first).max())):
+        col = first + k
+        overlap = np.minimum(x1, col + 1) - np.maximum(x0, col)
+        inside = (overlap > 0) & (rank >= 0) & (col >= 0) & (col < n)
+        np.add.at(cover, (rank[inside], col[inside]), overlap[inside])
+    for value in values:  # the worst last
+        state[cover[value] >= 0.5 - 1e-9] = value
+    return state
+
+
+def _runs(state: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first column, columns, value) of each run of equal values >= 0 in `state`."""
+    edges = np.flatnonzero(np.diff(state)) + 1
+    starts = np.concatenate(([0], edges))
+    ends = np.concatenate((edges, [len(state)]))
+    return [(int(a), int(b - a), int(state[a])) for a, b in zip(starts, ends, strict=True) if state[a] >= 0]
+
+
+def _decimated(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
+    """Indices of the points of a line to draw: of consecutive points in one pixel column, the lowest
+    and the highest (in their order), which span the column as all of them do."""
+    keep: list[int] = []
+    i, n = 0, len(xs)
+    while i < n:
+        column = int(xs[i])
+        j = i + 1
+        while j < n and int(xs[j]) == column:
+            j += 1
+        if j - i <= 2:
+            keep.extend(range(i, j))
+        else:
+            group = ys[i:j]
+            lo = min(range(j - i), key=group.__getitem__)
+            hi = max(range(j - i), key=group.__getitem__)
+            keep.extend(sorted({i + lo, i + hi}))
+        i = j
+    return keep
+
+
 def _timeline(result: ReplayResult, width: int = 1040) -> str:
-    """Frame outcomes over log time: status lane, one lane per masked modality, deadline misses, latency."""
+    """Frame outcomes over log time: status lane, one lane per masked modality, deadline misses, latency.
+
+    Drawn per pixel column, so the page's size does not grow with the drive: each lane is one rect
+    per run of columns in one state (a column takes the worst status of its frames), and the latency
+    line keeps, of the frames in one column, the lowest and the highest.
+    """
     frames = result.frames
     if not frames:
         return "<p>no frames</p>"
@@ -140,23 +196,30 @@ def _timeline(result: ReplayResult, width: int = 1040) -> str:
         y = top + i * lane_h
         parts.append(f'<text x="4" y="{y + 12}">{_e(lane)}</text>')
         parts.append(f'<rect x="{left}" y="{y + 2}" width="{plot_w}" height="{lane_h - 4}" fill="#f4f4f4"/>')
-    for f in frames:
-        x = x_of(f.stamp_ns)
-        parts.append(f'<rect x="{x:.1f}" y="{top + 2}" width="{tick_w:.1f}" height="{lane_h - 4}" '
-                     f'fill="{_STATUS_COLOURS.get(f.status, "#000")}"/>')
-        for i, m in enumerate(others, start=1):
-            if f"degraded:{m}_missing" in f.flags:
-                parts.append(f'<rect x="{x:.1f}" y="{top + i * lane_h + 2}" width="{tick_w:.1f}" '
-                             f'height="{lane_h - 4}" fill="#f0a202"/>')
-        if any(fl.startswith("deadline_miss:") for fl in f.flags):
-            y = top + (len(lanes) - 1) * lane_h + 2
-            parts.append(f'<rect x="{x:.1f}" y="{y}" width="{max(tick_w, 2):.1f}" height="{lane_h - 4}" '
-                         f'fill="#d7263d"/>')
+    # each frame spans [x, x + tick_w) as a tick; a lane is painted column by column (the last frame's
+    # tick reaches past the plot's right edge, as it always did)
+    xs = np.array([x_of(f.stamp_ns) - left for f in frames], dtype=np.float64)
+    n_cols = int(np.ceil(plot_w + max(tick_w, 2.0))) + 1
+    status_colours = [*(_STATUS_COLOURS[k] for k in sorted(_STATUS_RANK, key=_STATUS_RANK.get)), "#000"]
+    ranks = np.array([_STATUS_RANK.get(f.status, 4) for f in frames], dtype=np.int64)
+    lane_states = [(_columns(xs, xs + tick_w, ranks, n_cols), status_colours)]
+    for m in others:
+        flagged = np.array([0 if f"degraded:{m}_missing" in f.flags else -1 for f in frames], dtype=np.int64)
+        lane_states.append((_columns(xs, xs + tick_w, flagged, n_cols), ["#f0a202"]))
+    missed = np.array([0 if any(fl.startswith("deadline_miss:") for fl in f.flags) else -1 for f in frames],
+                      dtype=np.int64)
+    lane_states.append((_columns(xs, xs + max(tick_w, 2.0), missed, n_cols), ["#d7263d"]))
+    for i, (state, colours) in enumerate(lane_states):
+        for col, run, value in _runs(state):
+            parts.append(f'<rect x="{left + col}" y="{top + i * lane_h + 2}" width="{run}" height="{lane_h - 4}" '
+                         f'fill="{colours[value]}"/>')
     y0 = top + lane_h * len(lanes) + 6
     lat = [(f.stamp_ns, f.timings_ms.get("end_to_end")) for f in frames if f.timings_ms.get("end_to_end") is not None]
     if lat:
         peak = max(v for _, v in lat) or 1.0
-        pts = " ".join(f"{x_of(s):.1f},{y0 + lat_h - lat_h * v / peak:.1f}" for s, v in lat)
+        lat_x = [x_of(s) for s, _ in lat]
+        lat_y = [y0 + lat_h - lat_h * v / peak for _, v in lat]
+        pts = " ".join(f"{lat_x[i]:.1f},{lat_y[i]:.1f}" for i in _decimated(lat_x, lat_y))
         parts.append(f'<text x="4" y="{y0 + 12}">latency ms</text><text x="4" y="{y0 + 26}">max {peak:.1f}</text>')
         parts.append(f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{lat_h}" fill="#f9f9f9"/>')
         parts.append(f'<polyline points="{pts}" fill="none" stroke="#2e86de" stroke-width="1"/>')
@@ -168,7 +231,8 @@ def _timeline(result: ReplayResult, width: int = 1040) -> str:
 
 
 def _share_chart(result: ReplayResult, width: int = 1040, height: int = 200) -> str:
-    """Stacked area of the attention share per modality over log time."""
+    """Stacked area of the attention share per modality over log time (each boundary drawn through at
+    most two points per pixel column: `_decimated`)."""
     frames = [f for f in result.frames if f.share]
     if not frames or not any(any(f.share) for f in frames):
         return "<p>the package's head reports no attention share</p>"
@@ -180,16 +244,20 @@ def _share_chart(result: ReplayResult, width: int = 1040, height: int = 200) -> 
     sums = shares.sum(axis=1, keepdims=True)
     shares = np.divide(shares, sums, out=np.zeros_like(shares), where=sums > 0)
     xs = [left + plot_w * ((f.stamp_ns - t0) / 1e9) / span for f in frames]
+
+    def boundary(values: np.ndarray) -> list[str]:  # one stacked boundary, left to right
+        ys = (top + plot_h * (1 - values)).tolist()
+        return [f"{xs[i]:.1f},{ys[i]:.1f}" for i in _decimated(xs, ys)]
+
     base = np.zeros(len(frames))
+    lower = boundary(base)
     parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">']
     for m, name in enumerate(result.modalities):
         upper = base + shares[:, m]
-        top_pts = [f"{x:.1f},{top + plot_h * (1 - u):.1f}" for x, u in zip(xs, upper, strict=True)]
-        bottom_pts = [f"{x:.1f},{top + plot_h * (1 - b):.1f}" for x, b in zip(reversed(xs), reversed(base),
-                                                                              strict=True)]
-        parts.append(f'<polygon points="{" ".join(top_pts + bottom_pts)}" '
+        top_pts = boundary(upper)
+        parts.append(f'<polygon points="{" ".join(top_pts + lower[::-1])}" '
                      f'fill="{_MODALITY_COLOURS.get(name, "#777")}" fill-opacity="0.85"/>')
-        base = upper
+        base, lower = upper, top_pts
     parts.append(f'<text x="4" y="{top + 10}">1.0</text><text x="4" y="{top + plot_h}">0</text>')
     for k in range(6):
         x = left + plot_w * k / 5
