@@ -213,3 +213,33 @@ def test_a_message_compressed_mcap_bag_keeps_publish_times(tmp_path):
         assert got == [(f"school zone {k}", sent + k * 10**9, sent + k * 10**9 + late) for k in range(2)]
         assert len(issues) == 1 and issues[0][0] == "decode" and "'/context/text'" in issues[0][1]
         assert f"at log time {sent + 5 * 10**9}" in issues[0][1] and "ZstdError" in issues[0][1]
+
+
+def test_a_cut_log_is_read_in_two_passes_and_knows_its_duration(tmp_path, monkeypatch):
+    # A log without a summary (a killed recorder) was decompressed about five times by replay: the
+    # topics pass (an order-check pass, then the pass), the cloud-field probe (another order check),
+    # and the messages (check, then read). Its duration stayed None, so replay's progress bar had no
+    # total. Now: one pass for the topics (probing clouds and noting the span), one for the messages.
+    from mcap.reader import make_reader
+
+    import fusion_rt.logs.reader as reader_module
+
+    from .test_logs_reader import _cut_before_summary, _stream, _write
+
+    path = tmp_path / "cut.mcap"
+    _write(path, _stream(), compression="zstd", chunk_size=1500)
+    with open_log(path) as log:
+        topics = log.topics()
+    assert any(t.point_fields for t in topics)  # a radar cloud, probed from its first message
+    with open(path, "rb") as f:
+        kept = [m.log_time for _, _, m in make_reader(f).iter_messages(log_time_order=True)]
+    chunks = _cut_before_summary(path)
+    calls = []
+    decompress = reader_module._decompress
+    monkeypatch.setattr(reader_module, "_decompress", lambda chunk: calls.append(1) or decompress(chunk))
+    with open_log(path) as log:
+        assert log.topics() == topics
+        assert log.duration_ns == kept[-1] - kept[0]
+        assert len(calls) == len(chunks)  # one pass for topics, span and cloud fields
+        assert [m.log_time_ns for m in log.messages()] == kept
+        assert len(calls) == 2 * len(chunks)

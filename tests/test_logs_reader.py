@@ -681,3 +681,107 @@ def test_replay_does_not_count_an_assumed_schema_as_damage() -> None:
     block, warnings = _log_block(reader, None, None)
     assert block["issues"] == 1 and block["issue_list"][0]["kind"] == "schema_assumed"
     assert warnings == ["1 schemas store no definition: the standard ones were assumed (see log.issue_list)"]
+
+
+def _cut_before_summary(path: Path, keep: int = 0) -> list:
+    """Cut `path` after its last chunk (plus `keep` bytes; negative: inside it), as a killed recorder
+    leaves it: no summary, no footer. Returns its chunk indexes, in file order."""
+    chunks = _chunks(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:chunks[-1].chunk_start_offset + chunks[-1].chunk_length + keep])
+    return chunks
+
+
+def _counting_chunk_reads(reader: LogReader) -> list[int]:
+    read_chunks: list[int] = []
+    chunk_messages = reader._chunk_messages
+
+    def counting(pos, *args):
+        read_chunks.append(pos)
+        return chunk_messages(pos, *args)
+
+    reader._chunk_messages = counting
+    return read_chunks
+
+
+@pytest.mark.parametrize("keep", [0, -40])
+def test_a_cut_log_with_a_late_message_is_merged_by_its_chunk_headers(multi_chunk_log: Path, tmp_path: Path,
+                                                                       keep: int) -> None:
+    # A killed recorder (no summary) with one message written late: a first pass decompressed every
+    # chunk to look for time going back, then every wanted record of the file was sorted in memory
+    # (+1.6 MB per second of drive). The chunks' own headers give their start times without
+    # decompressing anything: the merge holds back the chunks between, and each chunk is read once.
+    with open(multi_chunk_log, "rb") as f:
+        times = sorted(m.log_time for _, _, m in make_reader(f).iter_messages())
+    late = times[2]
+    path = tmp_path / "latecut.mcap"
+    _official_copy(multi_chunk_log, path, order=lambda topic, t: t + (5500 if t == late else 0))
+    chunks = _cut_before_summary(path, keep)
+    with LogReader(path) as reader:
+        read_chunks = _counting_chunk_reads(reader)
+        messages = reader.raw_messages()
+        first = next(messages)
+        assert first.record.log_time == times[0] and len(read_chunks) <= 2 < len(chunks)
+        got = [first.record.log_time, *(r.record.log_time for r in messages)]
+        assert reader.reordered and reader.truncated_at is not None
+        assert [i.kind for i in reader.issues] == ["truncated"]
+        whole = len(chunks) - (keep < 0)  # the cut chunk is read by _cut_chunk
+        assert sorted(read_chunks) == [c.chunk_start_offset for c in chunks[:whole]]  # each chunk once
+    assert got == times[:len(got)] if keep < 0 else got == times
+    if keep < 0:  # what the cut chunk held before the cut, and no more
+        assert len(got) >= len(times) - sum(1 for t in times if t >= chunks[-1].message_start_time)
+
+
+def test_damaged_chunk_header_times_lose_no_message(multi_chunk_log: Path, tmp_path: Path) -> None:
+    # A chunk header's start and end times are outside its CRC (which covers the uncompressed data):
+    # a wrong one may hold back more than needed or let a message come late, never drop it.
+    with open(multi_chunk_log, "rb") as f:
+        times = sorted(m.log_time for _, _, m in make_reader(f).iter_messages())
+    late = times[2]
+    path = tmp_path / "late.mcap"
+    _official_copy(multi_chunk_log, path, order=lambda topic, t: t + (5500 if t == late else 0))
+    chunks = _cut_before_summary(path)
+    (victim,) = [c for c in chunks if c.message_start_time == late]
+    data = bytearray(path.read_bytes())
+    for start, end, in_order in ((2**63, 2**63, False), (0, 0, True), (times[-1], times[0], False)):
+        struct.pack_into("<QQ", data, victim.chunk_start_offset + 9, start, end)
+        (tmp_path / "damaged.mcap").write_bytes(data)
+        got, reader = _stamps(tmp_path / "damaged.mcap")
+        assert sorted(got) == times and [i.kind for i in reader.issues] == ["truncated"], (start, got)
+        if in_order:  # too early a start only holds more back
+            assert got == times
+        else:  # the late message comes out as soon as it is read, the others in order
+            assert [t for t in got if t != late] == [t for t in times if t != late]
+
+
+def test_an_unchunked_cut_log_is_merged_in_runs(multi_chunk_log: Path, tmp_path: Path, monkeypatch) -> None:
+    # Top-level Message records (no chunks), no summary, one late: merged by runs of records whose
+    # earliest time the walk reads from their headers, so a run is held back, not the file.
+    import fusion_rt.logs.reader as reader_module
+
+    with open(multi_chunk_log, "rb") as f:
+        times = sorted(m.log_time for _, _, m in make_reader(f).iter_messages())
+    late = times[5]
+    path = tmp_path / "unchunked.mcap"
+    _official_copy(multi_chunk_log, path, order=lambda topic, t: t + (5500 if t == late else 0),
+                   use_chunking=False)
+    data = path.read_bytes()
+    summary_start = struct.unpack_from("<Q", data, len(data) - 37 + 9)[0]
+    path.write_bytes(data[:summary_start - 13 - 5])  # the DataEnd record and the end of the last message lost
+    times = times[:-1]
+    monkeypatch.setattr(reader_module, "_RUN_BYTES", 1000)
+    with LogReader(path) as reader:
+        scanned: list[int] = []
+        scan = reader._scan
+
+        def counting(*args, **kwargs):
+            for raw in scan(*args, **kwargs):
+                scanned.append(raw.record.log_time)
+                yield raw
+
+        reader._scan = counting
+        messages = reader.messages()
+        first = next(messages)
+        assert first.log_time_ns == times[0] and len(scanned) < len(times) // 2
+        assert [first.log_time_ns, *(m.log_time_ns for m in messages)] == times and reader.reordered
+        assert [i.kind for i in reader.issues] == ["truncated"]

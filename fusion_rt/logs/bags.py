@@ -28,7 +28,7 @@ from typing import Any
 
 from fusion_rt.errors import LogError, NotALogError
 from fusion_rt.logs.convert import converter_for
-from fusion_rt.logs.reader import LogMessage, LogReader, ReadIssue
+from fusion_rt.logs.reader import LogMessage, LogReader, RawMessage, ReadIssue
 from fusion_rt.logs.schemas import POINT_CLOUD2, SCHEMAS, normalize_schema_name, schema_matches
 from fusion_rt.logs.topics import TopicInfo
 from fusion_rt.outputs import special_file
@@ -117,20 +117,33 @@ class McapSource(LogSource):
             if stats is not None and stats.message_count:
                 starts.append(stats.message_start_time)
                 ends.append(stats.message_end_time)
+            clouds: dict[str, tuple[str, ...] | None] = {}  # PointCloud2 field names, by topic
             if summary is not None and _channels_complete(summary):
                 for channel in summary.channels.values():
                     schema = summary.schemas.get(channel.schema_id)
                     channels.append((channel.topic, normalize_schema_name(schema.name) if schema else ""))
-            else:  # no usable index (a truncated log), or channels left out of it: one undecoded pass
+            else:  # no usable index (a truncated log), or channels left out of it: one undecoded pass,
+                # which also probes each cloud topic's first message and notes the first and last log time
+                from mcap_ros2.decoder import DecoderFactory
+
+                factory = DecoderFactory()
                 seen: set[str] = set()
+                span: list[int] = []
                 for raw in reader.raw_messages():
+                    t = raw.record.log_time
+                    span = [min(span[0], t), max(span[1], t)] if span else [t, t]
                     if raw.channel.topic not in seen:
                         seen.add(raw.channel.topic)
                         channels.append((raw.channel.topic, reader.schema_name(raw.channel)))
+                        if channels[-1][1] == POINT_CLOUD2:
+                            clouds[raw.channel.topic] = _probe_fields(reader, raw, factory)
+                if span and not (stats is not None and stats.message_count):
+                    starts.append(span[0])
+                    ends.append(span[1])
             # a split declares every topic; a cloud's fields come from the first split holding a message
             todo = [(t, s) for t, s in channels
                     if t not in found or (found[t].point_fields is None and s == POINT_CLOUD2)]
-            clouds = _cloud_fields(reader, [t for t, s in todo if s == POINT_CLOUD2])
+            clouds.update(_cloud_fields(reader, [t for t, s in todo if s == POINT_CLOUD2 and t not in clouds]))
             for topic, schema_name in todo:
                 found[topic] = TopicInfo(topic, schema_name, clouds.get(topic))
         if starts and len(starts) == len(self._readers):
@@ -201,7 +214,6 @@ def _official_summary(path: str) -> Any:
 def _cloud_fields(reader: LogReader, topics: list[str]) -> dict[str, tuple[str, ...] | None]:
     """Field names of each PointCloud2 topic's first message (None when it fails), in one pass that
     stops once every topic has had its first message (not one pass over the log per topic)."""
-    from mcap.records import Schema
     from mcap_ros2.decoder import DecoderFactory
 
     fields: dict[str, tuple[str, ...] | None] = {}
@@ -209,24 +221,29 @@ def _cloud_fields(reader: LogReader, topics: list[str]) -> dict[str, tuple[str, 
         return fields
     factory = DecoderFactory()
     for raw in reader.raw_messages(topics=topics):
-        topic = raw.channel.topic
-        if topic in fields:
-            continue
-        schema = reader.schema(raw.channel)
-        fields[topic] = None
-        text = "" if schema is None else schema.data.decode("utf-8", errors="replace")
-        if schema is not None and not text.strip():  # no definition stored: the standard one (as LogReader)
-            text = SCHEMAS[POINT_CLOUD2]
-            schema = Schema(id=schema.id, name=schema.name, encoding=schema.encoding, data=text.encode())
-        if schema is not None and schema_matches(POINT_CLOUD2, text):
-            try:
-                decode = factory.decoder_for(raw.channel.message_encoding, schema)
-                fields[topic] = tuple(f.name for f in decode(reader.payload(raw.record.data)).fields)
-            except Exception:  # noqa: BLE001 (a probe: a cloud that does not decode is judged by its schema)
-                pass
+        if raw.channel.topic not in fields:
+            fields[raw.channel.topic] = _probe_fields(reader, raw, factory)
         if len(fields) == len(topics):
             break
     return fields
+
+
+def _probe_fields(reader: LogReader, raw: RawMessage, factory: Any) -> tuple[str, ...] | None:
+    """The field names of one PointCloud2 message (None when it does not decode as one)."""
+    from mcap.records import Schema
+
+    schema = reader.schema(raw.channel)
+    text = "" if schema is None else schema.data.decode("utf-8", errors="replace")
+    if schema is not None and not text.strip():  # no definition stored: the standard one (as LogReader)
+        text = SCHEMAS[POINT_CLOUD2]
+        schema = Schema(id=schema.id, name=schema.name, encoding=schema.encoding, data=text.encode())
+    if schema is None or not schema_matches(POINT_CLOUD2, text):
+        return None
+    try:
+        decode = factory.decoder_for(raw.channel.message_encoding, schema)
+        return tuple(f.name for f in decode(reader.payload(raw.record.data)).fields)
+    except Exception:  # noqa: BLE001 (a probe: a cloud that does not decode is judged by its schema)
+        return None
 
 
 class Db3BagSource(LogSource):

@@ -6,7 +6,8 @@ record loop and reuses `mcap.records` to parse records and `mcap_ros2.decoder.De
 decode CDR. The file is read front to back, so logs without a summary section (a recorder that
 was killed) read too; messages come out in log-time order all the same (each chunk is sorted; a
 file whose chunks overlap in time, which MCAP allows, is merged through its chunk indexes, reading
-chunks in the order of their start times, or sorted whole when it has none: `reordered`).
+chunks in the order of their start times, or, without a summary, through the start times the chunk
+records' own headers state, read without decompressing anything: `reordered`).
 
 What it guarantees (DESIGN.md sections 6 and 8):
 
@@ -62,6 +63,7 @@ _MESSAGE_HEAD = struct.Struct("<HIQ")  # channel id, sequence, log time (start o
 _FOOTER_BYTES = 9 + 20 + len(MCAP_MAGIC)
 _MIB = 1 << 20
 _ZERO_TAIL_MIN = 64 << 10  # zeros ending an unfinished file, at least: a preallocated or lost tail
+_RUN_BYTES = _MIB  # top-level Message records (an unchunked log) are merged in runs of about this size
 
 # Exceptions a CDR decoder or a converter raises on a payload that does not fit its schema.
 _DECODE_ERRORS = (struct.error, ValueError, IndexError, KeyError, TypeError, AttributeError,
@@ -272,29 +274,20 @@ class LogReader:
         `log_time_order`). MCAP does not require a file to be in log-time order (a writer may group
         messages by topic): each chunk is sorted as it is read; when the chunk indexes overlap in
         time, chunks are merged by them (`_merged`: a file grouped by topic holds about one chunk
-        per topic at a time); without an index, when an undecoded pass finds time going back, the
-        wanted records are sorted in memory. Either way `reordered` is set."""
+        per topic at a time). Without chunk indexes (no summary: a killed recorder), the records are
+        merged in file order by the start times their own headers state (`_record_starts`, nothing
+        decompressed for it): a late message holds back the chunks between, not the file. When time
+        goes back, `reordered` is set."""
         if self._file.closed:
             raise LogError(f"log {self.path!r} is closed; open a new LogReader")
         summary = self._load_summary()
         in_order = _chunks_in_order(summary)
-        if in_order is False:
-            yield from self._merged(summary, wanted, start_ns, end_ns)
-            return
-        if in_order is None:  # no chunk index tells: look
-            last = -1
-            in_order = True
-            for raw in self._scan(wanted, start_ns, end_ns):
-                if raw.record.log_time < last:
-                    in_order = False
-                    break
-                last = raw.record.log_time
         if in_order:
             yield from self._scan(wanted, start_ns, end_ns)
-            return
-        records = sorted(self._scan(wanted, start_ns, end_ns), key=lambda raw: raw.record.log_time)
-        self.reordered = True
-        yield from records
+        elif in_order is False:
+            yield from self._merged(summary, wanted, start_ns, end_ns)
+        else:
+            yield from self._merged_in_file_order(self._record_starts(summary), wanted, start_ns, end_ns)
 
     def _merged(self, summary: _Summary, wanted: frozenset[str] | None, start_ns: int | None,
                 end_ns: int | None) -> Iterator[RawMessage]:
@@ -306,7 +299,8 @@ class LogReader:
         so a file grouped by topic holds about one chunk per topic, not the file. Otherwise they are
         read in file order (`_merged_in_file_order`)."""
         if not self._indexed_chunks_readable(summary):
-            yield from self._merged_in_file_order(summary, wanted, start_ns, end_ns)
+            yield from self._merged_in_file_order({pos: index.message_start_time for pos, index in
+                                                   summary.chunks.items()}, wanted, start_ns, end_ns)
             return
         want = None if wanted == frozenset() else (lambda channel: wanted is None or channel.topic in wanted)
         # the top-level records first (no chunk read): metadata, footer, and any message outside a chunk
@@ -352,26 +346,79 @@ class LogReader:
                 return False
         return True
 
-    def _merged_in_file_order(self, summary: _Summary, wanted: frozenset[str] | None, start_ns: int | None,
+    def _merged_in_file_order(self, starts: dict[int, int], wanted: frozenset[str] | None, start_ns: int | None,
                               end_ns: int | None) -> Iterator[RawMessage]:
-        """`_scan`'s messages merged into log-time order by the chunk indexes: reading the chunk at
-        offset p, no message still unread is older than the earliest start time of p and the chunks
-        after it, so every waiting message older than that is final."""
+        """`_scan`'s messages merged into log-time order by `starts`: the earliest log time of the
+        records holding messages, by file offset (from the chunk indexes, or `_record_starts`).
+        Reading the record at offset p, no message still unread is older than the earliest start of
+        p and the records after it (p's floor), so every waiting message up to it is final.
+
+        A start time is not covered by any CRC (a chunk's header, an index): the floor is also never
+        above the record's own first message (a chunk's messages come sorted), and a message older
+        than a floor already passed is still yielded, as soon as it is read (never dropped).
+        `reordered` is set once time goes back in file order."""
         floor: dict[int, int] = {}
         low: int | None = None
-        for pos in sorted(summary.chunks, reverse=True):
-            start = summary.chunks[pos].message_start_time
-            low = start if low is None else min(low, start)
+        for pos in sorted(starts, reverse=True):
+            low = starts[pos] if low is None else min(low, starts[pos])
             floor[pos] = low
         waiting: list[tuple[int, int, RawMessage]] = []
+        record: int | None = None
+        newest: int | None = None
         for seq, raw in enumerate(self._scan(wanted, start_ns, end_ns)):
-            self.reordered = True
-            bound = floor.get(raw.offset)  # None: a message outside the indexed chunks, no bound known
-            while bound is not None and waiting and waiting[0][0] < bound:
-                yield heapq.heappop(waiting)[2]
-            heapq.heappush(waiting, (raw.record.log_time, seq, raw))
+            t = raw.record.log_time
+            if raw.offset != record:  # the first message of a record
+                record = raw.offset
+                bound = floor.get(record)  # None: a record without a start (inside a run), nothing known
+                if bound is not None:
+                    bound = min(bound, t)
+                    while waiting and waiting[0][0] <= bound:  # ties: the waiting one is earlier in the file
+                        yield heapq.heappop(waiting)[2]
+            if newest is not None and t < newest:
+                self.reordered = True  # (after _scan started: it resets what describes a pass)
+            newest = t if newest is None else max(newest, t)
+            heapq.heappush(waiting, (t, seq, raw))
         while waiting:
             yield heapq.heappop(waiting)[2]
+
+    def _record_starts(self, summary: _Summary | None) -> dict[int, int]:
+        """The earliest log time of each top-level record that can hold messages, by file offset,
+        for a log without chunk indexes: read from the records' headers alone (a Chunk's
+        message_start_time, its first 8 bytes; a Message's log time), seeking past each body, so no
+        chunk is decompressed or read. Top-level Message records (an unchunked log) count in runs of
+        about `_RUN_BYTES`, keyed by the run's first record. The walk stops where `_scan` stops (the
+        zero fill, the cut, a DataEnd or Footer record) and makes no issues; the chunk the file is
+        cut in counts with its header's time (its messages are those `_cut_chunk` recovers)."""
+        starts: dict[int, int] = {}
+        size = self._size
+        zeros = self._zero_fill(summary)
+        pos = len(MCAP_MAGIC)
+        run: int | None = None  # offset of the current run of top-level messages
+        while (zeros is None or pos < zeros) and pos + _RECORD_HEAD.size <= size:
+            head = self._read_at(pos, _RECORD_HEAD.size + _MESSAGE_HEAD.size)
+            if len(head) < _RECORD_HEAD.size:  # the file shrank
+                break
+            opcode, length = _RECORD_HEAD.unpack_from(head)
+            end = pos + _RECORD_HEAD.size + length
+            body = head[_RECORD_HEAD.size:]
+            if opcode == Opcode.CHUNK:
+                run = None
+                if len(body) >= 8 and (end > size or length <= self.max_record_bytes):
+                    starts[pos] = struct.unpack_from("<Q", body)[0]
+            elif (opcode == Opcode.MESSAGE and end <= size and 22 <= length <= self.max_record_bytes
+                  and len(body) == _MESSAGE_HEAD.size):
+                t = _MESSAGE_HEAD.unpack(body)[2]
+                if run is None or pos - run > _RUN_BYTES:
+                    run = pos
+                    starts[pos] = t
+                else:
+                    starts[run] = min(starts[run], t)
+            elif (opcode == Opcode.DATA_END and length >= 4) or (opcode == Opcode.FOOTER and length >= 20):
+                break  # what follows holds no message _scan reads
+            if end > size:
+                break
+            pos = end
+        return starts
 
     def _reset(self) -> None:
         self.issues: list[ReadIssue] = []
