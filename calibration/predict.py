@@ -21,7 +21,7 @@ from fusion_rt.errors import ConfigError
 from fusion_rt.messages import MODALITIES
 from fusion_rt.package import GraphSpec, ModelPackage
 
-__all__ = ["Frames", "PackageRunner", "session_options", "sigmoid"]
+__all__ = ["Frames", "PackageRunner", "session_options", "sigmoid", "occupied", "all_finite"]
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
                  "bool": np.bool_, "uint8": np.uint8, "int8": np.int8}
@@ -43,6 +43,26 @@ class Frames:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+
+
+#: Frames per slice where every frame's outputs are reduced (BEV logits are 64 KB a frame).
+ROWS_PER_SLICE = 64
+
+
+def occupied(bev_logits: np.ndarray, rows: int = ROWS_PER_SLICE) -> np.ndarray:
+    """`sigmoid(bev_logits) >= 0.5` (decided in the logits' precision, as the runtime does), slice of
+    frames by slice: the float temporaries of sigmoid are a slice, not every frame's."""
+    bev_logits = np.asarray(bev_logits)
+    out = np.empty(bev_logits.shape, dtype=bool)
+    for start in range(0, len(bev_logits), rows):
+        out[start:start + rows] = sigmoid(bev_logits[start:start + rows]) >= 0.5
+    return out
+
+
+def all_finite(value: np.ndarray, rows: int = ROWS_PER_SLICE) -> bool:
+    """np.isfinite(value).all(), slice of frames by slice (no mask of every element)."""
+    value = np.atleast_1d(np.asarray(value))
+    return all(bool(np.isfinite(value[start:start + rows]).all()) for start in range(0, len(value), rows))
 
 
 def session_options(threads: int = 2, profile_prefix: str | None = None, path: str | os.PathLike | None = None):
@@ -163,14 +183,18 @@ class PackageRunner:
         return {k: np.concatenate(v) for k, v in out.items()}
 
     def run(self, frames: Frames, batch_size: int = 32, present: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Every head output over `frames`, concatenated; `present` overrides the frames' mask."""
+        """Every head output over `frames`, one array each (filled batch by batch); `present` overrides
+        the frames' mask."""
         mask = frames.present if present is None else present
-        out: dict[str, list[np.ndarray]] = {}
-        for sl in self._batches(len(frames), batch_size):
+        n = len(frames)
+        out: dict[str, np.ndarray] = {}  # filled batch by batch: no list of batches to concatenate (2x peak)
+        for sl in self._batches(n, batch_size):
             tokens = self.encode({m: v[sl] for m, v in frames.inputs.items()})
             for k, v in self.head(tokens, mask[sl]).items():
-                out.setdefault(k, []).append(v)
-        return {k: np.concatenate(v) for k, v in out.items()}
+                if k not in out:
+                    out[k] = np.empty((n, *v.shape[1:]), dtype=v.dtype)
+                out[k][sl] = v
+        return out
 
     def tokens(self, frames: Frames, batch_size: int = 32) -> dict[str, np.ndarray]:
         """Every encoder's tokens over `frames`, concatenated (the head's calibration input)."""

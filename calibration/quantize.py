@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_rt.calibration.predict import Frames, PackageRunner, sigmoid
+from fusion_rt.calibration.predict import Frames, PackageRunner, all_finite, sigmoid
 from fusion_rt.calibration.reader import (
     ArrayCalibrationReader,
     CalibrationSet,
@@ -414,7 +414,7 @@ def _score(evaluation: _Evaluation, outputs: dict[str, np.ndarray], package: Mod
     overflow, say) are listed in `non_finite`; the metrics, which refuse non-finite scores, are then
     not computed (None)."""
     base = evaluation.fp32_metrics.overall[PRIMARY_METRIC]
-    non_finite = [name for name, value in outputs.items() if not np.isfinite(value).all()]
+    non_finite = [name for name, value in outputs.items() if not all_finite(value)]
     if non_finite:
         return {"metrics": dict.fromkeys(evaluation.fp32_metrics.headline()), "relative_drop": None,
                 "measurable": base is not None, "non_finite": non_finite, "_full": None}

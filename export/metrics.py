@@ -99,17 +99,31 @@ def f1_per_class(labels, scores, threshold: float | np.ndarray = 0.5) -> np.ndar
     return _f1(y, s >= _threshold(threshold, y.shape[1]), axis=0)
 
 
-def bev_iou_per_class(target, scores, threshold: float = 0.5) -> np.ndarray:
-    """IoU per class of occupancy `scores >= threshold` against 0/1 `target`, both [N, C, H, W] or
-    [C, H, W], accumulated over the whole set (intersection and union summed first) -> [C];
-    NaN for a class absent from both."""
+#: Frames per slice of `bev_iou_per_class` (its scores are float64: 128 KB a frame of 4x64x64).
+BEV_ROWS_PER_SLICE = 64
+
+
+def _iou_counts(target, scores, threshold) -> tuple[np.ndarray, np.ndarray]:
     y, s = _labels_scores(target, scores)
     if y.ndim == 3:
         y, s = y[None], s[None]
     if y.ndim != 4:
         raise ConfigError(f"bev_iou_per_class takes [N, C, H, W] or [C, H, W], got shape {y.shape}")
     pred = s >= _threshold(threshold)
-    inter = np.sum(y & pred, axis=(0, 2, 3))
-    union = np.sum(y | pred, axis=(0, 2, 3))
+    return np.sum(y & pred, axis=(0, 2, 3)), np.sum(y | pred, axis=(0, 2, 3))
+
+
+def bev_iou_per_class(target, scores, threshold: float = 0.5) -> np.ndarray:
+    """IoU per class of occupancy `scores >= threshold` against 0/1 `target`, both [N, C, H, W] or
+    [C, H, W], accumulated over the whole set (intersection and union summed first) -> [C];
+    NaN for a class absent from both. [N, C, H, W] arrays are counted slice of frames by slice
+    (the counts add up exactly): no float64 copy of every frame's scores (256 MB at 2000 frames)."""
+    rows = BEV_ROWS_PER_SLICE
+    if (isinstance(target, np.ndarray) and isinstance(scores, np.ndarray) and target.ndim == 4
+            and target.shape == scores.shape and len(target) > rows):
+        counts = [_iou_counts(target[i:i + rows], scores[i:i + rows], threshold) for i in range(0, len(target), rows)]
+        inter, union = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    else:
+        inter, union = _iou_counts(target, scores, threshold)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / np.maximum(union, 1), np.nan)

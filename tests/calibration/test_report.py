@@ -149,3 +149,91 @@ def test_graph_sizes_count_external_data(calib_package, tmp_path):
     assert path.stat().st_size < inline / 2  # the weights went out
     sizes = report.graph_sizes(package, calib_package)  # the same graphs, inline: ratio 1
     assert sizes["graphs"]["radar"]["ratio"] == pytest.approx(1.0, rel=0.05)
+
+
+def _whole_array_parity(reference, actual) -> dict:
+    """parity_stats as it was before slicing: whole float64 copies of both arrays."""
+    ref = np.asarray(reference).astype(np.float64).ravel()
+    act = np.asarray(actual).astype(np.float64).ravel()
+    diff = np.abs(ref - act)
+    scale = max(float(np.abs(ref).max()), 1e-12)
+    denom = float(np.linalg.norm(ref) * np.linalg.norm(act))
+    cosine = float(ref @ act / denom) if denom > 0 else float(np.array_equal(ref, act))
+    return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()), "max_rel": float(diff.max() / scale),
+            "cosine": cosine}
+
+
+def test_output_divergence_makes_no_whole_float64_copy():
+    """quantize peaked at 3.7 GB at --eval-frames 2000: divergence copied every frame's outputs to
+    float64 (twice) and built |ref - act| over all of them at once, 1.5 GB for 2000 frames of BEV
+    logits. Slice by slice, its memory no longer grows with the frames."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    ref = {"scene_logits": rng.standard_normal((256, 5), np.float32),
+           "bev_logits": rng.standard_normal((256, 4, 64, 64), np.float32)}  # 16 MB; 32 MB in float64
+    new = {k: v + np.float32(0.01) for k, v in ref.items()}
+    tracemalloc.start()
+    try:
+        got = output_divergence(ref, new)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < ref["bev_logits"].size * 8 / 2, f"{peak / 2**20:.0f} MB"  # less than half one float64 copy
+    assert got["bev_logits"]["max_abs"] == pytest.approx(0.01, rel=1e-3)
+    assert got["bev_logits"]["cosine"] == pytest.approx(_whole_array_parity(ref["bev_logits"],
+                                                                            new["bev_logits"])["cosine"], rel=1e-12)
+
+
+@pytest.mark.parametrize("size", [1000, 1 << 18, 3 * (1 << 18) + 7])
+@pytest.mark.parametrize("case", ["close", "inf", "-inf", "nan", "zeros", "zero_ref", "float16", "int", "strided"])
+def test_sliced_divergence_equals_the_whole_array_result(size, case):
+    """parity_stats (export parity and quantize divergence) over slices gives the whole-array result:
+    exactly for arrays of one slice (export parity at its default 16 samples); for more, the same
+    maxima and max_rel, mean_abs and cosine to float64 rounding. Non-finite and zero cases as before."""
+    from fusion_rt.export.onnx_export import PARITY_SLICE_ELEMENTS, parity_stats
+
+    rng = np.random.default_rng(size)
+    ref = rng.standard_normal(size).astype(np.float32)
+    act = ref + (rng.standard_normal(size) * 1e-3).astype(np.float32)
+    if case in ("inf", "-inf", "nan"):
+        act[size // 2] = float(case)
+    elif case == "zeros":
+        ref = act = np.zeros(size, np.float32)
+    elif case == "zero_ref":
+        ref = np.zeros(size, np.float32)
+    elif case == "float16":
+        ref, act = ref.astype(np.float16), act.astype(np.float16)
+    elif case == "int":
+        ref = rng.integers(-5, 5, size)
+        act = ref + 1
+    elif case == "strided":
+        ref, act = np.stack([ref, act, ref])[:, ::3], np.stack([act, ref, act])[:, ::3]
+    with np.errstate(invalid="ignore"):  # inf: cosine inf/inf, NaN (as before)
+        want = _whole_array_parity(ref, act)
+        got = parity_stats(ref, act)
+    assert set(got) == set(want)
+    if np.asarray(ref).size <= PARITY_SLICE_ELEMENTS:
+        assert got == pytest.approx(want, rel=0, abs=0, nan_ok=True)  # bit for bit
+    else:
+        assert {k: got[k] for k in ("max_abs", "max_rel")} == pytest.approx(
+            {k: want[k] for k in ("max_abs", "max_rel")}, rel=0, abs=0, nan_ok=True)
+        assert got == pytest.approx(want, rel=1e-12, abs=0, nan_ok=True)
+    assert report.divergence(ref, act) == {k: pytest.approx(want[k], rel=1e-12, nan_ok=True)
+                                           for k in ("max_abs", "mean_abs", "cosine")}
+
+
+def test_occupancy_and_finite_checks_by_slice_equal_the_whole_array():
+    """task_metrics' BEV occupancy and _score's finite check go slice of frames by slice: the same
+    decisions as sigmoid(logits) >= 0.5 over every frame at once, float16 rounding near 0 included."""
+    from fusion_rt.calibration.predict import all_finite, occupied, sigmoid
+
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float16):
+        logits = (rng.standard_normal((150, 2, 8, 8)) * 1e-3).astype(dtype)  # many near the 0.5 boundary
+        logits[7, 0, 0, :3] = [-1e-8, 0.0, 1e-8]
+        np.testing.assert_array_equal(occupied(logits), sigmoid(logits) >= 0.5)
+        assert all_finite(logits)
+        logits[149, 1, 7, 7] = np.inf
+        assert not all_finite(logits)
+    assert all_finite(np.zeros((0, 3), np.float32)) and occupied(np.zeros((0, 2), np.float32)).shape == (0, 2)
