@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion_rt._optional import require_version
 from fusion_rt.calibration.predict import Frames, PackageRunner, all_finite, sigmoid
 from fusion_rt.calibration.reader import (
     ArrayCalibrationReader,
@@ -63,6 +64,10 @@ __all__ = ["QuantizationError", "QuantizeResult", "quantize_package", "rank_node
            "input_convs", "softmax_input_adds", "REPORT_FORMAT"]
 
 REPORT_FORMAT = "fusion-rt-quantization-report/1"
+#: onnxruntime.quantization's calibration cache (save/load_tensors_data, quantize_static's
+#: calibration_cache_path) arrived in 1.27; its symbolic shape inference fails on the shipped head
+#: (IndexError in Concat) before 1.31. The runtime itself needs only the base requirement.
+ORT_MINIMUM = "1.31"
 #: FP32 activations beyond this magnitude are kept in FP32 by the fp16 recipe: float16's largest
 #: finite value is 65504; a 4x margin covers frames the calibration set did not show.
 FP16_SAFE_ABS = 65504.0 / 4
@@ -546,6 +551,8 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
     (`topics`: the logs' topics per modality, as replay's --topics; else resolved as replay does)."""
     say = progress or (lambda _m: None)
     recipe = get_recipe(config.recipe)
+    require_version("onnxruntime", ORT_MINIMUM, "quantize", "quantization",
+                    note=" (its calibration cache and shape inference of attention heads; it needs Python >= 3.11)")
     src, out = Path(package_dir), Path(out_dir)
     fp32_pkg = load_package(src)
     if fp32_pkg.precision != "fp32":

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 from types import ModuleType
 
 from fusion_rt.errors import MissingExtraError
 
-__all__ = ["require", "require_available", "EXTRA_FOR"]
+__all__ = ["require", "require_available", "require_version", "EXTRA_FOR"]
 
 #: Which `pip install "fusion-rt[extra]"` brings each optional module.
 EXTRA_FOR: dict[str, str] = {
@@ -42,3 +43,26 @@ def require(module: str, purpose: str = "") -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtraError(module, EXTRA_FOR.get(module.split(".")[0], "dev"), purpose) from exc
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """The leading numeric release of a version string: "1.23.2" -> (1, 23, 2); "1.32.0.dev1" -> (1, 32, 0)."""
+    parts = []
+    for piece in str(text).split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) < len(piece):
+            break
+    return tuple(parts)
+
+
+def require_version(module: str, minimum: str, extra: str, purpose: str = "", note: str = "") -> ModuleType:
+    """Import `module` (as `require`) and raise MissingExtraError, naming the version found and the
+    one needed, when its `__version__` is older than `minimum`."""
+    mod = require(module, purpose)
+    found = str(getattr(mod, "__version__", "0"))
+    if _version(found) < _version(minimum):
+        raise MissingExtraError(module, extra, purpose, found=found, minimum=minimum, note=note)
+    return mod

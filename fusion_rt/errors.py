@@ -44,15 +44,20 @@ _INSTALL_NOTES = {
 class MissingExtraError(FusionRTError, ImportError):
     """An optional dependency is needed but not installed; the message names the extra."""
 
-    def __init__(self, module: str, extra: str, purpose: str = "") -> None:
+    def __init__(self, module: str, extra: str, purpose: str = "", found: str | None = None,
+                 minimum: str | None = None, note: str = "") -> None:
         why = f" for {purpose}" if purpose else ""
         where = _INSTALL_NOTES.get(module.split(".")[0], "")
-        super().__init__(
-            f"'{module}' is required{why} but is not installed: "
-            f'pip install "fusion-rt[{extra}]"{where}'
-        )
+        if found is None:
+            text = f"'{module}' is required{why} but is not installed: pip install \"fusion-rt[{extra}]\"{where}"
+        else:  # installed, but older than the feature needs
+            text = (f"'{module}' {found} is too old{why}: it needs {module} >= {minimum}{note}; "
+                    f"pip install -U \"fusion-rt[{extra}]\"{where}")
+        super().__init__(text)
         self.module = module
         self.extra = extra
+        self.found = found
+        self.minimum = minimum
 
 
 class BudgetError(ConfigError):

@@ -22,8 +22,11 @@ elif ! "$venv/bin/python" -c "" 2>/dev/null; then
   "$python" -m venv --clear "$venv" || fail "could not recreate $venv with $python (rm -rf $venv and retry)"
 fi
 py="$venv/bin/python"
-"$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-  || fail "$venv runs Python $("$py" -c 'import platform; print(platform.python_version())'); fusion-rt needs 3.10 or newer (rm -rf $venv; PYTHON=python3.11 make ...)"
+# The runtime alone runs on 3.10 (JetPack 6); quantize (the demo) and the tests need onnxruntime >= 1.31, hence 3.11.
+minor=10
+[[ ",$extras," == *",quantize,"* || ",$extras," == *",dev,"* ]] && minor=11
+"$py" -c "import sys; sys.exit(sys.version_info < (3, $minor))" \
+  || fail "$venv runs Python $("$py" -c 'import platform; print(platform.python_version())'); fusion-rt${extras:+[$extras]} needs 3.$minor or newer (onnxruntime >= 1.31 for quantization) (rm -rf $venv; PYTHON=python3.11 make ...)"
 
 # pip, quiet but for its errors; its own exit status decides (not the filter's).
 pip() {

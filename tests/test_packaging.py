@@ -130,3 +130,16 @@ def test_cli_parser_loads_no_opencv():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PARSER-OK" in proc.stdout
+
+
+def test_version_requirements_parse_release_numbers():
+    from fusion_rt._optional import _version, require_version
+    from fusion_rt.errors import MissingExtraError
+
+    assert _version("1.23.2") < _version("1.31") <= _version("1.31.0") < _version("1.32.0.dev20260101")
+    assert _version("2.13.0+cpu") == (2, 13, 0) and _version("1.31rc1") == (1, 31)
+    import numpy
+
+    assert require_version("numpy", "1.0", "dev") is numpy
+    with pytest.raises(MissingExtraError, match=r"'numpy' .* is too old for testing: it needs numpy >= 999\.0"):
+        require_version("numpy", "999.0", "dev", "testing")

@@ -45,7 +45,7 @@ def _encoder(modality: str, seed: int) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, f"{modality}_encoder",
                               [helper.make_tensor_value_info(name, dtype, ["batch", *shape])],
                               [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", tokens, D])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
 
 
 def _conv_encoder(modality: str, seed: int, width: int = 64, layers: int = 4) -> onnx.ModelProto:
@@ -76,7 +76,7 @@ def _conv_encoder(modality: str, seed: int, width: int = 64, layers: int = 4) ->
     graph = helper.make_graph(nodes, f"{modality}_encoder",
                               [helper.make_tensor_value_info(name, dtype, ["batch", *shape])],
                               [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", tokens, D])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
 
 
 def _head(modalities: tuple[str, ...], seed: int) -> onnx.ModelProto:
@@ -114,7 +114,7 @@ def _head(modalities: tuple[str, ...], seed: int) -> onnx.ModelProto:
                helper.make_tensor_value_info("modality_share", TensorProto.FLOAT,
                                              ["batch", len(SCENE_LABELS) + 1, m])]
     graph = helper.make_graph(nodes, "head", inputs, outputs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
 
 
 def make_tiny_package(root: Path, modalities: tuple[str, ...] = ("camera", "radar", "map", "text"),

@@ -109,6 +109,9 @@ def _ensure_global_pool(ort, threads: int | None) -> None:
     global _global_pool_threads
     with _global_pool_lock:
         if _global_pool_threads is False:
+            if not hasattr(ort, "set_global_thread_pool_sizes"):  # a Python binding from onnxruntime 1.23 on
+                raise ConfigError(f"threading='global' needs onnxruntime >= 1.23 (this is {ort.__version__}); "
+                                  f"use threading='no_spin' (the default) or upgrade onnxruntime")
             try:
                 ort.set_global_thread_pool_sizes(threads or 0, 1)
                 _global_pool_threads = threads

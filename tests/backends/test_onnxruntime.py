@@ -196,3 +196,15 @@ def test_a_global_pool_the_host_made_is_used_or_named(package):
     assert result.returncode == 0, result.stderr
     assert "per-session refused: this process already has an ONNX Runtime global thread pool" in result.stdout
     assert "pass threading='global'" in result.stdout and "tokens" in result.stdout
+
+
+def test_a_global_pool_on_an_onnxruntime_without_it_is_a_config_error(package, monkeypatch):
+    """onnxruntime < 1.23 (JetPack 6's onnxruntime-gpu wheels) has no set_global_thread_pool_sizes:
+    threading='global' raised a raw AttributeError; it is refused naming the version it needs."""
+    import fusion_rt.backends.onnxruntime as backend
+
+    monkeypatch.setattr(backend, "_global_pool_threads", False)  # not sized yet in this process
+    monkeypatch.delattr(ort, "set_global_thread_pool_sizes")
+    with pytest.raises(ConfigError, match=r"threading='global' needs onnxruntime >= 1\.23"):
+        backend._ensure_global_pool(ort, 1)
+    assert backend._global_pool_threads is False  # nothing was set: no_spin still works

@@ -75,3 +75,18 @@ def test_a_missed_tolerance_says_what_ran(calib_package, calib_log, tmp_path, mo
                      "--out", str(tmp_path / "out"), "--max-rounds", "4"])
     err = capsys.readouterr().err
     assert code == 1 and says in err and "4 mixed-precision" not in err
+
+
+def test_an_onnxruntime_too_old_to_quantize_is_named(calib_package, calib_log, tmp_path, monkeypatch):
+    """onnxruntime < 1.31 (the newest for Python 3.10 is 1.23) lacks the calibration cache API and fails
+    on the head's shapes: quantize stopped deep inside with an ImportError traceback. It is refused
+    up front, naming the version found and the one needed, before any log is read."""
+    import onnxruntime
+
+    from fusion_rt.calibration import QuantizeConfig, quantize_package
+    from fusion_rt.errors import MissingExtraError
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.23.2")
+    with pytest.raises(MissingExtraError, match=r"'onnxruntime' 1\.23\.2 is too old .*>= 1\.31.*Python >= 3\.11"):
+        quantize_package(calib_package, tmp_path / "out", QuantizeConfig(recipe="fp16"), [tmp_path / "unread.mcap"])
+    assert not (tmp_path / "out").exists()

@@ -157,7 +157,7 @@ def test_entropy_histograms_keep_their_bins_when_a_later_chunk_widens_the_range(
     graph = helper.make_graph(nodes, "widening", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
                               [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 8])], weights)
     model = tmp_path / "widening.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(model))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((32, 8)).astype(np.float32)
     x[16:] *= 6.0  # the second chunk of 16 rows
@@ -382,7 +382,8 @@ def test_fp16_keeps_an_overflowing_unnamed_node_fp32(calib_log, tmp_path):
                               [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", *shape])],
                               [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", tokens, width])],
                               inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(root / "camera_encoder.onnx"))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10),
+              str(root / "camera_encoder.onnx"))
     replace_graph(root, "camera")
     result = quantize_package(root, tmp_path / "fp16", QuantizeConfig(recipe="fp16", **FAST), [calib_log])
     assert result.report["fp16"]["overflow_nodes"]["camera"] == ["MatMul_1"]
