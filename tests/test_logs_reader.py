@@ -181,14 +181,7 @@ def test_a_file_grouped_by_topic_is_merged_a_chunk_at_a_time(multi_chunk_log: Pa
         indexes = make_reader(f).get_summary().chunk_indexes
     topics = {t for t, _, _ in reference}
     with LogReader(path) as reader:
-        read_chunks: list[int] = []
-        chunk_messages = reader._chunk_messages
-
-        def counting(pos, *args):
-            read_chunks.append(pos)
-            return chunk_messages(pos, *args)
-
-        reader._chunk_messages = counting
+        read_chunks = _counting_chunk_reads(reader)
         messages = reader.raw_messages()
         got = []
         for raw in messages:
@@ -615,14 +608,7 @@ def test_one_late_message_holds_back_a_chunk_not_the_file(multi_chunk_log: Path,
     path = tmp_path / "late.mcap"
     assert _official_copy(multi_chunk_log, path, order=lambda topic, t: t + (5500 if t == late else 0)) == times
     with LogReader(path) as reader:
-        read_chunks: list[int] = []
-        chunk_messages = reader._chunk_messages
-
-        def counting(pos, *args):
-            read_chunks.append(pos)
-            return chunk_messages(pos, *args)
-
-        reader._chunk_messages = counting
+        read_chunks = _counting_chunk_reads(reader)
         messages = reader.messages()
         first = next(messages)
         assert first.log_time_ns == times[0] and len(read_chunks) <= 2 < len(_chunks(path))
