@@ -500,8 +500,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     fast; what the runtime cannot keep up with is dropped, latest wins, and counted), burst (as fast as possible, JPEG
     decode overlapped with inference). Topics map to modalities by --topics, else the simulator's
     defaults, else by schema. --drop masks modalities for the whole replay. A truncated log is
-    replayed up to its last complete message (exit 0, with a warning); skipped records are listed
-    with their offsets in the summary. Writes a results MCAP (--out: /fusion/outputs,
+    replayed up to its last complete message (exit 0, with a warning); what reading skipped is said
+    in warnings, counted by topic and reason (unsupported: a valid message fusion-rt does not read,
+    such as a depth camera or h264; damaged: the file itself), and listed with offsets in --json's
+    log.issue_list. Writes a results MCAP (--out: /fusion/outputs,
     /fusion/timings, /fusion/bev/compressed, /fusion/camera/compressed), a JSON summary (--json)
     and a self-contained HTML report (--report).
 

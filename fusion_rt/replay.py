@@ -38,6 +38,7 @@ import json
 import math
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -48,6 +49,7 @@ import numpy as np
 
 from fusion_rt.errors import ConfigError, DecodeError, LogError
 from fusion_rt.logs.bags import LogSource, open_log
+from fusion_rt.logs.convert import UnsupportedMessageError
 from fusion_rt.logs.reader import ReadIssue
 from fusion_rt.logs.schemas import COMPRESSED_IMAGE, SCHEMAS
 from fusion_rt.logs.topics import TopicMap, resolve_topics
@@ -780,6 +782,32 @@ class _Item:
     original: object
 
 
+class _Stamps:
+    """What replay saw of each modality's stamps, for the clock warnings (`_stamp_warnings`); it only
+    watches: nothing routed or pushed depends on it."""
+
+    SAMPLE = 5  # stamp - log time of the first few non-zero stamps: their median is the modality's offset
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+        self.zero: dict[str, int] = {}
+        self.offsets: dict[str, list[int]] = {}
+
+    def see(self, modality: str, stamp_ns: int, log_time_ns: int) -> None:
+        self.count[modality] = self.count.get(modality, 0) + 1
+        if stamp_ns == 0:
+            self.zero[modality] = self.zero.get(modality, 0) + 1
+            return
+        offsets = self.offsets.setdefault(modality, [])
+        if len(offsets) < self.SAMPLE:
+            offsets.append(stamp_ns - log_time_ns)
+
+    def offset(self, modality: str) -> int | None:
+        """The modality's stamps minus their log times (median of the first few), None without stamps."""
+        offsets = sorted(self.offsets.get(modality, ()))
+        return offsets[len(offsets) // 2] if offsets else None
+
+
 class _Reader:
     """Opens the log, maps its topics and yields routed `_Item`s (the only place that reads)."""
 
@@ -802,12 +830,15 @@ class _Reader:
         self.preprocess = preprocess
         self.radar = radar
         self.radar_from_detections = False
+        self.stamps = _Stamps()
 
     def items(self, predecode: bool) -> Iterator[_Item]:
         modality_of = {t: m for m, t in self.topic_map.topics.items() if m not in self.config.drop or m == "camera"}
         for lm in self.source.messages(topics=list(modality_of)):
             modality = modality_of[lm.topic]
             msg = original = lm.message
+            if modality != "ground_truth":
+                self.stamps.see(modality, original.stamp_ns, lm.log_time_ns)
             if modality == "radar" and isinstance(msg, RadarDetections):
                 self.radar_from_detections = True
                 try:
@@ -919,6 +950,98 @@ def _check_drop(config: ReplayConfig, package: ModelPackage) -> None:
             raise ConfigError("cannot drop 'camera': it triggers every output; drop the other modalities instead")
 
 
+# ReadIssue kinds that are damage to the file itself (checksums, framing, compression)
+_DAMAGE_KINDS = frozenset({"chunk_crc", "chunk_decompress", "chunk_too_large", "chunk_parse", "record_parse",
+                           "record_too_large", "data_crc", "summary", "bad_magic"})
+# a `decode` issue's detail, from LogReader and the bag reader: "... on '/topic' at log time T: Error: reason"
+_DECODE_DETAIL = re.compile(r"""on (?P<topic>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") at log time -?\d+: """
+                            r"(?P<error>\w+): (?P<reason>.*)", re.S)
+_SKIP_LINES = 5  # groups of skipped messages said one per warning line, the rest counted
+_REASON_CHARS = 240
+
+
+def _skipped_warnings(issues: list[ReadIssue]) -> list[str]:
+    """What reading skipped and why, grouped by topic and error (by kind for damage), counted: a valid
+    message in a form fusion-rt does not read (`UnsupportedMessageError`: a depth camera, h264, a
+    rotated map) is "unsupported", damage to the file is "damaged", anything else "skipped"."""
+    groups: dict[tuple, list] = {}  # key -> [count, first detail]
+    for issue in issues:
+        if issue.kind in ("truncated", "schema_assumed"):
+            continue
+        match = _DECODE_DETAIL.search(issue.detail) if issue.kind == "decode" else None
+        if match is not None:
+            unsupported = match["error"] == UnsupportedMessageError.__name__
+            key = ("unsupported" if unsupported else "undecodable", match["topic"], match["error"])
+            detail = match["reason"] if unsupported else f"{match['error']}: {match['reason']}"
+        else:
+            key = ("damaged" if issue.kind in _DAMAGE_KINDS else "skipped", issue.kind)
+            detail = issue.detail
+        group = groups.setdefault(key, [0, detail])
+        group[0] += 1
+    lines = []
+    for key, (n, detail) in list(groups.items())[:_SKIP_LINES]:
+        if len(detail) > _REASON_CHARS:
+            detail = detail[:_REASON_CHARS - 3] + "..."
+        what = key[0]
+        if what == "unsupported":
+            lines.append(f"{_count(n, 'message')} on {key[1]} skipped as unsupported (valid, in a form fusion-rt "
+                         f"does not read): {detail}")
+        elif what == "undecodable":
+            lines.append(f"{_count(n, 'message')} on {key[1]} skipped, they do not decode: {detail}")
+        elif what == "damaged":
+            lines.append(f"{_count(n, 'damaged record')} skipped ({key[1]}), the first: {detail}")
+        else:
+            lines.append(f"{n} records or messages skipped ({key[1]}), the first: {detail}")
+    if len(groups) > _SKIP_LINES:
+        rest = sum(n for n, _ in list(groups.values())[_SKIP_LINES:])
+        lines.append(f"{rest} more records or messages skipped, on {len(groups) - _SKIP_LINES} more topics or "
+                     f"reasons (the first 50 issues are in the --json summary's log.issue_list)")
+    return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _format_offset(ns: int) -> str:
+    return f"{abs(ns) / 1e9:.3g} s {'ahead of' if ns > 0 else 'behind'}"
+
+
+_CLOCK_GAP_NS = 1_000_000_000  # the runtime's clock-jump threshold: stamps this far apart are not one clock
+
+
+def _stamp_warnings(stamps: _Stamps, summary: dict, trigger: str = "camera") -> list[str]:
+    """Header stamps never set (all 0), or a modality's stamps on another clock than the trigger's
+    (compared against each one's log times), said when they cost messages or outputs."""
+    rejected, degraded = summary["reasons"]["rejected"], summary["reasons"]["degraded"]
+    warnings = []
+    for m, n in stamps.count.items():
+        zero = stamps.zero.get(m, 0)
+        if zero >= 2:
+            dup = rejected.get(f"{m}:stamp_duplicate", 0)
+            warnings.append(f"{zero} of {n} {m} messages have header stamp 0: the driver does not set header stamps"
+                            + (f" ({dup} rejected as stamp_duplicate)" if dup else ""))
+    ref = stamps.offset(trigger)
+    if ref is None:
+        return warnings
+    for m in stamps.count:
+        offset = stamps.offset(m)
+        if m == trigger or offset is None or abs(offset - ref) <= _CLOCK_GAP_NS:
+            continue
+        costs = [f"{k.split(':', 1)[1]} {v}" for k, v in rejected.items() if k.startswith(f"{m}:stamp_")]
+        missing = degraded.get(f"{trigger}:{m}_missing", 0)
+        if missing:
+            costs.append(f"outputs degraded {m}_missing {missing}")
+        if not costs:
+            continue
+        stamps_of = (f"{m} stamps (publish times: std_msgs/String has no header)" if m == "text"
+                     else f"{m} header stamps")
+        warnings.append(f"{stamps_of} are {_format_offset(offset - ref)} the {trigger}'s, each taken "
+                        f"against its log time: {m} runs on another clock than the {trigger} (sim, device or "
+                        f"boot time?) and is not fused with it ({', '.join(costs)})")
+    return warnings
+
+
 def _log_block(reader: _Reader, first: int | None, last: int | None) -> tuple[dict, list[str]]:
     source = reader.source
     issues: list[ReadIssue] = source.issues
@@ -926,9 +1049,7 @@ def _log_block(reader: _Reader, first: int | None, last: int | None) -> tuple[di
     if source.truncated_at is not None:
         warnings.append(f"log {source.path} is truncated at byte {source.truncated_at}: replayed up to the last "
                         f"complete message")
-    others = [i for i in issues if i.kind not in ("truncated", "schema_assumed")]
-    if others:
-        warnings.append(f"{len(others)} damaged records or messages were skipped (see log.issue_list)")
+    warnings += _skipped_warnings(issues)
     assumed = [i for i in issues if i.kind == "schema_assumed"]
     if assumed:  # nothing skipped: a schema without text, decoded as the standard type
         warnings.append(f"{len(assumed)} schemas store no definition: the standard ones were assumed "
@@ -986,6 +1107,7 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
         bev_warnings = _check_bev_grid(reader.source, pkg, [session.metrics])
         summary = session.summary()
         log_block, warnings = _log_block(reader, first, last)
+        warnings += _stamp_warnings(reader.stamps, summary)
         warnings += bev_warnings + _late_truth_warnings(session.metrics)
         missing = [m for m in pkg.modalities if m not in reader.topic_map.topics and m not in config.drop]
         if missing:
@@ -1138,6 +1260,7 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
         bev_warnings = _check_bev_grid(reader.source, pkg_a, [a.metrics, b.metrics, *common])
         sa, sb = a.summary(), b.summary()
         log_block, warnings = _log_block(reader, first, last)
+        warnings += _stamp_warnings(reader.stamps, sa)
         warnings += bev_warnings + _late_truth_warnings(a.metrics)
     finally:
         for s in sessions:

@@ -300,3 +300,29 @@ def test_a_log_written_to_stdout_is_only_the_log(tmp_path):
     cut = subprocess.run(f"{sys.executable} -m fusion_rt simulate /dev/stdout --seconds 3 -q | head -c 100 >/dev/null;"
                          " exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True, timeout=120)
     assert cut.returncode == 141, cut.stderr
+
+
+def test_replay_says_what_it_skipped_and_why_without_json(tmp_path, short_drive, tiny):
+    """A bag whose camera is a compressed 16-bit depth image said "4 damaged records or messages were
+    skipped (see log.issue_list)", a list only --json has: the text summary names the topic, the count
+    and the reason, as unsupported, not damage."""
+    import cv2
+    import numpy as np
+    from mcap_ros2.writer import Writer as Ros2Writer
+
+    from fusion_rt.logs.schemas import COMPRESSED_IMAGE, SCHEMAS
+
+    depth = cv2.imencode(".png", np.full((360, 640), 3000, np.uint16))[1].tobytes()
+    log = tmp_path / "depth.mcap"
+    with open(log, "wb") as f, Ros2Writer(f) as writer:
+        schema = writer.register_msgdef(COMPRESSED_IMAGE, SCHEMAS[COMPRESSED_IMAGE])
+        for i in range(4):
+            t = 1_700_000_000_000_000_000 + i * 50_000_000
+            writer.write_message("/camera/depth/image_rect_raw/compressed", schema,
+                                 {"header": {"stamp": {"sec": t // 10**9, "nanosec": t % 10**9}, "frame_id": "d"},
+                                  "format": "16UC1; png compressed ", "data": depth}, log_time=t, publish_time=t)
+    proc = run_cli("replay", str(log), "--package", str(tiny))
+    assert proc.returncode == 0, proc.stderr
+    assert ("warning: 4 messages on '/camera/depth/image_rect_raw/compressed' skipped as unsupported" in proc.stderr
+            and "'16UC1; png compressed '" in proc.stderr), proc.stderr
+    assert "damaged" not in proc.stderr and "frames 0" in proc.stdout

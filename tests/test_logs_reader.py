@@ -771,3 +771,70 @@ def test_an_unchunked_cut_log_is_merged_in_runs(multi_chunk_log: Path, tmp_path:
         assert first.log_time_ns == times[0] and len(scanned) < len(times) // 2
         assert [first.log_time_ns, *(m.log_time_ns for m in messages)] == times and reader.reordered
         assert [i.kind for i in reader.issues] == ["truncated"]
+
+
+def test_compressed_images_of_non_camera_encodings_are_refused_naming_the_format(tmp_path: Path) -> None:
+    """A 16-bit depth image from compressed_image_transport ("16UC1; png compressed ") was read as the
+    camera: the format was classified by the substring "png" only, and the 16-bit PNG decoded to a
+    scaled 8-bit picture. The image_transport format names the original encoding before ';': it is held
+    to what the raw Image path reads, and a 16-bit PNG is refused whatever its format says."""
+    from types import SimpleNamespace as N
+
+    from fusion_rt.errors import DecodeError
+    from fusion_rt.logs.convert import RAW_ENCODINGS, UnsupportedMessageError, converter_for
+
+    colour = np.random.default_rng(1).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", colour)[1].tobytes()
+    png = cv2.imencode(".png", colour)[1].tobytes()
+    depth = cv2.imencode(".png", np.arange(48, dtype=np.uint16).reshape(6, 8) * 1000)[1].tobytes()
+    accepted = [("jpeg", jpeg, "jpeg"), ("JPEG", jpeg, "jpeg"), ("png", png, "png"),
+                ("jpeg compressed bgr8", jpeg, "jpeg"), ("rgb8; jpeg compressed bgr8", jpeg, "jpeg"),
+                ("bgr8; png compressed bgr8", png, "png"), ("mono8; jpeg compressed ", jpeg, "jpeg")]
+    refused = [("16UC1; png compressed ", depth, "'16UC1'"), ("32FC1; compressedDepth", b"\0" * 12 + depth, "'32FC1'"),
+               ("mono16; png compressed ", depth, "'mono16'"), ("compressedDepth png", b"\0" * 12 + depth,
+                                                                  "compressedDepth"),
+               ("png", depth, "16-bit PNG"), ("bgr8; png compressed bgr16", depth, "'bgr16'"),
+               ("h264", b"\0\0\0\1", "'h264'")]
+    assert "mono8" in RAW_ENCODINGS  # the raw path reads mono8, so a compressed mono8 is read too
+    messages = [("/cam", {"header": _header(t + 1, "cam"), "format": fmt, "data": data}, t + 1)
+                for t, (fmt, data, _) in enumerate(accepted + refused)]
+    _foreign_log(tmp_path / "c.mcap", S.COMPRESSED_IMAGE, messages)
+    with LogReader(tmp_path / "c.mcap") as reader:
+        got = [m.message for m in reader.messages()]
+        issues = list(reader.issues)
+    assert [(m.encoding, m.stamp_ns) for m in got] == [(enc, t + 1) for t, (_, _, enc) in enumerate(accepted)]
+    assert len(issues) == len(refused)
+    for issue, (fmt, _, needle) in zip(issues, refused, strict=True):
+        assert issue.kind == "decode" and "UnsupportedMessageError" in issue.detail, issue.detail
+        assert repr(fmt) in issue.detail and needle in issue.detail, issue.detail
+    # typed: a DecodeError (what callers catch), told apart from damage by its class
+    convert = converter_for(S.COMPRESSED_IMAGE)
+    with pytest.raises(UnsupportedMessageError, match="'16UC1; png compressed '") as info:
+        convert(N(header=N(stamp=N(sec=1, nanosec=0), frame_id="c"), format="16UC1; png compressed ", data=depth), 0)
+    assert isinstance(info.value, DecodeError)
+
+
+def test_unsupported_messages_are_told_from_damaged_ones(tmp_path: Path) -> None:
+    """Valid messages fusion-rt does not read (a YUV image, a rotated map, a cloud without radar fields)
+    raise UnsupportedMessageError; damaged ones (too few bytes) a plain DecodeError."""
+    from types import SimpleNamespace as N
+
+    from fusion_rt.errors import DecodeError
+    from fusion_rt.logs.convert import UnsupportedMessageError, converter_for
+
+    header = N(stamp=N(sec=1, nanosec=0), frame_id="x")
+    image = converter_for(S.IMAGE)
+    with pytest.raises(UnsupportedMessageError, match="'yuv422'"):
+        image(N(header=header, encoding="yuv422", width=2, height=1, step=4, data=b"\0" * 4), 0)
+    with pytest.raises(DecodeError, match="needs 6 bytes") as info:
+        image(N(header=header, encoding="rgb8", width=2, height=1, step=6, data=b"\0" * 4), 0)
+    assert not isinstance(info.value, UnsupportedMessageError)
+    origin = N(position=N(x=0.0, y=0.0, z=0.0), orientation=N(x=0.0, y=0.0, z=0.38, w=0.92))
+    grid = converter_for(S.OCCUPANCY_GRID)
+    with pytest.raises(UnsupportedMessageError, match="0.38"):
+        grid(N(header=header, info=N(resolution=1.0, width=1, height=1, origin=origin), data=b"\0"), 0)
+    cloud = converter_for(S.POINT_CLOUD2)
+    field = N(name="intensity", offset=0, datatype=7, count=1)
+    with pytest.raises(UnsupportedMessageError, match="intensity"):
+        cloud(N(header=header, height=1, width=1, fields=[field], is_bigendian=False, point_step=4, row_step=4,
+                data=b"\0" * 4), 0)

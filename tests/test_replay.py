@@ -555,3 +555,97 @@ def test_ground_truth_far_out_of_stamp_order_is_said():
     metrics.truth(gt(2 * _TRUTH_REORDER_NS))
     (warning,) = _late_truth_warnings(metrics)
     assert warning.startswith("1 ground truth messages were stamped more than 1 s before"), warning
+
+
+def _restamped(src: Path, dst: Path, stamp) -> None:
+    """`src` rewritten with each message's stamp from `stamp(modality, stamp_ns)`, log times kept
+    (ground truth left out)."""
+    import dataclasses
+
+    from fusion_rt.logs import LogReader, LogWriter
+
+    with LogReader(src) as reader, LogWriter(dst) as writer:
+        for m in reader.messages():
+            msg = m.message
+            if msg.modality == "ground_truth":
+                continue
+            writer.write(dataclasses.replace(msg, stamp_ns=stamp(msg.modality, msg.stamp_ns)), topic=m.topic,
+                         log_time_ns=m.log_time_ns)
+
+
+def _clock_warnings(summary: dict) -> list[str]:
+    return [w for w in summary["warnings"] if "header stamp" in w or "clock" in w]
+
+
+def test_a_sensor_on_another_clock_is_said(short_drive, package, tmp_path):
+    """A camera stamping on sim time (from 0) while radar and map stamp with epoch time: every output
+    was degraded radar_missing / map_missing and nothing said the clocks differ by 1.6e9 s."""
+    from fusion_rt.logs import LogReader
+
+    with LogReader(short_drive) as reader:
+        t0 = next(m.message.stamp_ns for m in reader.messages() if m.message.modality == "camera")
+    mixed = tmp_path / "mixed.mcap"
+    _restamped(short_drive, mixed, lambda m, t: t - t0 + 5 * 10**9 if m == "camera" else t)
+    s = replay(mixed, package).summary
+    assert s["reasons"]["degraded"].get("camera:radar_missing") == s["outputs"] > 0
+    warnings = _clock_warnings(s)
+    radar = [w for w in warnings if w.startswith("radar header stamps")]
+    assert len(radar) == 1, warnings
+    offset = f"{(t0 - 5 * 10**9) / 1e9:.3g} s ahead of the camera's"
+    assert offset in radar[0] and "another clock" in radar[0] and f"radar_missing {s['outputs']}" in radar[0], radar
+    # the sensors of the simulated drive share one clock: nothing said, and the outputs are the same
+    plain = replay(short_drive, package).summary
+    assert _clock_warnings(plain) == []
+
+
+def test_header_stamps_never_set_are_said(short_drive, package, tmp_path):
+    """A driver that never sets header.stamp (all 0): 19 of 20 frames rejected stamp_duplicate, no word why."""
+    zero = tmp_path / "zero.mcap"
+    _restamped(short_drive, zero, lambda m, t: 0 if m in ("camera", "radar") else t)
+    s = replay(zero, package).summary
+    dup = s["reasons"]["rejected"]["camera:stamp_duplicate"]
+    assert dup > s["frames"] // 2
+    warnings = _clock_warnings(s)
+    camera = [w for w in warnings if w.startswith(f"{s['frames']} of {s['frames']} camera messages")]
+    assert len(camera) == 1 and "header stamp 0: the driver does not set header stamps" in camera[0], warnings
+    assert f"({dup} rejected as stamp_duplicate)" in camera[0]
+    assert any(w.split(" messages")[0].endswith("radar") for w in warnings), warnings
+    assert not any("another clock" in w for w in warnings), warnings  # the zeros are the cause, said once
+
+
+def test_skipped_messages_are_said_by_topic_and_reason_not_called_damage():
+    """Every convert-time refusal was "N damaged records or messages were skipped (see log.issue_list)",
+    a list only --json has: a depth camera, h264 or a rotated map read as a damaged bag."""
+    from types import SimpleNamespace
+
+    from fusion_rt.logs.reader import ReadIssue
+    from fusion_rt.replay import _log_block
+
+    def decode(topic, error, reason, t=1):
+        return ReadIssue(10 + t, "decode", f"sensor_msgs/msg/Image message on {topic!r} at log time {t}: "
+                                           f"{error}: {reason}")
+
+    depth = "Image encoding '16UC1' is not supported; expected one of ('mono8', 'rgb8', 'bgr8', 'rgba8', 'bgra8')"
+    issues = [decode("/depth", "UnsupportedMessageError", depth, t) for t in range(4)]
+    issues += [decode("/cam", "DecodeError", "Image 2x1 rgb8 with step 6 needs 6 bytes, has 4")]
+    issues += [ReadIssue(99, "chunk_crc", "chunk CRC is 0x1, the chunk says 0x2")] * 2
+    issues += [ReadIssue(0, "decode", "db3bag_0.db3: nav_msgs/msg/OccupancyGrid on '/map' at log time 5: "
+                                      "UnsupportedMessageError: OccupancyGrid origin is rotated (quaternion 0, 0, "
+                                      "0.38, 0.92); only axis-aligned maps are supported")]
+    source = SimpleNamespace(issues=issues, truncated_at=None, path="x.mcap")
+    reader = SimpleNamespace(source=source, topic_map=SimpleNamespace(topics={}, how={}))
+    block, warnings = _log_block(reader, None, None)
+    assert block["issues"] == 8
+    assert warnings == [
+        f"4 messages on '/depth' skipped as unsupported (valid, in a form fusion-rt does not read): {depth}",
+        "1 message on '/cam' skipped, they do not decode: DecodeError: Image 2x1 rgb8 with step 6 needs 6 bytes, "
+        "has 4",
+        "2 damaged records skipped (chunk_crc), the first: chunk CRC is 0x1, the chunk says 0x2",
+        "1 message on '/map' skipped as unsupported (valid, in a form fusion-rt does not read): OccupancyGrid origin "
+        "is rotated (quaternion 0, 0, 0.38, 0.92); only axis-aligned maps are supported",
+    ]
+    many = [decode(f"/t{i}", "UnsupportedMessageError", "x" * 500) for i in range(8)]
+    _, warnings = _log_block(SimpleNamespace(source=SimpleNamespace(issues=many, truncated_at=None, path="x"),
+                                             topic_map=reader.topic_map), None, None)
+    assert len(warnings) == 6 and all(len(w) < 400 for w in warnings), warnings
+    assert warnings[-1].startswith("3 more records or messages skipped, on 3 more topics or reasons")

@@ -49,7 +49,15 @@ from fusion_rt.messages import (
     TextContext,
 )
 
-__all__ = ["to_ros", "converter_for", "Converter", "split_stamp", "COMPRESSED_FORMATS", "RAW_ENCODINGS"]
+__all__ = ["to_ros", "converter_for", "Converter", "split_stamp", "COMPRESSED_FORMATS", "RAW_ENCODINGS",
+           "UnsupportedMessageError"]
+
+
+class UnsupportedMessageError(DecodeError):
+    """A well-formed message in a form fusion-rt does not read (a depth or YUV camera, h264, a rotated
+    map, a cloud without radar fields): skipped like a damaged one, but nothing is wrong with the log.
+    Readers report it as a `decode` issue whose detail starts with this class's name after the topic,
+    which is how replay tells it from damage."""
 
 Converter = Callable[[Any, int], Message]
 
@@ -266,22 +274,53 @@ _WRITERS: dict[type, Callable[[Any], tuple[str, dict]]] = {
 
 # --- reading -------------------------------------------------------------------------------------
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _compressed_image(msg: Any, log_time_ns: int) -> CameraFrame:
-    fmt = msg.format.lower()
+    # image_transport writes "<original encoding>; <codec> compressed [<target>]" (the target only for
+    # colour encodings: "rgb8; jpeg compressed bgr8", "mono8; jpeg compressed ", "16UC1; png compressed ",
+    # "16UC1; compressedDepth png"); older recorders and Foxglove write "jpeg", "png", "jpeg compressed bgr8".
+    # The original encoding is held to what the raw Image path reads: a depth image compressed to a
+    # 16-bit PNG decodes "successfully" to a scaled 8-bit picture that is no camera frame.
+    original, sep, rest = msg.format.partition(";")
+    if not sep:
+        original, rest = "", original
+    original = original.strip()
+    if original and original not in RAW_ENCODINGS:
+        raise UnsupportedMessageError(f"CompressedImage format {msg.format!r}: encoding {original!r} is not "
+                                      f"supported as a camera frame; expected one of {tuple(RAW_ENCODINGS)}")
+    words = rest.lower().split()
+    if "compresseddepth" in words:
+        raise UnsupportedMessageError(f"CompressedImage format {msg.format!r} is a compressedDepth (depth) image, "
+                                      f"no camera frame")
+    target = words[words.index("compressed") + 1:][:1] if "compressed" in words else []
+    if target and target[0] not in RAW_ENCODINGS:
+        raise UnsupportedMessageError(f"CompressedImage format {msg.format!r}: target encoding {target[0]!r} is not "
+                                      f"supported as a camera frame; expected one of {tuple(RAW_ENCODINGS)}")
+    fmt = rest.lower()
     if "png" in fmt:
         encoding = "png"
     elif "jpeg" in fmt or "jpg" in fmt:
         encoding = "jpeg"
     else:
-        raise DecodeError(f"CompressedImage format {msg.format!r} is neither jpeg nor png")
-    return CameraFrame(stamp_ns=_stamp_of(msg.header), data=bytes(msg.data), encoding=encoding,
+        raise UnsupportedMessageError(f"CompressedImage format {msg.format!r} is neither jpeg nor png")
+    data = bytes(msg.data)
+    # a PNG says its bit depth in IHDR (byte 24): a 16-bit one is a depth or high-dynamic-range image
+    # whatever its format string says ("png" alone, as ROS 1 and Foxglove write it)
+    if encoding == "png" and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 24 \
+            and data[24] == 16:
+        raise UnsupportedMessageError(f"CompressedImage format {msg.format!r} holds a 16-bit PNG (a depth image?); "
+                                      f"a camera frame is 8-bit")
+    return CameraFrame(stamp_ns=_stamp_of(msg.header), data=data, encoding=encoding,
                        frame_id=msg.header.frame_id)
 
 
 def _image(msg: Any, log_time_ns: int) -> CameraFrame:
     bpp = RAW_ENCODINGS.get(msg.encoding)
     if bpp is None:
-        raise DecodeError(f"Image encoding {msg.encoding!r} is not supported; expected one of {tuple(RAW_ENCODINGS)}")
+        raise UnsupportedMessageError(f"Image encoding {msg.encoding!r} is not supported; expected one of "
+                                      f"{tuple(RAW_ENCODINGS)}")
     width, height, step = msg.width, msg.height, msg.step
     row = width * bpp
     if step < row:
@@ -356,7 +395,7 @@ def _point_cloud_columns(msg: Any) -> dict[str, np.ndarray]:
 def _radar_detections(msg: Any, log_time_ns: int) -> RadarDetections:
     cols = _point_cloud_columns(msg)
     if "x" not in cols or "y" not in cols:
-        raise DecodeError(f"PointCloud2 has no x/y fields (fields: {sorted(cols)})")
+        raise UnsupportedMessageError(f"PointCloud2 has no x/y fields (fields: {sorted(cols)})")
     with np.errstate(invalid="ignore"):  # a signalling NaN (damaged bytes) raises FE_INVALID when widened;
         x = cols["x"].astype(np.float64)  # non-finite detections are masked with a reason downstream
         y = cols["y"].astype(np.float64)
@@ -365,8 +404,8 @@ def _radar_detections(msg: Any, log_time_ns: int) -> RadarDetections:
     if radial is None:
         pair = next(((cols[a], cols[b]) for a, b in _VELOCITY_PAIRS if a in cols and b in cols), None)
         if pair is None:
-            raise DecodeError(f"PointCloud2 has neither a radial velocity field {_RADIAL_NAMES} nor velocity "
-                              f"components {_VELOCITY_PAIRS} (fields: {sorted(cols)})")
+            raise UnsupportedMessageError(f"PointCloud2 has neither a radial velocity field {_RADIAL_NAMES} nor "
+                                          f"velocity components {_VELOCITY_PAIRS} (fields: {sorted(cols)})")
         velocity = np.stack(pair, axis=1).astype(np.float32)  # kept: the radial one depends on where the radar is
         r = np.hypot(x, y)
         dot = x * pair[0] + y * pair[1]
@@ -385,8 +424,8 @@ def _occupancy_grid(msg: Any, log_time_ns: int) -> MapRaster:
     info = msg.info
     q = info.origin.orientation
     if (q.x, q.y, q.z) != (0.0, 0.0, 0.0) or abs(q.w) != 1.0:
-        raise DecodeError(f"OccupancyGrid origin is rotated (quaternion {q.x}, {q.y}, {q.z}, {q.w}); "
-                          f"only axis-aligned maps are supported")
+        raise UnsupportedMessageError(f"OccupancyGrid origin is rotated (quaternion {q.x}, {q.y}, {q.z}, {q.w}); "
+                                      f"only axis-aligned maps are supported")
     rows, cols = info.width, info.height  # map x = ego x (rows), map y = ego y (columns)
     if len(msg.data) != rows * cols:
         raise DecodeError(f"OccupancyGrid {info.width}x{info.height} has {len(msg.data)} cells")
