@@ -40,6 +40,8 @@ __all__ = [
     "rasterize_detections",
     "detections_to_tensor",
     "EGO_FRAMES",
+    "GLOBAL_FRAMES",
+    "is_ego_frame",
     "DETECTION_CHANNELS",
     "map_input",
     "Vocabulary",
@@ -525,8 +527,28 @@ def rasterize_detections(points: np.ndarray, radar: Radar, config: PreprocessCon
     return out
 
 
-#: frame_ids of the ego frame (REP-103 base_link) that detections may be published in.
-EGO_FRAMES: frozenset[str] = frozenset({"base_link", "/base_link", "ego", "vehicle"})
+#: frame_ids of the ego frame (REP-103 base_link) that detections and maps may be published in.
+#: base_footprint (REP-105: base_link projected onto the ground) has base_link's x and y; the rig
+#: gives no height of base_link above the ground, so a z in base_footprint is read as if it were
+#: base_link's (as if base_link were on the ground): off by that height, which changes a detection's
+#: 3-D range from the radar by at most as much (about 3 mm at 16 m for 0.3 m).
+EGO_FRAMES: frozenset[str] = frozenset({"base_link", "/base_link", "base_footprint", "/base_footprint", "ego",
+                                        "vehicle"})
+
+#: frame_ids of world-fixed frames (REP-105 map, odom; world, earth): data in them need the ego
+#: pose at its stamp to reach the ego frame, a transform fusion-rt does not apply.
+GLOBAL_FRAMES: frozenset[str] = frozenset({"map", "odom", "world", "earth"})
+
+
+def _frame_name(frame_id: str) -> str:
+    """A frame_id without a leading "/" (ROS 1 style) and without a namespace ("robot1/base_link")."""
+    return frame_id.strip().rsplit("/", 1)[-1]
+
+
+def is_ego_frame(frame_id: str) -> bool:
+    """Whether `frame_id` names the ego frame (`EGO_FRAMES`, with or without a leading "/" or a
+    namespace such as "robot1/base_link")."""
+    return frame_id in EGO_FRAMES or _frame_name(frame_id) in EGO_FRAMES
 
 
 def detections_to_tensor(det: RadarDetections, radar: Radar, config: PreprocessConfig) -> RadarTensor:
@@ -537,14 +559,24 @@ def detections_to_tensor(det: RadarDetections, radar: Radar, config: PreprocessC
     package's radar grid (`rasterize_detections`); "power_db" is set so that it normalizes to
     log(1 + detections in the cell) and "radial_velocity_mps" is the cell's mean radial velocity.
     A model trained on full tensors sees a sparser input than it was trained on. Detections in the
-    ego frame (`frame_id` base_link, as many drivers publish them) are moved into the radar's frame
-    by the rig's radar pose first (binned as they were, a point 20 m ahead of the car read 20.3 m
-    from a radar mounted 3.7 m forward instead of 16.3 m); any other frame is taken as the radar's.
-    A measured radial velocity is the radar's own and is kept; one computed from velocity components
-    (`det.velocity`, vx/vy in the ego frame) is computed again along the line of sight from the radar.
+    ego frame (`frame_id` base_link or base_footprint, `EGO_FRAMES`, as many drivers publish them)
+    are moved into the radar's frame by the rig's radar pose first (binned as they were, a point
+    20 m ahead of the car read 20.3 m from a radar mounted 3.7 m forward instead of 16.3 m).
+    Detections in the rig's radar frame (`radar.frame_id`, with or without a leading "/") or with an
+    empty `frame_id` (a driver that sets none) are taken as the radar's; any other frame (odom, map,
+    another radar's) is refused with DecodeError naming it: binned as the radar's, its detections
+    would land in the wrong cells. A measured radial velocity is the radar's own and is kept; one
+    computed from velocity components (`det.velocity`, vx/vy in the ego frame) is computed again
+    along the line of sight from the radar.
     """
     points = det.points
-    if det.frame_id in EGO_FRAMES:
+    frame = det.frame_id if isinstance(det.frame_id, str) else ""
+    if not is_ego_frame(frame) and frame.strip() and _frame_name(frame) != _frame_name(radar.frame_id):
+        kind = "a world-fixed frame" if _frame_name(frame) in GLOBAL_FRAMES else "not the radar's frame"
+        raise DecodeError(f"radar detections in frame {frame!r} ({kind}): only the ego frame "
+                          f"({', '.join(sorted(f for f in EGO_FRAMES if not f.startswith('/')))}) or the package rig's "
+                          f"radar frame {radar.frame_id!r} (rig.radar.frame_id in its manifest) can be placed")
+    if is_ego_frame(frame):
         points = np.array(points, dtype=np.float64, copy=True)
         if points.ndim == 2 and points.shape[1] >= 3:
             points[:, :3] = radar.pose.from_ego(points[:, :3])
@@ -583,7 +615,22 @@ def map_input(msg: MapRaster, config: PreprocessConfig, out: np.ndarray | None =
     and an aligned raster of the same grid yields the exact one-hot. Cells outside the raster,
     "unknown" (-1) and codes that are not in MAP_CODES are all-zero; a raster where most sampled
     cells hold codes outside MAP_CODES is refused (DecodeError): it follows another convention.
+
+    Two more kinds of raster are refused (DecodeError) rather than fused as a class map, both what a
+    robot's bag carries as its OccupancyGrid: one whose `frame_id` is not the ego frame
+    (`is_ego_frame`; an empty frame_id is taken as the ego's) -- a map_server / slam_toolbox map in
+    "map", a nav2 costmap in "odom" or "map" is a world-fixed map that needs the ego pose at its
+    stamp, which fusion-rt does not apply -- and one whose sampled cells hold only 0 and 100 (and
+    -1): free/occupied, a ROS occupancy map (its free space read as off-road, its obstacles as lane
+    markings). A raster of 0 (and -1) alone stays accepted (all off-road, or all free: the values
+    cannot tell).
     """
+    frame = msg.frame_id if isinstance(msg.frame_id, str) else ""
+    if frame.strip() and not is_ego_frame(frame):
+        kind = "a world-fixed frame" if _frame_name(frame) in GLOBAL_FRAMES else "not the ego frame"
+        raise DecodeError(f"map raster in frame {frame!r} ({kind}): the map input is a class map of MAP_CODES in "
+                          f"the ego frame (base_link); a map in another frame (a ROS occupancy map or costmap) "
+                          f"needs the ego pose at its stamp, which is not applied")
     grid = np.asarray(msg.grid)
     if grid.ndim != 2 or grid.size == 0:
         raise DecodeError(f"map raster must be a non-empty 2-D grid, got shape {grid.shape}")
@@ -635,6 +682,11 @@ def map_input(msg: MapRaster, config: PreprocessConfig, out: np.ndarray | None =
         found = sorted({int(c) for c in np.unique(code[foreign])[:8]})
         raise DecodeError(f"map raster: {foreign.sum() / labelled.sum():.0%} of its sampled cells hold codes that are "
                           f"not MAP_CODES ({found}...; expected {sorted(set(MAP_CODES.values()))}): another convention")
+    has_free = bool((labelled & (code == 0)).any())
+    has_occupied = bool((labelled & (code == 100)).any())
+    if has_free and has_occupied and not (labelled & (code != 0) & (code != 100)).any():
+        raise DecodeError("map raster holds only free/occupied values (0, 100 and -1 unknown): a ROS occupancy map, "
+                          "not a class map of MAP_CODES")
     known = valid & (code >= 0) & (code <= 255)
     cls = np.where(known, lut[np.clip(code, 0, 255)], k)
     # cls: [rows, sub, cols, sub] -> per target cell, count samples per class with one bincount

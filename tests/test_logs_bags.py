@@ -243,3 +243,155 @@ def test_a_cut_log_is_read_in_two_passes_and_knows_its_duration(tmp_path, monkey
         assert len(calls) == len(chunks)  # one pass for topics, span and cloud fields
         assert [m.log_time_ns for m in log.messages()] == kept
         assert len(calls) == 2 * len(chunks)
+
+
+def _ros_bag(path, storage: str, topics: dict[str, str], messages) -> None:
+    """A rosbag2 bag written with rosbags (ROS 2 Humble types): `topics` {topic: type}, `messages`
+    (topic, log time, message) in order."""
+    rosbag2 = pytest.importorskip("rosbags.rosbag2")
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    with rosbag2.Writer(path, version=8, storage_plugin=rosbag2.StoragePlugin[storage]) as writer:
+        conns = {t: writer.add_connection(t, msgtype, typestore=store) for t, msgtype in topics.items()}
+        for topic, stamp, msg in messages:
+            writer.write(conns[topic], stamp, store.serialize_cdr(msg, topics[topic]))
+
+
+def _header(stamp: int, frame_id: str):
+    from rosbags.typesys import Stores, get_typestore
+
+    types = get_typestore(Stores.ROS2_HUMBLE).types
+    return types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=stamp // 10**9,
+                                                                                  nanosec=stamp % 10**9),
+                                        frame_id=frame_id)
+
+
+def _radar_cloud(stamp: int, names: list[str]):
+    """A PointCloud2 of 3 float32 points with fields `names` ([]: a default-constructed, empty cloud)."""
+    from rosbags.typesys import Stores, get_typestore
+
+    types = get_typestore(Stores.ROS2_HUMBLE).types
+    field = types["sensor_msgs/msg/PointField"]
+    n = 3 if names else 0
+    data = np.arange(n * len(names), dtype="<f4") + 5.0
+    return types["sensor_msgs/msg/PointCloud2"](
+        header=_header(stamp, "radar_front"), height=1, width=n,
+        fields=[field(name=name, offset=4 * i, datatype=7, count=1) for i, name in enumerate(names)],
+        is_bigendian=False, point_step=4 * len(names), row_step=4 * len(names) * n,
+        data=np.frombuffer(data.tobytes(), np.uint8), is_dense=True)
+
+
+@pytest.mark.parametrize("storage", ["MCAP", "SQLITE3"])
+def test_a_radar_topic_whose_first_scans_are_empty_is_still_radar(tmp_path, storage):
+    # A driver that publishes default-constructed clouds (no fields) before its first detections: the
+    # probe read only the first message, so the topic was "not a radar" and replay said the log had none.
+    radar = ["x", "y", "z", "radial_velocity", "rcs"]
+    lidar = ["x", "y", "z", "intensity"]
+    bag = tmp_path / "bag"
+    pc2 = "sensor_msgs/msg/PointCloud2"
+    messages = [("/radar/points", k * 10**8, _radar_cloud(k * 10**8, [] if k < 3 else radar)) for k in range(1, 8)]
+    messages += [("/lidar/points", k * 10**8 + 1, _radar_cloud(k * 10**8 + 1, lidar)) for k in range(1, 8)]
+    _ros_bag(bag, storage, {"/radar/points": pc2, "/lidar/points": pc2}, sorted(messages, key=lambda m: m[1]))
+    with open_log(bag) as source:
+        fields = {t.topic: t.point_fields for t in source.topics()}
+        assert fields == {"/radar/points": tuple(radar), "/lidar/points": tuple(lidar)}
+        assert resolve_topics(source.topics(), ["radar"]).topics == {"radar": "/radar/points"}
+
+
+def test_a_cut_bag_probes_past_empty_first_scans_too(tmp_path):
+    # A log without a summary takes another path (one undecoded pass probing each topic's first message).
+    from .test_logs_reader import _cut_before_summary
+
+    radar = ["x", "y", "z", "radial_velocity", "rcs"]
+    bag = tmp_path / "bag"
+    _ros_bag(bag, "MCAP", {"/radar/points": "sensor_msgs/msg/PointCloud2"},
+             [("/radar/points", k * 10**8, _radar_cloud(k * 10**8, [] if k < 3 else radar)) for k in range(1, 8)])
+    (mcap,) = bag.glob("*.mcap")
+    _cut_before_summary(mcap)
+    with open_log(mcap) as source:
+        assert [t.point_fields for t in source.topics()] == [tuple(radar)]
+
+
+def test_clouds_with_only_empty_scans_are_left_to_their_schema(tmp_path):
+    bag = tmp_path / "bag"
+    _ros_bag(bag, "SQLITE3", {"/radar/points": "sensor_msgs/msg/PointCloud2"},
+             [("/radar/points", k * 10**8, _radar_cloud(k * 10**8, [])) for k in range(1, 4)])
+    with open_log(bag) as source:
+        assert [t.point_fields for t in source.topics()] == [None]
+        assert resolve_topics(source.topics(), ["radar"]).topics == {"radar": "/radar/points"}
+
+
+def _occupancy_grid(stamp: int, frame_id: str, cells: np.ndarray, cell_m: float = 1.0):
+    """A nav_msgs/OccupancyGrid of `cells` [height, width] (ROS row-major), origin at (-64, -64)."""
+    from rosbags.typesys import Stores, get_typestore
+
+    t = get_typestore(Stores.ROS2_HUMBLE).types
+    h, w = cells.shape
+    origin = t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=-64.0, y=-64.0, z=0.0),
+                                         orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+    info = t["nav_msgs/msg/MapMetaData"](map_load_time=t["builtin_interfaces/msg/Time"](sec=0, nanosec=0),
+                                         resolution=cell_m, width=w, height=h, origin=origin)
+    return t["nav_msgs/msg/OccupancyGrid"](header=_header(stamp, frame_id), info=info,
+                                           data=cells.ravel().astype(np.int8))
+
+
+def _jpeg(stamp: int, shade: int):
+    import cv2
+    from rosbags.typesys import Stores, get_typestore
+
+    t = get_typestore(Stores.ROS2_HUMBLE).types
+    _, jpeg = cv2.imencode(".jpg", np.full((360, 640, 3), shade, np.uint8))
+    return t["sensor_msgs/msg/CompressedImage"](header=_header(stamp, "camera_front"), format="jpeg",
+                                                data=np.frombuffer(jpeg.tobytes(), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory):
+    from .tiny_package import make_tiny_package
+
+    return make_tiny_package(tmp_path_factory.mktemp("bags") / "pkg")
+
+
+def test_a_slam_map_or_costmap_is_not_fused_as_the_class_map(tiny_package, tmp_path):
+    # A slam_toolbox map (frame "map", values -1/0/100) and a nav2 costmap (frame "odom") were picked by
+    # schema and fused as class maps: free space as off-road, obstacles as lane markings, no word said.
+    from fusion_rt.replay import replay
+
+    t0 = 1_600_000_000_000_000_000
+    slam = np.zeros((128, 128), np.int8)
+    slam[:, :10], slam[40:44, :] = -1, 100
+    costmap = np.zeros((128, 128), np.int8)
+    costmap[60:64, 60:64], costmap[56:68, 56:60] = 100, 40
+    for name, frame, cells in (("slam", "map", slam), ("costmap", "odom", costmap), ("trinary", "base_link", slam)):
+        bag = tmp_path / name
+        messages = [("/map", t0, _occupancy_grid(t0, frame, cells))]
+        messages += [("/cam/compressed", t0 + k * 50_000_000, _jpeg(t0 + k * 50_000_000, 20 * k)) for k in range(6)]
+        _ros_bag(bag, "MCAP", {"/map": "nav_msgs/msg/OccupancyGrid",
+                               "/cam/compressed": "sensor_msgs/msg/CompressedImage"}, messages)
+        s = replay(bag, tiny_package).summary
+        assert s["log"]["topics"]["map"] == "/map"
+        assert s["outputs"] == 6 and s["messages_rejected"] == 1, (name, s["messages_rejected"])
+        assert s["encoder_runs"]["map"] == 0  # masked: every output degraded map_missing
+        assert s["reasons"]["degraded"]["camera:map_missing"] == 6
+
+
+def test_radar_detections_in_odom_are_refused_naming_the_frame(tiny_package, tmp_path):
+    from fusion_rt.errors import ConfigError
+    from fusion_rt.replay import replay
+
+    t0 = 1_600_000_000_000_000_000
+    radar = ["x", "y", "z", "radial_velocity", "rcs"]
+    for frame, refused in (("odom", True), ("base_footprint", False)):
+        cloud = _radar_cloud(t0, radar)
+        cloud.header.frame_id = frame
+        bag = tmp_path / frame
+        messages = [("/radar/points", t0, cloud)]
+        messages += [("/cam/compressed", t0 + k * 50_000_000, _jpeg(t0 + k * 50_000_000, 20 * k)) for k in range(3)]
+        _ros_bag(bag, "MCAP", {"/radar/points": "sensor_msgs/msg/PointCloud2",
+                               "/cam/compressed": "sensor_msgs/msg/CompressedImage"}, messages)
+        if refused:
+            with pytest.raises(ConfigError, match="frame 'odom' \\(a world-fixed frame\\)"):
+                replay(bag, tiny_package)
+        else:
+            assert replay(bag, tiny_package).summary["encoder_runs"]["radar"] == 1

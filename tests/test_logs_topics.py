@@ -101,3 +101,45 @@ def test_a_bag_with_a_bad_split_closes_the_splits_it_opened(short_drive, tmp_pat
             open_log(bag)
         gc.collect()  # an unclosed file left to the garbage collector warns here
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_the_ambiguity_example_is_not_a_depth_topic_and_every_candidate_is_listed():
+    infos = [TopicInfo("/camera/depth/image_rect_raw", RAW), TopicInfo("/camera/infra1/image_rect_raw", RAW),
+             TopicInfo("/vehicle/front_camera/image_raw/compressed", IMG)]
+    with pytest.raises(AmbiguousTopicError) as info:
+        resolve_topics(infos, ("camera",))
+    text = str(info.value)
+    assert text.endswith("--topics camera=/vehicle/front_camera/image_raw/compressed")
+    assert all(i.topic in text for i in infos)
+    many = [TopicInfo(f"/cam{k:02d}/compressed", IMG) for k in range(12)]
+    with pytest.raises(AmbiguousTopicError) as info:
+        resolve_topics(many, ("camera",))
+    assert all(i.topic in str(info.value) for i in many)  # all of them, not 8 and "4 more"
+    only_depth = [TopicInfo("/camera/depth/image_rect_raw", RAW), TopicInfo("/camera/aligned_depth/image_raw", RAW)]
+    with pytest.raises(AmbiguousTopicError, match="--topics camera=TOPIC$"):
+        resolve_topics(only_depth, ("camera",))
+
+
+def test_point_clouds_passed_over_for_radar_are_named_with_the_reason():
+    infos = [TopicInfo("/cam/compressed", IMG),
+             TopicInfo("/radar/polar", PC2, ("range", "azimuth", "radial_velocity", "rcs")),
+             TopicInfo("/ti_mmwave/radar_scan_pcl", PC2, ("x", "y", "z", "intensity", "velocity")),
+             TopicInfo("/radar/unknown", "sensor_msgs/msg/Imu")]
+    tm = resolve_topics(infos, ("camera", "radar"))
+    assert "radar" not in tm.topics
+    assert set(tm.passed_over["radar"]) == {"/radar/polar", "/ti_mmwave/radar_scan_pcl"}
+    note = tm.note("radar")
+    assert note.startswith("PointCloud2 topics not taken as radar: ")
+    assert "/radar/polar: no x/y fields (it has azimuth, radial_velocity, range, rcs)" in note
+    assert "/ti_mmwave/radar_scan_pcl: no velocity field, one of " in note and "radial_velocity" in note
+    assert tm.note("camera") is None and resolve_topics(SIM).note("radar") is None
+    # a radar cloud found: nothing passed over is said, even beside a lidar
+    lidar = TopicInfo("/lidar", PC2, ("x", "y", "z", "intensity"))
+    assert resolve_topics([*infos, lidar, TopicInfo("/radar/points", PC2, ("x", "y", "vx"))]).note("radar") is None
+
+
+def test_a_cloud_with_no_fields_seen_is_judged_by_its_schema():
+    # () is what a probe of only empty, default-constructed clouds used to give: "not a radar"
+    for fields in ((), None):
+        tm = resolve_topics([TopicInfo("/radar/points", PC2, fields)], ("radar",))
+        assert tm.topics == {"radar": "/radar/points"}

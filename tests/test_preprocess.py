@@ -447,3 +447,61 @@ def test_a_map_in_another_convention_is_refused():
     map_input(MapRaster(stamp_ns=1, grid=grid, **geometry), config)
     with pytest.raises(DecodeError, match="not MAP_CODES"):
         map_input(MapRaster(stamp_ns=1, grid=(grid // 25).astype(np.int8), **geometry), config)
+
+
+def _slam_map(frame_id: str) -> MapRaster:
+    """A map_server / slam_toolbox style map around the ego: free 0, walls 100, unknown -1."""
+    g = np.zeros((128, 128), np.int8)
+    g[:, :10] = -1
+    g[40:44, :] = 100
+    return MapRaster(stamp_ns=1, grid=g, cell_m=0.5, x_max_m=51.2, y_max_m=32.0, frame_id=frame_id)
+
+
+def test_a_ros_occupancy_map_or_a_map_in_a_world_frame_is_refused():
+    # Free 0 / occupied 100 are MAP_CODES values (off-road, lane marking): a slam_toolbox map or a nav2
+    # costmap was fused as a class map, free space read as off-road everywhere.
+    codes = np.array([v for v in MAP_CODES.values() if v >= 0], dtype=np.int8)
+    classes = np.random.default_rng(0).choice(codes, size=(128, 128)).astype(np.int8)
+    geometry = {"cell_m": 0.5, "x_max_m": 51.2, "y_max_m": 32.0}
+    for frame in ("map", "odom", "world", "/map", "robot1/odom"):
+        with pytest.raises(DecodeError, match=f"frame '{frame}' \\(a world-fixed frame\\)"):
+            map_input(MapRaster(stamp_ns=1, grid=classes, frame_id=frame, **geometry), CFG)
+    with pytest.raises(DecodeError, match="frame 'radar_front' \\(not the ego frame\\)"):
+        map_input(MapRaster(stamp_ns=1, grid=classes, frame_id="radar_front", **geometry), CFG)
+    for frame in ("base_link", "/base_link", "base_footprint", "robot1/base_link", ""):  # "" unset: taken as ego
+        assert map_input(MapRaster(stamp_ns=1, grid=classes, frame_id=frame, **geometry), CFG).sum() > 0
+    # values alone: only free/occupied (and unknown) is an occupancy map, whatever the frame says
+    with pytest.raises(DecodeError, match="only free/occupied values.*a ROS occupancy map, not a class map of MAP_CO"):
+        map_input(_slam_map("base_link"), CFG)
+    with pytest.raises(DecodeError, match="frame 'map'"):
+        map_input(_slam_map("map"), CFG)
+    # a class map of off-road and drivable with lane markings is one; all off-road cannot be told apart
+    two = np.where(np.arange(128)[None, :] < 64, MAP_CODES["drivable"], MAP_CODES["offroad"]).repeat(128, 0)
+    two[:, 60] = MAP_CODES["lane_marking"]
+    assert map_input(MapRaster(stamp_ns=1, grid=two.astype(np.int8), **geometry), CFG).sum() > 0
+    x = map_input(MapRaster(stamp_ns=1, grid=np.zeros((128, 128), np.int8), **geometry), CFG)
+    offroad = CFG.map_classes.index("offroad")
+    assert x[offroad].sum() > 0 and not np.delete(x, offroad, axis=0).any()
+
+
+def test_radar_detections_in_base_footprint_are_ego_and_other_frames_are_refused():
+    from fusion_rt.messages import RadarDetections
+    from fusion_rt.preprocess import detections_to_tensor
+
+    rig = Rig.default()
+    point = np.array([[20.0, 0.0, 0.5, 5.0, 10.0]], np.float32)  # 20 m ahead of the car
+
+    def binned(frame_id: str) -> np.ndarray:
+        return detections_to_tensor(RadarDetections(stamp_ns=1, points=point, frame_id=frame_id), rig.radar,
+                                    CFG).data
+
+    ego, own = binned("base_link"), binned(rig.radar.frame_id)
+    assert not np.array_equal(ego, own)  # moved by the radar pose (3.7 m forward)
+    for frame in ("base_footprint", "/base_footprint", "robot1/base_link"):  # same x/y as base_link
+        np.testing.assert_array_equal(binned(frame), ego)
+    for frame in ("", "/" + rig.radar.frame_id):  # no frame_id set, or ROS 1 style: the radar's
+        np.testing.assert_array_equal(binned(frame), own)
+    for frame, kind in (("odom", "a world-fixed frame"), ("map", "a world-fixed frame"),
+                        ("radar_rear", "not the radar's frame")):
+        with pytest.raises(DecodeError, match=f"frame '{frame}' \\({kind}\\).*rig's radar frame 'radar_front'"):
+            binned(frame)

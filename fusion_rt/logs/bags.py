@@ -19,6 +19,7 @@ told from lidar ones) and yields `LogMessage`s in log order.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from abc import ABC, abstractmethod
@@ -135,8 +136,8 @@ class McapSource(LogSource):
                     if raw.channel.topic not in seen:
                         seen.add(raw.channel.topic)
                         channels.append((raw.channel.topic, reader.schema_name(raw.channel)))
-                        if channels[-1][1] == POINT_CLOUD2:
-                            clouds[raw.channel.topic] = _probe_fields(reader, raw, factory)
+                        if channels[-1][1] == POINT_CLOUD2 and (probed := _probe_fields(reader, raw, factory)):
+                            clouds[raw.channel.topic] = probed  # else `_cloud_fields` probes further
                 if span and not (stats is not None and stats.message_count):
                     starts.append(span[0])
                     ends.append(span[1])
@@ -211,25 +212,41 @@ def _official_summary(path: str) -> Any:
         return None
 
 
+#: How many messages of a PointCloud2 topic are probed for the first one that declares fields: a
+#: driver may publish empty, default-constructed clouds (no fields) before its first detections.
+FIELD_PROBES = 16
+
+
 def _cloud_fields(reader: LogReader, topics: list[str]) -> dict[str, tuple[str, ...] | None]:
-    """Field names of each PointCloud2 topic's first message (None when it fails), in one pass that
-    stops once every topic has had its first message (not one pass over the log per topic)."""
+    """Field names of each PointCloud2 topic: those of its first message that declares any, in one
+    pass that stops once every topic is settled (not one pass over the log per topic). A topic whose
+    first `FIELD_PROBES` messages declare none (or do not decode) is None, as is one that has had
+    a message but none with fields once 64 x `FIELD_PROBES` messages of these topics were read: a
+    topic with a few empty clouds and nothing after them does not make the probe read every
+    other cloud topic to the end of the log."""
     from mcap_ros2.decoder import DecoderFactory
 
     fields: dict[str, tuple[str, ...] | None] = {}
+    probes: dict[str, int] = {}
     if not topics:
         return fields
     factory = DecoderFactory()
+    read = 0
     for raw in reader.raw_messages(topics=topics):
-        if raw.channel.topic not in fields:
-            fields[raw.channel.topic] = _probe_fields(reader, raw, factory)
-        if len(fields) == len(topics):
+        read += 1
+        topic = raw.channel.topic
+        if not fields.get(topic) and probes.get(topic, 0) < FIELD_PROBES:
+            probes[topic] = probes.get(topic, 0) + 1
+            fields[topic] = _probe_fields(reader, raw, factory) or None
+        if all(fields.get(t) or probes.get(t, 0) >= (1 if read >= 64 * FIELD_PROBES else FIELD_PROBES)
+               for t in topics):
             break
     return fields
 
 
 def _probe_fields(reader: LogReader, raw: RawMessage, factory: Any) -> tuple[str, ...] | None:
-    """The field names of one PointCloud2 message (None when it does not decode as one)."""
+    """The field names of one PointCloud2 message (None when it does not decode as one; () for a
+    cloud that declares no fields)."""
     from mcap.records import Schema
 
     schema = reader.schema(raw.channel)
@@ -301,13 +318,14 @@ class Db3BagSource(LogSource):
         for conn in self._reader.connections:
             name = normalize_schema_name(conn.msgtype)
             fields = None
-            if name == POINT_CLOUD2:
-                for _, _, raw in self._reader.messages(connections=[conn]):
+            if name == POINT_CLOUD2:  # the first message that declares fields, as for MCAP
+                for _, _, raw in itertools.islice(self._reader.messages(connections=[conn]), FIELD_PROBES):
                     try:
-                        fields = tuple(f.name for f in self._store.deserialize_cdr(raw, conn.msgtype).fields)
+                        fields = tuple(f.name for f in self._store.deserialize_cdr(raw, conn.msgtype).fields) or None
                     except Exception:  # noqa: BLE001 (a probe, as for MCAP)
                         fields = None
-                    break
+                    if fields:
+                        break
             out.append(TopicInfo(conn.topic, name, fields))
         return sorted(out, key=lambda i: i.topic)
 

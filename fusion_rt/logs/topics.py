@@ -8,8 +8,9 @@ topic feeds each modality, in this order (the first that applies wins, per modal
 3. the schema: ``CompressedImage`` / ``Image`` is camera, ``fusion_rt_msgs/RadarTensor`` or a
    ``PointCloud2`` with a velocity field is radar, ``OccupancyGrid`` is map, ``String`` is text,
    ``fusion_rt_msgs/GroundTruth`` is ground truth. More than one candidate is an error that lists
-   them (the user settles it with ``--topics``); none leaves the modality unmapped (the runtime
-   then flags outputs degraded).
+   them all (the user settles it with ``--topics``; the example it gives is never a depth or
+   infrared stream); none leaves the modality unmapped (the runtime then flags outputs degraded),
+   and `TopicMap.passed_over` says which PointCloud2 topics were not taken as radar and why.
 
 Pure functions over `TopicInfo` records, so the policy is testable without a log.
 """
@@ -17,7 +18,7 @@ Pure functions over `TopicInfo` records, so the policy is testable without a log
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fusion_rt.errors import ConfigError
 from fusion_rt.logs import schemas as S
@@ -67,19 +68,37 @@ class TopicInfo:
 
     topic: str
     schema_name: str
-    point_fields: tuple[str, ...] | None = None  # PointCloud2 only; None when unknown (no message seen)
+    # PointCloud2 only: the field names of the topic's first message that declares any; None when
+    # unknown (no message seen, none decoded, or every message probed had an empty field list)
+    point_fields: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class TopicMap:
-    """The resolved mapping: modality -> topic, and how each was chosen ("option", "default", "schema")."""
+    """The resolved mapping: modality -> topic, and how each was chosen ("option", "default", "schema").
+
+    `passed_over` holds, per modality left unmapped, the topics of its type the schema rule did not
+    take and why ({"radar": {"/radar/points": "no x/y fields (it has range, azimuth, ...)"}}); see `note`.
+    """
 
     topics: dict[str, str]
     how: dict[str, str]
+    passed_over: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def modality_of(self) -> dict[str, str]:
         """topic -> modality (the inverse mapping, for routing messages)."""
         return {t: m for m, t in self.topics.items()}
+
+    def note(self, modality: str) -> str | None:
+        """Why `modality` has no topic although the log has topics of its type, in one line
+        ("PointCloud2 topics not taken as radar: /radar/points: no x/y fields (...)"), or None."""
+        skipped = self.passed_over.get(modality)
+        if modality in self.topics or not skipped:
+            return None
+        listed = "; ".join(f"{t}: {why}" for t, why in sorted(skipped.items())[:8])
+        if len(skipped) > 8:
+            listed += f"; and {len(skipped) - 8} more"
+        return f"PointCloud2 topics not taken as {modality}: {listed}"
 
 
 def parse_topic_option(text: str | None) -> dict[str, str]:
@@ -103,11 +122,31 @@ def parse_topic_option(text: str | None) -> dict[str, str]:
     return out
 
 
-def _is_radar_cloud(info: TopicInfo) -> bool:
-    if info.point_fields is None:
-        return True  # no message to look at: the schema is the only evidence
+def _radar_cloud_problem(info: TopicInfo) -> str | None:
+    """Why a PointCloud2 topic is not a radar cloud (None: it is one, or its fields are unknown)."""
+    if not info.point_fields:
+        return None  # no fields seen: the schema is the only evidence
     names = {f.lower() for f in info.point_fields}
-    return {"x", "y"} <= names and bool(names & VELOCITY_FIELDS)
+    shown = ", ".join(sorted(info.point_fields)[:12]) + (", ..." if len(info.point_fields) > 12 else "")
+    if not {"x", "y"} <= names:
+        return f"no x/y fields (it has {shown})"
+    if not names & VELOCITY_FIELDS:
+        return f"no velocity field, one of {', '.join(sorted(VELOCITY_FIELDS))} (it has {shown})"
+    return None
+
+
+def _is_radar_cloud(info: TopicInfo) -> bool:
+    return _radar_cloud_problem(info) is None
+
+
+#: Words in a topic name that mark an image stream that is not a colour camera (an RGB-D camera's
+#: depth or infrared images): never offered as the example in an ambiguity error.
+_NOT_A_CAMERA_WORDS: tuple[str, ...] = ("depth", "disparity", "infra", "confidence", "thermal")
+
+
+def _not_a_camera(topic: str) -> bool:
+    name = topic.lower()
+    return any(w in name for w in _NOT_A_CAMERA_WORDS) or bool({"ir", "ir1", "ir2"} & set(name.split("/")))
 
 
 def _schema_candidates(modality: str, infos: Iterable[TopicInfo]) -> list[TopicInfo]:
@@ -133,6 +172,7 @@ def resolve_topics(infos: Iterable[TopicInfo], modalities: Iterable[str] = MAPPA
     option = dict(option or {})
     topics: dict[str, str] = {}
     how: dict[str, str] = {}
+    passed_over: dict[str, dict[str, str]] = {}
     for modality, topic in option.items():
         if modality not in MAPPABLE:
             raise UnknownTopicError(f"cannot map modality {modality!r}; known: {list(MAPPABLE)}")
@@ -158,12 +198,21 @@ def resolve_topics(infos: Iterable[TopicInfo], modalities: Iterable[str] = MAPPA
             continue
         candidates = [c for c in _schema_candidates(modality, infos) if c.topic not in taken]
         if len(candidates) > 1:
-            listed = ", ".join(f"{c.topic} ({c.schema_name})" for c in candidates[:8])
-            if len(candidates) > 8:
-                listed += f" and {len(candidates) - 8} more"
+            # every candidate is listed; the example is one that looks like a camera (not depth, IR)
+            ordered = sorted(candidates, key=lambda c: (modality == "camera" and _not_a_camera(c.topic), c.topic))
+            listed = ", ".join(f"{c.topic} ({c.schema_name})" for c in ordered)
+            example = ordered[0].topic
+            if modality == "camera" and _not_a_camera(example):
+                example = "TOPIC"  # every candidate is a depth or infrared stream: no example
             raise AmbiguousTopicError(f"{len(candidates)} topics could be the {modality}: {listed}; choose one with "
-                                      f"--topics {modality}={candidates[0].topic}")
+                                      f"--topics {modality}={example}")
         if candidates:
             topics[modality], how[modality] = candidates[0].topic, "schema"
             taken.add(candidates[0].topic)
-    return TopicMap(topics, how)
+        elif modality == "radar":
+            skipped = {i.topic: why for i in infos if i.topic not in taken
+                       and S.normalize_schema_name(i.schema_name) == S.POINT_CLOUD2
+                       and (why := _radar_cloud_problem(i)) is not None}
+            if skipped:
+                passed_over[modality] = skipped
+    return TopicMap(topics, how, passed_over)
