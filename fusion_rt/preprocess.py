@@ -42,6 +42,7 @@ __all__ = [
     "EGO_FRAMES",
     "GLOBAL_FRAMES",
     "is_ego_frame",
+    "is_radar_frame",
     "DETECTION_CHANNELS",
     "map_input",
     "Vocabulary",
@@ -545,6 +546,11 @@ def _frame_name(frame_id: str) -> str:
     return frame_id.strip().rsplit("/", 1)[-1]
 
 
+def is_radar_frame(frame_id: str, radar: Radar) -> bool:
+    """Whether `frame_id` names the rig's radar frame (with or without a leading "/" or a namespace)."""
+    return _frame_name(frame_id) == _frame_name(radar.frame_id)
+
+
 def is_ego_frame(frame_id: str) -> bool:
     """Whether `frame_id` names the ego frame (`EGO_FRAMES`, with or without a leading "/" or a
     namespace such as "robot1/base_link")."""
@@ -562,20 +568,20 @@ def detections_to_tensor(det: RadarDetections, radar: Radar, config: PreprocessC
     ego frame (`frame_id` base_link or base_footprint, `EGO_FRAMES`, as many drivers publish them)
     are moved into the radar's frame by the rig's radar pose first (binned as they were, a point
     20 m ahead of the car read 20.3 m from a radar mounted 3.7 m forward instead of 16.3 m).
-    Detections in the rig's radar frame (`radar.frame_id`, with or without a leading "/") or with an
-    empty `frame_id` (a driver that sets none) are taken as the radar's; any other frame (odom, map,
-    another radar's) is refused with DecodeError naming it: binned as the radar's, its detections
-    would land in the wrong cells. A measured radial velocity is the radar's own and is kept; one
+    Detections in a world-fixed frame (`GLOBAL_FRAMES`: odom, map; they need the ego pose) are
+    refused with DecodeError naming it. Any other frame (the rig's `radar.frame_id`, an empty one, a
+    driver's own name for its sensor such as "radar" or "ars408") is taken as the radar's: replay
+    warns when it is not the rig's radar frame, since another sensor's frame would put the
+    detections in the wrong cells. A measured radial velocity is the radar's own and is kept; one
     computed from velocity components (`det.velocity`, vx/vy in the ego frame) is computed again
     along the line of sight from the radar.
     """
     points = det.points
     frame = det.frame_id if isinstance(det.frame_id, str) else ""
-    if not is_ego_frame(frame) and frame.strip() and _frame_name(frame) != _frame_name(radar.frame_id):
-        kind = "a world-fixed frame" if _frame_name(frame) in GLOBAL_FRAMES else "not the radar's frame"
-        raise DecodeError(f"radar detections in frame {frame!r} ({kind}): only the ego frame "
-                          f"({', '.join(sorted(f for f in EGO_FRAMES if not f.startswith('/')))}) or the package rig's "
-                          f"radar frame {radar.frame_id!r} (rig.radar.frame_id in its manifest) can be placed")
+    if _frame_name(frame) in GLOBAL_FRAMES:
+        raise DecodeError(f"radar detections in frame {frame!r} (a world-fixed frame, which needs the ego pose): "
+                          f"only the ego frame ({', '.join(sorted(f for f in EGO_FRAMES if not f.startswith('/')))}) "
+                          f"or the radar's own frame can be placed")
     if is_ego_frame(frame):
         points = np.array(points, dtype=np.float64, copy=True)
         if points.ndim == 2 and points.shape[1] >= 3:

@@ -56,7 +56,13 @@ from fusion_rt.logs.topics import TopicMap, resolve_topics
 from fusion_rt.messages import CameraFrame, GroundTruth, RadarDetections
 from fusion_rt.outputs import check_outputs, destination, partial_path, with_tell
 from fusion_rt.package import ModelPackage, bev_grid_text, load_package
-from fusion_rt.preprocess import EGO_FRAMES, PreprocessConfig, detections_to_tensor  # noqa: F401 (re-exported)
+from fusion_rt.preprocess import (  # noqa: F401 (EGO_FRAMES, detections_to_tensor re-exported)
+    EGO_FRAMES,
+    PreprocessConfig,
+    detections_to_tensor,
+    is_ego_frame,
+    is_radar_frame,
+)
 from fusion_rt.rig import BevGrid, Radar
 from fusion_rt.runtime import FusionOutput, FusionRuntime
 
@@ -831,6 +837,8 @@ class _Reader:
         self.radar = radar
         self.radar_from_detections = False
         self.stamps = _Stamps()
+        self.issues: list[ReadIssue] = []  # messages read whole but not replayed (radar detections not placed)
+        self.foreign_radar_frames: set[str] = set()  # detection frames taken as the radar's, not the rig's name
 
     def items(self, predecode: bool) -> Iterator[_Item]:
         modality_of = {t: m for m, t in self.topic_map.topics.items() if m not in self.config.drop or m == "camera"}
@@ -841,9 +849,16 @@ class _Reader:
                 self.stamps.see(modality, original.stamp_ns, lm.log_time_ns)
             if modality == "radar" and isinstance(msg, RadarDetections):
                 self.radar_from_detections = True
+                frame = msg.frame_id if isinstance(msg.frame_id, str) else ""
+                if frame.strip() and not is_ego_frame(frame) and not is_radar_frame(frame, self.radar):
+                    self.foreign_radar_frames.add(frame)
                 try:
                     msg = detections_to_tensor(msg, self.radar, self.preprocess)
-                except (DecodeError, ConfigError) as exc:
+                except DecodeError as exc:  # this scan cannot be placed (a world-fixed frame): skipped, said
+                    self.issues.append(ReadIssue(0, "decode", f"RadarDetections on {lm.topic!r} at log time "
+                                                              f"{lm.log_time_ns}: DecodeError: {exc}"))
+                    continue
+                except ConfigError as exc:
                     raise ConfigError(f"radar detections on {lm.topic!r} cannot be binned onto the package's radar "
                                       f"grid: {exc}") from exc
             elif modality == "camera" and predecode and isinstance(msg, CameraFrame):
@@ -1044,12 +1059,17 @@ def _stamp_warnings(stamps: _Stamps, summary: dict, trigger: str = "camera") -> 
 
 def _log_block(reader: _Reader, first: int | None, last: int | None) -> tuple[dict, list[str]]:
     source = reader.source
-    issues: list[ReadIssue] = source.issues
+    issues: list[ReadIssue] = [*source.issues, *reader.issues]
     warnings = []
     if source.truncated_at is not None:
         warnings.append(f"log {source.path} is truncated at byte {source.truncated_at}: replayed up to the last "
                         f"complete message")
     warnings += _skipped_warnings(issues)
+    for frame in sorted(reader.foreign_radar_frames):
+        warnings.append(f"radar detections in frame {frame!r} were taken as the radar's own (the package rig's radar "
+                        f"frame is {reader.radar.frame_id!r}): if {frame!r} is another sensor's frame they landed in "
+                        f"the wrong cells (publish them in base_link, or name the frame in the manifest's "
+                        f"rig.radar.frame_id)")
     assumed = [i for i in issues if i.kind == "schema_assumed"]
     if assumed:  # nothing skipped: a schema without text, decoded as the standard type
         warnings.append(f"{len(assumed)} schemas store no definition: the standard ones were assumed "
@@ -1113,6 +1133,7 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
         if missing:
             warnings.append(f"the log has no topic for {missing}: outputs are degraded without them "
                             f"(map topics with --topics)")
+            warnings += [note for m in missing if (note := reader.topic_map.note(m))]
         if summary["frames"] == 0:
             warnings.append("no camera frames were replayed: no outputs")
         if mode is ReplayMode.BURST:  # said in the summary, so no one compares it with lockstep figures

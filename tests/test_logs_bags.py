@@ -376,13 +376,14 @@ def test_a_slam_map_or_costmap_is_not_fused_as_the_class_map(tiny_package, tmp_p
         assert s["reasons"]["degraded"]["camera:map_missing"] == 6
 
 
-def test_radar_detections_in_odom_are_refused_naming_the_frame(tiny_package, tmp_path):
-    from fusion_rt.errors import ConfigError
+def test_radar_detections_in_odom_are_skipped_naming_the_frame(tiny_package, tmp_path):
+    """Scans in a world-fixed frame cannot be placed: each is skipped with the reason and the replay
+    goes on (it stopped with a ConfigError); a driver's own frame name is taken as the radar's, said."""
     from fusion_rt.replay import replay
 
     t0 = 1_600_000_000_000_000_000
     radar = ["x", "y", "z", "radial_velocity", "rcs"]
-    for frame, refused in (("odom", True), ("base_footprint", False)):
+    for frame, refused in (("odom", True), ("base_footprint", False), ("ars408_link", False)):
         cloud = _radar_cloud(t0, radar)
         cloud.header.frame_id = frame
         bag = tmp_path / frame
@@ -390,8 +391,29 @@ def test_radar_detections_in_odom_are_refused_naming_the_frame(tiny_package, tmp
         messages += [("/cam/compressed", t0 + k * 50_000_000, _jpeg(t0 + k * 50_000_000, 20 * k)) for k in range(3)]
         _ros_bag(bag, "MCAP", {"/radar/points": "sensor_msgs/msg/PointCloud2",
                                "/cam/compressed": "sensor_msgs/msg/CompressedImage"}, messages)
+        summary = replay(bag, tiny_package).summary
+        foreign = [w for w in summary["warnings"] if "taken as the radar's own" in w]
         if refused:
-            with pytest.raises(ConfigError, match="frame 'odom' \\(a world-fixed frame\\)"):
-                replay(bag, tiny_package)
+            assert summary["encoder_runs"]["radar"] == 0 and summary["outputs"] == 3
+            assert any("skipped, they do not decode" in w and "frame 'odom' (a world-fixed frame" in w
+                       for w in summary["warnings"]), summary["warnings"]
         else:
-            assert replay(bag, tiny_package).summary["encoder_runs"]["radar"] == 1
+            assert summary["encoder_runs"]["radar"] == 1
+            assert bool(foreign) == (frame == "ars408_link") and (not foreign or "'ars408_link'" in foreign[0])
+
+
+def test_replay_names_the_point_clouds_it_did_not_take_as_radar(tiny_package, tmp_path):
+    """A bag whose only PointCloud2 has no velocity field replayed with 'the log has no topic for
+    ['radar']' and no word of the cloud it passed over: the warning now names it and why."""
+    from fusion_rt.replay import replay
+
+    t0 = 1_600_000_000_000_000_000
+    messages = [("/lidar/points", t0, _radar_cloud(t0, ["x", "y", "z", "intensity"]))]
+    messages += [("/cam/compressed", t0 + k * 50_000_000, _jpeg(t0 + k * 50_000_000, 20 * k)) for k in range(3)]
+    bag = tmp_path / "lidar"
+    _ros_bag(bag, "MCAP", {"/lidar/points": "sensor_msgs/msg/PointCloud2",
+                           "/cam/compressed": "sensor_msgs/msg/CompressedImage"}, messages)
+    warnings = replay(bag, tiny_package).summary["warnings"]
+    assert any("no topic for" in w and "radar" in w for w in warnings), warnings
+    assert any(w.startswith("PointCloud2 topics not taken as radar: /lidar/points: no velocity field")
+               for w in warnings), warnings

@@ -633,7 +633,8 @@ def test_skipped_messages_are_said_by_topic_and_reason_not_called_damage():
                                       "UnsupportedMessageError: OccupancyGrid origin is rotated (quaternion 0, 0, "
                                       "0.38, 0.92); only axis-aligned maps are supported")]
     source = SimpleNamespace(issues=issues, truncated_at=None, path="x.mcap")
-    reader = SimpleNamespace(source=source, topic_map=SimpleNamespace(topics={}, how={}))
+    reader = SimpleNamespace(source=source, topic_map=SimpleNamespace(topics={}, how={}), issues=[],
+                             foreign_radar_frames=set())
     block, warnings = _log_block(reader, None, None)
     assert block["issues"] == 8
     assert warnings == [
@@ -646,6 +647,7 @@ def test_skipped_messages_are_said_by_topic_and_reason_not_called_damage():
     ]
     many = [decode(f"/t{i}", "UnsupportedMessageError", "x" * 500) for i in range(8)]
     _, warnings = _log_block(SimpleNamespace(source=SimpleNamespace(issues=many, truncated_at=None, path="x"),
-                                             topic_map=reader.topic_map), None, None)
+                                             topic_map=reader.topic_map, issues=[], foreign_radar_frames=set()),
+                                 None, None)
     assert len(warnings) == 6 and all(len(w) < 400 for w in warnings), warnings
     assert warnings[-1].startswith("3 more records or messages skipped, on 3 more topics or reasons")
