@@ -7,7 +7,13 @@ divergence, size, latency). `fusion-rt quantize` is the command line over `quant
 """
 
 from fusion_rt.calibration.predict import Frames, PackageRunner
-from fusion_rt.calibration.quantize import QuantizationError, QuantizeResult, quantize_package, rank_node_sensitivity
+from fusion_rt.calibration.quantize import (
+    QuantizationError,
+    QuantizeResult,
+    check_quantize_requirements,
+    quantize_package,
+    rank_node_sensitivity,
+)
 from fusion_rt.calibration.reader import (
     ArrayCalibrationReader,
     CalibrationSet,
@@ -24,6 +30,7 @@ __all__ = [
     "CalibrationMethod",
     "QuantizeConfig",
     "quantize_package",
+    "check_quantize_requirements",
     "QuantizeResult",
     "QuantizationError",
     "rank_node_sensitivity",

@@ -544,6 +544,13 @@ def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: Qu
     write_manifest(staging, manifest)
 
 
+def check_quantize_requirements() -> None:
+    """Raise MissingExtraError unless this environment can quantize: onnxruntime >= `ORT_MINIMUM`
+    (so Python >= 3.11). `quantize_package` checks it first; the demo before it simulates anything."""
+    require_version("onnxruntime", ORT_MINIMUM, "quantize", "quantization",
+                    note=" (its calibration cache and shape inference of attention heads; it needs Python >= 3.11)")
+
+
 def quantize_package(package_dir: str | Path, out_dir: str | Path, config: QuantizeConfig,
                      calib_logs: Sequence[str | Path], eval_logs: Sequence[str | Path] | None = None,
                      progress: ProgressFn | None = None, topics: dict[str, str] | None = None) -> QuantizeResult:
@@ -551,8 +558,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
     (`topics`: the logs' topics per modality, as replay's --topics; else resolved as replay does)."""
     say = progress or (lambda _m: None)
     recipe = get_recipe(config.recipe)
-    require_version("onnxruntime", ORT_MINIMUM, "quantize", "quantization",
-                    note=" (its calibration cache and shape inference of attention heads; it needs Python >= 3.11)")
+    check_quantize_requirements()
     src, out = Path(package_dir), Path(out_dir)
     fp32_pkg = load_package(src)
     if fp32_pkg.precision != "fp32":

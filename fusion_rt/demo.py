@@ -45,12 +45,13 @@ class DemoConfig:
 
 def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> dict:
     """Run every step and return the demo's summary (also written to OUT/demo.json)."""
-    from fusion_rt.calibration import QuantizeConfig, quantize_package
+    from fusion_rt.calibration import QuantizeConfig, check_quantize_requirements, quantize_package
     from fusion_rt.replay import ReplayConfig, compare, replay
     from fusion_rt.report import write_report
     from fusion_rt.sim import DriveConfig
     from fusion_rt.sim.record import record_drive
 
+    check_quantize_requirements()  # before ~30 s of simulating: the INT8 step needs onnxruntime >= 1.31
     say = say or (lambda _msg: None)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

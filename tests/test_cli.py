@@ -158,7 +158,8 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(tmp_path, signame, code):
     import time
 
     proc = _cli("simulate", str(tmp_path / "drive.mcap"), "--seconds", "60", "-q", stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True)
+                stderr=subprocess.PIPE, text=True,  # under nohup SIGHUP is ignored, and fusion-rt keeps it so
+                preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not any(p.name.endswith(".partial") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)

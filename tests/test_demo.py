@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fusion_rt.demo import DemoConfig, run_demo
 from fusion_rt.package import load_package
 
@@ -30,7 +32,6 @@ def test_a_failed_demo_keeps_the_previous_int8_package(tmp_path, monkeypatch):
     """The demo deleted OUT/package-int8 before quantizing: an interrupted or failed run lost the
     previous package (and demo.json and the report still described it). It is swapped in only when
     the new one is complete."""
-    import pytest
 
     import fusion_rt.calibration
     import fusion_rt.sim.record
