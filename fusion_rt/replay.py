@@ -849,18 +849,20 @@ class _Reader:
                 self.stamps.see(modality, original.stamp_ns, lm.log_time_ns)
             if modality == "radar" and isinstance(msg, RadarDetections):
                 self.radar_from_detections = True
-                frame = msg.frame_id if isinstance(msg.frame_id, str) else ""
-                if frame.strip() and not is_ego_frame(frame) and not is_radar_frame(frame, self.radar):
-                    self.foreign_radar_frames.add(frame)
                 try:
-                    msg = detections_to_tensor(msg, self.radar, self.preprocess)
+                    tensor = detections_to_tensor(msg, self.radar, self.preprocess)
                 except DecodeError as exc:  # this scan cannot be placed (a world-fixed frame): skipped, said
                     self.issues.append(ReadIssue(0, "decode", f"RadarDetections on {lm.topic!r} at log time "
-                                                              f"{lm.log_time_ns}: DecodeError: {exc}"))
+                                                              f"{lm.log_time_ns}: {UnsupportedMessageError.__name__}: "
+                                                              f"{exc}"))
                     continue
                 except ConfigError as exc:
                     raise ConfigError(f"radar detections on {lm.topic!r} cannot be binned onto the package's radar "
                                       f"grid: {exc}") from exc
+                frame = msg.frame_id if isinstance(msg.frame_id, str) else ""
+                if frame.strip() and not is_ego_frame(frame) and not is_radar_frame(frame, self.radar):
+                    self.foreign_radar_frames.add(frame)  # placed as the radar's own: said once
+                msg = tensor
             elif modality == "camera" and predecode and isinstance(msg, CameraFrame):
                 msg = _predecode(msg, self.preprocess)
             yield _Item(modality, lm.log_time_ns, msg, original)

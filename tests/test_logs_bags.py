@@ -395,8 +395,9 @@ def test_radar_detections_in_odom_are_skipped_naming_the_frame(tiny_package, tmp
         foreign = [w for w in summary["warnings"] if "taken as the radar's own" in w]
         if refused:
             assert summary["encoder_runs"]["radar"] == 0 and summary["outputs"] == 3
-            assert any("skipped, they do not decode" in w and "frame 'odom' (a world-fixed frame" in w
+            assert any("skipped as unsupported" in w and "frame 'odom' (a world-fixed frame" in w
                        for w in summary["warnings"]), summary["warnings"]
+            assert not foreign  # skipped, not "taken as the radar's own"
         else:
             assert summary["encoder_runs"]["radar"] == 1
             assert bool(foreign) == (frame == "ars408_link") and (not foreign or "'ars408_link'" in foreign[0])

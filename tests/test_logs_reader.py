@@ -663,7 +663,8 @@ def test_replay_does_not_count_an_assumed_schema_as_damage() -> None:
     issue = ReadIssue(0, "schema_assumed", "schema 'std_msgs/msg/String' of topic '/context/text': no definition "
                                            "stored: the standard one is assumed")
     source = SimpleNamespace(issues=[issue], truncated_at=None, path="x.mcap")
-    reader = SimpleNamespace(source=source, topic_map=SimpleNamespace(topics={}, how={}))
+    reader = SimpleNamespace(source=source, topic_map=SimpleNamespace(topics={}, how={}), issues=[],
+                             foreign_radar_frames=set())
     block, warnings = _log_block(reader, None, None)
     assert block["issues"] == 1 and block["issue_list"][0]["kind"] == "schema_assumed"
     assert warnings == ["1 schemas store no definition: the standard ones were assumed (see log.issue_list)"]
