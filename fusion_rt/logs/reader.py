@@ -355,28 +355,41 @@ class LogReader:
 
         A start time is not covered by any CRC (a chunk's header, an index): the floor is also never
         above the record's own first message (a chunk's messages come sorted), and a message older
-        than a floor already passed is still yielded, as soon as it is read (never dropped).
-        `reordered` is set once time goes back in file order."""
+        than a floor already passed is still yielded, as soon as it is read (never dropped), with an
+        `order` issue saying that a stated start time was wrong. `reordered` is set once time goes
+        back in file order. A floor applies from its record on, whether or not that record's own
+        messages are wanted (a run of top-level messages that starts with an unwanted topic)."""
+        offsets = sorted(starts)
         floor: dict[int, int] = {}
         low: int | None = None
-        for pos in sorted(starts, reverse=True):
+        for pos in reversed(offsets):
             low = starts[pos] if low is None else min(low, starts[pos])
             floor[pos] = low
         waiting: list[tuple[int, int, RawMessage]] = []
-        record: int | None = None
+        applied: int | None = None  # the start whose floor was applied last
+        k = 0  # offsets[:k] start at or before the message being read
         newest: int | None = None
+        last_out: int | None = None
+        said = False
         for seq, raw in enumerate(self._scan(wanted, start_ns, end_ns)):
             t = raw.record.log_time
-            if raw.offset != record:  # the first message of a record
-                record = raw.offset
-                bound = floor.get(record)  # None: a record without a start (inside a run), nothing known
-                if bound is not None:
-                    bound = min(bound, t)
-                    while waiting and waiting[0][0] <= bound:  # ties: the waiting one is earlier in the file
-                        yield heapq.heappop(waiting)[2]
+            while k < len(offsets) and offsets[k] <= raw.offset:
+                k += 1
+            current = offsets[k - 1] if k else None  # the record (or run) this message is in
+            if current is not None and current != applied:
+                applied = current
+                bound = min(floor[current], t)
+                while waiting and waiting[0][0] <= bound:  # ties: the waiting one is earlier in the file
+                    out = heapq.heappop(waiting)[2]
+                    last_out = out.record.log_time
+                    yield out
             if newest is not None and t < newest:
                 self.reordered = True  # (after _scan started: it resets what describes a pass)
             newest = t if newest is None else max(newest, t)
+            if last_out is not None and t < last_out and not said:
+                said = True
+                self._issue(raw.offset, "order", f"a message at log time {t} comes after one at {last_out}: a "
+                                                 f"start time a record states (not covered by any CRC) is wrong")
             heapq.heappush(waiting, (t, seq, raw))
         while waiting:
             yield heapq.heappop(waiting)[2]
@@ -453,7 +466,8 @@ class LogReader:
         """Walk the top-level records front to back, yielding the wanted messages.
 
         `wanted` None means every topic; an empty set means no messages (metadata only). `chunks`
-        False skips every chunk unread (its messages are read by the caller, through the summary).
+        False skips every indexed chunk unread (the caller reads those through the summary); a chunk
+        the index does not list is read here.
         """
         if self._file.closed:  # a raw "seek of closed file" otherwise
             raise LogError(f"log {self.path!r} is closed; open a new LogReader")
@@ -504,7 +518,8 @@ class LogReader:
                 crc_complete = False
                 pos = end
                 continue
-            if opcode == Opcode.CHUNK and (not chunks or self._skippable_chunk(summary, pos, wanted, start_ns, end_ns)):
+            if opcode == Opcode.CHUNK and ((not chunks and summary is not None and pos in summary.chunks)
+                                           or self._skippable_chunk(summary, pos, wanted, start_ns, end_ns)):
                 crc_complete = False
                 pos = end
                 continue
