@@ -150,6 +150,9 @@ _THRESHOLD = 0.5  # decision threshold of scene labels and BEV cells (metrics, a
 # so its output (and replay's camera frame for the worst-frames thumbnails) is let go. The margin
 # keeps the scores exact for ground truth up to 1 s out of stamp order in the file.
 _TRUTH_REORDER_NS = 1_000_000_000
+# Ground truth is taken as progress only up to _TRUTH_REORDER_NS past the _OUTPUT_RANK-th newest
+# frame output: one ground truth (or output) with a wrong stamp far ahead does not end the scoring.
+_OUTPUT_RANK = 3
 
 
 class ReplayMode(str, enum.Enum):
@@ -429,6 +432,12 @@ class _Metrics:
     an output waits for its ground truth until one stamped more than `_TRUTH_REORDER_NS` later has
     been read (then `on_expire` is called with its stamp), and with `scored=False` (a log without a
     ground truth topic) outputs are not kept at all.
+
+    Ground truth counts as progress only up to `_TRUTH_REORDER_NS` past the frames output so far
+    (the `_OUTPUT_RANK`-th newest output stamp, so that one output with a wrong stamp does not move it
+    either): one ground truth with a wrong stamp (far ahead) would otherwise let every later frame go
+    unscored and have the good ground truth after it counted late. An order statistic of the ground
+    truth stamps themselves would lag by whole label intervals on labelled keyframes (memory).
     """
 
     def __init__(self, scene_labels: tuple[str, ...], bev_classes: tuple[str, ...], scored: bool = True) -> None:
@@ -438,6 +447,7 @@ class _Metrics:
         self._outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # stamp -> (scene probs, bev >= 0.5)
         self._expiry: list[int] = []  # min-heap of the stamps put in _outputs (stale ones skipped when popped)
         self._newest_truth: int | None = None
+        self._newest_outputs: list[int] = []  # min-heap of the _OUTPUT_RANK newest distinct output stamps
         self.late_truths = 0  # ground truth read more than _TRUTH_REORDER_NS behind a newer one
         self.on_expire: Callable[[int], None] | None = None  # (stamp) an output let go unscored
         self._truth: dict[int, GroundTruth] = {}
@@ -450,6 +460,11 @@ class _Metrics:
 
     def output(self, out: FusionOutput) -> None:
         stamp = out.stamp_ns
+        if self.scored and stamp not in self._newest_outputs:
+            if len(self._newest_outputs) < _OUTPUT_RANK:
+                heapq.heappush(self._newest_outputs, stamp)
+            elif stamp > self._newest_outputs[0]:
+                heapq.heapreplace(self._newest_outputs, stamp)
         if not self.scored or (stamp not in self._truth and self._expired(stamp)):
             if self.on_expire is not None:
                 self.on_expire(stamp)
@@ -460,20 +475,28 @@ class _Metrics:
         self._outputs[stamp] = (probs, out.bev >= _THRESHOLD)
         self._join(stamp)
 
+    def _progress(self) -> int | None:
+        """The newest ground truth stamp read, but no more than _TRUTH_REORDER_NS past the frames
+        output so far (with fewer than _OUTPUT_RANK outputs, the oldest of them; with none, not bounded)."""
+        if self._newest_truth is None or not self._newest_outputs:
+            return self._newest_truth
+        return min(self._newest_truth, self._newest_outputs[0] + _TRUTH_REORDER_NS)
+
     def _expired(self, stamp: int) -> bool:
         """Whether ground truth for `stamp` can no longer come (one far later has been read)."""
-        return self._newest_truth is not None and stamp < self._newest_truth - _TRUTH_REORDER_NS
+        progress = self._progress()
+        return progress is not None and stamp < progress - _TRUTH_REORDER_NS
 
     def truth(self, gt: GroundTruth) -> None:
         stamp = gt.stamp_ns
-        if self._newest_truth is None or stamp > self._newest_truth:
-            self._newest_truth = stamp
-            while self._expiry and self._expired(self._expiry[0]):  # outputs no ground truth will join
-                old = heapq.heappop(self._expiry)
-                if self._outputs.pop(old, None) is not None and self.on_expire is not None:
-                    self.on_expire(old)
-        elif self._expired(stamp):
+        if self._expired(stamp):
             self.late_truths += 1
+        elif self._newest_truth is None or stamp > self._newest_truth:
+            self._newest_truth = stamp
+        while self._expiry and self._expired(self._expiry[0]):  # outputs no ground truth will join
+            old = heapq.heappop(self._expiry)
+            if self._outputs.pop(old, None) is not None and self.on_expire is not None:
+                self.on_expire(old)
         if gt.stamp_ns in self._no_output:
             self._no_output.discard(gt.stamp_ns)
             return
@@ -1016,6 +1039,22 @@ def _skipped_warnings(issues: list[ReadIssue]) -> list[str]:
     return lines
 
 
+def _rejected_warnings(stats: dict) -> list[str]:
+    """Messages the runtime refused with a reason of its own (`FusionRuntime.stats()`): per modality
+    and reason, counted, with the runtime's `last_detail` of that reason (a ROS map in a world-fixed
+    frame was only counted `map:malformed`). Refused stamps are left to `_stamp_warnings`."""
+    lines = []
+    for m, counts in stats["messages"].items():
+        for reason, n in counts["reasons"]["rejected"].items():
+            detail = counts["last_detail"].get(reason)
+            if not n or not detail or reason.startswith("stamp_"):
+                continue
+            if len(detail) > _REASON_CHARS:
+                detail = detail[:_REASON_CHARS - 3] + "..."
+            lines.append(f"{_count(n, f'{m} message')} rejected by the runtime ({m}:{reason}), the last: {detail}")
+    return lines
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -1130,6 +1169,7 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
         summary = session.summary()
         log_block, warnings = _log_block(reader, first, last)
         warnings += _stamp_warnings(reader.stamps, summary)
+        warnings += _rejected_warnings(session.runtime.stats())
         warnings += bev_warnings + _late_truth_warnings(session.metrics)
         missing = [m for m in pkg.modalities if m not in reader.topic_map.topics and m not in config.drop]
         if missing:
@@ -1284,6 +1324,9 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
         sa, sb = a.summary(), b.summary()
         log_block, warnings = _log_block(reader, first, last)
         warnings += _stamp_warnings(reader.stamps, sa)
+        rejected_a, rejected_b = _rejected_warnings(a.runtime.stats()), _rejected_warnings(b.runtime.stats())
+        warnings += [w if w in rejected_b else f"A: {w}" for w in rejected_a]  # said once when both sides agree
+        warnings += [f"B: {w}" for w in rejected_b if w not in rejected_a]
         warnings += bev_warnings + _late_truth_warnings(a.metrics)
     finally:
         for s in sessions:

@@ -651,3 +651,78 @@ def test_skipped_messages_are_said_by_topic_and_reason_not_called_damage():
                                  None, None)
     assert len(warnings) == 6 and all(len(w) < 400 for w in warnings), warnings
     assert warnings[-1].startswith("3 more records or messages skipped, on 3 more topics or reasons")
+
+
+def _truth_and_output(stamp: int):
+    from fusion_rt.messages import GroundTruth
+    from fusion_rt.runtime import FusionOutput
+
+    gt = GroundTruth(stamp_ns=stamp, labels={"car": 1}, agents=(), bev=np.ones((1, 2, 2), np.uint8),
+                     bev_classes=("car",), scene_type="urban", condition="day", ego_speed_mps=0.0, extras={})
+    out = FusionOutput(stamp_ns=stamp, status="ok", flags=(), scene={"car": 0.9},
+                       bev=np.ones((1, 2, 2), np.float32), modality_share={}, modality_share_matrix=None, sources={})
+    return gt, out
+
+
+@pytest.mark.parametrize("wrong", ["truth", "both"])
+def test_one_ground_truth_with_a_wrong_stamp_does_not_end_the_scoring(wrong):
+    # One ground truth stamped 100 s ahead (a labelling glitch, another clock) moved the point past
+    # which outputs are let go unscored: every later frame was (2 of 60 scored), and the good ground
+    # truth after it was said to be late. With the frame's camera stamp wrong too, the same.
+    import dataclasses
+
+    from fusion_rt.replay import _late_truth_warnings, _Metrics
+
+    metrics = _Metrics(("car",), ("car",))
+    expired = []
+    metrics.on_expire = expired.append
+    period, bad = 50_000_000, 2
+    for i in range(60):
+        gt, out = _truth_and_output(10**12 + i * period)
+        if i == bad:
+            gt = dataclasses.replace(gt, stamp_ns=gt.stamp_ns + 100 * 10**9)
+            if wrong == "both":
+                out = dataclasses.replace(out, stamp_ns=gt.stamp_ns)
+        metrics.output(out)  # a frame's output comes before its ground truth in a log
+        metrics.truth(gt)
+    assert len(metrics.rows) == (59 if wrong == "truth" else 60)
+    assert _late_truth_warnings(metrics) == []
+    assert expired == ([10**12 + bad * period] if wrong == "truth" else [])
+    assert len(metrics._outputs) <= 1 and not metrics._truth.keys() - {10**12 + bad * period + 100 * 10**9}
+
+
+def test_replay_says_why_the_runtime_rejected_a_map(short_drive, package, tmp_path):
+    # A ROS map (an OccupancyGrid in odom) is refused by the runtime per message, counted map:malformed:
+    # replay and compare said nothing of why (every output degraded map_missing, the reason nowhere).
+    import dataclasses
+
+    from fusion_rt.logs import LogReader, LogWriter
+    from fusion_rt.messages import MapRaster
+
+    log = tmp_path / "map_odom.mcap"
+    with LogReader(short_drive) as reader, LogWriter(log) as writer:
+        for m in reader.messages():
+            msg = dataclasses.replace(m.message, frame_id="odom") if isinstance(m.message, MapRaster) else m.message
+            writer.write(msg, m.topic, log_time_ns=m.log_time_ns)
+    s = replay(log, package).summary
+    n = s["reasons"]["rejected"]["map:malformed"]
+    said = [w for w in s["warnings"] if "rejected by the runtime" in w]
+    assert n > 0 and said == [f"{n} map message{'s' * (n > 1)} rejected by the runtime (map:malformed), the last: "
+                              f"map raster in frame 'odom' (a world-fixed frame): the map input is a class map of "
+                              f"MAP_CODES in the ego frame (base_link); a map in another frame (a ROS occupancy map "
+                              f"or costmap) needs the ego pose at its stamp, which is not applied"], s["warnings"]
+    c = compare(log, package, package).summary
+    assert [w for w in c["warnings"] if "rejected by the runtime" in w] == said, c["warnings"]  # once, not per side
+    assert not [w for w in replay(short_drive, package).summary["warnings"] if "rejected by the runtime" in w]
+
+
+def test_replay_says_why_the_runtime_rejected_camera_frames(package, tmp_path):
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    log = tmp_path / "tall.mcap"
+    record_drive(DriveConfig(seconds=0.5, seed=5, camera_size=(640, 480)), log)
+    s = replay(log, package).summary
+    (said,) = [w for w in s["warnings"] if "rejected by the runtime" in w]
+    head = f"{s['frames']} camera messages rejected by the runtime (camera:wrong_size), the last: "
+    assert said.startswith(head), said
