@@ -80,8 +80,15 @@ def _cached_log_problem(log: Path, drive: dict) -> str | None:
     return None
 
 
+def _skipped(issues: Sequence) -> list:
+    """The issues that cost records: a `schema_assumed` one (no definition stored, the standard one
+    used) skips nothing, as replay counts it."""
+    return [issue for issue in issues if issue.kind != "schema_assumed"]
+
+
 def _refuse_damaged(path, issues: Sequence) -> None:
     """ConfigError naming a cached log that read with damaged records (cached logs must be whole)."""
+    issues = _skipped(issues)
     if issues:
         first = issues[0]
         raise ConfigError(f"cached log {str(path)!r} is damaged: {len(issues)} record(s) skipped (first: "
@@ -352,7 +359,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
                 rows["scene_type"].append("")
             rows["log_index"].append(li)
             rows["stamp_ns"].append(sample.stamp_ns)
-        skipped = [issue for issues in dataset.issues.values() for issue in issues]
+        skipped = _skipped([issue for issues in dataset.issues.values() for issue in issues])
         if strict:
             _refuse_damaged(path, skipped)
         counts["skipped_records"] += len(skipped)  # damaged records, reported

@@ -236,3 +236,29 @@ def test_a_log_recorded_for_another_drive_is_not_reused(tmp_path):
     record_drives([b], SIZE, QUALITY, tmp_path, note=notes.append)
     assert len(notes) == 1 and pb.name in notes[0] and "another drive" in notes[0], notes
     assert pb.read_bytes() != pa.read_bytes()
+
+
+def test_read_logs_does_not_count_an_assumed_schema_as_skipped(tmp_path):
+    # A log whose schemas store no definition (rosbag2's mcap plugin without definitions) reads whole,
+    # the standard types assumed (issue kind schema_assumed): read_logs counted each such schema as a
+    # skipped record ("damaged records") and refused the log with strict=True.
+    from mcap.reader import make_reader
+    from mcap.writer import Writer
+
+    drive = DriveSpec(seed=TRAIN_SEED_BASE + 962, seconds=0.5, conditions="day", scene_type=None)
+    [path] = record_drives([drive], SIZE, QUALITY, tmp_path)
+    blank = tmp_path / "blank.mcap"
+    with open(path, "rb") as f, open(blank, "wb") as out:
+        writer, schemas, channels = Writer(out), {}, {}
+        writer.start("ros2", "test")
+        for schema, channel, m in make_reader(f).iter_messages():
+            if schema.id not in schemas:
+                schemas[schema.id] = writer.register_schema(schema.name, schema.encoding, b"")
+            if channel.id not in channels:
+                channels[channel.id] = writer.register_channel(channel.topic, channel.message_encoding,
+                                                               schemas[schema.id])
+            writer.add_message(channels[channel.id], log_time=m.log_time, publish_time=m.publish_time, data=m.data)
+        writer.finish()
+    _, whole = read_logs([path], _pre(), strict=True)
+    _, counts = read_logs([blank], _pre(), strict=True)  # nothing skipped: not refused as damaged
+    assert counts["skipped_records"] == 0 and counts["frames"] == whole["frames"] > 0
