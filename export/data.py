@@ -81,9 +81,11 @@ def _cached_log_problem(log: Path, drive: dict) -> str | None:
 
 
 def _skipped(issues: Sequence) -> list:
-    """The issues that cost records: a `schema_assumed` one (no definition stored, the standard one
-    used) skips nothing, as replay counts it."""
-    return [issue for issue in issues if issue.kind != "schema_assumed"]
+    """The issues that cost records: those of `NOTE_KINDS` (a schema assumed, a message out of order)
+    skip nothing, as replay counts them."""
+    from fusion_rt.logs.reader import NOTE_KINDS
+
+    return [issue for issue in issues if issue.kind not in NOTE_KINDS]
 
 
 def _refuse_damaged(path, issues: Sequence) -> None:

@@ -50,7 +50,7 @@ import numpy as np
 from fusion_rt.errors import ConfigError, DecodeError, LogError
 from fusion_rt.logs.bags import LogSource, open_log
 from fusion_rt.logs.convert import UnsupportedMessageError
-from fusion_rt.logs.reader import ReadIssue
+from fusion_rt.logs.reader import NOTE_KINDS, ReadIssue
 from fusion_rt.logs.schemas import COMPRESSED_IMAGE, SCHEMAS
 from fusion_rt.logs.topics import TopicMap, resolve_topics
 from fusion_rt.messages import CameraFrame, GroundTruth, RadarDetections
@@ -1006,7 +1006,7 @@ def _skipped_warnings(issues: list[ReadIssue]) -> list[str]:
     rotated map) is "unsupported", damage to the file is "damaged", anything else "skipped"."""
     groups: dict[tuple, list] = {}  # key -> [count, first detail]
     for issue in issues:
-        if issue.kind in ("truncated", "schema_assumed"):
+        if issue.kind == "truncated" or issue.kind in NOTE_KINDS:
             continue
         match = _DECODE_DETAIL.search(issue.detail) if issue.kind == "decode" else None
         if match is not None:
@@ -1115,6 +1115,7 @@ def _log_block(reader: _Reader, first: int | None, last: int | None) -> tuple[di
     if assumed:  # nothing skipped: a schema without text, decoded as the standard type
         warnings.append(f"{len(assumed)} schemas store no definition: the standard ones were assumed "
                         f"(see log.issue_list)")
+    warnings += [f"messages came out of log-time order: {i.detail}" for i in issues if i.kind == "order"]
     block = {
         "path": str(source.path),
         "truncated_at": source.truncated_at,

@@ -726,3 +726,19 @@ def test_replay_says_why_the_runtime_rejected_camera_frames(package, tmp_path):
     (said,) = [w for w in s["warnings"] if "rejected by the runtime" in w]
     head = f"{s['frames']} camera messages rejected by the runtime (camera:wrong_size), the last: "
     assert said.startswith(head), said
+
+
+def test_an_order_issue_is_said_as_such_not_as_skipped():
+    """A wrong chunk start time lets a message out of log-time order (the reader's `order` issue): nothing
+    was skipped, so replay says what happened instead of counting it as a skipped record."""
+    from types import SimpleNamespace
+
+    from fusion_rt.logs.reader import ReadIssue
+    from fusion_rt.replay import _log_block
+
+    issue = ReadIssue(70, "order", "a message at log time 5 comes after one at 9: a start time a record states "
+                                   "(not covered by any CRC) is wrong")
+    reader = SimpleNamespace(source=SimpleNamespace(issues=[issue], truncated_at=None, path="x.mcap"),
+                             topic_map=SimpleNamespace(topics={}, how={}), issues=[], foreign_radar_frames=set())
+    _, warnings = _log_block(reader, None, None)
+    assert warnings == [f"messages came out of log-time order: {issue.detail}"]

@@ -55,9 +55,12 @@ from fusion_rt.logs.convert import Converter, converter_for
 from fusion_rt.logs.schemas import SCHEMAS, byte_view_schema, normalize_schema_name, schema_matches
 from fusion_rt.messages import Message as FusionMessage
 
-__all__ = ["LogReader", "LogMessage", "RawMessage", "ReadIssue", "MCAP_MAGIC"]
+__all__ = ["LogReader", "LogMessage", "RawMessage", "ReadIssue", "MCAP_MAGIC", "NOTE_KINDS"]
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
+#: ReadIssue kinds that cost no message: a schema without text decoded as the standard type
+#: (`schema_assumed`), a message let out of log-time order by a wrong chunk start time (`order`).
+NOTE_KINDS = frozenset({"schema_assumed", "order"})
 _RECORD_HEAD = struct.Struct("<BQ")  # opcode, length
 _MESSAGE_HEAD = struct.Struct("<HIQ")  # channel id, sequence, log time (start of a Message body)
 _FOOTER_BYTES = 9 + 20 + len(MCAP_MAGIC)
