@@ -320,6 +320,8 @@ def decode_compressed_bgr(frame: CameraFrame, fmt: str, config: PreprocessConfig
         raise DecodeError("corrupt JPEG: truncated (no end-of-image marker)")
     if fmt == "png" and data[-8:-4] != b"IEND":
         raise DecodeError("corrupt PNG: truncated (no IEND chunk)")
+    if fmt == "png" and len(data) > 24 and data[24] == 16:  # IHDR bit depth (OpenCV would scale it to 8 bits)
+        raise DecodeError("16-bit PNG (a depth or high-dynamic-range image?): a camera frame is 8-bit")
     # Reduced decoding scales in the DCT domain: only JPEG gains from it (OpenCV resizes PNGs after
     # a full decode). EXIF orientation is ignored: the camera geometry is fixed by the rig.
     factor = _reduced_factor(width, height, config) if fmt == "jpeg" else 1

@@ -507,3 +507,15 @@ def test_radar_detections_in_base_footprint_are_ego_and_other_frames_are_refused
     # a driver's own name for its radar is taken as the radar's (replay warns that it is not the rig's name)
     for frame in ("radar", "ars408_link", "radar_rear"):
         np.testing.assert_array_equal(binned(frame), own)
+
+
+def test_a_16_bit_png_is_no_camera_frame():
+    """A depth image saved as a 16-bit PNG decoded "successfully" (OpenCV scales it to 8 bits) and ran
+    through the camera encoder when pushed straight into the runtime; logs already refused it."""
+    depth = (np.arange(320 * 180, dtype=np.uint16).reshape(180, 320) * 3)
+    ok, png16 = cv2.imencode(".png", depth)
+    assert ok and png16.tobytes()[24] == 16
+    with pytest.raises(DecodeError, match="16-bit PNG"):
+        decode_camera(CameraFrame(stamp_ns=1, data=png16.tobytes(), encoding="png"), CFG)
+    eight = decode_camera(CameraFrame(stamp_ns=1, data=_png(_test_image(320, 180)), encoding="png"), CFG)
+    assert eight.shape == (3, CFG.camera_height, CFG.camera_width)  # 8-bit PNGs as before
