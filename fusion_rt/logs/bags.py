@@ -29,7 +29,7 @@ from typing import Any
 
 from fusion_rt.errors import LogError, NotALogError
 from fusion_rt.logs.convert import converter_for
-from fusion_rt.logs.reader import LogMessage, LogReader, RawMessage, ReadIssue
+from fusion_rt.logs.reader import LogMessage, LogReader, RawMessage, ReadIssue, schema_text
 from fusion_rt.logs.schemas import POINT_CLOUD2, SCHEMAS, normalize_schema_name, schema_matches
 from fusion_rt.logs.topics import TopicInfo
 from fusion_rt.outputs import special_file
@@ -129,18 +129,21 @@ class McapSource(LogSource):
 
                 factory = DecoderFactory()
                 seen: set[str] = set()
-                span: list[int] = []
+                need_span = not (stats is not None and stats.message_count)
+                first = last = None
                 for raw in reader.raw_messages():
-                    t = raw.record.log_time
-                    span = [min(span[0], t), max(span[1], t)] if span else [t, t]
+                    if need_span:
+                        t = raw.record.log_time
+                        first = t if first is None or t < first else first
+                        last = t if last is None or t > last else last
                     if raw.channel.topic not in seen:
                         seen.add(raw.channel.topic)
                         channels.append((raw.channel.topic, reader.schema_name(raw.channel)))
                         if channels[-1][1] == POINT_CLOUD2 and (probed := _probe_fields(reader, raw, factory)):
                             clouds[raw.channel.topic] = probed  # else `_cloud_fields` probes further
-                if span and not (stats is not None and stats.message_count):
-                    starts.append(span[0])
-                    ends.append(span[1])
+                if first is not None:
+                    starts.append(first)
+                    ends.append(last)
             # a split declares every topic; a cloud's fields come from the first split holding a message
             todo = [(t, s) for t, s in channels
                     if t not in found or (found[t].point_fields is None and s == POINT_CLOUD2)]
@@ -250,11 +253,12 @@ def _probe_fields(reader: LogReader, raw: RawMessage, factory: Any) -> tuple[str
     from mcap.records import Schema
 
     schema = reader.schema(raw.channel)
-    text = "" if schema is None else schema.data.decode("utf-8", errors="replace")
-    if schema is not None and not text.strip():  # no definition stored: the standard one (as LogReader)
-        text = SCHEMAS[POINT_CLOUD2]
+    if schema is None:
+        return None
+    text, assumed = schema_text(schema, POINT_CLOUD2)
+    if assumed:
         schema = Schema(id=schema.id, name=schema.name, encoding=schema.encoding, data=text.encode())
-    if schema is None or not schema_matches(POINT_CLOUD2, text):
+    if not schema_matches(POINT_CLOUD2, text):
         return None
     try:
         decode = factory.decoder_for(raw.channel.message_encoding, schema)
@@ -409,14 +413,8 @@ def bag_metadata(directory: Path) -> dict[str, Any]:
     return out
 
 
-def _bag_compression(directory: Path) -> str:
-    """The ``compression_mode`` a rosbag2 directory's metadata.yaml declares ("" for none or no file)."""
-    return bag_metadata(directory)["compression_mode"]
-
-
-def _zstd_per_message(directory: Path) -> bool:
-    """Whether a bag's metadata.yaml says rosbag2 compressed each message with zstd."""
-    meta = bag_metadata(directory)
+def _zstd_per_message(meta: dict[str, Any]) -> bool:
+    """Whether a bag's metadata (`bag_metadata`) says rosbag2 compressed each message with zstd."""
     return meta["compression_mode"] == "message" and meta["compression_format"] == "zstd"
 
 
@@ -430,12 +428,13 @@ def open_log(path: str | os.PathLike) -> LogSource:
     if not p.exists():
         raise NotALogError(f"{str(p)!r} does not exist")
     if p.is_dir():
+        meta = bag_metadata(p)
         mcaps = sorted(p.glob("*.mcap"), key=_split_index)
-        if mcaps and _zstd_per_message(p):  # read as MCAP, each payload decompressed: publish times kept
+        if mcaps and _zstd_per_message(meta):  # read as MCAP, each payload decompressed: publish times kept
             return McapSource(mcaps, str(p), payload_compression="zstd")
         # A compressed bag (each file zstd-compressed by rosbag2, or sqlite3 storage compressed per
         # message): its payloads are not CDR as stored, so it is read through rosbags, which decompresses.
-        if _bag_compression(p) or any(p.glob("*.mcap.zstd")) or any(p.glob("*.db3.zstd")):
+        if meta["compression_mode"] or any(p.glob("*.mcap.zstd")) or any(p.glob("*.db3.zstd")):
             return Db3BagSource(p)
         if mcaps:
             return McapSource(mcaps, str(p))
@@ -446,9 +445,10 @@ def open_log(path: str | os.PathLike) -> LogSource:
     kind = special_file(p)  # `<(zstdcat drive.mcap.zst)`: refused before anything opens (and blocks on) it
     if kind is not None:
         raise NotALogError(f"{str(p)!r} is {kind}, not a file: write it to a file first")
-    if p.suffix == ".mcap" and _zstd_per_message(p.parent):
+    meta = bag_metadata(p.parent) if p.suffix == ".mcap" else None  # one .mcap of a bag, maybe compressed
+    if meta is not None and _zstd_per_message(meta):
         return McapSource([p], str(p), payload_compression="zstd")  # one .mcap of a message-compressed bag
-    if p.suffix == ".db3" or (p.suffix == ".mcap" and _bag_compression(p.parent)):
+    if p.suffix == ".db3" or (meta is not None and meta["compression_mode"]):
         return Db3BagSource(p)  # a .db3, or one .mcap of a compressed bag: its payloads are not CDR as stored
     try:
         return McapSource([p], str(p))

@@ -50,14 +50,15 @@ def log_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _bag_info(path: Path) -> dict[str, Any]:
     from fusion_rt.logs.bags import McapSource, bag_metadata, open_log
 
+    meta = bag_metadata(path if path.is_dir() else path.parent)
     with open_log(path) as source:
         topics = _count(source.stamps())
         readers = source.readers if isinstance(source, McapSource) else []
         return {
             "path": str(path),
-            "file_size": sum(f.stat().st_size for f in _bag_files(path)),
+            "file_size": sum(f.stat().st_size for f in _bag_files(path, meta)),
             "profile": "ros2",
-            "compression": _bag_storage(bag_metadata(path if path.is_dir() else path.parent), path, readers),
+            "compression": _bag_storage(meta, path, readers),
             **_span(topics),
             "metadata": sorted({m for r in readers for m in r.metadata}),
             "issues": [{"offset": i.offset, "kind": i.kind, "detail": i.detail} for i in source.issues],
@@ -66,15 +67,13 @@ def _bag_info(path: Path) -> dict[str, Any]:
         }
 
 
-def _bag_files(path: Path) -> list[Path]:
-    """The files of a bag: those its metadata.yaml lists (inside the bag), or every file in it but
-    metadata.yaml when it lists none (a .db3.zstd or .mcap.zstd of a file-compressed bag counts too)."""
-    from fusion_rt.logs.bags import bag_metadata
-
+def _bag_files(path: Path, meta: dict[str, Any]) -> list[Path]:
+    """The files of a bag: those its metadata.yaml (`meta`) lists (inside the bag), or every file in it
+    but metadata.yaml when it lists none (a .db3.zstd or .mcap.zstd of a file-compressed bag counts too)."""
     if path.is_file():
         return [path]
     root = path.resolve()
-    listed = [path / name for name in bag_metadata(path)["relative_file_paths"]]
+    listed = [path / name for name in meta["relative_file_paths"]]
     listed = [f for f in listed if f.is_file() and root in f.resolve().parents]
     return listed or sorted(f for f in path.iterdir() if f.is_file() and f.name != "metadata.yaml")
 

@@ -55,7 +55,7 @@ from fusion_rt.logs.convert import Converter, converter_for
 from fusion_rt.logs.schemas import SCHEMAS, byte_view_schema, normalize_schema_name, schema_matches
 from fusion_rt.messages import Message as FusionMessage
 
-__all__ = ["LogReader", "LogMessage", "RawMessage", "ReadIssue", "MCAP_MAGIC", "NOTE_KINDS"]
+__all__ = ["LogReader", "LogMessage", "RawMessage", "ReadIssue", "MCAP_MAGIC", "NOTE_KINDS", "schema_text"]
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 #: ReadIssue kinds that cost no message: a schema without text decoded as the standard type
@@ -165,6 +165,7 @@ class LogReader:
         if payload_compression not in ("", "zstd"):
             raise ConfigError(f"payload_compression must be '' or 'zstd', got {payload_compression!r}")
         self.payload_compression = payload_compression
+        self._zstd = zstandard.ZstdDecompressor() if payload_compression == "zstd" else None
         self.path = os.fspath(path)
         self.max_chunk_bytes = max_chunk_bytes
         self.max_record_bytes = max_record_bytes
@@ -190,6 +191,7 @@ class LogReader:
             what = "it is empty" if not magic else f"it starts with {magic[:8]!r}, not the MCAP magic"
             raise NotALogError(f"{self.path!r} is not an MCAP log: {what}")
         self._summary: _Summary | None | bool = False  # False: not looked for yet
+        self._order: str | None = None  # how `_ordered` reads this file (`_read_order`), once decided
         self._summary_issues: list[ReadIssue] = []
         self._reset()
 
@@ -236,13 +238,13 @@ class LogReader:
     def payload(self, data: bytes) -> bytes:
         """A message record's data as CDR: zstd-decompressed for `payload_compression` "zstd".
         Raises ValueError (a frame declaring more than `max_record_bytes`) or zstandard.ZstdError."""
-        if not self.payload_compression:
+        if self._zstd is None:
             return data
         declared = zstandard.frame_content_size(data)
         if declared > self.max_record_bytes:
             raise ValueError(f"zstd payload declares {declared} bytes, over max_record_bytes "
                              f"({self.max_record_bytes})")
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=self.max_record_bytes)
+        return self._zstd.decompress(data, max_output_size=self.max_record_bytes)
 
     def schema(self, channel: Channel) -> Schema | None:
         """A channel's schema record as read so far (None when it has none)."""
@@ -284,13 +286,31 @@ class LogReader:
         if self._file.closed:
             raise LogError(f"log {self.path!r} is closed; open a new LogReader")
         summary = self._load_summary()
-        in_order = _chunks_in_order(summary)
-        if in_order:
+        order = self._read_order(summary)
+        if order == "scan":
             yield from self._scan(wanted, start_ns, end_ns)
-        elif in_order is False:
+        elif order == "index":
             yield from self._merged(summary, wanted, start_ns, end_ns)
+        elif order == "indexed_file_order":
+            yield from self._merged_in_file_order({pos: index.message_start_time for pos, index in
+                                                   summary.chunks.items()}, wanted, start_ns, end_ns)
         else:
             yield from self._merged_in_file_order(self._record_starts(summary), wanted, start_ns, end_ns)
+
+    def _read_order(self, summary: _Summary | None) -> str:
+        """How this file's messages come out in log-time order, decided once per reader (it depends on
+        the summary and the file only): "scan" (indexed chunks in file order that never overlap in time),
+        "index" (overlapping, every chunk readable through its index: `_merged`), "indexed_file_order"
+        (overlapping, merged in file order by the index's start times), "headers" (no chunk index)."""
+        if self._order is None:
+            in_order = _chunks_in_order(summary)
+            if in_order:
+                self._order = "scan"
+            elif in_order is None:
+                self._order = "headers"
+            else:
+                self._order = "index" if self._indexed_chunks_readable(summary) else "indexed_file_order"
+        return self._order
 
     def _merged(self, summary: _Summary, wanted: frozenset[str] | None, start_ns: int | None,
                 end_ns: int | None) -> Iterator[RawMessage]:
@@ -299,13 +319,9 @@ class LogReader:
         Where the summary describes every chunk fully (its record found at the indexed offset, its
         channels and schemas in the summary), the chunks are read in the order of their start times,
         as the official reader does: a chunk is decompressed only once the merge reaches its start,
-        so a file grouped by topic holds about one chunk per topic, not the file. Otherwise they are
-        read in file order (`_merged_in_file_order`)."""
-        if not self._indexed_chunks_readable(summary):
-            yield from self._merged_in_file_order({pos: index.message_start_time for pos, index in
-                                                   summary.chunks.items()}, wanted, start_ns, end_ns)
-            return
-        want = None if wanted == frozenset() else (lambda channel: wanted is None or channel.topic in wanted)
+        so a file grouped by topic holds about one chunk per topic, not the file (`_read_order` chose
+        this only where `_indexed_chunks_readable`)."""
+        want = _want(wanted)
         # the top-level records first (no chunk read): metadata, footer, and any message outside a chunk
         waiting = [(raw.record.log_time, raw.offset, i, raw)
                    for i, raw in enumerate(self._scan(wanted, start_ns, end_ns, chunks=False))]
@@ -334,10 +350,7 @@ class LogReader:
         """Every indexed chunk can be read on its own: a Chunk record of the indexed length at its
         offset, inside the data section, and every channel it holds (and its schema) in the summary."""
         for pos, index in summary.chunks.items():
-            ids = index.message_index_offsets
-            if not ids or any(c not in summary.channels or (summary.channels[c].schema_id and
-                                                            summary.channels[c].schema_id not in summary.schemas)
-                              for c in ids):
+            if not _index_channels_known(summary, index):
                 return False
             if pos < len(MCAP_MAGIC) or pos + index.chunk_length > self._size:
                 return False
@@ -489,6 +502,8 @@ class LogReader:
         crc_complete = self._declared_data_crc() != 0
         in_data = True
 
+        chunk_want = _want(wanted)  # None: no messages wanted (chunks not decompressed)
+
         def want(channel: Channel) -> bool:
             return wanted is None or channel.topic in wanted
 
@@ -511,7 +526,7 @@ class LogReader:
                 if opcode == Opcode.CHUNK and in_data and size - pos <= self.max_record_bytes:
                     # the whole messages before the cut are still messages
                     yield from self._cut_chunk(pos, self._file.read(size - pos - _RECORD_HEAD.size),
-                                               want if wanted != frozenset() else None, start_ns, end_ns, detail)
+                                               chunk_want, start_ns, end_ns, detail)
                     return
                 self._truncated(pos, detail)
                 return
@@ -543,12 +558,12 @@ class LogReader:
                         yield RawMessage(channel, record, pos)
             elif opcode == Opcode.CHUNK:  # a chunk's messages in log-time order (a writer may interleave them)
                 before = len(self.issues)
-                chunk = self._chunk_messages(pos, body, want if wanted != frozenset() else None)
+                chunk = self._chunk_messages(pos, body, chunk_want)
                 if zeros is not None and end > zeros and len(self.issues) > before:
                     # the zero fill cut this chunk (its length still fits the file): read it as cut there
                     del self.issues[before:]
                     yield from self._cut_chunk(pos, body[:max(0, zeros - pos - _RECORD_HEAD.size)],
-                                               want if wanted != frozenset() else None, start_ns, end_ns,
+                                               chunk_want, start_ns, end_ns,
                                                f"Chunk record at {pos} is cut by the zeros from byte {zeros}")
                     return
                 for channel, record in sorted(chunk, key=lambda item: item[1].log_time):
@@ -613,18 +628,12 @@ class LogReader:
         index = summary.chunks.get(pos)
         if index is None:
             return False
-        # Unread, a chunk must define nothing the rest of the log needs: the summary has to hold every
-        # channel (and schema) of its messages. A writer may leave channels out of the summary
-        # (repeat_channels off): they are then defined only inside the chunks that use them first.
-        ids = index.message_index_offsets
-        if not ids or any(c not in summary.channels or (summary.channels[c].schema_id and
-                                                        summary.channels[c].schema_id not in summary.schemas)
-                          for c in ids):
+        if not _index_channels_known(summary, index):  # unread, it must define nothing the log needs
             return False
         if (start_ns is not None and index.message_end_time < start_ns) or (
                 end_ns is not None and index.message_start_time >= end_ns):
             return True
-        return wanted is not None and not ({summary.channels[c].topic for c in ids} & wanted)
+        return wanted is not None and not ({summary.channels[c].topic for c in index.message_index_offsets} & wanted)
 
     def _chunk_messages(self, pos: int, body: bytes,
                         want: Callable[[Channel], bool] | None) -> list[tuple[Channel, Message]]:
@@ -775,11 +784,8 @@ class LogReader:
         if (convert is None or channel.message_encoding != MessageEncoding.CDR
                 or schema.encoding != SchemaEncoding.ROS2):
             return _Route(channel, name, None, None)
-        text = schema.data.decode("utf-8", errors="replace")
-        if not text.strip() and name in SCHEMAS:
-            # rosbag2's mcap plugin stores an empty schema when it cannot find a type's definition:
-            # nothing differs, the text is missing; the standard one is assumed (as the .db3 path does)
-            text = SCHEMAS[name]
+        text, assumed = schema_text(schema, name)
+        if assumed:
             if schema.id not in self._assumed_schemas:
                 self._assumed_schemas.add(schema.id)
                 self._issue(pos, "schema_assumed", f"schema {schema.name!r} of topic {channel.topic!r}: no definition "
@@ -902,6 +908,33 @@ class LogReader:
 
 class _ChunkError(Exception):
     """A chunk's data does not decompress to exactly its declared size."""
+
+
+def schema_text(schema: Schema, name: str) -> tuple[str, bool]:
+    """A ros2msg schema's definition text, and whether it was assumed: rosbag2's mcap plugin stores an
+    empty schema when it cannot find a type's definition (nothing differs, the text is missing), and
+    for a standard type `name` the standard text is taken (as the .db3 path does)."""
+    text = schema.data.decode("utf-8", errors="replace")
+    if not text.strip() and name in SCHEMAS:
+        return SCHEMAS[name], True
+    return text, False
+
+
+def _want(wanted: frozenset[str] | None) -> Callable[[Channel], bool] | None:
+    """Which channels' messages a pass wants (None: no messages, as for `read_metadata`)."""
+    if wanted == frozenset():
+        return None
+    return lambda channel: wanted is None or channel.topic in wanted
+
+
+def _index_channels_known(summary: _Summary, index: ChunkIndex) -> bool:
+    """Whether the summary holds every channel (and its schema) of an indexed chunk, so the chunk
+    defines nothing the rest of the log needs (a writer may leave channels out of the summary,
+    repeat_channels off: they are then defined only inside the chunks that use them first)."""
+    ids = index.message_index_offsets
+    return bool(ids) and all(c in summary.channels and (not summary.channels[c].schema_id or
+                                                        summary.channels[c].schema_id in summary.schemas)
+                             for c in ids)
 
 
 def _chunks_in_order(summary: _Summary | None) -> bool | None:
