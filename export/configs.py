@@ -27,13 +27,13 @@ from fusion_rt.messages import MODALITIES
 __all__ = ["DriveSpec", "DataConfig", "TrainConfig", "RunConfig", "PRESETS", "preset", "plan_drives",
            "DEPLOY_MODEL", "TRAIN_SEED_BASE", "VAL_SEED_BASE", "HELDOUT_SEED_BASE", "ALL_CONDITIONS", "ALL_SCENE_TYPES"]
 
-# Seed ranges per split: training, validation and held-out evaluation drives never share a world.
 #: How old a modality's features may be at a camera trigger before it is masked (ns): what an
 #: exported package's manifest says (`max_age_ns`), so what its runtime and replay fuse, and what
 #: `fusion-rt evaluate` and export's parity frames read logs with, so that evaluating a run and
 #: replaying its package see the same sensors (training samples with LogDataset's own defaults).
 PACKAGE_MAX_AGE_NS = {"radar": 150_000_000, "map": 3_000_000_000, "text": 3_000_000_000}
 
+# Seed ranges per split: training, validation and held-out evaluation drives never share a world.
 TRAIN_SEED_BASE = 10_000
 VAL_SEED_BASE = 20_000
 HELDOUT_SEED_BASE = 30_000

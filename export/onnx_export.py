@@ -354,6 +354,7 @@ def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, 
     run.vocab.save(out / "vocab.json")
     metrics = read_json_object(run.path / "metrics.json", "train the run again")
     specs = {g.name: describe_graph(out, g.file, g.name, g.role, g.modality).to_dict() for g in graphs}
+    stages = stage_names(tuple(run.modalities))
 
     write_manifest(out, {
         "name": name or f"fusion-{model.config.head}",
@@ -372,10 +373,9 @@ def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, 
             "bev_grid": run.rig.to_dict()["bev"],
             "modality_share": "rows: scene labels then BEV; columns: modalities in manifest order",
         },
-        "max_age_ns": {k: v for k, v in DEFAULT_MAX_AGE_NS.items() if k in run.modalities},
+        "max_age_ns": {k: v for k, v in PACKAGE_MAX_AGE_NS.items() if k in run.modalities},
         # the default budgets of the run's own stages (load_package leaves out those of other modalities)
-        "latency_budget_ms": dict(budgets_ms or {k: v for k, v in DEFAULT_BUDGETS_MS.items()
-                                                 if k in stage_names(tuple(run.modalities))}),
+        "latency_budget_ms": dict(budgets_ms or {k: v for k, v in DEFAULT_BUDGETS_MS.items() if k in stages}),
         "parity": {"file": "parity.json", "worst_max_rel": max(s["max_rel"] for o in parity.values()
                                                                 for s in o.values())},
         "provenance": {

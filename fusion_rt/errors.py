@@ -88,6 +88,13 @@ class DecodeError(FusionRTError, ValueError):
     """A message payload cannot be decoded into a sensor message (bad JPEG, wrong size...)."""
 
 
+class UnsupportedMessageError(DecodeError):
+    """A well-formed message in a form fusion-rt does not read (a depth or YUV camera, h264, a rotated
+    map, a cloud without radar fields, detections in a world-fixed frame): skipped like a damaged one,
+    but nothing is wrong with the log. Readers report it as a `decode` issue whose detail starts with
+    this class's name after the topic, which is how replay tells it from damage."""
+
+
 class PackageError(FusionRTError):
     """A model package is missing, malformed, or does not match its manifest."""
 

@@ -523,9 +523,9 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     if not isinstance(budgets, dict) or not all(
             is_finite_number(v) and v > 0 for v in budgets.values()):
         raise ManifestError(f"manifest.latency_budget_ms: expected positive finite numbers, got {budgets!r}")
-    stages = stage_names(modalities)
+    stages, known = stage_names(modalities), stage_names(MODALITIES)
     for key in budgets:
-        if key not in stage_names(MODALITIES):  # a budget under a misspelt name would never be checked
+        if key not in known:  # a budget under a misspelt name would never be checked
             raise ManifestError(f"manifest.latency_budget_ms.{key}: {key!r} is not a stage; the stages of this "
                                 f"package are {list(stages)}")
     # Stages and ages of modalities the package lacks are left out, not refused: exports before

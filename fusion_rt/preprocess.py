@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fusion_rt.errors import ConfigError, DecodeError
+from fusion_rt.errors import ConfigError, DecodeError, UnsupportedMessageError
 from fusion_rt.messages import MAP_CODES, CameraFrame, MapRaster, RadarDetections, RadarTensor, TextContext
 from fusion_rt.rig import MapGrid, Radar, Rig, is_finite_number
 
@@ -571,19 +571,19 @@ def detections_to_tensor(det: RadarDetections, radar: Radar, config: PreprocessC
     are moved into the radar's frame by the rig's radar pose first (binned as they were, a point
     20 m ahead of the car read 20.3 m from a radar mounted 3.7 m forward instead of 16.3 m).
     Detections in a world-fixed frame (`GLOBAL_FRAMES`: odom, map; they need the ego pose) are
-    refused with DecodeError naming it. Any other frame (the rig's `radar.frame_id`, an empty one, a
-    driver's own name for its sensor such as "radar" or "ars408") is taken as the radar's: replay
-    warns when it is not the rig's radar frame, since another sensor's frame would put the
-    detections in the wrong cells. A measured radial velocity is the radar's own and is kept; one
-    computed from velocity components (`det.velocity`, vx/vy in the ego frame) is computed again
-    along the line of sight from the radar.
+    refused with UnsupportedMessageError (a DecodeError) naming it. Any other frame (the rig's
+    `radar.frame_id`, an empty one, a driver's own name for its sensor such as "radar" or "ars408")
+    is taken as the radar's: replay warns when it is not the rig's radar frame, since another
+    sensor's frame would put the detections in the wrong cells. A measured radial velocity is the
+    radar's own and is kept; one computed from velocity components (`det.velocity`, vx/vy in the ego
+    frame) is computed again along the line of sight from the radar.
     """
     points = det.points
     frame = det.frame_id if isinstance(det.frame_id, str) else ""
     if _frame_name(frame) in GLOBAL_FRAMES:
-        raise DecodeError(f"radar detections in frame {frame!r} (a world-fixed frame, which needs the ego pose): "
-                          f"only the ego frame ({', '.join(sorted(f for f in EGO_FRAMES if not f.startswith('/')))}) "
-                          f"or the radar's own frame can be placed")
+        ego = ", ".join(sorted(f for f in EGO_FRAMES if not f.startswith("/")))
+        raise UnsupportedMessageError(f"radar detections in frame {frame!r} (a world-fixed frame, which needs the ego "
+                                      f"pose): only the ego frame ({ego}) or the radar's own frame can be placed")
     if is_ego_frame(frame):
         points = np.array(points, dtype=np.float64, copy=True)
         if points.ndim == 2 and points.shape[1] >= 3:

@@ -47,9 +47,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fusion_rt.errors import ConfigError, DecodeError, LogError
+from fusion_rt.errors import ConfigError, DecodeError, LogError, UnsupportedMessageError
 from fusion_rt.logs.bags import LogSource, open_log
-from fusion_rt.logs.convert import UnsupportedMessageError
 from fusion_rt.logs.reader import NOTE_KINDS, ReadIssue
 from fusion_rt.logs.schemas import COMPRESSED_IMAGE, SCHEMAS
 from fusion_rt.logs.topics import TopicMap, resolve_topics
@@ -65,6 +64,7 @@ from fusion_rt.preprocess import (  # noqa: F401 (EGO_FRAMES, detections_to_tens
 )
 from fusion_rt.rig import BevGrid, Radar
 from fusion_rt.runtime import FusionOutput, FusionRuntime
+from fusion_rt.sync import JUMP_THRESHOLD_NS
 
 __all__ = [
     "ReplayMode",
@@ -876,8 +876,7 @@ class _Reader:
                     tensor = detections_to_tensor(msg, self.radar, self.preprocess)
                 except DecodeError as exc:  # this scan cannot be placed (a world-fixed frame): skipped, said
                     self.issues.append(ReadIssue(0, "decode", f"RadarDetections on {lm.topic!r} at log time "
-                                                              f"{lm.log_time_ns}: {UnsupportedMessageError.__name__}: "
-                                                              f"{exc}"))
+                                                              f"{lm.log_time_ns}: {type(exc).__name__}: {exc}"))
                     continue
                 except ConfigError as exc:
                     raise ConfigError(f"radar detections on {lm.topic!r} cannot be binned onto the package's radar "
@@ -1020,8 +1019,7 @@ def _skipped_warnings(issues: list[ReadIssue]) -> list[str]:
         group[0] += 1
     lines = []
     for key, (n, detail) in list(groups.items())[:_SKIP_LINES]:
-        if len(detail) > _REASON_CHARS:
-            detail = detail[:_REASON_CHARS - 3] + "..."
+        detail = _clip(detail)
         what = key[0]
         if what == "unsupported":
             lines.append(f"{_count(n, 'message')} on {key[1]} skipped as unsupported (valid, in a form fusion-rt "
@@ -1049,10 +1047,14 @@ def _rejected_warnings(stats: dict) -> list[str]:
             detail = counts["last_detail"].get(reason)
             if not n or not detail or reason.startswith("stamp_"):
                 continue
-            if len(detail) > _REASON_CHARS:
-                detail = detail[:_REASON_CHARS - 3] + "..."
+            detail = _clip(detail)
             lines.append(f"{_count(n, f'{m} message')} rejected by the runtime ({m}:{reason}), the last: {detail}")
     return lines
+
+
+def _clip(detail: str) -> str:
+    """A reason cut to `_REASON_CHARS` for a warning line."""
+    return detail if len(detail) <= _REASON_CHARS else detail[:_REASON_CHARS - 3] + "..."
 
 
 def _count(n: int, noun: str) -> str:
@@ -1063,10 +1065,7 @@ def _format_offset(ns: int) -> str:
     return f"{abs(ns) / 1e9:.3g} s {'ahead of' if ns > 0 else 'behind'}"
 
 
-_CLOCK_GAP_NS = 1_000_000_000  # the runtime's clock-jump threshold: stamps this far apart are not one clock
-
-
-def _stamp_warnings(stamps: _Stamps, summary: dict, trigger: str = "camera") -> list[str]:
+def _stamp_warnings(stamps: _Stamps, summary: dict) -> list[str]:
     """Header stamps never set (all 0), or a modality's stamps on another clock than the trigger's
     (compared against each one's log times), said when they cost messages or outputs."""
     rejected, degraded = summary["reasons"]["rejected"], summary["reasons"]["degraded"]
@@ -1077,12 +1076,13 @@ def _stamp_warnings(stamps: _Stamps, summary: dict, trigger: str = "camera") -> 
             dup = rejected.get(f"{m}:stamp_duplicate", 0)
             warnings.append(f"{zero} of {n} {m} messages have header stamp 0: the driver does not set header stamps"
                             + (f" ({dup} rejected as stamp_duplicate)" if dup else ""))
+    trigger = "camera"  # replay's trigger
     ref = stamps.offset(trigger)
     if ref is None:
         return warnings
     for m in stamps.count:
         offset = stamps.offset(m)
-        if m == trigger or offset is None or abs(offset - ref) <= _CLOCK_GAP_NS:
+        if m == trigger or offset is None or abs(offset - ref) <= JUMP_THRESHOLD_NS:
             continue
         costs = [f"{k.split(':', 1)[1]} {v}" for k, v in rejected.items() if k.startswith(f"{m}:stamp_")]
         missing = degraded.get(f"{trigger}:{m}_missing", 0)

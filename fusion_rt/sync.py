@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from fusion_rt.errors import ConfigError
 
 __all__ = [
+    "JUMP_THRESHOLD_NS",
     "Stamped",
     "MatchedSet",
     "SyncPolicy",
@@ -679,6 +680,11 @@ class _StreamState:
     counts: dict[str, int] = field(default_factory=lambda: {"accepted": 0, **{r.value: 0 for r in Reason}})
 
 
+#: StreamChecker's default clock-jump threshold: 1 s, above the sensor periods (raise it for a slow
+#: stream alone); replay takes stamps this far apart as two clocks too.
+JUMP_THRESHOLD_NS = 1_000_000_000
+
+
 class StreamChecker:
     """Per-stream stamp sanity checks run before any policy (DESIGN.md §3).
 
@@ -706,7 +712,7 @@ class StreamChecker:
     def __init__(
         self,
         future_margin_ns: int = 100_000_000,  # 100 ms: above typical sensor-to-host latency skew
-        jump_threshold_ns: int = 1_000_000_000,  # 1 s: above the sensor periods; raise it for a slow stream alone
+        jump_threshold_ns: int = JUMP_THRESHOLD_NS,
     ) -> None:
         self.future_margin_ns = _check_int("future_margin_ns", future_margin_ns, 0)
         self.jump_threshold_ns = _check_int("jump_threshold_ns", jump_threshold_ns, 1)

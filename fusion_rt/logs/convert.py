@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_rt.errors import DecodeError, LogError
+from fusion_rt.errors import DecodeError, LogError, UnsupportedMessageError
 from fusion_rt.logs import schemas as S
 from fusion_rt.messages import (
     DETECTION_FIELDS,
@@ -52,12 +52,6 @@ from fusion_rt.messages import (
 __all__ = ["to_ros", "converter_for", "Converter", "split_stamp", "COMPRESSED_FORMATS", "RAW_ENCODINGS",
            "UnsupportedMessageError"]
 
-
-class UnsupportedMessageError(DecodeError):
-    """A well-formed message in a form fusion-rt does not read (a depth or YUV camera, h264, a rotated
-    map, a cloud without radar fields): skipped like a damaged one, but nothing is wrong with the log.
-    Readers report it as a `decode` issue whose detail starts with this class's name after the topic,
-    which is how replay tells it from damage."""
 
 Converter = Callable[[Any, int], Message]
 
