@@ -25,9 +25,14 @@ Overload: `push` is synchronous and the runtime holds no queue, so nothing piles
 real-time caller passes `deadline_ns` (on the `time.monotonic_ns()` clock): a message that
 arrives after its deadline is dropped and counted, and a caller that drops messages itself
 (latest-wins mailbox) reports them with `note_dropped` so every drop lands in `stats()`.
-The runtime is not thread-safe: one thread pushes. `health()` is the exception: a supervising
-thread may poll it while `push` runs, and it reports "failing" while a stage has been busy longer
-than `stall_after_ns` (a stalled graph or decoder: polled once a period, detected within two).
+Threads: `push`, `note_dropped`, `reset`, `stats` and `close` take one lock, so each sees and leaves
+whole counts (received = ok + degraded + rejected + dropped in every `stats()` snapshot) and `close`
+waits for a push in progress before it releases the sessions. Pushes from several threads (a
+subscriber per sensor) are therefore safe but run one at a time, in the order they take the lock:
+the stamp checks then judge each sensor's stamps in that order. `health()` never waits: a
+supervising thread may poll it while `push` runs, and it reports "failing" while a stage has been
+busy longer than `stall_after_ns` (a stalled graph or decoder: polled once a period, detected within
+two), and once the runtime is closed.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
+from threading import Lock  # (not `import threading`: __init__ has a `threading` argument)
 
 import numpy as np
 
@@ -348,6 +354,7 @@ class FusionRuntime:
             raise ConfigError(f"backend must be one of {list(BACKENDS)} or a runner factory, got {backend!r}")
         self._runners: list[Runner] = []
         self._closed = False
+        self._lock = Lock()  # push / note_dropped / reset / stats / close; health() never takes it
         try:
             self._build(factory)
         except BaseException:
@@ -475,10 +482,14 @@ class FusionRuntime:
         `deadline_ns` (time.monotonic_ns clock): drop the message, counted, if it is already late.
         `now_ns`: the receive time on the stamps' clock, when the caller has one; it is the reference
         of the future-stamp check (else the newest accepted stamp: see `StreamChecker`).
+        Safe to call from several threads: pushes run one at a time (see the module's docstring).
         """
+        with self._lock:
+            return self._push(message, deadline_ns, now_ns)
+
+    def _push(self, message, deadline_ns: int | None, now_ns: int | None) -> list[FusionOutput]:
         t0 = time.perf_counter_ns()
-        if self._closed:
-            raise RunnerError("FusionRuntime is closed; create a new one")
+        self._refuse_closed()
         _check_clock_arg("deadline_ns", deadline_ns, "time.monotonic_ns()")
         _check_clock_arg("now_ns", now_ns, "sensors' stamp")
         _check_message(message)
@@ -524,6 +535,11 @@ class FusionRuntime:
         of the sensors' clock (without it, a runtime that falls behind in a latest-wins replay would
         refuse the next message it does take as "future", its clock being the last one processed).
         A message whose stamp the checks refuse is counted as rejected, not dropped."""
+        with self._lock:
+            return self._note_dropped(message, reason, now_ns)
+
+    def _note_dropped(self, message, reason: str, now_ns: int | None) -> str:
+        self._refuse_closed()
         _check_message(message)
         modality = getattr(type(message), "modality", None)
         counter = self._counters.get(modality)
@@ -542,10 +558,14 @@ class FusionRuntime:
         stamp checks, the feature cache and the trigger-silence tracking forget the old stream (its
         last stamps would refuse the new one's first message as backwards, and a map published once
         at its start would be lost for the whole drive); counters and latency statistics are kept."""
+        with self._lock:
+            self._refuse_closed()
+            self._checker.forget()
+            self._forget_stream()
+
+    def _refuse_closed(self) -> None:
         if self._closed:
             raise RunnerError("FusionRuntime is closed; create a new one")
-        self._checker.forget()
-        self._forget_stream()
 
     def _checked_stamp(self, modality: str, message, counter, now_ns: int | None) -> int | None:
         """The message's stamp once the stream checks accept it (resetting the cache on a confirmed
@@ -569,12 +589,16 @@ class FusionRuntime:
         return stamp
 
     def stats(self) -> dict:
-        """Counters and latencies (a snapshot; plain JSON-compatible values)."""
+        """Counters and latencies (a snapshot, taken between pushes; plain JSON-compatible values)."""
+        with self._lock:
+            return self._stats()
+
+    def _stats(self) -> dict:
         messages = {m: c.as_dict() for m, c in self._counters.items()}
         return {
             "messages": messages,
-            "received": sum(c.received for c in self._counters.values()),
-            "dropped": sum(c.counts["dropped"] for c in self._counters.values()),
+            "received": sum(c["received"] for c in messages.values()),
+            "dropped": sum(c["dropped"] for c in messages.values()),
             "ignored": dict(self._ignored),
             "outputs": dict(self._outputs),
             "clock_resets": self._clock_resets,
@@ -592,7 +616,9 @@ class FusionRuntime:
         """Telemetry health, at least "degraded" while the latest output had masked modalities or the
         trigger has been silent for `trigger_timeout_ns` of the other sensors' time, and "failing"
         while a stage has been busy longer than `stall_after_ns` (safe to poll from a supervising
-        thread while another pushes)."""
+        thread while another pushes; never waits for it). A closed runtime reads "failing"."""
+        if self._closed:
+            return Health("failing", ("closed: the runtime's sessions are released",))
         busy = self._busy  # read once: push() replaces it meanwhile
         health = self.telemetry.health()
         degraded = tuple(f for f in self._last_flags if f.startswith("degraded:"))
@@ -611,10 +637,12 @@ class FusionRuntime:
         return Health(health.state, health.reasons + degraded)
 
     def close(self) -> None:
-        """Release every backend session (idempotent)."""
-        self._closed = True
-        for runner in self._runners:
-            runner.deactivate()
+        """Release every backend session (idempotent); waits for a push in progress on another thread,
+        and every later call but `health()` and `stats()` is refused."""
+        self._closed = True  # pushes waiting for the lock are refused once they take it
+        with self._lock:
+            for runner in self._runners:
+                runner.deactivate()
 
     def __enter__(self) -> FusionRuntime:
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 
 import cv2
@@ -18,6 +19,7 @@ from fusion_rt.messages import CameraFrame, MapRaster, RadarTensor, TextContext
 from fusion_rt.package import load_package
 from fusion_rt.runtime import OUTCOMES, FusionOutput, FusionRuntime
 from fusion_rt.sim import DriveConfig, simulate_drive
+from fusion_rt.telemetry import Health
 
 from .tiny_package import make_tiny_package
 
@@ -407,6 +409,105 @@ def test_context_manager_closes_sessions(package):
     with pytest.raises(RunnerError, match="closed"):
         rt.push(CameraFrame(stamp_ns=1, data=_jpeg()))
     rt.close()  # idempotent
+
+
+class GateRunner(SlowRunner):
+    """Blocks its first call until released, and records how many calls ran at once."""
+
+    def __init__(self, inner: Runner) -> None:
+        super().__init__(inner, 0.0, every=1)
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.running = self.most_at_once = 0
+
+    def infer_impl(self, feed):
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if not self.entered.is_set():
+                self.entered.set()
+                assert self.release.wait(10), "never released"
+            return self.inner.infer(feed)
+        finally:
+            self.running -= 1
+
+
+def _gated_runtime(package, graph: str = "camera"):
+    gates = {}
+
+    def factory(p, g):
+        runner = create_runner(p, g)
+        if g == graph:
+            gates[g] = runner = GateRunner(runner)
+        return runner
+
+    return FusionRuntime(package, backend=factory), gates[graph]
+
+
+def _in_thread(fn, *args):
+    """Start fn(*args) in a thread; returns (thread, results) where results gets its return or error."""
+    results: list = []
+
+    def target():
+        try:
+            results.append(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            results.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, results
+
+
+def test_stats_from_another_thread_waits_for_the_push_in_progress(package):
+    """A supervisor polling stats() while a push is inside the camera encoder gets whole counts
+    (received = ok + degraded + rejected + dropped), not the message counted as received without
+    its outcome; health() does not wait."""
+    rt, gate = _gated_runtime(package)
+    with rt:
+        pusher, pushed = _in_thread(rt.push, CameraFrame(stamp_ns=7 * 10**9, data=_jpeg()))
+        assert gate.entered.wait(10)
+        poller, polled = _in_thread(rt.stats)
+        poller.join(0.2)
+        assert poller.is_alive() and not polled, polled
+        health = rt.health()  # answers meanwhile, and sees the encoder held past stall_after_ns
+        assert health.state == "failing" and health.reasons[0].startswith("stalled: camera_encoder"), health
+        gate.release.set()
+        pusher.join(10)
+        poller.join(10)
+        (outputs,), (stats,) = pushed, polled
+        assert len(outputs) == 1
+        assert stats["messages"]["camera"]["received"] == 1 and stats["outputs"]["total"] == 1
+        _assert_counts_add_up(stats)
+
+
+def test_close_waits_for_a_push_in_progress_and_pushes_from_threads_run_one_at_a_time(package):
+    """close() from another thread (a ROS node's shutdown) lets the push in progress finish instead
+    of failing it as a backend error; a second thread's push waits for the first; after close every
+    call but health()/stats() is refused and health() says the runtime is closed."""
+    rt, gate = _gated_runtime(package)
+    t0 = 8 * 10**9
+    first, first_out = _in_thread(rt.push, CameraFrame(stamp_ns=t0, data=_jpeg()))
+    assert gate.entered.wait(10)
+    second, second_out = _in_thread(rt.push, CameraFrame(stamp_ns=t0 + 50 * MS, data=_jpeg()))
+    second.join(0.1)
+    assert second.is_alive() and gate.running == 1
+    closer, closed = _in_thread(rt.close)
+    closer.join(0.1)
+    assert closer.is_alive(), "close() released the sessions under a running push"
+    gate.release.set()
+    for thread in (first, second, closer):
+        thread.join(10)
+    assert len(first_out[0]) == 1 and gate.most_at_once == 1
+    # the waiting push was refused by name: closed, not a backend failure
+    assert isinstance(second_out[0], RunnerError) and "closed" in str(second_out[0])
+    stats = rt.stats()
+    assert stats["messages"]["camera"]["reasons"]["rejected"] == {}
+    _assert_counts_add_up(stats)
+    assert rt.health() == Health("failing", ("closed: the runtime's sessions are released",))
+    for call in (lambda: rt.note_dropped(_radar(t0, np.random.default_rng(0))), rt.reset):
+        with pytest.raises(RunnerError, match="closed"):
+            call()
+    assert rt.stats()["messages"]["radar"]["received"] == 0
 
 
 def test_construction_errors_name_the_value(package, tmp_path):

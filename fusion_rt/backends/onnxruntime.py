@@ -191,8 +191,7 @@ class SessionFromOnnx:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1  # graphs run sequentially; inter-op threads would only spin
-        if cfg.threading is OrtThreading.GLOBAL:
+        if cfg.threading is OrtThreading.GLOBAL:  # (no per-session pool sizes: ORT warns they are ignored)
             _ensure_global_pool(ort, cfg.threads)
             options.use_per_session_threads = False
         elif _global_pool_threads is not False:  # ORT refuses per-session pools once the global one exists
@@ -200,6 +199,7 @@ class SessionFromOnnx:
                               f"use threading='global' (this one asks for {cfg.threading.value!r})")
         else:
             options.intra_op_num_threads = cfg.threads or 0
+            options.inter_op_num_threads = 1  # graphs run sequentially; inter-op threads would only spin
             if cfg.threading is OrtThreading.NO_SPIN:
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 options.add_session_config_entry("session.inter_op.allow_spinning", "0")
