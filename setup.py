@@ -18,6 +18,9 @@ def _packages() -> tuple[list[str], dict[str, str]]:
         for sub in find_packages(folder):
             packages.append(f"{name}.{sub}")
     # Subpackages of fusion_rt that are not export/calibration are found under fusion_rt/ itself.
+    # fusion_rt/packages holds data (the shipped model package, listed in package-data), not code;
+    # named here because Python can import the folder and setuptools warns on every build otherwise.
+    packages.append("fusion_rt.packages")
     return sorted(set(packages)), package_dir
 
 

@@ -124,7 +124,9 @@ def _quiet_ort():
 
 def _prepare(src: Path, dst: Path) -> None:
     """ORT's quantization pre-processing (shape inference + graph optimization), then give every
-    node a name: nodes_to_exclude and the report refer to nodes by name."""
+    node a name (nodes_to_exclude and the report refer to nodes by name) and keep only the opset
+    imports some node uses (the pre-processing declares ONNX Runtime's eight private domains on
+    every graph it optimizes: noise for any other consumer of the package, TensorRT's parser included)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from fusion_rt._optional import require
@@ -135,14 +137,38 @@ def _prepare(src: Path, dst: Path) -> None:
             quant_pre_process(str(src), str(dst))
     except Exception as exc:  # onnxruntime raises many types; any failure means no prepared graph
         raise QuantizationError(f"{src.name}: quantization pre-processing failed: {type(exc).__name__}: {exc}") from exc
-    _name_nodes(dst, dst)
+    _tidy(dst, dst)
 
 
-def _name_nodes(src: Path, dst: Path) -> None:
-    """Save `src` as `dst` with every node named (node lists for exclusion and the report use names)."""
+def _domain(name: str) -> str:
+    return "" if name == "ai.onnx" else name
+
+
+def _node_domains(nodes) -> set[str]:
+    """The operator domains `nodes` and their subgraphs use ('' for the default one)."""
+    import onnx
+
+    domains = set()
+    for node in nodes:
+        domains.add(_domain(node.domain))
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                domains |= _node_domains(sub.node)
+    return domains
+
+
+def _tidy(src: Path, dst: Path) -> None:
+    """Save `src` as `dst` with every node named (node lists for exclusion and the report use names)
+    and without opset imports of domains no node uses."""
     import onnx
 
     model = onnx.load(str(src))
+    used_domains = {""} | _node_domains(model.graph.node)
+    for function in model.functions:
+        used_domains |= {_domain(function.domain)} | _node_domains(function.node)
+    kept = [o for o in model.opset_import if _domain(o.domain) in used_domains]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
     used = {n.name for n in model.graph.node if n.name}
     for i, node in enumerate(model.graph.node):
         if not node.name:
@@ -771,7 +797,7 @@ def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, ev
     # Unnamed nodes could not be kept in FP32 by name (node_block_list): convert named copies.
     sources = {name: work / f"{name}.named.onnx" for name in package.graphs}
     for name, path in sources.items():
-        _name_nodes(package.graph_path(name), path)
+        _tidy(package.graph_path(name), path)
     overflow: dict[str, list[str]] = {}
     for name in package.graphs:
         # FP32 ranges of every tensor from ORT's MinMax calibrator: nodes whose outputs leave the

@@ -164,6 +164,7 @@ def _quiet_exporter() -> Iterator[None]:
         lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
+            # torch < 2.14 warns from its own exporter internals (gone in 2.14)
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
             warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used", category=UserWarning)
             yield

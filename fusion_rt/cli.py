@@ -10,6 +10,7 @@ reader that goes away (`| head`) 141. Long work shows progress on stderr when it
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -39,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _verb(sub: argparse._SubParsersAction, name: str, func: Callable, **kw) -> argparse.ArgumentParser:
     """Register `func` as a verb; its docstring's first line is the summary, the rest the description."""
-    doc = (func.__doc__ or "").strip()
+    doc = inspect.cleandoc(func.__doc__ or "")  # the same layout on Python 3.13, which dedents docstrings
     summary = doc.splitlines()[0] if doc else ""
     parser = sub.add_parser(name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
                             **kw)

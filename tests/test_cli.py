@@ -17,6 +17,9 @@ def test_help_lists_verbs():
     sim_help = run_cli("simulate", "--help")
     assert sim_help.returncode == 0
     assert "byte-identical" in sim_help.stdout and "--conditions" in sim_help.stdout
+    # the description is laid out flush whatever the Python (3.13 dedents docstrings, 3.11 does not)
+    description = sim_help.stdout.split("\n\n")[1:3]
+    assert description and not any(line.startswith(" ") for part in description for line in part.splitlines())
 
 
 @pytest.mark.parametrize(

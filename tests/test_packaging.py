@@ -54,6 +54,8 @@ def test_wheel_contains_every_module(tmp_path):
     cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"), str(src)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # every importable folder is listed (setuptools' deprecation warning for fusion_rt/packages otherwise)
+    assert "absent from the `packages` configuration" not in proc.stdout + proc.stderr
     (wheel,) = (tmp_path / "dist").glob("fusion_rt-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = _expected_wheel_files() - names

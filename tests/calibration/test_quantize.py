@@ -55,6 +55,10 @@ def test_every_recipe_writes_a_valid_package(quantized, calib_package, recipe):
     assert pr["name"] == recipe and pr["samples"] == 8 and pr["tolerance"] == 0.99
     assert pr["speed_gate"] is False  # what ran (FAST turns it off), not the recipe's default
     assert len(pr["calibration_logs"][0]["sha256"]) == 64 and "excluded_nodes" in pr
+    for name in package.graphs:  # no opset import of a domain no node uses (ORT's pre-processing adds eight)
+        model = onnx.load(str(package.graph_path(name)), load_external_data=False)
+        used = {"" if n.domain == "ai.onnx" else n.domain for n in model.graph.node} | {""}
+        assert {o.domain for o in model.opset_import} <= used, (name, list(model.opset_import))
 
 
 def test_ort_cpu_int8_has_uint8_activations_and_symmetric_int8_weights(quantized):
