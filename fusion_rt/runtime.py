@@ -32,7 +32,9 @@ subscriber per sensor) are therefore safe but run one at a time, in the order th
 the stamp checks then judge each sensor's stamps in that order. `health()` never waits: a
 supervising thread may poll it while `push` runs, and it reports "failing" while a stage has been
 busy longer than `stall_after_ns` (a stalled graph or decoder: polled once a period, detected within
-two), and once the runtime is closed.
+two), and once the runtime is closed. Given the supervisor's time on the sensors' clock
+(`health(now_ns=...)`), it also reports "failing" once no sensor message at all was accepted for
+`trigger_timeout_ns`: a dead feed or pushing thread, which the stamps alone cannot show.
 """
 
 from __future__ import annotations
@@ -341,6 +343,7 @@ class FusionRuntime:
         self._latest: dict[str, int] = {}
         self._at_output: dict[str, int] = {}
         self._output_stamp: int | None = None
+        self._newest: int | None = None  # newest accepted stamp of any stream (the trigger's too) since a reset
         self._busy: tuple[str, int] | None = None  # (stage, perf_counter_ns at its start) while push() is in it
 
         if callable(backend):
@@ -508,6 +511,8 @@ class FusionRuntime:
         stamp = self._checked_stamp(modality, message, counter, now_ns)
         if stamp is None:
             return []
+        if self._newest is None or stamp > self._newest:
+            self._newest = stamp
         if modality != self.trigger:  # accepted stamps increase per stream between resets
             # replaced, not mutated: health() may read them from another thread
             self._latest = {**self._latest, modality: stamp}
@@ -612,14 +617,22 @@ class FusionRuntime:
             "health": self.health().state,
         }
 
-    def health(self) -> Health:
+    def health(self, now_ns: int | None = None) -> Health:
         """Telemetry health, at least "degraded" while the latest output had masked modalities or the
         trigger has been silent for `trigger_timeout_ns` of the other sensors' time, and "failing"
         while a stage has been busy longer than `stall_after_ns` (safe to poll from a supervising
-        thread while another pushes; never waits for it). A closed runtime reads "failing"."""
+        thread while another pushes; never waits for it). A closed runtime reads "failing".
+
+        `now_ns`: the supervisor's time on the sensors' stamp clock (as `push`'s), when it has one.
+        Then "failing" also while no message of any sensor has been accepted for more than
+        `trigger_timeout_ns` before it (every sensor silent, or the pushing thread gone: without it
+        the stamps alone cannot tell). Nothing is judged before the first message of a stream.
+        """
+        _check_clock_arg("now_ns", now_ns, "sensors' stamp")
         if self._closed:
             return Health("failing", ("closed: the runtime's sessions are released",))
         busy = self._busy  # read once: push() replaces it meanwhile
+        newest = self._newest
         health = self.telemetry.health()
         degraded = tuple(f for f in self._last_flags if f.startswith("degraded:"))
         latest, at_output, since = self._latest, self._at_output, self._output_stamp  # replaced, never mutated
@@ -632,6 +645,10 @@ class FusionRuntime:
             if busy_ns > self.stall_after_ns:
                 stalled = f"stalled: {busy[0]} busy for {busy_ns / 1e6:.0f} ms (limit {self.stall_after_ns / 1e6:g} ms)"
                 return Health("failing", (stalled, *health.reasons, *degraded))
+        if now_ns is not None and newest is not None and now_ns - newest > self.trigger_timeout_ns:
+            silence = (f"silent: no sensor message accepted for {(now_ns - newest) / 1e6:.0f} ms before now_ns "
+                       f"(limit {self.trigger_timeout_ns / 1e6:g} ms)")
+            return Health("failing", (silence, *health.reasons, *degraded))
         if degraded and health.state == "ok":
             return Health("degraded", degraded)
         return Health(health.state, health.reasons + degraded)
@@ -662,7 +679,7 @@ class FusionRuntime:
         self._sync.reset()
         for enc in self._encoders.values():
             enc.forget()
-        self._latest, self._at_output, self._output_stamp = {}, {}, None
+        self._latest, self._at_output, self._output_stamp, self._newest = {}, {}, None, None
 
     def _preprocess(self, enc: _Encoder, message) -> tuple[bytes | None, tuple[str, ...]]:
         """Fill enc.buffer[0] from the message; returns (content key, degraded reasons). Raises DecodeError."""

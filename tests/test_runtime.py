@@ -400,6 +400,35 @@ def test_health_says_when_the_trigger_falls_silent(package, drive):
         FusionRuntime(package, trigger_timeout_ns=0)
 
 
+def test_health_with_now_says_when_every_sensor_falls_silent(package, drive):
+    """Stamps alone cannot tell a quiet drive from a dead feed: given the supervisor's now on the
+    sensors' clock, health() fails once no message of any sensor was accepted for trigger_timeout_ns,
+    and is ok again with the next message; before any message and after reset() nothing is judged."""
+    with FusionRuntime(package, trigger_timeout_ns=500 * MS) as rt:
+        assert rt.health(now_ns=drive[0].stamp_ns + 10 * S).state == "ok"  # nothing pushed yet
+        _run(rt, drive[:200])
+        last = max(m.stamp_ns for m in drive[:200])
+        assert rt.health(now_ns=last + 400 * MS).state == "ok"
+        assert rt.health().state == "ok"  # without now there is nothing to judge silence by
+        health = rt.health(now_ns=last + 900 * MS)
+        assert health.state == "failing", health
+        assert health.reasons[0] == ("silent: no sensor message accepted for 900 ms before now_ns "
+                                     "(limit 500 ms)"), health
+        assert rt.health(now_ns=last - 5 * S).state == "ok"  # a now behind the stamps is no silence
+        frame = next(m for m in drive[200:] if isinstance(m, CameraFrame))
+        (out,) = _run(rt, [frame])
+        assert rt.health(now_ns=frame.stamp_ns + 400 * MS).state == "ok"
+        # a rejected frame's stamp still counts as the sensor speaking (its rejection is another matter)
+        rt.push(CameraFrame(stamp_ns=frame.stamp_ns + 300 * MS, data=b"\xff\xd8 not a jpeg"))
+        assert rt.health(now_ns=frame.stamp_ns + 700 * MS).state == "ok"
+        assert rt.health(now_ns=frame.stamp_ns + 900 * MS).state == "failing"
+        rt.reset()
+        assert rt.health(now_ns=frame.stamp_ns + 60 * S).state == "ok"
+        for bad in (float(last), True, "now"):
+            with pytest.raises(ConfigError, match="now_ns"):
+                rt.health(now_ns=bad)
+
+
 def test_context_manager_closes_sessions(package):
     with FusionRuntime(package) as rt:
         runners = rt.runners
