@@ -247,6 +247,11 @@ def _seed_full_range_histograms(calibrator, reader: ArrayCalibrationReader, chun
     per candidate threshold) runs for hours. One pass of the calibrator's own augmented session
     finds each tensor's min and max; the histograms start empty over [-max|x|, max|x|], so every
     chunk lands in the same `num_bins` bins, as one pass over all rows at once would.
+
+    It reaches into ORT's calibrate.py (the calibrator's `infer_session`, `tensors_to_calibrate`,
+    `collector`, and HistogramCollector's `histogram_dict` entries as (hist, edges, min, max,
+    threshold)), as read in onnxruntime 1.31 and 1.32, the versions the quantize extra allows today;
+    a change there fails inside `_calibrate`'s try, as a QuantizationError naming the graph.
     """
     from onnxruntime.quantization.calibrate import HistogramCollector
 
