@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -950,19 +951,58 @@ class _Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _terminate(signum: int, _frame) -> None:
-    raise _Terminated(signum)
+class _Termination:
+    """The SIGTERM or SIGHUP being acted on, from its handler until `main` returns.
+
+    Raising from a signal handler is not always enough: an exception raised while a C extension
+    runs Python code that clears errors is lost (a Cython module's init registering its types with
+    `abc`, such as numpy.random's lazy import, dropped it, and the command ran to its end with exit
+    code 0). So the first signal also starts a watcher that raises it again in the main thread
+    every 0.25 s until `main` has caught it; a repeat that finds the first one's exception still
+    propagating (its cleanup running) does nothing. `main` sets `caught` by a plain assignment:
+    a function call there would let a pending repeat run first, outside any handler."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.caught = False
+
+    def handle(self, signum: int, _frame) -> None:
+        if self.caught or (self.signum is not None and _propagating(_Terminated)):
+            return
+        if self.signum is None:
+            self.signum = signum
+            threading.Thread(target=self._repeat, name="fusion-rt-terminate", daemon=True).start()
+        raise _Terminated(self.signum)
+
+    def _repeat(self) -> None:
+        import _thread
+
+        while not self.caught:
+            time.sleep(0.25)
+            if not self.caught:  # does nothing once main has put the default action back
+                _thread.interrupt_main(self.signum)  # `handle` in the main thread, as the signal ran it
 
 
-def _catch_signals() -> dict:
-    """`_terminate` on SIGTERM and SIGHUP where their action is the default one (a SIGHUP that nohup
-    ignores stays ignored); returns the handlers replaced, for `main` to put back."""
+def _propagating(kind: type[BaseException]) -> bool:
+    """Whether an exception of `kind` is being handled or propagated (through `finally` and `with`)
+    in this thread, directly or as the context of the one being handled."""
+    exc = sys.exc_info()[1]
+    while exc is not None:
+        if isinstance(exc, kind):
+            return True
+        exc = exc.__context__
+    return False
+
+
+def _catch_signals(termination: _Termination) -> dict:
+    """`termination.handle` on SIGTERM and SIGHUP where their action is the default one (a SIGHUP
+    that nohup ignores stays ignored); returns the handlers replaced, for `main` to put back."""
     replaced = {}
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)
         try:
             if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
-                replaced[signum] = signal.signal(signum, _terminate)
+                replaced[signum] = signal.signal(signum, termination.handle)
         except ValueError:  # not the main thread (main called from a worker): nothing to install
             break
     return replaced
@@ -992,7 +1032,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:  # closed (`2>&-`, some daemons and cron jobs): written to /dev/null, and
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115  its descriptor is not a log's by chance
-    replaced = _catch_signals()
+    termination = _Termination()
+    replaced = _catch_signals(termination)
     try:
         parser = build_parser()  # inside the try: Ctrl-C while numpy loads is an interrupt too
         args = parser.parse_args(argv)
@@ -1019,6 +1060,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say_error(f"fusion-rt: error: {printable(where)}{exc.strerror or exc}")
         return 1
     finally:
+        termination.caught = True
         for signum, handler in replaced.items():
             signal.signal(signum, handler)
 
