@@ -20,11 +20,9 @@ from fusion_rt.backends.onnxruntime import apply_weight_only_config
 from fusion_rt.errors import ConfigError
 from fusion_rt.messages import MODALITIES
 from fusion_rt.package import GraphSpec, ModelPackage
+from fusion_rt.runtime import NP_DTYPES
 
 __all__ = ["Frames", "PackageRunner", "session_options", "sigmoid", "occupied", "all_finite"]
-
-_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
-                 "bool": np.bool_, "uint8": np.uint8, "int8": np.int8}
 
 
 @dataclass
@@ -140,7 +138,7 @@ class PackageRunner:
 
     @staticmethod
     def _cast(spec: GraphSpec, name: str, value: np.ndarray) -> np.ndarray:
-        dtype = next(_NUMPY_DTYPES[t.dtype] for t in spec.inputs if t.name == name)
+        dtype = next(NP_DTYPES[t.dtype] for t in spec.inputs if t.name == name)
         return np.ascontiguousarray(value, dtype=dtype)
 
     def encoder_feed(self, modality: str, value: np.ndarray) -> dict[str, np.ndarray]:

@@ -466,7 +466,7 @@ class BenchSession:
     def __init__(self, config: BenchConfig, say: Callable[[str], None] | None = None) -> None:
         from fusion_rt.backends import OrtConfig, SessionFromOnnx, create_runner
         from fusion_rt.package import load_package
-        from fusion_rt.runtime import FusionRuntime
+        from fusion_rt.runtime import NP_DTYPES, FusionRuntime
 
         self.config = config
         self._say = say or (lambda _m: None)
@@ -507,9 +507,8 @@ class BenchSession:
             runner.activate()
             self._closers.append(runner.deactivate)
         self.feeds = {m: {self.alone[m].input_names[0]: self.buffers[m]} for m in pkg.modalities}
-        tokens = {m: self.alone[m].infer(self.feeds[m])["tokens"].copy() for m in pkg.modalities}
-        present_dtype = {"bool": np.bool_, "float32": np.float32, "int64": np.int64}.get(
-            next(t.dtype for t in pkg.head.inputs if t.name == "present"), np.bool_)
+        tokens = {m: self.alone[m].infer(self.feeds[m])[pkg.encoder(m).tokens_output].copy() for m in pkg.modalities}
+        present_dtype = NP_DTYPES[next(t.dtype for t in pkg.head.inputs if t.name == "present")]
         self.head_feed = {f"{m}_tokens": tokens[m] for m in pkg.modalities}
         self.head_feed["present"] = np.ones((1, len(pkg.modalities)), dtype=present_dtype)
         # raw session.run peers: plain sessions (no I/O binding), the same session options

@@ -225,8 +225,9 @@ def _batch1(spec_shape: tuple, fallback: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(dims)
 
 
-_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_,
-              "uint8": np.uint8, "int8": np.int8, "float64": np.float64}
+#: Manifest dtype name -> numpy type, for every dtype a graph's input or output may have (bfloat16 has none).
+NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_,
+             "uint8": np.uint8, "int8": np.int8, "float64": np.float64}
 #: What an encoder's tokens (and the head's `<modality>_tokens` inputs, the same dtype) may be.
 _TOKEN_DTYPES = ("float32", "float16")
 
@@ -385,7 +386,7 @@ class FusionRuntime:
             raise GraphMismatchError(f"graph {spec.name!r}.inputs[{inp.name!r}]: shape {list(inp.shape)} does not fit "
                                      f"the package's preprocessing, which makes {list(want[1:])} per frame "
                                      f"(manifest.preprocess / vocabulary)")
-        dtype = _NP_DTYPES.get(inp.dtype)
+        dtype = NP_DTYPES.get(inp.dtype)
         expected = np.int64 if modality == "text" else np.float32
         if dtype is not expected:
             raise GraphMismatchError(f"graph {spec.name!r}.inputs[{inp.name!r}].dtype is {inp.dtype}; the runtime "
@@ -414,7 +415,7 @@ class FusionRuntime:
             self._runners.append(runner)
             runner.activate()
             self._encoders[m] = _Encoder(m, runner, input_name, buffer, tokens_name, tokens_shape, self.history,
-                                         m == self.trigger, _NP_DTYPES[tok_spec.dtype])
+                                         m == self.trigger, NP_DTYPES[tok_spec.dtype])
 
         head = pkg.head
         head_inputs = {t.name: t for t in head.inputs}
@@ -442,7 +443,7 @@ class FusionRuntime:
                 self._head_feed[name] = np.zeros(shape, dtype=enc.tokens_dtype)
         if "present" not in head_inputs:
             raise GraphMismatchError(f"graph 'head': missing input 'present'; it has {sorted(head_inputs)}")
-        present_dtype = _NP_DTYPES.get(head_inputs["present"].dtype)
+        present_dtype = NP_DTYPES.get(head_inputs["present"].dtype)
         if present_dtype is None:
             raise GraphMismatchError(f"graph 'head'.inputs['present'].dtype {head_inputs['present'].dtype} unsupported")
         present_shape = _batch1(head_inputs["present"].shape, (1, len(pkg.modalities)))

@@ -260,3 +260,22 @@ def test_probes_run_in_a_fresh_order_each_step(package):
     for a, b in zip(flat, flat[1:], strict=False):
         predecessors[b].add(a)
     assert len(predecessors["runtime"]) >= len(names) - 2, predecessors["runtime"]
+
+
+@pytest.mark.parametrize("present", ["UINT8", "INT32", "FLOAT16", "DOUBLE", "BOOL"])
+def test_bench_runs_a_package_whose_names_and_dtypes_are_not_ours(tmp_path, present):
+    """A package the runtime loads, bench must measure: encoders whose one output is not called
+    'tokens' (KeyError 'tokens') and a head whose `present` is uint8, int32, float16 or float64
+    (KeyError or a crash at the first head step)."""
+    from onnx import TensorProto
+
+    from fusion_rt.bench import BenchConfig, BenchSession
+    from fusion_rt.package import load_package
+
+    pkg_dir = make_tiny_package(tmp_path / "pkg", tokens_name="features", present_dtype=getattr(TensorProto, present))
+    assert load_package(pkg_dir).encoder("camera").tokens_output == "features"
+    with BenchSession(BenchConfig(package=pkg_dir, steps=5, warmup=0, quick=True)) as session:
+        for _ in range(5):
+            session.step()
+    assert session.head_feed["present"].dtype.name == {"UINT8": "uint8", "INT32": "int32", "FLOAT16": "float16",
+                                                       "DOUBLE": "float64", "BOOL": "bool"}[present]

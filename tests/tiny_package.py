@@ -27,7 +27,7 @@ INPUTS = {  # modality -> (input name, dtype, shape without batch, tokens)
 }
 
 
-def _encoder(modality: str, seed: int) -> onnx.ModelProto:
+def _encoder(modality: str, seed: int, tokens_name: str = "tokens") -> onnx.ModelProto:
     name, dtype, shape, tokens = INPUTS[modality]
     rng = np.random.default_rng(seed)
     flat = int(np.prod(shape))
@@ -41,10 +41,11 @@ def _encoder(modality: str, seed: int) -> onnx.ModelProto:
     inits.append(numpy_helper.from_array(np.array([0, tokens, D], dtype=np.int64), "tok_shape"))
     nodes += [helper.make_node("Reshape", [src, "flat_shape"], ["flat"]),
               helper.make_node("MatMul", ["flat", "w"], ["proj"]),
-              helper.make_node("Reshape", ["proj", "tok_shape"], ["tokens"])]
+              helper.make_node("Reshape", ["proj", "tok_shape"], [tokens_name])]
     graph = helper.make_graph(nodes, f"{modality}_encoder",
                               [helper.make_tensor_value_info(name, dtype, ["batch", *shape])],
-                              [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", tokens, D])], inits)
+                              [helper.make_tensor_value_info(tokens_name, TensorProto.FLOAT, ["batch", tokens, D])],
+                              inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
 
 
@@ -79,21 +80,25 @@ def _conv_encoder(modality: str, seed: int, width: int = 64, layers: int = 4) ->
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
 
 
-def _head(modalities: tuple[str, ...], seed: int) -> onnx.ModelProto:
+def _head(modalities: tuple[str, ...], seed: int, present_dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     m = len(modalities)
     nodes, inits, inputs = [], [], []
+    pres = "present"
+    if present_dtype != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", ["present"], ["present_f"], to=TensorProto.FLOAT))
+        pres = "present_f"
     pooled = []
     for i, mod in enumerate(modalities):
         tokens = INPUTS[mod][3]
         inputs.append(helper.make_tensor_value_info(f"{mod}_tokens", TensorProto.FLOAT, ["batch", tokens, D]))
         nodes.append(helper.make_node("ReduceMean", [f"{mod}_tokens", "axis1"], [f"{mod}_pool"], keepdims=0))
         inits.append(numpy_helper.from_array(np.array([i], dtype=np.int64), f"idx{i}"))
-        nodes.append(helper.make_node("Gather", ["present", f"idx{i}"], [f"{mod}_p"], axis=1))
+        nodes.append(helper.make_node("Gather", [pres, f"idx{i}"], [f"{mod}_p"], axis=1))
         nodes.append(helper.make_node("Mul", [f"{mod}_pool", f"{mod}_p"], [f"{mod}_masked"]))
         pooled.append(f"{mod}_masked")
     inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"))
-    inputs.append(helper.make_tensor_value_info("present", TensorProto.FLOAT, ["batch", m]))
+    inputs.append(helper.make_tensor_value_info("present", present_dtype, ["batch", m]))
     nodes.append(helper.make_node("Concat", pooled, ["feat"], axis=1))
     rows, cols = Rig.default().bev.shape
     n_cls = len(CLASS_NAMES)
@@ -105,8 +110,8 @@ def _head(modalities: tuple[str, ...], seed: int) -> onnx.ModelProto:
     nodes += [helper.make_node("MatMul", ["feat", "ws"], ["scene_logits"]),
               helper.make_node("MatMul", ["feat", "wb"], ["bev_flat"]),
               helper.make_node("Reshape", ["bev_flat", "bev_shape"], ["bev_logits"]),
-              helper.make_node("ReduceSum", ["present", "axis1"], ["n_present"], keepdims=1),
-              helper.make_node("Div", ["present", "n_present"], ["share2d"]),
+              helper.make_node("ReduceSum", [pres, "axis1"], ["n_present"], keepdims=1),
+              helper.make_node("Div", [pres, "n_present"], ["share2d"]),
               helper.make_node("Reshape", ["share2d", "share_shape"], ["share3d"]),
               helper.make_node("Mul", ["share3d", "share_rows"], ["modality_share"])]
     outputs = [helper.make_tensor_value_info("scene_logits", TensorProto.FLOAT, ["batch", len(SCENE_LABELS)]),
@@ -118,11 +123,13 @@ def _head(modalities: tuple[str, ...], seed: int) -> onnx.ModelProto:
 
 
 def make_tiny_package(root: Path, modalities: tuple[str, ...] = ("camera", "radar", "map", "text"),
-                      heavy: bool = False) -> Path:
+                      heavy: bool = False, tokens_name: str = "tokens",
+                      present_dtype: int = TensorProto.FLOAT) -> Path:
     """Write a complete, valid package under `root` and return it.
 
     `heavy` gives the camera (and, lighter, the radar) encoder real convolutions, so benchmarks see
     a compute profile like a real model's (camera encoder ~80% of a frame) instead of microseconds.
+    `tokens_name` names the encoders' output, `present_dtype` the head's presence input's type (ONNX).
     """
     root.mkdir(parents=True, exist_ok=True)
     graphs = {}
@@ -130,10 +137,10 @@ def make_tiny_package(root: Path, modalities: tuple[str, ...] = ("camera", "rada
         if heavy and mod in ("camera", "radar"):
             model = _conv_encoder(mod, i, width=64 if mod == "camera" else 8, layers=4 if mod == "camera" else 2)
         else:
-            model = _encoder(mod, i)
+            model = _encoder(mod, i, tokens_name)
         onnx.save(model, str(root / f"{mod}_encoder.onnx"))
         graphs[mod] = describe_graph(root, f"{mod}_encoder.onnx", mod, "encoder", mod).to_dict()
-    onnx.save(_head(modalities, 99), str(root / "head.onnx"))
+    onnx.save(_head(modalities, 99, present_dtype), str(root / "head.onnx"))
     graphs["head"] = describe_graph(root, "head.onnx", "head", "head").to_dict()
     Vocabulary(["school", "zone", "rain", "construction", "pedestrians", "crossing"],
                max_tokens=INPUTS["text"][2][0]).save(root / "vocab.json")

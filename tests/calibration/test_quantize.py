@@ -520,11 +520,22 @@ def _no_modality_share(name, model):
         model.graph.output.extend(keep)
 
 
-@pytest.mark.parametrize("change", [_fixed_batch, _tokens_named_features, _no_modality_share])
+def _present_float64(name, model):
+    if name == "head":
+        present = next(i for i in model.graph.input if i.name == "present")
+        for node in model.graph.node:
+            node.input[:] = ["present_in" if i == "present" else i for i in node.input]
+        cast = onnx.helper.make_node("Cast", ["present"], ["present_in"], to=present.type.tensor_type.elem_type)
+        model.graph.node.insert(0, cast)
+        present.type.tensor_type.elem_type = TensorProto.DOUBLE
+
+
+@pytest.mark.parametrize("change", [_fixed_batch, _tokens_named_features, _no_modality_share, _present_float64])
 def test_packages_the_runtime_runs_quantize_too(calib_package, calib_log, tmp_path, change):
     # Graphs exported without a dynamic batch axis, an encoder whose single output is not named
-    # 'tokens', a head without modality_share: the runtime and replay take them, quantize crashed with
-    # ONNX Runtime tracebacks (batches of 32; run(["tokens"]); outputs["modality_share"]).
+    # 'tokens', a head without modality_share, a head taking `present` as float64: the runtime and
+    # replay take them, quantize crashed with ONNX Runtime tracebacks (batches of 32; run(["tokens"]);
+    # outputs["modality_share"]) or a KeyError 'float64'.
     from fusion_rt.runtime import FusionRuntime
 
     package = load_package(_variant(calib_package, tmp_path / "variant", change))
