@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_rt.backends.onnxruntime import apply_weight_only_config
+from fusion_rt.backends.base import RunnerError
+from fusion_rt.backends.onnxruntime import apply_weight_only_config, ort_errors
 from fusion_rt.errors import ConfigError
 from fusion_rt.messages import MODALITIES
 from fusion_rt.package import GraphSpec, ModelPackage
@@ -125,10 +126,19 @@ class PackageRunner:
             import onnxruntime as ort
 
             prefix = f"{self.profile_prefix}_{name}" if self.profile_prefix else None
-            self._sessions[name] = ort.InferenceSession(str(self.files[name]),
-                                                        session_options(self.threads, prefix, self.files[name]),
-                                                        providers=["CPUExecutionProvider"])
+            try:
+                self._sessions[name] = ort.InferenceSession(str(self.files[name]),
+                                                            session_options(self.threads, prefix, self.files[name]),
+                                                            providers=["CPUExecutionProvider"])
+            except (*ort_errors(ort), RuntimeError) as exc:  # an op it lacks, types it cannot run...
+                raise RunnerError(f"graph {name!r}: ONNX Runtime cannot load {str(self.files[name])!r}: {exc}") from exc
         return self._sessions[name]
+
+    def open(self) -> PackageRunner:
+        """Create every graph's session now: a graph ONNX Runtime refuses fails here, before any log is read."""
+        for name in self.files:
+            self.session(name)
+        return self
 
     def end_profiling(self) -> list[str]:
         """Stop profiling on every open session; returns the trace files written."""

@@ -597,13 +597,13 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
     _check_out(out, src)
     package_preprocessing(fp32_pkg)  # fail on an unusable preprocess/vocabulary before reading logs
     _check_labelled(eval_logs or calib_logs, not eval_logs, topics)  # before the calibration pass
+    fp32 = PackageRunner(fp32_pkg, threads=config.threads).open()  # a graph ONNX Runtime refuses: before the logs
 
     calib = load_calibration_set(calib_logs, fp32_pkg, config.samples, topics)
     say(f"calibration: {len(calib.strata)} frames of {calib.available} "
         f"({', '.join(f'{k} {v}' for k, v in calib.counts()['per_condition'].items())})")
     eval_from_calib = not eval_logs
     eval_logs = list(eval_logs) if eval_logs else list(calib.logs)
-    fp32 = PackageRunner(fp32_pkg, threads=config.threads)
     evaluation = _evaluation(fp32, eval_logs, say, topics, config.eval_frames)
 
     out.parent.mkdir(parents=True, exist_ok=True)

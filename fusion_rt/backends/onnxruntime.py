@@ -115,7 +115,7 @@ def _ensure_global_pool(ort, threads: int | None) -> None:
             try:
                 ort.set_global_thread_pool_sizes(threads or 0, 1)
                 _global_pool_threads = threads
-            except _ort_errors(ort) as exc:
+            except ort_errors(ort) as exc:
                 if "already" not in str(exc):
                     raise ConfigError(f"ONNX Runtime refused a global thread pool of {threads!r} threads: "
                                       f"{exc}") from exc
@@ -141,7 +141,7 @@ def _provider_list(ort, names: Sequence[str]) -> list[str]:
     return out
 
 
-def _ort_errors(ort) -> tuple[type[Exception], ...]:
+def ort_errors(ort) -> tuple[type[Exception], ...]:
     """ONNX Runtime's own exception types (they derive from Exception only)."""
     state = ort.capi.onnxruntime_pybind11_state
     names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException", "InvalidProtobuf",
@@ -207,7 +207,7 @@ class SessionFromOnnx:
         providers = _provider_list(ort, cfg.providers)
         try:
             return ort.InferenceSession(str(self.path), options, providers=providers)
-        except (*_ort_errors(ort), RuntimeError) as exc:  # a graph it refuses (shape constants in external data...)
+        except (*ort_errors(ort), RuntimeError) as exc:  # a graph it refuses (shape constants in external data...)
             if "global thread pool" in str(exc):  # the host application made ONNX Runtime's process-wide pool
                 raise ConfigError("this process already has an ONNX Runtime global thread pool (made by the host "
                                   "application): pass threading='global' to use it") from exc

@@ -90,3 +90,35 @@ def test_an_onnxruntime_too_old_to_quantize_is_named(calib_package, calib_log, t
     with pytest.raises(MissingExtraError, match=r"'onnxruntime' 1\.23\.2 is too old .*>= 1\.31.*Python >= 3\.11"):
         quantize_package(calib_package, tmp_path / "out", QuantizeConfig(recipe="fp16"), [tmp_path / "unread.mcap"])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_graph_onnx_runtime_cannot_load_is_one_line(calib_package, calib_log, tmp_path):
+    """A package that passes load_package but holds a graph ONNX Runtime refuses (here an op of a
+    domain it lacks) ended quantize in an onnxruntime traceback; it is one line naming the graph."""
+    import json
+    import shutil
+
+    import onnx
+
+    from fusion_rt.package import describe_graph, write_manifest
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(calib_package, pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    spec = manifest["graphs"]["radar"]
+    model = onnx.load(str(pkg / spec["file"]))
+    node = model.graph.node[-1]
+    node.output[0], out = "raw", node.output[0]
+    model.graph.node.append(onnx.helper.make_node("Frobnicate", ["raw"], [out], domain="com.example.fusion"))
+    model.opset_import.append(onnx.helper.make_opsetid("com.example.fusion", 1))
+    onnx.save(model, str(pkg / spec["file"]))
+    manifest["graphs"]["radar"] = describe_graph(pkg, spec["file"], "radar", "encoder", "radar").to_dict()
+    manifest.pop("format_version")
+    write_manifest(pkg, manifest)
+    result = run_cli("quantize", str(pkg), "--recipe", "fp16", "--calib", str(calib_log), "--samples", "8",
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "radar" in lines[0] and "Frobnicate" in lines[0], lines
+    assert "calibration:" not in result.stderr  # refused before any log was read
+    assert not (tmp_path / "out").exists()
