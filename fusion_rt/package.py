@@ -437,16 +437,22 @@ def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
                                          f"graph {list(a.shape)}")
 
 
-def _check_preprocess(preprocess: dict) -> None:
-    """The manifest's preprocessing must build (types, sizes, finite grids) before any frame arrives."""
+def _check_preprocess(preprocess: dict, rig: Rig, modalities: tuple[str, ...]) -> None:
+    """The manifest's preprocessing must build (types, sizes, finite grids) before any frame arrives,
+    and rasterize radar detections on the rig's radar grid (else every radar frame is refused)."""
     from fusion_rt.preprocess import PreprocessConfig
 
     try:
-        PreprocessConfig.from_dict(preprocess)
+        config = PreprocessConfig.from_dict(preprocess)
     except ConfigError as exc:
         raise ManifestError(f"manifest.preprocess: {exc}") from exc
     except (TypeError, ValueError, OverflowError, KeyError) as exc:  # a field of the wrong JSON type
         raise ManifestError(f"manifest.preprocess: {type(exc).__name__}: {exc}") from exc
+    grid = (rig.radar.num_range_bins, rig.radar.num_azimuth_bins)
+    if "radar" in modalities and tuple(config.radar_shape) != grid:
+        raise ManifestError(f"manifest.preprocess.radar_shape {list(config.radar_shape)} differs from the rig's radar "
+                            f"grid, manifest.rig.radar num_range_bins x num_azimuth_bins {list(grid)}: radar "
+                            "detections are binned on the rig's grid, so the encoder would get none")
 
 
 def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPackage:
@@ -532,7 +538,7 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     # 2026-12-01 wrote the default budgets of all four modalities into every package.
     budgets = {k: v for k, v in budgets.items() if k in stages}
     max_age = {k: v for k, v in max_age.items() if k in modalities}
-    _check_preprocess(manifest["preprocess"])
+    _check_preprocess(manifest["preprocess"], rig, modalities)
     vocabulary = None
     if "text" in modalities and not manifest.get("vocabulary"):
         raise ManifestError("manifest.vocabulary: the text modality needs a vocabulary file (see README)")

@@ -93,6 +93,9 @@ def test_low_opset_refused(pkg):
         (lambda m: m["latency_budget_ms"].update(camera_encoder_ms=1.0), r"latency_budget_ms.camera_encoder_ms"),
         (lambda m: m["max_age_ns"].update(lidar=5), r"max_age_ns.lidar: 'lidar' is not a modality"),
         (lambda m: m.pop("vocabulary"), r"manifest.vocabulary: the text modality needs a vocabulary"),
+        # detections are binned on the rig's grid: another radar_shape refused every radar frame at run time
+        (lambda m: m["preprocess"].update(radar_shape=[64, 64]),
+         r"preprocess.radar_shape \[64, 64\] differs from the rig's radar grid.* \[128, 64\]"),
     ],
 )
 def test_malformed_manifest(pkg, edit, needle):
