@@ -119,6 +119,10 @@ def test_report_has_the_documented_keys(quantized, recipe):
     assert report["sizes"]["ratio"] > 0 and report["latency"]["speedup_median"] > 0
     manifest = quantized[recipe].package.manifest
     assert manifest["quantization"]["report"] == REPORT_NAME
+    # timings live in the report only: the manifest, and so the package's sha256, is the same run to run
+    assert report["acceptance"]["speedup_median"] > 0
+    assert not {"speedup_median", "speedup_at_least_2x"} & set(manifest["quantization"])
+    assert manifest["quantization"]["size_ratio"] == report["acceptance"]["size_ratio"]
 
 
 def test_entropy_and_percentile_change_the_scales(calib_package, calib_log, tmp_path):
