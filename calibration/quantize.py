@@ -79,6 +79,9 @@ _SPEED_GATE = 0.95
 #: Acceptance entries measured in time: in quantization_report.json only, never in manifest.json.
 _TIMED_ACCEPTANCE = ("speedup_median", "speedup_at_least_2x")
 _SPEED_GATE_ITERATIONS = 200  # interleaved runs per graph and precision (sub-ms graphs: ~1 s)
+#: A speedup inside this band is measured twice more and the median run decides: the text encoder
+#: (0.15 ms) measured 1.08x in one run and 0.79x in the next, and the package changed with it.
+_SPEED_GATE_BAND = (0.8, 1.1)
 #: Calibration rows the gate cycles through, evenly spaced (full and masked rows alike): with the
 #: first row alone the head measured 0.97x (kept INT8) where the runtime then ran it at 0.82x.
 _SPEED_GATE_ROWS = 16
@@ -436,9 +439,14 @@ def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
     preprocess, vocab = package_preprocessing(package)
     available = _camera_frames(logs, topics)
     stride = max(1, -(-available // max_frames)) if max_frames else 1  # memory bounded by max_frames
-    split, _counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=stride, require_truth=True,
-                               bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape, topics=topics,
-                               max_age_ns=package_max_age_ns(package), rig_radar=package.rig.radar)
+    split, counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=stride, require_truth=True,
+                              bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape, topics=topics,
+                              max_age_ns=package_max_age_ns(package), rig_radar=package.rig.radar,
+                              bev_other_grid_unscored=True)
+    if counts["bev_other_grid"]:
+        rows, cols = package.rig.bev.shape
+        say(f"warning: the ground truth of {counts['bev_other_grid']} evaluation frames is on another BEV grid than "
+            f"the package's rig.bev {rows}x{cols}: BEV IoU is not scored on them (scene metrics are)")
     frames = frames_from_split(split, package, vocab)
     every = f" (every {stride}th of {available} labelled frames)" if stride > 1 else ""
     say(f"evaluating FP32 on {len(frames)} labelled frames{every}")
@@ -554,6 +562,7 @@ def _write_package(fp32: ModelPackage, staging: Path, recipe: Recipe, config: Qu
     manifest["precision_recipe"] = {
         "name": recipe.name, **recipe.to_dict(),
         "speed_gate": _speed_gate(recipe, config),  # the recipe's, or --no-speed-gate's
+        "pinned_fp32_graphs": report["mixed_precision"].get("pinned_fp32_graphs", []),  # --fp32-graphs
         "method": config.method.value if recipe.is_int8 else None,
         "samples": len(calib.strata),
         "calibration_logs": [{"file": Path(p).name, "sha256": log_sha256(p)} for p in calib.logs],
@@ -598,6 +607,9 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
     fp32_pkg = load_package(src)
     if fp32_pkg.precision != "fp32":
         raise ConfigError(f"package {str(src)!r} is already {fp32_pkg.precision}; quantize the FP32 package")
+    unknown = [g for g in config.fp32_graphs if g not in fp32_pkg.graphs]
+    if unknown:
+        raise ConfigError(f"fp32_graphs {unknown} are not graphs of {str(src)!r}; it has {list(fp32_pkg.graphs)}")
     _check_out(out, src)
     package_preprocessing(fp32_pkg)  # fail on an unusable preprocess/vocabulary before reading logs
     _check_labelled(eval_logs or calib_logs, not eval_logs, topics)  # before the calibration pass
@@ -712,6 +724,12 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     uncalibrated: dict[str, str] = {}
     weight_only: list[str] = []  # FP32 compute, int8 weight matrices (speed gate, or uncalibrated)
     for name, spec in package.graphs.items():
+        if name in config.fp32_graphs:
+            converted = weight_only_int8(package.graph_path(name), files[name])
+            if converted:
+                weight_only.append(name)
+            say(f"{name}: FP32 compute as asked, {converted} weight matrices stored as int8")
+            continue
         if name not in feeds:  # no calibration frame holds this modality: nothing to set its ranges from
             converted = weight_only_int8(package.graph_path(name), files[name])
             uncalibrated[name] = f"no {spec.modality} in any calibration frame"
@@ -738,8 +756,7 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     if _speed_gate(recipe, config):
         for name in list(prepared):
             feed = {k: v[::max(1, len(v) // _SPEED_GATE_ROWS)][:_SPEED_GATE_ROWS] for k, v in feeds[name].items()}
-            speed[name] = benchmark_graph(package.graph_path(name), files[name], feed, config.threads,
-                                          iterations=_SPEED_GATE_ITERATIONS)
+            speed[name] = _gate_speed(package.graph_path(name), files[name], feed, config.threads)
             if speed[name]["speedup"] < _SPEED_GATE:
                 converted = weight_only_int8(package.graph_path(name), files[name])
                 if converted:
@@ -789,9 +806,21 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
             "int8_graphs": sorted(prepared), "fp32_graphs": sorted(set(package.graphs) - set(prepared)),
             "weight_only_graphs": sorted(weight_only),
             "uncalibrated_graphs": uncalibrated,
+            "pinned_fp32_graphs": [g for g in package.graphs if g in config.fp32_graphs],
             "fp32_input_convs": {name: nodes for name, nodes in stems.items() if nodes and name in prepared},
             "fp32_softmax_inputs": {name: nodes for name, nodes in scores.items() if nodes and name in prepared},
             "graph_speed": speed}
+
+
+def _gate_speed(fp32_file: Path, int8_file: Path, feed: dict[str, np.ndarray], threads: int) -> dict:
+    """The speed gate's measurement of one graph: `benchmark_graph`, and where the speedup lands in
+    `_SPEED_GATE_BAND` two more runs, the median one kept (`speedups` lists them all)."""
+    runs = [benchmark_graph(fp32_file, int8_file, feed, threads, iterations=_SPEED_GATE_ITERATIONS)]
+    if _SPEED_GATE_BAND[0] <= runs[0]["speedup"] <= _SPEED_GATE_BAND[1]:
+        runs += [benchmark_graph(fp32_file, int8_file, feed, threads, iterations=_SPEED_GATE_ITERATIONS)
+                 for _ in range(2)]
+    median = sorted(runs, key=lambda r: r["speedup"])[len(runs) // 2]
+    return {**median, "speedups": [r["speedup"] for r in runs]}
 
 
 def _fp16(fp32: PackageRunner, config: QuantizeConfig, calib: CalibrationSet, evaluation: _Evaluation, work: Path,

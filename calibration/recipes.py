@@ -179,6 +179,9 @@ class QuantizeConfig:
     # a 10-minute 20 Hz drive would otherwise hold ~12000 preprocessed frames, ~4 GB, in memory).
     eval_frames: int = 2000
     speed_gate: bool | None = None  # None: the recipe's default (keep graphs that INT8 slows down in FP32)
+    # int8 recipes: graphs kept at FP32 compute (int8-stored weights) by choice, not by the speed
+    # gate's timing; with the gate off or on, the same command then gives the same graphs on any load.
+    fp32_graphs: tuple[str, ...] = ()
     extra_fp16_block: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -196,3 +199,10 @@ class QuantizeConfig:
             raise ConfigError(f"masked_fraction must be in [0, 1), got {self.masked_fraction!r}")
         if not (0.0 < self.parity_cosine <= 1.0):
             raise ConfigError(f"parity_cosine must be in (0, 1], got {self.parity_cosine!r}")
+        graphs = self.fp32_graphs
+        if isinstance(graphs, str) or not all(isinstance(g, str) and g for g in graphs):
+            raise ConfigError(f"fp32_graphs must be graph names, got {graphs!r}")
+        object.__setattr__(self, "fp32_graphs", tuple(dict.fromkeys(graphs)))
+        if self.fp32_graphs and not get_recipe(self.recipe).is_int8:
+            raise ConfigError(f"fp32_graphs applies to the int8 recipes; {self.recipe} keeps FP32 only what overflows "
+                              "or breaks parity")

@@ -249,13 +249,17 @@ def fit_radar_normalization(paths: Sequence[Path], stride: int = 4, strict: bool
     return round(median, 4), round(scale, 4)
 
 
-def _bev_truth(gt, classes: Sequence[str], shape: tuple[int, int], path) -> tuple[np.ndarray, np.ndarray]:
+def _bev_truth(gt, classes: Sequence[str], shape: tuple[int, int], path,
+               other_grid_unscored: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The truth planes of `gt` in the order of `classes`, matched by name as replay does: a class
-    the truth lacks gets a zero plane marked unknown (not scored). LogError on another grid."""
+    the truth lacks gets a zero plane marked unknown (not scored). A truth on another grid is a
+    LogError, or with `other_grid_unscored` zero planes all unknown (BEV not scored, as replay does)."""
     truth = np.asarray(gt.bev, dtype=np.uint8)
     if truth.ndim != 3 or truth.shape[0] != len(gt.bev_classes):
         raise LogError(f"ground truth in {path} at stamp {gt.stamp_ns}: BEV of shape {truth.shape} for "
                        f"{len(gt.bev_classes)} classes {list(gt.bev_classes)}; expected one plane per class")
+    if truth.shape[1:] != tuple(shape) and other_grid_unscored:
+        return np.zeros((len(classes), *shape), dtype=np.uint8), np.zeros(len(classes), dtype=bool)
     if truth.shape[1:] != tuple(shape):
         raise LogError(f"ground truth in {path} at stamp {gt.stamp_ns} is on a {truth.shape[1]}x{truth.shape[2]} "
                        f"BEV grid; the model expects {shape[0]}x{shape[1]}")
@@ -272,7 +276,8 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
               bev_shape: tuple[int, int] | None = None,
               topics: Mapping[str, str] | None = None, strict: bool = False,
               max_age_ns: Mapping[str, int | None] | None = None,
-              rig_radar: Radar | None = None, camera_dtype=np.float16) -> tuple[Split, dict[str, int]]:
+              rig_radar: Radar | None = None, camera_dtype=np.float16,
+              bev_other_grid_unscored: bool = False) -> tuple[Split, dict[str, int]]:
     """Read logs through `LogDataset` and preprocess every `frame_stride`-th camera frame.
 
     `max_age_ns` (LogDataset's limits; a package's `max_age_ns` to match its runtime) and
@@ -291,7 +296,8 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
     The BEV truth is laid out for a model predicting `bev_classes` on a `bev_shape` grid (default:
     the rig's, `BevGrid().shape`): planes are matched by name through the truth's own
     `bev_classes`, as replay does; a class the truth lacks is a zero plane with `bev_known` False
-    (left out of the IoU, as replay leaves it), and a truth on another grid is a LogError.
+    (left out of the IoU, as replay leaves it), and a truth on another grid is a LogError, or with
+    `bev_other_grid_unscored` (evaluating a package) all unknown, counted in `bev_other_grid`.
 
     Damaged records are skipped and counted (`skipped_records`), as for any field log; with
     `strict` (cached logs, which must be whole) a log with any is a ConfigError naming it.
@@ -302,7 +308,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
     rows = {name: [] for name in ("camera", "radar", "map", "text", "present", "labels", "bev", "bev_known",
                                   "condition", "scene_type", "log_index", "stamp_ns")}
     counts = {"frames": 0, "no_ground_truth": 0, "camera_rejected": 0, "radar_rejected": 0, "map_rejected": 0,
-              "skipped_records": 0}
+              "skipped_records": 0, "bev_other_grid": 0}
     radar_zero = np.zeros((len(pre.radar_input_channels), *pre.radar_shape), dtype=np.float32)
     map_zero = np.zeros(pre.map_shape, dtype=np.float16)
     classes = tuple(bev_classes)
@@ -341,7 +347,9 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
                 missing = [c for c in SCENE_LABELS if c not in gt.labels]
                 if missing:
                     raise LogError(f"ground truth in {path} lacks scene labels {missing}")
-                bev, known = _bev_truth(gt, classes, bev_grid, path)
+                bev, known = _bev_truth(gt, classes, bev_grid, path, bev_other_grid_unscored)
+                if np.asarray(gt.bev).shape[1:] != bev_grid:
+                    counts["bev_other_grid"] += 1
             rows["camera"].append(camera)
             rows["radar"].append(radar)
             rows["map"].append(grid)

@@ -362,7 +362,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     check_outputs(dirs={"--out": args.out}, inputs=[args.package, *args.calib, *(args.eval_log or [])])
     config = QuantizeConfig(recipe=args.recipe, method=args.method, samples=args.samples, tolerance=args.tolerance,
                             max_rounds=args.max_rounds, threads=args.threads, eval_frames=args.eval_frames,
-                            speed_gate=False if args.no_speed_gate else None)
+                            speed_gate=False if args.no_speed_gate else None,
+                            fp32_graphs=tuple(g.strip() for g in (args.fp32_graphs or "").split(",") if g.strip()))
     from fusion_rt.calibration.quantize import quantize_package
 
     def say(message: str) -> None:
@@ -843,7 +844,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=2,
                    help="ONNX Runtime threads for evaluation and latency (default 2)")
     p.add_argument("--no-speed-gate", action="store_true",
-                   help="quantize every graph even where INT8 is slower than FP32 on this host (smaller package)")
+                   help="quantize every graph even where INT8 is slower than FP32 on this host (smaller package; "
+                        "no timing decides, so the same command gives the same graphs)")
+    p.add_argument("--fp32-graphs", default=None, metavar="GRAPHS",
+                   help="int8 recipes: comma-separated graphs to keep at FP32 compute (int8-stored weights), e.g. "
+                        "head,text; with --no-speed-gate the package no longer depends on this host's load")
     p.add_argument("--json", action="store_true", help="print the acceptance summary as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 

@@ -122,3 +122,11 @@ def test_a_graph_onnx_runtime_cannot_load_is_one_line(calib_package, calib_log, 
     assert len(lines) == 1 and "radar" in lines[0] and "Frobnicate" in lines[0], lines
     assert "calibration:" not in result.stderr  # refused before any log was read
     assert not (tmp_path / "out").exists()
+
+
+def test_fp32_graphs_names_graphs_of_the_package(calib_package, calib_log, tmp_path):
+    result = run_cli("quantize", str(calib_package), "--recipe", "ort-cpu-int8", "--calib", str(calib_log),
+                     "--out", str(tmp_path / "out"), "--fp32-graphs", "head, lidar")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "fp32_graphs ['lidar'] are not graphs of" in lines[0], lines

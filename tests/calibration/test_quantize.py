@@ -588,3 +588,63 @@ def test_the_evaluation_stride_runs_over_labelled_frames(calib_package, calib_lo
     capped = _evaluation(runner, [str(half)], lambda _m: None, max_frames=len(whole.frames) // 2)
     assert whole.available == len(whole.frames) and capped.stride == 2
     assert capped.split.stamp_ns.tolist() == whole.split.stamp_ns[::2].tolist()
+
+
+@pytest.mark.parametrize("speedups, runs, kept", [([0.5], 1, 0.5), ([1.6], 1, 1.6), ([1.08, 0.79, 0.83], 3, 0.83),
+                                                  ([0.9, 1.3, 1.2], 3, 1.2)])
+def test_speed_gate_times_a_near_even_graph_three_times(monkeypatch, speedups, runs, kept):
+    """The text encoder measured 1.08x in one quantize and 0.79x in the next, and the package's graphs
+    changed with it: a speedup near 1x is measured twice more and the median run decides."""
+    from fusion_rt.calibration import quantize
+
+    results = iter(speedups)
+    monkeypatch.setattr(quantize, "benchmark_graph", lambda *a, **k: {"speedup": next(results), "rows": 1})
+    measured = quantize._gate_speed(None, None, {}, 1)
+    assert measured["speedup"] == kept and measured["speedups"] == speedups[:runs]
+
+
+def test_named_fp32_graphs_make_the_package_the_same_every_run(calib_package, calib_log, tmp_path):
+    """--no-speed-gate --fp32-graphs head,text: the graphs are chosen by name, not by the host's load,
+    and the manifest holds no timing, so two runs of the same command give the same package sha256."""
+    config = QuantizeConfig(recipe="ort-cpu-int8", **FAST, fp32_graphs=("head", "text", "head"))
+    runs = [quantize_package(calib_package, tmp_path / str(i), config, [calib_log]) for i in range(2)]
+    recipe = runs[0].package.manifest["precision_recipe"]
+    assert sorted(recipe["pinned_fp32_graphs"]) == ["head", "text"] and {"head", "text"} <= set(recipe["fp32_graphs"])
+    assert "camera" not in recipe["fp32_graphs"] and "head" in recipe["weight_only_graphs"]
+    assert runs[0].package.sha256 == runs[1].package.sha256
+    for name in runs[0].package.graphs:
+        a, b = (r.package.graph_path(name).read_bytes() for r in runs)
+        assert a == b, name
+    with pytest.raises(ConfigError, match=r"fp32_graphs \['lidar'\] are not graphs of .*\['camera', "):
+        quantize_package(calib_package, tmp_path / "x", QuantizeConfig(recipe="ort-cpu-int8", fp32_graphs=("lidar",)),
+                         [calib_log])
+    with pytest.raises(ConfigError, match="fp32_graphs applies to the int8 recipes; fp16"):
+        QuantizeConfig(recipe="fp16", fp32_graphs=("head",))
+
+
+def test_truth_on_another_bev_grid_is_scored_without_bev(calib_package, calib_log, tmp_path):
+    """A labelled log whose BEV truth is on another grid than the package's rig.bev: quantize refused
+    it (LogError) where replay scores it without BEV IoU; now quantize does as replay, and says so."""
+    import dataclasses
+
+    from fusion_rt.logs import LogReader, LogWriter
+    from fusion_rt.messages import GroundTruth
+
+    coarse = tmp_path / "coarse.mcap"
+    with LogReader(calib_log) as reader, LogWriter(coarse) as writer:
+        for item in reader.messages():
+            message = item.message
+            if isinstance(message, GroundTruth):
+                message = dataclasses.replace(message, bev=np.ascontiguousarray(message.bev[:, ::2, ::2]))
+            writer.write(message, item.topic, log_time_ns=item.log_time_ns)
+    said: list[str] = []
+    result = quantize_package(calib_package, tmp_path / "out", QuantizeConfig(recipe="fp16", **FAST), [calib_log],
+                              eval_logs=[coarse], progress=said.append)
+    warning = next(m for m in said if "another BEV grid" in m)
+    assert "rig.bev 64x64" in warning and "not scored" in warning
+    fine = quantize_package(calib_package, tmp_path / "fine", QuantizeConfig(recipe="fp16", **FAST), [calib_log],
+                            eval_logs=[calib_log]).report["metrics"]["fp32"]
+    metrics = result.report["metrics"]["fp32"]
+    assert metrics["mean_bev_iou"] is None and fine["mean_bev_iou"] is not None
+    assert {k: v for k, v in metrics.items() if k != "mean_bev_iou"} == {k: v for k, v in fine.items()
+                                                                          if k != "mean_bev_iou"}
