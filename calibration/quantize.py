@@ -410,6 +410,8 @@ class _Evaluation:
     logs: list[str]
     stride: int = 1  # every stride-th camera frame of the logs was evaluated
     available: int = 0  # labelled camera frames in the logs (at most)
+    # the package's scene labels and BEV classes the ground truth does not hold (by name): not scored
+    unscored: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _camera_frames(logs: Sequence[str], topics: dict[str, str] | None) -> int:
@@ -433,7 +435,7 @@ def _camera_frames(logs: Sequence[str], topics: dict[str, str] | None) -> int:
 
 def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
                 topics: dict[str, str] | None = None, max_frames: int | None = None) -> _Evaluation:
-    from fusion_rt.export.data import read_logs
+    from fusion_rt.export.data import SCENE_LABELS, read_logs
 
     package = fp32.package
     preprocess, vocab = package_preprocessing(package)
@@ -447,12 +449,22 @@ def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
         rows, cols = package.rig.bev.shape
         say(f"warning: the ground truth of {counts['bev_other_grid']} evaluation frames is on another BEV grid than "
             f"the package's rig.bev {rows}x{cols}: BEV IoU is not scored on them (scene metrics are)")
+    unscored = {"scene_labels": [name for name in package.scene_labels if name not in SCENE_LABELS]}
+    if not counts["bev_other_grid"]:
+        known = np.asarray(split.bev_known).any(axis=0)
+        unscored["bev_classes"] = [name for name, seen in zip(package.bev_classes, known, strict=True) if not seen]
+    if unscored["scene_labels"]:
+        say(f"warning: the package's scene labels {unscored['scene_labels']} are not in the ground truth, which "
+            f"labels {list(SCENE_LABELS)}: they are not scored (names must match)")
+    if unscored.get("bev_classes"):
+        say(f"warning: the package's BEV classes {unscored['bev_classes']} are in no evaluation frame's ground "
+            "truth: they are not scored (names must match)")
     frames = frames_from_split(split, package, vocab)
     every = f" (every {stride}th of {available} labelled frames)" if stride > 1 else ""
     say(f"evaluating FP32 on {len(frames)} labelled frames{every}")
     outputs = fp32.run(frames)
     return _Evaluation(split, frames, outputs, task_metrics(split, outputs, package), [str(p) for p in logs],
-                       stride, available)
+                       stride, available, {k: v for k, v in unscored.items() if v})
 
 
 def _score(evaluation: _Evaluation, outputs: dict[str, np.ndarray], package: ModelPackage) -> dict:
@@ -680,6 +692,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
                             "head_masked_fraction": config.masked_fraction, "stratified_by": "condition/scene_type"},
             "evaluation": {"logs": evaluation.logs, "frames": len(evaluation.frames),
                            "labelled_frames": evaluation.available, "frame_stride": evaluation.stride,
+                           "unscored": evaluation.unscored,  # package names the ground truth lacks
                            "source": "the calibration logs (no --eval-log given): metrics are optimistic for "
                                      "unseen data" if eval_from_calib else "--eval-log"},
             "metrics": {"fp32": evaluation.fp32_metrics.headline(), "new": scored["metrics"],

@@ -391,9 +391,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               "quantization_report.json): the package fails its acceptance", file=sys.stderr)
         return 1
     if result.within_tolerance is None:
-        print(f"fusion-rt: warning: {acc['primary_metric']} was not measured: the evaluation frames lack ground "
-              "truth with both classes of a label (pass --eval-log with a labelled log); no mixed-precision round "
-              "ran", file=sys.stderr)
+        unscored = result.report["evaluation"].get("unscored", {}).get("scene_labels")
+        why = (f"the package's scene labels {unscored} are not in the ground truth (names must match)" if unscored else
+               "the evaluation frames lack ground truth with both classes of a label (pass --eval-log with a "
+               "labelled log)")
+        print(f"fusion-rt: warning: {acc['primary_metric']} was not measured: {why}; no mixed-precision round ran",
+              file=sys.stderr)
     elif not result.within_tolerance:
         ran = max(0, len(result.report.get("mixed_precision", {}).get("rounds", [])) - 1)  # round 0: no exclusions
         how = (f"after {ran} mixed-precision round{'' if ran == 1 else 's'}" if args.recipe != "fp16" else

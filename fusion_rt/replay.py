@@ -455,6 +455,8 @@ class _Metrics:
         self.rows: list[tuple[np.ndarray, np.ndarray, str]] = []  # (probs [K], labels [K] (-1: absent), condition)
         self.bev: dict[str, list[np.ndarray]] = {}  # condition -> [intersection [C], union [C]]
         self.bev_unfit: dict[tuple[int, ...], int] = {}  # truth BEV shape -> frames whose truth is not on our grid
+        self.truth_labels: set[str] = set()  # scene labels and BEV classes the joined ground truth holds
+        self.truth_bev_classes: set[str] = set()
         self.conditions: dict[int, str] = {}
         self.on_join: Callable[[int, float, str], None] | None = None  # (stamp, scene error, condition)
 
@@ -516,6 +518,8 @@ class _Metrics:
             return
         probs, bev = self._outputs.pop(stamp)
         gt = self._truth.pop(stamp)
+        self.truth_labels.update(gt.labels)
+        self.truth_bev_classes.update(gt.bev_classes)
         labels = np.array([int(gt.labels[k]) if k in gt.labels else -1 for k in self.scene_labels], dtype=np.int64)
         self.rows.append((probs, labels, gt.condition))
         self.conditions[stamp] = gt.condition
@@ -613,6 +617,21 @@ def _check_bev_grid(source: LogSource, package: ModelPackage, metrics: list[_Met
         shapes = ", ".join("x".join(map(str, s)) for s in sorted(first.bev_unfit))
         scored = "BEV IoU not scored" if not first.bev else f"BEV IoU skips {unfit} of {len(first.rows)} frames"
         warnings.append(f"{scored}: their ground truth BEV is {shapes}, not on the grid {bev_grid_text(grid)}; {ours}")
+    return warnings
+
+
+def _name_warnings(metrics: _Metrics) -> list[str]:
+    """Package scene labels and BEV classes that no scored frame's ground truth holds: left out of the
+    metrics (matched by name), which would otherwise say nothing of a model labelled in other words."""
+    if not metrics.rows:
+        return []
+    warnings = []
+    for what, ours, theirs in (("scene labels", metrics.scene_labels, metrics.truth_labels),
+                               ("BEV classes", metrics.bev_classes, metrics.truth_bev_classes)):
+        missing = [name for name in ours if name not in theirs]
+        if missing:
+            warnings.append(f"the package's {what} {missing} are not in the log's ground truth, which has "
+                            f"{sorted(theirs)}: they are not scored (names must match)")
     return warnings
 
 
@@ -1171,7 +1190,7 @@ def replay(log: str | os.PathLike, package: ModelPackage | str | os.PathLike,
         log_block, warnings = _log_block(reader, first, last)
         warnings += _stamp_warnings(reader.stamps, summary)
         warnings += _rejected_warnings(session.runtime.stats())
-        warnings += bev_warnings + _late_truth_warnings(session.metrics)
+        warnings += bev_warnings + _late_truth_warnings(session.metrics) + _name_warnings(session.metrics)
         missing = [m for m in pkg.modalities if m not in reader.topic_map.topics and m not in config.drop]
         if missing:
             warnings.append(f"the log has no topic for {missing}: outputs are degraded without them "
@@ -1328,7 +1347,7 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
         rejected_a, rejected_b = _rejected_warnings(a.runtime.stats()), _rejected_warnings(b.runtime.stats())
         warnings += [w if w in rejected_b else f"A: {w}" for w in rejected_a]  # said once when both sides agree
         warnings += [f"B: {w}" for w in rejected_b if w not in rejected_a]
-        warnings += bev_warnings + _late_truth_warnings(a.metrics)
+        warnings += bev_warnings + _late_truth_warnings(a.metrics) + _name_warnings(a.metrics)
     finally:
         for s in sessions:
             s.close()

@@ -432,6 +432,24 @@ def test_bev_iou_is_scored_only_on_the_logs_grid(short_drive, package, tmp_path)
     assert "x [0, 51.2] m" in warning and "x [20, 71.2] m" in warning, warning
 
 
+def test_names_the_ground_truth_lacks_are_said(short_drive, package, tmp_path):
+    """Scene labels and BEV classes are scored by name: a package labelled in other words was scored
+    on the rest (or on nothing) without a word. A warning names the package's names and the log's."""
+    renamed = tmp_path / "renamed"
+    shutil.copytree(package, renamed)
+    manifest = json.loads((renamed / "manifest.json").read_text())
+    manifest["outputs"]["scene_labels"][0] = "automobile"
+    manifest["outputs"]["bev_classes"][1] = "lorry"
+    (renamed / "manifest.json").write_text(json.dumps(manifest))
+    assert not [w for w in replay(short_drive, package).summary["warnings"] if "names must match" in w]
+    s = replay(short_drive, renamed).summary
+    said = [w for w in s["warnings"] if "names must match" in w]
+    assert len(said) == 2, s["warnings"]
+    assert "scene labels ['automobile']" in said[0] and "'car'" in said[0]
+    assert "BEV classes ['lorry']" in said[1] and "'truck'" in said[1]
+    assert "automobile" not in s["metrics"]["overall"]["scene_auc"] and "truck" in s["metrics"]["overall"]["scene_auc"]
+
+
 def test_bev_iou_needs_the_logs_rig(short_drive, package, tmp_path):
     """A log without fusion_rt.rig metadata does not say which grid its truth is on: BEV IoU is scored
     where the shapes match, with a warning that the package's grid is assumed."""

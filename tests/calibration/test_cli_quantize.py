@@ -130,3 +130,26 @@ def test_fp32_graphs_names_graphs_of_the_package(calib_package, calib_log, tmp_p
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "fp32_graphs ['lidar'] are not graphs of" in lines[0], lines
+
+
+def test_scene_labels_the_truth_lacks_are_named(calib_package, calib_log, tmp_path, capsys):
+    """A package labelled in other words than the ground truth: its metric was 'not measured' with
+    advice to pass a labelled log, which the log already was. The warning names the labels."""
+    import json
+    import shutil
+
+    from fusion_rt.cli import main
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(calib_package, pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["outputs"]["scene_labels"] = [f"my_{name}" for name in manifest["outputs"]["scene_labels"]]
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    code = main(["quantize", str(pkg), "--recipe", "fp16", "--calib", str(calib_log), "--samples", "8",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "not measured: the package's scene labels ['my_car', 'my_truck'," in err, err
+    assert "pass --eval-log" not in err
+    report = json.loads((tmp_path / "out" / "quantization_report.json").read_text())
+    assert report["evaluation"]["unscored"]["scene_labels"][0] == "my_car"
