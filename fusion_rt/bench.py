@@ -445,7 +445,27 @@ def _inputs(package, seed: int) -> dict:
     drive = list(simulate_drive(DriveConfig(seconds=1.5, seed=seed, conditions="day",
                                             camera_size=(camera.width, camera.height))))
     messages = {m: next(x for x in reversed(drive) if isinstance(x, kinds[m])) for m in package.modalities}
+    if "radar" in messages:  # a package's own radar (other bins or extents): the tensor resampled onto it
+        messages["radar"] = _on_radar(messages["radar"], package.rig.radar)
+        drive = [_on_radar(x, package.rig.radar) if isinstance(x, RadarTensor) else x for x in drive]
     return {"drive": drive, "messages": messages}
+
+
+def _on_radar(msg, radar):
+    """`msg` (a simulated RadarTensor, on the default rig's radar) on `radar`'s grid and extents: the
+    same returns resampled, which times like that radar's tensor (timing only: the cells move)."""
+    import dataclasses
+
+    import cv2
+
+    bins = (radar.num_range_bins, radar.num_azimuth_bins)
+    extent = (radar.range_min_m, radar.range_max_m, -radar.azimuth_max_rad, radar.azimuth_max_rad)
+    if msg.data.shape[1:] == bins and (msg.range_min_m, msg.range_max_m, msg.azimuth_min_rad,
+                                       msg.azimuth_max_rad) == extent:
+        return msg
+    data = np.stack([cv2.resize(np.ascontiguousarray(c), bins[::-1], interpolation=cv2.INTER_AREA) for c in msg.data])
+    return dataclasses.replace(msg, data=data.astype(np.float32, copy=False), range_min_m=extent[0],
+                               range_max_m=extent[1], azimuth_min_rad=extent[2], azimuth_max_rad=extent[3])
 
 
 class _Probe:

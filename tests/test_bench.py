@@ -279,3 +279,18 @@ def test_bench_runs_a_package_whose_names_and_dtypes_are_not_ours(tmp_path, pres
             session.step()
     assert session.head_feed["present"].dtype.name == {"UINT8": "uint8", "INT32": "int32", "FLOAT16": "float16",
                                                        "DOUBLE": "float64", "BOOL": "bool"}[present]
+
+
+def test_bench_runs_a_package_with_its_own_radar_grid(tmp_path):
+    """The simulated drive is on the default rig's radar (128x64 bins): a package whose rig has a
+    64x32 radar got tensors its runtime refused. Bench resamples them onto the package's radar."""
+    from fusion_rt.bench import BenchConfig, BenchSession
+
+    pkg_dir = make_tiny_package(tmp_path / "pkg", radar_bins=(64, 32))
+    with BenchSession(BenchConfig(package=pkg_dir, steps=5, warmup=0, quick=True)) as session:
+        for _ in range(5):
+            session.step()
+        assert session.buffers["radar"].shape[2:] == (64, 32)
+        stats = session.runtime.stats()
+    radar = stats["messages"]["radar"]
+    assert radar["received"] > 0 and radar["rejected"] == 0 and radar["ok"] == radar["received"], radar

@@ -7,6 +7,7 @@ package contract and the runtime's plumbing, not for accuracy.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,10 @@ INPUTS = {  # modality -> (input name, dtype, shape without batch, tokens)
 }
 
 
-def _encoder(modality: str, seed: int, tokens_name: str = "tokens") -> onnx.ModelProto:
-    name, dtype, shape, tokens = INPUTS[modality]
+def _encoder(modality: str, seed: int, tokens_name: str = "tokens", shape: tuple[int, ...] | None = None
+             ) -> onnx.ModelProto:
+    name, dtype, default_shape, tokens = INPUTS[modality]
+    shape = shape or default_shape
     rng = np.random.default_rng(seed)
     flat = int(np.prod(shape))
     nodes, inits = [], []
@@ -124,12 +127,13 @@ def _head(modalities: tuple[str, ...], seed: int, present_dtype: int = TensorPro
 
 def make_tiny_package(root: Path, modalities: tuple[str, ...] = ("camera", "radar", "map", "text"),
                       heavy: bool = False, tokens_name: str = "tokens",
-                      present_dtype: int = TensorProto.FLOAT) -> Path:
+                      present_dtype: int = TensorProto.FLOAT, radar_bins: tuple[int, int] | None = None) -> Path:
     """Write a complete, valid package under `root` and return it.
 
     `heavy` gives the camera (and, lighter, the radar) encoder real convolutions, so benchmarks see
     a compute profile like a real model's (camera encoder ~80% of a frame) instead of microseconds.
-    `tokens_name` names the encoders' output, `present_dtype` the head's presence input's type (ONNX).
+    `tokens_name` names the encoders' output, `present_dtype` the head's presence input's type (ONNX),
+    `radar_bins` (range, azimuth) gives the rig a radar of other bins than the default 128x64.
     """
     root.mkdir(parents=True, exist_ok=True)
     graphs = {}
@@ -137,7 +141,8 @@ def make_tiny_package(root: Path, modalities: tuple[str, ...] = ("camera", "rada
         if heavy and mod in ("camera", "radar"):
             model = _conv_encoder(mod, i, width=64 if mod == "camera" else 8, layers=4 if mod == "camera" else 2)
         else:
-            model = _encoder(mod, i, tokens_name)
+            shape = (INPUTS["radar"][2][0], *radar_bins) if mod == "radar" and radar_bins else None
+            model = _encoder(mod, i, tokens_name, shape)
         onnx.save(model, str(root / f"{mod}_encoder.onnx"))
         graphs[mod] = describe_graph(root, f"{mod}_encoder.onnx", mod, "encoder", mod).to_dict()
     onnx.save(_head(modalities, 99, present_dtype), str(root / "head.onnx"))
@@ -145,6 +150,9 @@ def make_tiny_package(root: Path, modalities: tuple[str, ...] = ("camera", "rada
     Vocabulary(["school", "zone", "rain", "construction", "pedestrians", "crossing"],
                max_tokens=INPUTS["text"][2][0]).save(root / "vocab.json")
     rig = Rig.default()
+    if radar_bins:
+        rig = dataclasses.replace(rig, radar=dataclasses.replace(rig.radar, num_range_bins=radar_bins[0],
+                                                                 num_azimuth_bins=radar_bins[1]))
     _, height, width = INPUTS["camera"][2]
     # The real preprocessing the runtime applies: a small camera input; radar and map grids from the rig.
     preprocess = PreprocessConfig.from_rig(rig, camera_height=height, camera_width=width,
