@@ -436,6 +436,7 @@ def _camera_frames(logs: Sequence[str], topics: dict[str, str] | None) -> int:
 def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
                 topics: dict[str, str] | None = None, max_frames: int | None = None) -> _Evaluation:
     from fusion_rt.export.data import SCENE_LABELS, read_logs
+    from fusion_rt.preprocess import CameraSize
 
     package = fp32.package
     preprocess, vocab = package_preprocessing(package)
@@ -444,7 +445,10 @@ def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
     split, counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=stride, require_truth=True,
                               bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape, topics=topics,
                               max_age_ns=package_max_age_ns(package), rig_radar=package.rig.radar,
-                              bev_other_grid_unscored=True)
+                              bev_other_grid_unscored=True, camera_size=CameraSize(package.rig.camera.intrinsics))
+    if counts["camera_rejected"]:
+        say(f"warning: {counts['camera_rejected']} evaluation camera frames left out: the runtime rejects them "
+            "(wrong size or undecodable)")
     if counts["bev_other_grid"]:
         rows, cols = package.rig.bev.shape
         say(f"warning: the ground truth of {counts['bev_other_grid']} evaluation frames is on another BEV grid than "

@@ -22,7 +22,7 @@ from fusion_rt.calibration.predict import Frames
 from fusion_rt.errors import ConfigError, LogError
 from fusion_rt.messages import MODALITIES
 from fusion_rt.package import ModelPackage
-from fusion_rt.preprocess import PreprocessConfig, Vocabulary, preprocess_sample
+from fusion_rt.preprocess import CameraSize, PreprocessConfig, Vocabulary, preprocess_sample
 
 __all__ = ["CalibrationSet", "ArrayCalibrationReader", "stratified_indices", "load_calibration_set",
            "frames_from_split", "package_preprocessing", "package_max_age_ns", "NO_TRUTH"]
@@ -140,6 +140,8 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
     rows: dict[str, list[np.ndarray]] = {m: [] for m in package.modalities}
     present, strata = [], []
     skipped = Counter()
+    reasons: dict[str, str] = {}  # modality -> why its first rejected message was
+    camera_size = CameraSize(package.rig.camera.intrinsics)  # the runtime's size rule
     radar_zero = np.zeros((len(preprocess.radar_input_channels), *preprocess.radar_shape), dtype=np.float32)
     map_zero = np.zeros(preprocess.map_shape, dtype=np.float32)
     for li, path in enumerate(paths):
@@ -148,8 +150,10 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
                 continue
             # the same rules as training's read_logs, and the runtime's radar geometry check (and its
             # binning of radar detections where a log has no radar tensor)
-            inputs = preprocess_sample(sample, preprocess, package.rig.radar)
+            inputs = preprocess_sample(sample, preprocess, package.rig.radar, camera_size)
             skipped.update(f"{m}_rejected" for m in inputs.rejected)
+            for m, reason in inputs.reasons.items():
+                reasons.setdefault(m, reason)
             if inputs.camera is None:
                 continue
             camera, text = inputs.camera, inputs.text
@@ -162,7 +166,9 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
             present.append((True, has_radar, has_map, text is not None))
             strata.append(chosen[(li, k)])
     if not strata:
-        raise LogError(f"none of the selected frames of {[str(p) for p in paths]} decoded")
+        why = f" (the runtime would reject them too: {reasons['camera']})" if "camera" in reasons else ""
+        raise LogError(f"none of the {len(chosen)} selected camera frames of {[str(p) for p in paths]} "
+                       f"decoded{why}")
     frames = Frames({m: np.stack(v) for m, v in rows.items()}, np.array(present, dtype=bool))
     return CalibrationSet(frames=frames, strata=strata, logs=[str(p) for p in paths], available=len(keys),
                           skipped=dict(skipped))

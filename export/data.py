@@ -277,12 +277,14 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
               topics: Mapping[str, str] | None = None, strict: bool = False,
               max_age_ns: Mapping[str, int | None] | None = None,
               rig_radar: Radar | None = None, camera_dtype=np.float16,
-              bev_other_grid_unscored: bool = False) -> tuple[Split, dict[str, int]]:
+              bev_other_grid_unscored: bool = False, camera_size=None) -> tuple[Split, dict[str, int]]:
     """Read logs through `LogDataset` and preprocess every `frame_stride`-th camera frame.
 
     `max_age_ns` (LogDataset's limits; a package's `max_age_ns` to match its runtime) and
     `rig_radar` (the model's radar: tensors of another geometry are rejected, and a radar that
-    publishes only detections is binned on its grid, as replay does) are for evaluating a package;
+    publishes only detections is binned on its grid, as replay does) and `camera_size` (a
+    `preprocess.CameraSize`: images of another size are rejected, as the runtime rejects them) are
+    for evaluating a package;
     `camera_dtype` float32 keeps the camera input exactly as the runtime computes it (training
     stores float16: half the memory).
 
@@ -314,6 +316,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
     classes = tuple(bev_classes)
     bev_grid = tuple(bev_shape) if bev_shape is not None else BevGrid().shape
     no_bev = np.zeros((len(classes), *bev_grid), dtype=np.uint8)
+    first_camera_reason = ""
     for li, path in enumerate(paths):
         if not Path(path).exists():
             raise LogError(f"log {str(path)!r} does not exist")
@@ -334,9 +337,11 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
             eligible += 1
             if (eligible - 1) % frame_stride:  # (a stride over every frame could land on unlabelled ones only)
                 continue
-            inputs = preprocess_sample(sample, pre, rig_radar)
+            inputs = preprocess_sample(sample, pre, rig_radar, camera_size)
             for m in inputs.rejected:
                 counts[f"{m}_rejected"] += 1
+            if "camera" in inputs.reasons:
+                first_camera_reason = first_camera_reason or inputs.reasons["camera"]
             if inputs.camera is None:
                 continue
             camera, text = inputs.camera.astype(camera_dtype, copy=False), inputs.text
@@ -379,7 +384,8 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
     if progress:
         progress("reading logs", len(paths), len(paths))
     if not rows["labels"]:
-        raise LogError(f"no usable samples in {[str(p) for p in paths]}")
+        why = f": {counts['camera_rejected']} camera frames rejected ({first_camera_reason})"
+        raise LogError(f"no usable samples in {[str(p) for p in paths]}{why if first_camera_reason else ''}")
     assert len(MODALITIES) == 4 and MODALITIES[0] == "camera"  # the present tuple above follows MODALITIES
     split = Split(
         camera=np.stack(rows["camera"]), radar=np.stack(rows["radar"]), map=np.stack(rows["map"]),

@@ -30,6 +30,7 @@ from fusion_rt.messages import MAP_CODES, CameraFrame, MapRaster, RadarDetection
 from fusion_rt.rig import MapGrid, Radar, Rig, is_finite_number
 
 __all__ = [
+    "CameraSize",
     "PreprocessConfig",
     "SampleInputs",
     "preprocess_sample",
@@ -275,6 +276,29 @@ def camera_bytes(data) -> bytes:
         return bytes(data)
     raise DecodeError(f"camera frame data must be bytes or a uint8 buffer, got {type(data).__name__}"
                       + (f" {data.dtype} {data.shape}" if isinstance(data, np.ndarray) else ""))
+
+
+class CameraSize:
+    """The image sizes a rig's camera (`CameraIntrinsics`) sends: its own, and reduced 2, 4 or 8
+    times (a driver's downscaled stream, a reduced JPEG decode); the runtime refuses any other, and
+    calibration and evaluation take the frames it takes."""
+
+    def __init__(self, intrinsics) -> None:
+        self.rig = (int(intrinsics.width), int(intrinsics.height))
+        self.sizes = frozenset((-(-self.rig[0] // f), -(-self.rig[1] // f)) for f in (1, 2, 4, 8))
+
+    def check(self, frame: CameraFrame) -> None:
+        """DecodeError naming both sizes unless `frame` is one of them (a frame that states no size,
+        in an encoding without a header to read, is left to `decode_camera`)."""
+        if str(frame.encoding).lower() in ("jpeg", "jpg", "png"):
+            _, width, height = image_size(frame.data)
+        elif frame.width or frame.height:
+            width, height = frame.width, frame.height
+        else:
+            return
+        if (width, height) not in self.sizes:
+            raise DecodeError(f"camera image size {width}x{height} differs from the rig's camera "
+                              f"{self.rig[0]}x{self.rig[1]}")
 
 
 def image_size(data: bytes) -> tuple[str, int, int]:
@@ -811,7 +835,7 @@ class SampleInputs:
 
     A camera frame that does not decode rejects the whole sample (`camera` is None); a radar tensor
     or map that does not decode marks that modality absent (None), as the runtime masks it.
-    `rejected` names the modalities whose message was present but did not decode.
+    `rejected` names the modalities whose message was present but did not decode, `reasons` why.
     """
 
     camera: np.ndarray | None  # [3, H, W] float32
@@ -819,37 +843,46 @@ class SampleInputs:
     map: np.ndarray | None  # [K, H, W] float32
     text: str | None
     rejected: tuple[str, ...]
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)  # modality -> the error's message
 
 
-def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None = None) -> SampleInputs:
+def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None = None,
+                      camera_size: CameraSize | None = None) -> SampleInputs:
     """Preprocess a `fusion_rt.logs.Sample` (training, calibration and parity data all go through here);
     with `rig_radar` (the model's), a radar tensor of another geometry is rejected, as the runtime does,
     and the sample of a log whose radar publishes only detections (`Sample.radar_from_detections`)
-    takes them binned on that radar's grid, as replay feeds them (`detections_to_tensor`)."""
-    rejected = []
+    takes them binned on that radar's grid, as replay feeds them (`detections_to_tensor`); with
+    `camera_size` (the model's rig camera), an image of another size is rejected, as the runtime does."""
+    rejected, reasons = [], {}
     try:
+        if camera_size is not None:
+            camera_size.check(sample.camera)
         camera = decode_camera(sample.camera, config)
-    except DecodeError:
+    except DecodeError as exc:
         camera = None
         rejected.append("camera")
+        reasons["camera"] = str(exc)
     radar = grid = None
     tensor = sample.radar_tensor
     if (camera is not None and tensor is None and rig_radar is not None and sample.radar_detections is not None
             and sample.radar_from_detections):
         try:
             tensor = detections_to_tensor(sample.radar_detections, rig_radar, config)
-        except (DecodeError, ConfigError):
+        except (DecodeError, ConfigError) as exc:
             rejected.append("radar")
+            reasons["radar"] = str(exc)
     if camera is not None and tensor is not None:
         try:
             radar = radar_tensor_input(tensor, config, radar=rig_radar)
-        except DecodeError:
+        except DecodeError as exc:
             rejected.append("radar")
+            reasons["radar"] = str(exc)
     if camera is not None and sample.map is not None:
         try:
             grid = map_input(sample.map, config)
-        except DecodeError:
+        except DecodeError as exc:
             rejected.append("map")
+            reasons["map"] = str(exc)
     text = sample.text.text if sample.text is not None and isinstance(sample.text.text, str) else None
-    return SampleInputs(camera=camera, radar=radar, map=grid, text=text, rejected=tuple(rejected))
+    return SampleInputs(camera=camera, radar=radar, map=grid, text=text, rejected=tuple(rejected), reasons=reasons)
 

@@ -57,7 +57,14 @@ from fusion_rt.backends.onnxruntime import OrtThreading
 from fusion_rt.errors import ConfigError, DecodeError, GraphMismatchError, ManifestError
 from fusion_rt.messages import CameraFrame, MapRaster, Message, RadarTensor, TextContext
 from fusion_rt.package import GraphSpec, ModelPackage, load_package, stage_names
-from fusion_rt.preprocess import PreprocessConfig, Vocabulary, decode_camera, image_size, map_input, radar_tensor_input
+from fusion_rt.preprocess import (
+    CameraSize,
+    PreprocessConfig,
+    Vocabulary,
+    decode_camera,
+    map_input,
+    radar_tensor_input,
+)
 from fusion_rt.sync import LatestWithin, StreamChecker
 from fusion_rt.telemetry import Health, Telemetry
 
@@ -474,10 +481,7 @@ class FusionRuntime:
         self._head.activate()
         self._trigger_tokens_name = f"{self.trigger}_tokens"
         self._others = [m for m in pkg.modalities if m != self.trigger]
-        rig = pkg.rig.camera.intrinsics
-        self._camera_size = (rig.width, rig.height)
-        # the rig's camera, and it reduced 2, 4 or 8 times (a downscaled stream, a reduced JPEG decode)
-        self._camera_sizes = frozenset((-(-rig.width // f), -(-rig.height // f)) for f in (1, 2, 4, 8))
+        self._camera_size = CameraSize(pkg.rig.camera.intrinsics)
 
     # -------------------------------------------------------------------------------------- API
     def push(self, message, deadline_ns: int | None = None, now_ns: int | None = None) -> list[FusionOutput]:
@@ -687,15 +691,7 @@ class FusionRuntime:
         m = enc.modality
         if m == "camera":
             if self.check_camera_size:
-                if message.encoding.lower() in ("jpeg", "jpg", "png"):
-                    _, width, height = image_size(message.data)
-                elif message.width or message.height:
-                    width, height = message.width, message.height
-                else:  # no size to check (an unknown encoding): decode_camera names what is wrong
-                    width, height = self._camera_size
-                if (width, height) not in self._camera_sizes:
-                    raise DecodeError(f"camera image size {width}x{height} differs from the rig's camera "
-                                      f"{self._camera_size[0]}x{self._camera_size[1]}")
+                self._camera_size.check(message)
             decode_camera(message, self.preprocess, out=enc.buffer[0])
             return None, ()
         if m == "radar":

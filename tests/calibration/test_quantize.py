@@ -648,3 +648,26 @@ def test_truth_on_another_bev_grid_is_scored_without_bev(calib_package, calib_lo
     assert metrics["mean_bev_iou"] is None and fine["mean_bev_iou"] is not None
     assert {k: v for k, v in metrics.items() if k != "mean_bev_iou"} == {k: v for k, v in fine.items()
                                                                           if k != "mean_bev_iou"}
+
+
+def test_camera_frames_the_runtime_rejects_for_their_size_are_left_out(calib_package, calib_log, tmp_path):
+    """The runtime refuses images of another size than its rig camera (or that size halved 2, 4, 8
+    times); quantize calibrated and evaluated on them anyway and passed its acceptance on frames the
+    deployed package never runs. They are left out (counted), and a log of nothing else is refused."""
+    from fusion_rt.errors import LogError
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    wide = tmp_path / "wide.mcap"
+    record_drive(DriveConfig(seconds=1.0, seed=3, camera_size=(800, 600)), wide)
+    config = QuantizeConfig(recipe="fp16", **FAST)
+    with pytest.raises(LogError, match=r"none of the \d+ selected camera frames .* decoded \(the runtime would reject "
+                                       r"them too: camera image size 800x600 differs from the rig's camera 640x360\)"):
+        quantize_package(calib_package, tmp_path / "a", config, [wide])
+    with pytest.raises(LogError, match=r"no usable samples .*: \d+ camera frames rejected \(camera image size 800x600"):
+        quantize_package(calib_package, tmp_path / "b", config, [calib_log], eval_logs=[wide])
+    said: list[str] = []
+    mixed = QuantizeConfig(recipe="fp16", **{**FAST, "samples": 64})
+    result = quantize_package(calib_package, tmp_path / "c", mixed, [calib_log, wide], progress=said.append)
+    assert result.report["calibration"]["skipped"]["camera_rejected"] > 0
+    assert any("evaluation camera frames left out: the runtime rejects them" in m for m in said), said
