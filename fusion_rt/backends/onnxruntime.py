@@ -205,6 +205,11 @@ class SessionFromOnnx:
                 options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         apply_weight_only_config(options, self.path)
         providers = _provider_list(ort, cfg.providers)
+        # On the CPU provider alone, ONNX Runtime's warnings are optimizer notes ("can't constant fold
+        # Add node": no CPU float16 kernel), several per session of an fp16 package, printed on the
+        # host's stderr past any --quiet. With a GPU provider they say what fell back to the CPU: kept.
+        if providers == ["CPUExecutionProvider"]:
+            options.log_severity_level = 3
         try:
             return ort.InferenceSession(str(self.path), options, providers=providers)
         except (*ort_errors(ort), RuntimeError) as exc:  # a graph it refuses (shape constants in external data...)

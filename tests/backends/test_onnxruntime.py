@@ -216,3 +216,24 @@ def test_a_global_pool_on_an_onnxruntime_without_it_is_a_config_error(package, m
     with pytest.raises(ConfigError, match=r"threading='global' needs onnxruntime >= 1\.23"):
         backend._ensure_global_pool(ort, 1)
     assert backend._global_pool_threads is False  # nothing was set: no_spin still works
+
+
+def test_cpu_sessions_keep_optimizer_notes_off_stderr(tmp_path, capfd):
+    """An fp16 package printed 'Could not find a CPU kernel and hence can't constant fold Add node'
+    several times per session on stderr, past replay's --quiet: on the CPU provider alone,
+    ONNX Runtime's warnings are such notes, so sessions log errors only."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    half = np.ones((1, 4), np.float16)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["c"]), helper.make_node("Add", ["x", "c"], ["y"])], "fp16",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4])],
+        [numpy_helper.from_array(half, "a"), numpy_helper.from_array(half, "b")])
+    path = tmp_path / "fp16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
+    capfd.readouterr()
+    session = SessionFromOnnx(path)()
+    assert session.run(None, {"x": half})[0].tolist() == [[3.0] * 4]
+    assert "constant fold" not in capfd.readouterr().err
