@@ -510,6 +510,9 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     for m in modalities:
         if m not in graphs or graphs[m].role != "encoder" or graphs[m].modality != m:
             raise ManifestError(f"manifest.graphs: modality {m!r} needs an encoder graph named {m!r}")
+        if graphs[m].tokens_output is None:  # what the runtime, quantize and bench read from an encoder
+            raise ManifestError(f"manifest.graphs.{m}.outputs: an encoder needs an output named 'tokens' or a "
+                                f"single output; it has {[t.name for t in graphs[m].outputs]}")
     if "head" not in graphs or graphs["head"].role != "head":
         raise ManifestError("manifest.graphs: a graph named 'head' with role 'head' is required")
 

@@ -94,6 +94,10 @@ def test_low_opset_refused(pkg):
         (lambda m: m["max_age_ns"].update(lidar=5), r"max_age_ns.lidar: 'lidar' is not a modality"),
         (lambda m: m.pop("vocabulary"), r"manifest.vocabulary: the text modality needs a vocabulary"),
         # detections are binned on the rig's grid: another radar_shape refused every radar frame at run time
+        (lambda m: m["graphs"]["radar"]["outputs"].append({**m["graphs"]["radar"]["outputs"][0], "name": "extra"})
+         or m["graphs"]["radar"]["outputs"][0].update(name="features"),
+         r"graphs.radar.outputs: an encoder needs an output named 'tokens' or a single output; it has \['features', "
+         r"'extra'\]"),
         (lambda m: m["preprocess"].update(radar_shape=[64, 64]),
          r"preprocess.radar_shape \[64, 64\] differs from the rig's radar grid.* \[128, 64\]"),
     ],
