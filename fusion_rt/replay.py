@@ -153,6 +153,10 @@ _TRUTH_REORDER_NS = 1_000_000_000
 # Ground truth is taken as progress only up to _TRUTH_REORDER_NS past the _OUTPUT_RANK-th newest
 # frame output: one ground truth (or output) with a wrong stamp far ahead does not end the scoring.
 _OUTPUT_RANK = 3
+# An output waits for its ground truth at most this long in log time behind the _OUTPUT_RANK-th
+# newest output: after a log's last ground truth (labels on the first minutes of a drive only)
+# every later output was held to the end, ~16 KB each (an hour at 20 Hz: over 1 GB).
+_OUTPUT_HOLD_NS = 10_000_000_000
 
 
 class ReplayMode(str, enum.Enum):
@@ -449,6 +453,7 @@ class _Metrics:
         self._newest_truth: int | None = None
         self._newest_outputs: list[int] = []  # min-heap of the _OUTPUT_RANK newest distinct output stamps
         self.late_truths = 0  # ground truth read more than _TRUTH_REORDER_NS behind a newer one
+        self.truths_after_hold = 0  # ground truth read after its frame's output waited _OUTPUT_HOLD_NS
         self.on_expire: Callable[[int], None] | None = None  # (stamp) an output let go unscored
         self._truth: dict[int, GroundTruth] = {}
         self._no_output: set[int] = set()  # frames dropped or rejected before their ground truth came
@@ -476,6 +481,17 @@ class _Metrics:
             heapq.heappush(self._expiry, stamp)
         self._outputs[stamp] = (probs, out.bev >= _THRESHOLD)
         self._join(stamp)
+        held = self._held_since()
+        while self._expiry and held is not None and self._expiry[0] < held:  # waited _OUTPUT_HOLD_NS: let go
+            old = heapq.heappop(self._expiry)
+            if self._outputs.pop(old, None) is not None and self.on_expire is not None:
+                self.on_expire(old)
+
+    def _held_since(self) -> int | None:
+        """Outputs stamped before this have waited _OUTPUT_HOLD_NS for their ground truth (None: not yet)."""
+        if len(self._newest_outputs) < _OUTPUT_RANK:
+            return None
+        return self._newest_outputs[0] - _OUTPUT_HOLD_NS
 
     def _progress(self) -> int | None:
         """The newest ground truth stamp read, but no more than _TRUTH_REORDER_NS past the frames
@@ -491,6 +507,10 @@ class _Metrics:
 
     def truth(self, gt: GroundTruth) -> None:
         stamp = gt.stamp_ns
+        held = self._held_since()
+        if held is not None and stamp < held and stamp not in self._outputs:  # its output was let go
+            self.truths_after_hold += 1
+            return
         if self._expired(stamp):
             self.late_truths += 1
         elif self._newest_truth is None or stamp > self._newest_truth:
@@ -636,10 +656,15 @@ def _name_warnings(metrics: _Metrics) -> list[str]:
 
 
 def _late_truth_warnings(metrics: _Metrics) -> list[str]:
-    if not metrics.late_truths:
-        return []
-    return [f"{metrics.late_truths} ground truth messages were stamped more than {_TRUTH_REORDER_NS / 1e9:g} s "
-            f"before one read earlier in the log: a frame they label that was output before them is not scored"]
+    warnings = []
+    if metrics.late_truths:
+        warnings.append(f"{metrics.late_truths} ground truth messages were stamped more than "
+                        f"{_TRUTH_REORDER_NS / 1e9:g} s before one read earlier in the log: a frame they label that "
+                        "was output before them is not scored")
+    if metrics.truths_after_hold:
+        warnings.append(f"{metrics.truths_after_hold} ground truth messages came more than "
+                        f"{_OUTPUT_HOLD_NS / 1e9:g} s of log after their frame's output, which was let go: not scored")
+    return warnings
 
 
 def _mean(values) -> float | None:

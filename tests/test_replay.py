@@ -682,6 +682,30 @@ def _truth_and_output(stamp: int):
     return gt, out
 
 
+def test_outputs_after_the_last_ground_truth_are_not_held_to_the_end():
+    """A drive labelled for its first 2 s: every later output waited for ground truth to the end of
+    the replay (~16 KB each; an hour at 20 Hz, over 1 GB). An output waits 10 s of log at most, and
+    ground truth that comes after its output was let go is counted in a warning."""
+    from fusion_rt.replay import _OUTPUT_HOLD_NS, _late_truth_warnings, _Metrics
+
+    metrics = _Metrics(("car",), ("car",))
+    expired: list[int] = []
+    metrics.on_expire = expired.append
+    period, start, peak = 50_000_000, 10**12, 0
+    for i in range(600):  # 30 s at 20 Hz
+        gt, out = _truth_and_output(start + i * period)
+        metrics.output(out)
+        if i < 40:
+            metrics.truth(gt)
+        peak = max(peak, len(metrics._outputs))
+    assert len(metrics.rows) == 40 and peak <= _OUTPUT_HOLD_NS // period + 3, peak
+    assert len(expired) == 600 - 40 - len(metrics._outputs) and _late_truth_warnings(metrics) == []
+    metrics.truth(_truth_and_output(start + 100 * period)[0])  # its output was let go 20 s ago
+    assert not metrics._truth and len(metrics.rows) == 40
+    (warning,) = _late_truth_warnings(metrics)
+    assert warning.startswith("1 ground truth messages came more than 10 s of log after their frame's output")
+
+
 @pytest.mark.parametrize("wrong", ["truth", "both"])
 def test_one_ground_truth_with_a_wrong_stamp_does_not_end_the_scoring(wrong):
     # One ground truth stamped 100 s ahead (a labelling glitch, another clock) moved the point past
