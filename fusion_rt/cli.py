@@ -960,7 +960,7 @@ class _Terminated(KeyboardInterrupt):
 
 
 class _Termination:
-    """The SIGTERM or SIGHUP being acted on, from its handler until `main` returns.
+    """The SIGINT, SIGTERM or SIGHUP being acted on, from its handler until `main` returns.
 
     Raising from a signal handler is not always enough: an exception raised while a C extension
     runs Python code that clears errors is lost (a Cython module's init registering its types with
@@ -975,11 +975,13 @@ class _Termination:
         self.caught = False
 
     def handle(self, signum: int, _frame) -> None:
-        if self.caught or (self.signum is not None and _propagating(_Terminated)):
+        if self.caught or (self.signum is not None and _propagating(KeyboardInterrupt)):
             return
         if self.signum is None:
             self.signum = signum
             threading.Thread(target=self._repeat, name="fusion-rt-terminate", daemon=True).start()
+        if self.signum == signal.SIGINT:  # Ctrl-C: Python's own KeyboardInterrupt, exit 130
+            raise KeyboardInterrupt
         raise _Terminated(self.signum)
 
     def _repeat(self) -> None:
@@ -1003,13 +1005,15 @@ def _propagating(kind: type[BaseException]) -> bool:
 
 
 def _catch_signals(termination: _Termination) -> dict:
-    """`termination.handle` on SIGTERM and SIGHUP where their action is the default one (a SIGHUP
-    that nohup ignores stays ignored); returns the handlers replaced, for `main` to put back."""
+    """`termination.handle` on SIGINT, SIGTERM and SIGHUP where their action is the default one
+    (Python's KeyboardInterrupt for SIGINT; a SIGHUP that nohup ignores stays ignored); returns the
+    handlers replaced, for `main` to put back."""
     replaced = {}
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)
+        default = signal.default_int_handler if name == "SIGINT" else signal.SIG_DFL
         try:
-            if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+            if signum is not None and signal.getsignal(signum) is default:
                 replaced[signum] = signal.signal(signum, termination.handle)
         except ValueError:  # not the main thread (main called from a worker): nothing to install
             break
