@@ -966,23 +966,30 @@ class _Termination:
     runs Python code that clears errors is lost (a Cython module's init registering its types with
     `abc`, such as numpy.random's lazy import, dropped it, and the command ran to its end with exit
     code 0). So the first signal also starts a watcher that raises it again in the main thread
-    every 0.25 s until `main` has caught it; a repeat that finds the first one's exception still
-    propagating (its cleanup running) does nothing. `main` sets `caught` by a plain assignment:
-    a function call there would let a pending repeat run first, outside any handler."""
+    every 0.25 s until `main` has caught it, and `main` raises it itself if the command returns
+    first; a repeat that finds the first one's exception still propagating (its cleanup running)
+    does nothing, while a second real signal interrupts the cleanup, as a second Ctrl-C always
+    did. `main` sets `caught` by a plain assignment: a function call there would let a pending
+    repeat run first, outside any handler."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.caught = False
+        self.repeating = False  # the next `handle` is the watcher's repeat, not a signal
 
     def handle(self, signum: int, _frame) -> None:
-        if self.caught or (self.signum is not None and _propagating(KeyboardInterrupt)):
+        repeat, self.repeating = self.repeating, False
+        if self.caught or (repeat and _propagating(KeyboardInterrupt)):
             return
         if self.signum is None:
             self.signum = signum
             threading.Thread(target=self._repeat, name="fusion-rt-terminate", daemon=True).start()
-        if self.signum == signal.SIGINT:  # Ctrl-C: Python's own KeyboardInterrupt, exit 130
-            raise KeyboardInterrupt
-        raise _Terminated(self.signum)
+        raise self.exception(self.signum if repeat else signum)
+
+    @staticmethod
+    def exception(signum: int) -> KeyboardInterrupt:
+        """Ctrl-C is Python's own KeyboardInterrupt (exit 130); SIGTERM and SIGHUP a `_Terminated`."""
+        return KeyboardInterrupt() if signum == signal.SIGINT else _Terminated(signum)
 
     def _repeat(self) -> None:
         import _thread
@@ -990,6 +997,7 @@ class _Termination:
         while not self.caught:
             time.sleep(0.25)
             if not self.caught:  # does nothing once main has put the default action back
+                self.repeating = True
                 _thread.interrupt_main(self.signum)  # `handle` in the main thread, as the signal ran it
 
 
@@ -1053,6 +1061,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         code = int(args.func(args) or 0)
+        if termination.signum is not None:  # swallowed, and the command ended before the watcher's repeat
+            raise termination.exception(termination.signum)
         sys.stdout.flush()  # a reader gone or a full disk fails here, where it is caught, not at exit
         return code
     except FusionRTError as exc:

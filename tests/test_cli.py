@@ -221,6 +221,46 @@ def test_a_termination_lost_in_a_library_is_raised_again(signame):
         signal.signal(signum, previous)
 
 
+def test_a_signal_swallowed_as_the_command_ends_still_ends_it(monkeypatch, capsys):
+    """Swallowed in the last 0.25 s of a command (before the watcher's first repeat), SIGTERM was
+    lost and the command exited 0; main raises it itself."""
+    import signal
+
+    from fusion_rt import cli
+
+    def command(_args):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:  # what a library did with it
+            pass
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_log_info", command)
+    assert cli.main(["log", "info", "x.mcap"]) == 143
+    assert capsys.readouterr().err == "fusion-rt: terminated\n"
+
+
+def test_a_second_ctrl_c_interrupts_a_cleanup(monkeypatch, capsys):
+    """The watcher's repeats leave a running cleanup alone; a second real Ctrl-C still interrupts it
+    (press again to force quit), as before fusion-rt handled SIGINT itself."""
+    import signal
+
+    from fusion_rt import cli
+
+    finished: list[bool] = []
+
+    def command(_args):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        finally:
+            signal.raise_signal(signal.SIGINT)  # the user presses Ctrl-C again during the cleanup
+            finished.append(True)
+
+    monkeypatch.setattr(cli, "cmd_log_info", command)
+    assert cli.main(["log", "info", "x.mcap"]) == 130 and finished == []
+    assert capsys.readouterr().err == "fusion-rt: interrupted\n"
+
+
 def test_a_full_disk_is_one_line(short_drive):
     """`log info LOG > /dev/full` (stdout on a full disk) was a traceback: one line, exit code 1."""
     import subprocess
