@@ -1,5 +1,5 @@
 # Two commands do the main work, each setting itself up on a fresh machine:
-#   make demo   simulate a drive and print its summary
+#   make demo   the main job end to end: simulate drives, quantize, replay FP32 vs INT8, write a report
 #   make test   run the test suite (CI runs exactly this)
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -869,12 +869,13 @@ def unmeasured_budgets(verdicts: Sequence[Verdict], skipped: Mapping[str, str], 
         series = " ".join(str(s) for s in RATIO_DEFINITIONS.get(name, ()))
         if name in skipped:
             out[name] = skipped[name]
-        elif "int8" in series:
-            out[name] = skipped.get("int8", "the INT8 series were not measured")
-        elif "torch" in series:
-            out[name] = "--peers not given" if not peers else skipped.get("model.torch_eager", "not measured")
-        else:
-            out[name] = "not measured"
+            continue
+        why = []  # every missing side (int8_vs_torch_eager with --int8 but no --peers blamed the INT8 side)
+        if "int8" in series and "int8" in skipped:
+            why.append(skipped["int8"])
+        if "torch" in series and (not peers or "model.torch_eager" in skipped):
+            why.append("--peers not given" if not peers else skipped["model.torch_eager"])
+        out[name] = "; ".join(why) or "not measured"
     return out
 
 

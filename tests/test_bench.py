@@ -294,3 +294,17 @@ def test_bench_runs_a_package_with_its_own_radar_grid(tmp_path):
         stats = session.runtime.stats()
     radar = stats["messages"]["radar"]
     assert radar["received"] > 0 and radar["rejected"] == 0 and radar["ok"] == radar["received"], radar
+
+
+def test_an_unmeasured_ratio_names_every_side_it_lacks():
+    """int8_vs_torch_eager with --int8 but without --peers was reported as 'the INT8 series were not
+    measured': a CI user chased --int8. Each missing side is named."""
+    from fusion_rt.bench import Verdict, unmeasured_budgets
+
+    verdicts = [Verdict("ratio:int8_vs_torch_eager", None, "<=", 0.25, None), Verdict("ratio:int8_vs_fp32", None,
+                                                                                       "<=", 0.5, None)]
+    assert unmeasured_budgets(verdicts[:1], {}, peers=False) == {"int8_vs_torch_eager": "--peers not given"}
+    both = unmeasured_budgets(verdicts, {"int8": "no --int8 package"}, peers=False)
+    assert both == {"int8_vs_torch_eager": "no --int8 package; --peers not given", "int8_vs_fp32": "no --int8 package"}
+    lost = unmeasured_budgets(verdicts[:1], {"model.torch_eager": "torch not installed"}, peers=True)
+    assert lost == {"int8_vs_torch_eager": "torch not installed"}
