@@ -153,9 +153,10 @@ _TRUTH_REORDER_NS = 1_000_000_000
 # Ground truth is taken as progress only up to _TRUTH_REORDER_NS past the _OUTPUT_RANK-th newest
 # frame output: one ground truth (or output) with a wrong stamp far ahead does not end the scoring.
 _OUTPUT_RANK = 3
-# An output waits for its ground truth at most this long in log time behind the _OUTPUT_RANK-th
-# newest output: after a log's last ground truth (labels on the first minutes of a drive only)
-# every later output was held to the end, ~16 KB each (an hour at 20 Hz: over 1 GB).
+# Once ground truth has stopped coming for this long (log time, measured on the _OUTPUT_RANK-th
+# newest output), outputs older than this are let go: after a log's last ground truth (labels on
+# the first minutes of a drive only) every later output was held to the end, ~16 KB each (an hour
+# at 20 Hz: over 1 GB). Ground truth that keeps coming, however late behind its frames, stops nothing.
 _OUTPUT_HOLD_NS = 10_000_000_000
 
 
@@ -453,7 +454,10 @@ class _Metrics:
         self._newest_truth: int | None = None
         self._newest_outputs: list[int] = []  # min-heap of the _OUTPUT_RANK newest distinct output stamps
         self.late_truths = 0  # ground truth read more than _TRUTH_REORDER_NS behind a newer one
-        self.truths_after_hold = 0  # ground truth read after its frame's output waited _OUTPUT_HOLD_NS
+        self.truths_after_hold = 0  # ground truth read after its frame's output was let go (_OUTPUT_HOLD_NS)
+        self._truth_seen = False
+        self._released: int | None = None  # the newest output let go while ground truth had stopped
+        self._truth_mark: int | None = None  # the _OUTPUT_RANK-th newest output stamp when ground truth was last read
         self.on_expire: Callable[[int], None] | None = None  # (stamp) an output let go unscored
         self._truth: dict[int, GroundTruth] = {}
         self._no_output: set[int] = set()  # frames dropped or rejected before their ground truth came
@@ -482,16 +486,22 @@ class _Metrics:
         self._outputs[stamp] = (probs, out.bev >= _THRESHOLD)
         self._join(stamp)
         held = self._held_since()
-        while self._expiry and held is not None and self._expiry[0] < held:  # waited _OUTPUT_HOLD_NS: let go
+        while self._expiry and held is not None and self._expiry[0] < held:  # ground truth stopped: let go
             old = heapq.heappop(self._expiry)
-            if self._outputs.pop(old, None) is not None and self.on_expire is not None:
-                self.on_expire(old)
+            if self._outputs.pop(old, None) is not None:
+                self._released = old if self._released is None else max(self._released, old)
+                if self.on_expire is not None:
+                    self.on_expire(old)
 
     def _held_since(self) -> int | None:
-        """Outputs stamped before this have waited _OUTPUT_HOLD_NS for their ground truth (None: not yet)."""
-        if len(self._newest_outputs) < _OUTPUT_RANK:
+        """With no ground truth read for _OUTPUT_HOLD_NS of outputs (and some read before), outputs
+        stamped before this are let go; None while ground truth keeps coming."""
+        if not self._truth_seen or len(self._newest_outputs) < _OUTPUT_RANK:
             return None
-        return self._newest_outputs[0] - _OUTPUT_HOLD_NS
+        now = self._newest_outputs[0]
+        if self._truth_mark is None:  # ground truth came before _OUTPUT_RANK outputs: counted from now
+            self._truth_mark = now
+        return now - _OUTPUT_HOLD_NS if now - self._truth_mark > _OUTPUT_HOLD_NS else None
 
     def _progress(self) -> int | None:
         """The newest ground truth stamp read, but no more than _TRUTH_REORDER_NS past the frames
@@ -507,9 +517,11 @@ class _Metrics:
 
     def truth(self, gt: GroundTruth) -> None:
         stamp = gt.stamp_ns
-        held = self._held_since()
-        if held is not None and stamp < held and stamp not in self._outputs:  # its output was let go
-            self.truths_after_hold += 1
+        self._truth_seen = True  # ground truth is coming (again): outputs wait for theirs
+        self._truth_mark = self._newest_outputs[0] if len(self._newest_outputs) >= _OUTPUT_RANK else None
+        if (self._released is not None and stamp <= self._released and stamp not in self._outputs
+                and stamp not in self._no_output):
+            self.truths_after_hold += 1  # its frame's output was let go while ground truth had stopped
             return
         if self._expired(stamp):
             self.late_truths += 1
@@ -662,8 +674,8 @@ def _late_truth_warnings(metrics: _Metrics) -> list[str]:
                         f"{_TRUTH_REORDER_NS / 1e9:g} s before one read earlier in the log: a frame they label that "
                         "was output before them is not scored")
     if metrics.truths_after_hold:
-        warnings.append(f"{metrics.truths_after_hold} ground truth messages came more than "
-                        f"{_OUTPUT_HOLD_NS / 1e9:g} s of log after their frame's output, which was let go: not scored")
+        warnings.append(f"{metrics.truths_after_hold} ground truth messages came after {_OUTPUT_HOLD_NS / 1e9:g} s of "
+                        "log without any: their frames' outputs had been let go, not scored")
     return warnings
 
 

@@ -684,8 +684,8 @@ def _truth_and_output(stamp: int):
 
 def test_outputs_after_the_last_ground_truth_are_not_held_to_the_end():
     """A drive labelled for its first 2 s: every later output waited for ground truth to the end of
-    the replay (~16 KB each; an hour at 20 Hz, over 1 GB). An output waits 10 s of log at most, and
-    ground truth that comes after its output was let go is counted in a warning."""
+    the replay (~16 KB each; an hour at 20 Hz, over 1 GB). Once ground truth stops for 10 s of log,
+    older outputs are let go, and ground truth that comes for one later is counted in a warning."""
     from fusion_rt.replay import _OUTPUT_HOLD_NS, _late_truth_warnings, _Metrics
 
     metrics = _Metrics(("car",), ("car",))
@@ -700,10 +700,21 @@ def test_outputs_after_the_last_ground_truth_are_not_held_to_the_end():
         peak = max(peak, len(metrics._outputs))
     assert len(metrics.rows) == 40 and peak <= _OUTPUT_HOLD_NS // period + 3, peak
     assert len(expired) == 600 - 40 - len(metrics._outputs) and _late_truth_warnings(metrics) == []
-    metrics.truth(_truth_and_output(start + 100 * period)[0])  # its output was let go 20 s ago
-    assert not metrics._truth and len(metrics.rows) == 40
+    metrics.no_output(start + 100 * period + 7)  # a rejected frame among those let go: its truth is no output's
+    metrics.truth(_truth_and_output(start + 100 * period + 7)[0])
+    for i in (100, 101):  # outputs let go 25 s ago
+        metrics.truth(_truth_and_output(start + i * period)[0])
+    assert not metrics._truth and not metrics._no_output and len(metrics.rows) == 40
     (warning,) = _late_truth_warnings(metrics)
-    assert warning.startswith("1 ground truth messages came more than 10 s of log after their frame's output")
+    assert warning.startswith("2 ground truth messages came after 10 s of log without any")
+
+    # ground truth that keeps coming, however far behind its frames (12 s here), stops nothing
+    metrics = _Metrics(("car",), ("car",))
+    for i in range(600):
+        metrics.output(_truth_and_output(start + i * period)[1])
+        if i >= 240:
+            metrics.truth(_truth_and_output(start + (i - 240) * period)[0])
+    assert len(metrics.rows) == 360 and _late_truth_warnings(metrics) == []
 
 
 @pytest.mark.parametrize("wrong", ["truth", "both"])
