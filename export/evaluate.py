@@ -23,7 +23,7 @@ from fusion_rt.export.data import SCENE_LABELS, Split, read_logs
 from fusion_rt.export.metrics import bev_iou_per_class, f1_per_class, roc_auc_per_class
 from fusion_rt.messages import MODALITIES
 from fusion_rt.package import sha256_file
-from fusion_rt.preprocess import PreprocessConfig, Vocabulary
+from fusion_rt.preprocess import CameraSize, PreprocessConfig, Vocabulary
 from fusion_rt.rig import Rig
 
 __all__ = ["Run", "Predictions", "load_run", "read_json_object", "predict", "summarize", "evaluate_logs",
@@ -282,7 +282,8 @@ def evaluate_logs(run: Run, logs: Sequence[str | Path], drop: Sequence[str] = ()
     # binned where a log has no radar tensor, camera inputs in float32 (training keeps float16 copies).
     split, counts = read_logs([Path(p) for p in logs], run.preprocess, frame_stride=1, progress=progress,
                               bev_classes=run.rig.class_names, bev_shape=run.rig.bev.shape, topics=topics,
-                              max_age_ns=PACKAGE_MAX_AGE_NS, rig_radar=run.rig.radar, camera_dtype=np.float32)
+                              max_age_ns=PACKAGE_MAX_AGE_NS, rig_radar=run.rig.radar, camera_dtype=np.float32,
+                              camera_size=CameraSize(run.rig.camera.intrinsics))  # the runtime's size rule
     present = split.present.copy()
     for m in drop:
         present[:, MODALITIES.index(m)] = False

@@ -273,10 +273,12 @@ def _sample_inputs(run, parity_log: str | Path | None, samples: int,
         return run.model.example_inputs(batch=2), "example inputs (zeros): no --parity-log given", {}
     from fusion_rt.export.data import read_logs
     from fusion_rt.export.evaluate import batch_inputs
+    from fusion_rt.preprocess import CameraSize
 
     # read as the package's runtime will: its max ages, radar detections binned where no tensor is logged
     split, _counts = read_logs([parity_log], run.preprocess, frame_stride=1, require_truth=False, topics=topics,
-                               max_age_ns=PACKAGE_MAX_AGE_NS, rig_radar=run.rig.radar)
+                               max_age_ns=PACKAGE_MAX_AGE_NS, rig_radar=run.rig.radar,
+                               camera_size=CameraSize(run.rig.camera.intrinsics))
     if len(split) == 0:
         raise ConfigError(f"parity log {str(parity_log)!r} has no decodable camera frames")
     # Frames holding the most of the model's modalities first: the richest tier that still has

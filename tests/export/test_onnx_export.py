@@ -284,3 +284,20 @@ def test_evaluate_and_replay_of_the_package_agree(random_run, package, parity_lo
     replayed = replay(log, package, ReplayConfig(out=None)).summary["metrics"]["overall"]
     for label, auc in replayed["scene_auc"].items():
         assert evaluated["scene_auc"][label] == pytest.approx(auc, abs=2e-5), (label, evaluated["scene_auc"], replayed)
+
+
+def test_evaluate_leaves_out_the_camera_frames_the_runtime_rejects(random_run, package, tmp_path):
+    """An 800x600 drive for a 640x360 rig camera: replay rejects every frame, evaluate scored them all
+    (so the two disagreed). evaluate now reads with the runtime's size rule, and refuses the log."""
+    from fusion_rt.errors import LogError
+    from fusion_rt.export.evaluate import evaluate_logs, load_run
+    from fusion_rt.replay import ReplayConfig, replay
+    from fusion_rt.sim import DriveConfig
+    from fusion_rt.sim.record import record_drive
+
+    wide = tmp_path / "wide.mcap"
+    record_drive(DriveConfig(seconds=1.0, seed=3, camera_size=(800, 600)), wide)
+    assert replay(wide, package, ReplayConfig(out=None)).summary["outputs"] == 0
+    with pytest.raises(LogError, match=r"camera frames rejected \(camera image size 800x600 differs from the rig's "
+                                       r"camera 640x360\)"):
+        evaluate_logs(load_run(random_run), [wide])
