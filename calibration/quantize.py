@@ -58,7 +58,8 @@ from fusion_rt.logs.bags import log_sha256, open_log
 from fusion_rt.logs.topics import resolve_topics
 from fusion_rt.messages import MODALITIES
 from fusion_rt.outputs import json_text, staged_dir
-from fusion_rt.package import ModelPackage, describe_graph, load_package, write_manifest
+from fusion_rt.package import ModelPackage, bev_grid_text, describe_graph, load_package, write_manifest
+from fusion_rt.rig import BevGrid, log_bev_grid
 
 __all__ = ["QuantizationError", "QuantizeResult", "quantize_package", "rank_node_sensitivity", "weight_only_int8",
            "input_convs", "softmax_input_adds", "REPORT_FORMAT"]
@@ -433,6 +434,13 @@ def _camera_frames(logs: Sequence[str], topics: dict[str, str] | None) -> int:
     return total
 
 
+def _truth_grid(path: str | Path) -> BevGrid | None:
+    """The BEV grid of the log's ground truth, from its `fusion_rt.rig` metadata (None: not recorded,
+    a bag say; then its truth is taken where its shape fits, as replay takes it)."""
+    with open_log(path) as log:
+        return log_bev_grid(reader.read_metadata() for reader in getattr(log, "readers", ()))[0]
+
+
 def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
                 topics: dict[str, str] | None = None, max_frames: int | None = None) -> _Evaluation:
     from fusion_rt.export.data import SCENE_LABELS, read_logs
@@ -442,24 +450,26 @@ def _evaluation(fp32: PackageRunner, logs: Sequence[str], say: ProgressFn,
     preprocess, vocab = package_preprocessing(package)
     available = _camera_frames(logs, topics)
     stride = max(1, -(-available // max_frames)) if max_frames else 1  # memory bounded by max_frames
+    other_grid = [i for i, path in enumerate(logs) if _truth_grid(path) not in (None, package.rig.bev)]
     split, counts = read_logs([Path(p) for p in logs], preprocess, frame_stride=stride, require_truth=True,
                               bev_classes=package.bev_classes, bev_shape=package.rig.bev.shape, topics=topics,
                               max_age_ns=package_max_age_ns(package), rig_radar=package.rig.radar,
-                              bev_other_grid_unscored=True, camera_size=CameraSize(package.rig.camera.intrinsics))
+                              bev_other_grid_unscored=True, camera_size=CameraSize(package.rig.camera.intrinsics),
+                              bev_unscored_logs=other_grid)
     if counts["camera_rejected"]:
         say(f"warning: {counts['camera_rejected']} evaluation camera frames left out: the runtime rejects them "
             "(wrong size or undecodable)")
     if counts["bev_other_grid"]:
-        rows, cols = package.rig.bev.shape
         say(f"warning: the ground truth of {counts['bev_other_grid']} evaluation frames is on another BEV grid than "
-            f"the package's rig.bev {rows}x{cols}: BEV IoU is not scored on them (scene metrics are)")
+            f"the package's rig.bev ({bev_grid_text(package.rig.bev)}): BEV IoU is not scored on them (scene "
+            "metrics are)")
     unscored = {"scene_labels": [name for name in package.scene_labels if name not in SCENE_LABELS]}
     if not counts["bev_other_grid"]:
         known = np.asarray(split.bev_known).any(axis=0)
         unscored["bev_classes"] = [name for name, seen in zip(package.bev_classes, known, strict=True) if not seen]
     if unscored["scene_labels"]:
-        say(f"warning: the package's scene labels {unscored['scene_labels']} are not in the ground truth, which "
-            f"labels {list(SCENE_LABELS)}: they are not scored (names must match)")
+        say(f"warning: the package's scene labels {unscored['scene_labels']} are not among the labels quantize "
+            f"evaluates, {list(SCENE_LABELS)} (matched by name): they are not scored")
     if unscored.get("bev_classes"):
         say(f"warning: the package's BEV classes {unscored['bev_classes']} are in no evaluation frame's ground "
             "truth: they are not scored (names must match)")

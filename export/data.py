@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -277,7 +277,8 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
               topics: Mapping[str, str] | None = None, strict: bool = False,
               max_age_ns: Mapping[str, int | None] | None = None,
               rig_radar: Radar | None = None, camera_dtype=np.float16,
-              bev_other_grid_unscored: bool = False, camera_size=None) -> tuple[Split, dict[str, int]]:
+              bev_other_grid_unscored: bool = False, camera_size=None,
+              bev_unscored_logs: Collection[int] = ()) -> tuple[Split, dict[str, int]]:
     """Read logs through `LogDataset` and preprocess every `frame_stride`-th camera frame.
 
     `max_age_ns` (LogDataset's limits; a package's `max_age_ns` to match its runtime) and
@@ -299,7 +300,8 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
     the rig's, `BevGrid().shape`): planes are matched by name through the truth's own
     `bev_classes`, as replay does; a class the truth lacks is a zero plane with `bev_known` False
     (left out of the IoU, as replay leaves it), and a truth on another grid is a LogError, or with
-    `bev_other_grid_unscored` (evaluating a package) all unknown, counted in `bev_other_grid`.
+    `bev_other_grid_unscored` (evaluating a package) all unknown, counted in `bev_other_grid`, as are
+    the frames of the logs `bev_unscored_logs` (indices) names (their rig puts truth on another grid).
 
     Damaged records are skipped and counted (`skipped_records`), as for any field log; with
     `strict` (cached logs, which must be whole) a log with any is a ConfigError naming it.
@@ -352,8 +354,11 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
                 missing = [c for c in SCENE_LABELS if c not in gt.labels]
                 if missing:
                     raise LogError(f"ground truth in {path} lacks scene labels {missing}")
-                bev, known = _bev_truth(gt, classes, bev_grid, path, bev_other_grid_unscored)
-                if np.asarray(gt.bev).shape[1:] != bev_grid:
+                if li in bev_unscored_logs:
+                    bev, known = no_bev, np.zeros(len(classes), dtype=bool)
+                else:
+                    bev, known = _bev_truth(gt, classes, bev_grid, path, bev_other_grid_unscored)
+                if li in bev_unscored_logs or np.asarray(gt.bev).shape[1:] != bev_grid:
                     counts["bev_other_grid"] += 1
             rows["camera"].append(camera)
             rows["radar"].append(radar)

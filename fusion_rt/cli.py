@@ -392,7 +392,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         return 1
     if result.within_tolerance is None:
         unscored = result.report["evaluation"].get("unscored", {}).get("scene_labels")
-        why = (f"the package's scene labels {unscored} are not in the ground truth (names must match)" if unscored else
+        why = (f"the package's scene labels {unscored} are not among the labels quantize evaluates (matched by "
+               "name; see quantization_report.json)" if unscored else
                "the evaluation frames lack ground truth with both classes of a label (pass --eval-log with a "
                "labelled log)")
         print(f"fusion-rt: warning: {acc['primary_metric']} was not measured: {why}; no mixed-precision round ran",

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import enum
 import heapq
-import json
 import math
 import os
 import queue
@@ -62,7 +61,7 @@ from fusion_rt.preprocess import (  # noqa: F401 (EGO_FRAMES, detections_to_tens
     is_ego_frame,
     is_radar_frame,
 )
-from fusion_rt.rig import BevGrid, Radar
+from fusion_rt.rig import BevGrid, Radar, log_bev_grid
 from fusion_rt.runtime import FusionOutput, FusionRuntime
 from fusion_rt.sync import JUMP_THRESHOLD_NS
 
@@ -609,18 +608,10 @@ class _Metrics:
 
 
 def _log_bev_grid(source: LogSource) -> tuple[BevGrid | None, str]:
-    """The BEV grid of the log's rig, from its `fusion_rt.rig` metadata record (the simulator
-    writes it), or (None, why not). Read after the message pass, which parses the metadata records
-    (`LogReader.read_metadata` would start a pass of its own and forget that pass's issues)."""
-    for reader in getattr(source, "readers", ()):  # an MCAP log's files; a .db3 bag has no metadata records
-        record = reader.metadata.get("fusion_rt.rig")
-        if record is None:
-            continue
-        try:
-            return BevGrid(**json.loads(record["json"])["bev"]), ""
-        except (KeyError, TypeError, ValueError, RecursionError, ConfigError) as exc:
-            return None, f"its fusion_rt.rig metadata has no readable BEV grid: {type(exc).__name__}: {exc}"
-    return None, "it records no fusion_rt.rig metadata"
+    """`log_bev_grid` of the log's MCAP files (a .db3 bag has no metadata records). Read after the
+    message pass, which parses the metadata records (`LogReader.read_metadata` would start a pass of
+    its own and forget that pass's issues)."""
+    return log_bev_grid(reader.metadata for reader in getattr(source, "readers", ()))
 
 
 def _check_bev_grid(source: LogSource, package: ModelPackage, metrics: list[_Metrics]) -> list[str]:

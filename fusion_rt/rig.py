@@ -8,7 +8,9 @@ in a model package manifest and in a log's metadata.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -16,7 +18,7 @@ import numpy as np
 from fusion_rt.errors import ConfigError
 
 __all__ = ["Pose", "CameraIntrinsics", "Camera", "Radar", "BevGrid", "MapGrid", "Rig", "CLASS_NAMES",
-           "is_finite_number"]
+           "is_finite_number", "log_bev_grid"]
 
 #: Agent classes, in the order used by ground truth, BEV occupancy and scene labels.
 CLASS_NAMES: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist")
@@ -301,3 +303,17 @@ class Rig:
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"malformed rig description: {exc}") from exc
+
+
+def log_bev_grid(metadata: Iterable[Mapping[str, Mapping[str, str]]]) -> tuple[BevGrid | None, str]:
+    """The BEV grid a log's ground truth is on, from its `fusion_rt.rig` metadata record (the
+    simulator writes it; `metadata`: each file's records, name -> string map), or (None, why not)."""
+    for records in metadata:
+        record = records.get("fusion_rt.rig")
+        if record is None:
+            continue
+        try:
+            return BevGrid(**json.loads(record["json"])["bev"]), ""
+        except (KeyError, TypeError, ValueError, RecursionError, ConfigError) as exc:
+            return None, f"its fusion_rt.rig metadata has no readable BEV grid: {type(exc).__name__}: {exc}"
+    return None, "it records no fusion_rt.rig metadata"

@@ -641,7 +641,7 @@ def test_truth_on_another_bev_grid_is_scored_without_bev(calib_package, calib_lo
     result = quantize_package(calib_package, tmp_path / "out", QuantizeConfig(recipe="fp16", **FAST), [calib_log],
                               eval_logs=[coarse], progress=said.append)
     warning = next(m for m in said if "another BEV grid" in m)
-    assert "rig.bev 64x64" in warning and "not scored" in warning
+    assert "rig.bev (64x64 (x [0, 51.2] m" in warning and "not scored" in warning
     fine = quantize_package(calib_package, tmp_path / "fine", QuantizeConfig(recipe="fp16", **FAST), [calib_log],
                             eval_logs=[calib_log]).report["metrics"]["fp32"]
     metrics = result.report["metrics"]["fp32"]
@@ -671,3 +671,19 @@ def test_camera_frames_the_runtime_rejects_for_their_size_are_left_out(calib_pac
     result = quantize_package(calib_package, tmp_path / "c", mixed, [calib_log, wide], progress=said.append)
     assert result.report["calibration"]["skipped"]["camera_rejected"] > 0
     assert any("evaluation camera frames left out: the runtime rejects them" in m for m in said), said
+
+
+def test_truth_on_a_shifted_grid_of_the_same_shape_is_not_scored_for_bev(calib_package, calib_log, tmp_path):
+    """The package's rig.bev covers 20-71.2 m ahead, the log's truth (its fusion_rt.rig metadata)
+    0-51.2 m, both 64x64: quantize scored BEV IoU cell by cell across them, where replay does not."""
+    shifted = tmp_path / "shifted"
+    shutil.copytree(calib_package, shifted)
+    manifest = json.loads((shifted / "manifest.json").read_text())
+    manifest["rig"]["bev"].update(x_min_m=20.0, x_max_m=71.2)
+    manifest["outputs"].pop("bev_grid", None)
+    (shifted / "manifest.json").write_text(json.dumps(manifest))
+    said: list[str] = []
+    result = quantize_package(shifted, tmp_path / "out", QuantizeConfig(recipe="fp16", **FAST), [calib_log],
+                              progress=said.append)
+    assert result.report["metrics"]["fp32"]["mean_bev_iou"] is None
+    assert any("another BEV grid" in m and "x [20, 71.2] m" in m for m in said), said
