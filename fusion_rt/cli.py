@@ -565,31 +565,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
         write_text(args.json, json_text(s, indent=2, default=str) + "\n")
     from rich.table import Table
 
-    console = _console()
+    console = _console(stderr=writes_stdout(args.json))  # `--json /dev/stdout | jq`: the JSON alone there
     console.print(f"{s['camera_frames']} camera frames, status agreement {_fmt(s['status_agreement'], 4)}; "
                   f"{s['frames_compared']} with an output from both compared output by output"
                   + (f", {s['unmatched']} from one side only" if s["unmatched"] else ""))
-    table = Table(title="divergence (B vs A)", show_edge=False)
-    for col in ("output", "max abs", "mean abs", "cosine", "agreement"):
-        table.add_column(col, justify="left" if col == "output" else "right")
-    for name, d in s["divergence"].items():
-        table.add_row(name, f"{d['max_abs']:.2e}", f"{d['mean_abs']:.2e}", f"{d['cosine']:.6f}",
-                      _fmt(d.get("agreement"), 4))
-    console.print(table)
+    if s["divergence"]:
+        table = Table(title="divergence (B vs A)", show_edge=False)
+        for col in ("output", "max abs", "mean abs", "cosine", "agreement"):
+            table.add_column(col, justify="left" if col == "output" else "right")
+        for name, d in s["divergence"].items():
+            table.add_row(name, f"{d['max_abs']:.2e}", f"{d['mean_abs']:.2e}", f"{d['cosine']:.6f}",
+                          _fmt(d.get("agreement"), 4))
+        console.print(table)
     table = Table(title="A vs B", show_edge=False)
     for col in ("", "A", "B", "delta / ratio"):
         table.add_column(col, justify="left" if not col else "right")
     table.add_row("package", f"{s['a']['package']['name']} ({s['a']['package']['precision']})",
                   f"{s['b']['package']['name']} ({s['b']['package']['precision']})", "")
+    both = s["unmatched"] > 0  # then the delta is over fewer frames than each side's own metrics
     for k, v in s["metrics_delta"].items():
-        table.add_row(k, _fmt(s["a"]["metrics"][k]), _fmt(s["b"]["metrics"][k]), _fmt(v))
+        if both:
+            table.add_row(f"{k} (frames both output)", _fmt(s["a"]["metrics_common"][k]),
+                          _fmt(s["b"]["metrics_common"][k]), _fmt(v))
+            table.add_row(f"{k} (each side's own frames)", _fmt(s["a"]["metrics"][k]), _fmt(s["b"]["metrics"][k]), "")
+        else:
+            table.add_row(k, _fmt(s["a"]["metrics"][k]), _fmt(s["b"]["metrics"][k]), _fmt(v))
     for k in ("p50", "p99"):
+        ratio = s["latency_ratio_b_over_a"][k]
         table.add_row(f"end_to_end {k} ms", _fmt(s["a"][f"end_to_end_{k}"]), _fmt(s["b"][f"end_to_end_{k}"]),
-                      f"{_fmt(s['latency_ratio_b_over_a'][k], 2)}x")
+                      "-" if ratio is None else f"{_fmt(ratio, 2)}x")
     console.print(table)
     if s["worst_frames"]:
         console.print("worst frames: " + ", ".join(f"{w['stamp_ns']} ({w['scene_max_abs']:.3g})"
                                                    for w in s["worst_frames"]))
+    elif s["frames_compared"]:
+        console.print("worst frames: none, every compared output is identical")
     _warn(s["warnings"])
     return 0
 

@@ -1318,6 +1318,10 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
     config = ReplayConfig(topics=dict(topics or {}), threads=threads, worst_frames=0, keep_frames=False)
     preprocess = PreprocessConfig.from_dict(pkg_a.preprocess)
     reader = _Reader(log, pkg_a.modalities, config, preprocess, pkg_a.rig.radar)
+    # Radar detections are binned by the reader with A's radar and normalization; B bins its own when
+    # they differ (two trained packages fit their own radar scale: one binning made up divergence)
+    preprocess_b = PreprocessConfig.from_dict(pkg_b.preprocess)
+    own_radar_b = preprocess_b != preprocess or pkg_b.rig.radar != pkg_a.rig.radar
     sessions: list[_Session] = []
     try:
         has_truth = "ground_truth" in reader.topic_map.topics
@@ -1341,12 +1345,18 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
                     for side in (a, b, *common):
                         side.truth(item.message)
                 continue
+            message_b = item.message
+            if own_radar_b and isinstance(item.original, RadarDetections):
+                try:
+                    message_b = detections_to_tensor(item.original, pkg_b.rig.radar, preprocess_b)
+                except DecodeError:  # this scan cannot be placed on B's radar: B does without it
+                    message_b = None
             # Alternate who goes first, frame by frame: the second runner of a message finds warm caches.
             if (a.camera_frames + b.camera_frames) % 4 < 2:
                 outs_a = a.push(item.modality, item.message, item.original)
-                outs_b = b.push(item.modality, item.message, item.original)
+                outs_b = b.push(item.modality, message_b, item.original) if message_b is not None else []
             else:
-                outs_b = b.push(item.modality, item.message, item.original)
+                outs_b = b.push(item.modality, message_b, item.original) if message_b is not None else []
                 outs_a = a.push(item.modality, item.message, item.original)
             if item.modality == "camera":
                 # a frame without an output has the status "no output": one side's rejection is a disagreement
@@ -1392,6 +1402,8 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
 
     ha, hb = headline(sa), headline(sb)
     ca, cb = ((m.result() or {}).get("overall", {}) for m in common)
+    # each side on the frames both output (what metrics_delta compares), beside its whole-run metrics
+    ha["metrics_common"], hb["metrics_common"] = ({k: c.get(k) for k in ha["metrics"]} for c in (ca, cb))
     delta = {k: None if ca.get(k) is None or cb.get(k) is None else round(cb[k] - ca[k], 6) for k in ha["metrics"]}
     unmatched = len(one_side["a"]) + len(one_side["b"])
     if unmatched:
@@ -1413,7 +1425,7 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
         "divergence": {name: d.result() for name, d in div.items() if d.count},
         "a": ha, "b": hb, "metrics_delta": delta, "latency_ratio_b_over_a": ratio,
         "worst_frames": [{"stamp_ns": stamp, "scene_max_abs": round(sw, 8), "bev_max_abs": round(bw, 8)}
-                         for sw, stamp, bw in frames[:worst]],
+                         for sw, stamp, bw in frames if sw or bw][:worst],  # identical frames are no one's worst
         "log": log_block, "warnings": warnings,
     }
     return CompareResult(summary)

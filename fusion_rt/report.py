@@ -286,7 +286,11 @@ def _metrics_section(metrics: dict | None) -> str:
     svg = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">']
     for i, (name, m) in enumerate(conds):
         y = 8 + i * bar_h
-        v = m["scene_auc_mean"] or 0.0
+        v = m["scene_auc_mean"]
+        if v is None:  # no label with both classes in this condition: no bar, not a zero
+            svg.append(f'<text x="4" y="{y + 14}">{_e(name)}</text><text x="104" y="{y + 14}" fill="#888">n/a (no '
+                       'label with both classes)</text>')
+            continue
         svg.append(f'<text x="4" y="{y + 14}">{_e(name)}</text><rect x="100" y="{y}" width="{360 * v:.1f}" '
                    f'height="{bar_h - 6}" fill="#2e86de"/><text x="{104 + 360 * v:.1f}" y="{y + 14}">{v:.3f}</text>')
     svg.append("</svg>")
@@ -334,6 +338,7 @@ def render_report(result: ReplayResult) -> str:
             data = base64.b64encode(w.thumbnail_jpeg).decode("ascii")
             figs.append(f"<figure><img src='data:image/jpeg;base64,{data}' width='320' alt='frame {w.stamp_ns}'>"
                         f"<figcaption>stamp {w.stamp_ns} · {_e(w.reason)} {w.score:.3f}"
+                        + (" ms" if w.reason == "latency" else "")
                         + (f" · {_e(w.condition)}" if w.condition else "") + "</figcaption></figure>")
         parts.append("<h2>Worst frames</h2><div class='thumbs'>" + "".join(figs) + "</div>")
     reasons = s.get("reasons", {})

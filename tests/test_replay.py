@@ -206,7 +206,11 @@ def test_compare_package_with_itself(short_drive, package, tmp_path):
         assert d["max_abs"] == 0.0 and d["mean_abs"] == 0.0 and d["agreement"] == 1.0
         assert d["cosine"] == pytest.approx(1.0)
     assert all(v == 0.0 for v in s["metrics_delta"].values() if v is not None)
-    assert s["latency_ratio_b_over_a"]["p50"] > 0 and len(s["worst_frames"]) == 5
+    assert s["latency_ratio_b_over_a"]["p50"] > 0
+    assert s["worst_frames"] == [] and "worst frames: none, every compared output is identical" in proc.stdout
+    piped = run_cli("compare", str(short_drive), "--a", str(package), "--b", str(package), "--json", "/dev/stdout")
+    assert piped.returncode == 0 and json.loads(piped.stdout)["frames_compared"] == 80  # the JSON alone on stdout
+    assert "status agreement" in piped.stderr
 
 
 def test_summary_counts_frames_beside_frames_and_messages_apart(short_drive, package, tmp_path):
@@ -271,6 +275,10 @@ def test_compare_counts_frames_only_one_side_outputs(short_drive, package, tmp_p
     assert len(s["one_side_only"]["a"]["first_stamps_ns"]) == min(5, a_only)
     assert s["b"]["rejected"] == a_only and s["b"]["outputs"] == 80 - a_only
     assert any("one side only" in w for w in s["warnings"])
+    # the delta is over the frames both output: each side's metrics there are shown beside it
+    for k, delta in s["metrics_delta"].items():
+        a, b = s["a"]["metrics_common"][k], s["b"]["metrics_common"][k]
+        assert delta == (None if a is None or b is None else pytest.approx(b - a, abs=1e-6)), k
 
 
 def test_compare_refuses_packages_with_other_bev_outputs(short_drive, package, tmp_path):
@@ -795,3 +803,37 @@ def test_an_order_issue_is_said_as_such_not_as_skipped():
                              topic_map=SimpleNamespace(topics={}, how={}), issues=[], foreign_radar_frames=set())
     _, warnings = _log_block(reader, None, None)
     assert warnings == [f"messages came out of log-time order: {issue.detail}"]
+
+
+def test_compare_bins_radar_detections_with_each_sides_settings(short_drive, package, tmp_path):
+    """A log with radar as detections only: compare binned them once, with A's radar and
+    normalization, and fed B that tensor, so B with its own radar scale was reported divergent
+    where separate replays of the two agree exactly. B bins its own."""
+    from fusion_rt.messages import RadarTensor
+
+    from .conftest import copy_log
+
+    dets = copy_log(short_drive, tmp_path / "dets.mcap", lambda m: not isinstance(m.message, RadarTensor))
+    scaled = tmp_path / "scaled"
+    shutil.copytree(package, scaled)
+    manifest = json.loads((scaled / "manifest.json").read_text())
+    manifest["preprocess"]["radar_power_db_scale"] = manifest["preprocess"]["radar_power_db_scale"] / 2
+    (scaled / "manifest.json").write_text(json.dumps(manifest))
+    alone = [replay(dets, p, ReplayConfig(out=None)).summary for p in (package, scaled)]
+    assert alone[0]["outputs"] > 0 and alone[0]["degraded"] == alone[1]["degraded"]
+    c = compare(dets, package, scaled).summary
+    assert c["frames_compared"] == alone[0]["outputs"] and c["status_agreement"] == 1.0
+    assert c["divergence"]["scene"]["max_abs"] == 0.0 and c["divergence"]["bev"]["max_abs"] == 0.0, c["divergence"]
+    assert c["worst_frames"] == []  # identical outputs: no frame is the worst
+
+
+def test_report_draws_no_zero_bar_for_an_unmeasured_auc():
+    """A condition whose frames all carry one class of every label has no AUC (None, '-' in the
+    table): its bar was drawn as 0.000, a model failing outright."""
+    from fusion_rt.report import _metrics_section
+
+    block = {"frames": 10, "scene_auc": {"car": None}, "scene_f1": {"car": 0.5}, "scene_auc_mean": None,
+             "scene_f1_mean": 0.5, "bev_iou_mean": None}
+    html = _metrics_section({"overall": {**block, "scene_auc": {"car": 0.7}, "scene_auc_mean": 0.7},
+                             "per_condition": {"day": block}})
+    assert "n/a (no label with both classes)" in html and ">0.000<" not in html and ">0.700<" in html
