@@ -455,7 +455,9 @@ class _Metrics:
         self.late_truths = 0  # ground truth read more than _TRUTH_REORDER_NS behind a newer one
         self.truths_after_hold = 0  # ground truth read after its frame's output was let go (_OUTPUT_HOLD_NS)
         self._truth_seen = False
-        self._released: int | None = None  # the newest output let go while ground truth had stopped
+        self._truth_stamps: list[int] = []  # min-heap of the stamps put in _truth (stale ones skipped when popped)
+        self.unmatched_truths = 0  # ground truth whose frame had passed without it: another clock, or no frame
+        self._released: tuple[int, int] | None = None  # oldest, newest output let go while ground truth had stopped
         self._truth_mark: int | None = None  # the _OUTPUT_RANK-th newest output stamp when ground truth was last read
         self.on_expire: Callable[[int], None] | None = None  # (stamp) an output let go unscored
         self._truth: dict[int, GroundTruth] = {}
@@ -484,11 +486,18 @@ class _Metrics:
             heapq.heappush(self._expiry, stamp)
         self._outputs[stamp] = (probs, out.bev >= _THRESHOLD)
         self._join(stamp)
+        if len(self._newest_outputs) >= _OUTPUT_RANK:  # ground truth whose frame has passed: it matches nothing
+            passed = self._newest_outputs[0] - _TRUTH_REORDER_NS
+            while self._truth_stamps and self._truth_stamps[0] < passed:
+                old = heapq.heappop(self._truth_stamps)
+                if self._truth.pop(old, None) is not None:
+                    self.unmatched_truths += 1
         held = self._held_since()
         while self._expiry and held is not None and self._expiry[0] < held:  # ground truth stopped: let go
             old = heapq.heappop(self._expiry)
             if self._outputs.pop(old, None) is not None:
-                self._released = old if self._released is None else max(self._released, old)
+                self._released = (old, old) if self._released is None else (min(self._released[0], old),
+                                                                           max(self._released[1], old))
                 if self.on_expire is not None:
                     self.on_expire(old)
 
@@ -516,10 +525,13 @@ class _Metrics:
 
     def truth(self, gt: GroundTruth) -> None:
         stamp = gt.stamp_ns
-        self._truth_seen = True  # ground truth is coming (again): outputs wait for theirs
-        self._truth_mark = self._newest_outputs[0] if len(self._newest_outputs) >= _OUTPUT_RANK else None
-        if (self._released is not None and stamp <= self._released and stamp not in self._outputs
-                and stamp not in self._no_output):
+        self._truth_seen = True
+        newest = self._newest_outputs[0] if len(self._newest_outputs) >= _OUTPUT_RANK else None
+        if stamp in self._outputs or ((not self._expiry or stamp >= self._expiry[0])
+                                      and (newest is None or stamp <= newest + _OUTPUT_HOLD_NS)):
+            self._truth_mark = newest  # ground truth that can still label a frame is coming: outputs wait
+        if (self._released is not None and self._released[0] <= stamp <= self._released[1]
+                and stamp not in self._outputs and stamp not in self._no_output):
             self.truths_after_hold += 1  # its frame's output was let go while ground truth had stopped
             return
         if self._expired(stamp):
@@ -533,8 +545,10 @@ class _Metrics:
         if gt.stamp_ns in self._no_output:
             self._no_output.discard(gt.stamp_ns)
             return
-        self._truth[gt.stamp_ns] = gt
-        self._join(gt.stamp_ns)
+        if stamp not in self._truth:
+            heapq.heappush(self._truth_stamps, stamp)
+        self._truth[stamp] = gt
+        self._join(stamp)
 
     def no_output(self, stamp: int) -> None:
         """The frame at `stamp` was dropped or rejected: its ground truth will join nothing, so it is
@@ -664,6 +678,9 @@ def _late_truth_warnings(metrics: _Metrics) -> list[str]:
         warnings.append(f"{metrics.late_truths} ground truth messages were stamped more than "
                         f"{_TRUTH_REORDER_NS / 1e9:g} s before one read earlier in the log: a frame they label that "
                         "was output before them is not scored")
+    if metrics.unmatched_truths:
+        warnings.append(f"{metrics.unmatched_truths} ground truth messages matched no camera frame: a frame takes the "
+                        "ground truth of its exact stamp (are they stamped on the camera's clock?)")
     if metrics.truths_after_hold:
         warnings.append(f"{metrics.truths_after_hold} ground truth messages came after {_OUTPUT_HOLD_NS / 1e9:g} s of "
                         "log without any: their frames' outputs had been let go, not scored")

@@ -725,6 +725,26 @@ def test_outputs_after_the_last_ground_truth_are_not_held_to_the_end():
     assert len(metrics.rows) == 360 and _late_truth_warnings(metrics) == []
 
 
+@pytest.mark.parametrize("offset_ns", [-10**12, 10_000_000])
+def test_ground_truth_on_another_clock_is_said_and_not_held(offset_ns):
+    """Ground truth stamped on another clock (from 0), or 10 ms after its frame, matches no frame:
+    each one kept outputs waiting as if labels were coming, and stayed in memory itself, to the end
+    of the replay. They are dropped once their frame has passed, counted, and said."""
+    from fusion_rt.replay import _OUTPUT_HOLD_NS, _late_truth_warnings, _Metrics
+
+    metrics = _Metrics(("car",), ("car",))
+    period, start, peak = 50_000_000, 10**12, {"outputs": 0, "truth": 0}
+    for i in range(600):
+        gt, out = _truth_and_output(start + i * period)
+        metrics.output(out)
+        metrics.truth(_truth_and_output(gt.stamp_ns + offset_ns)[0])
+        peak["outputs"] = max(peak["outputs"], len(metrics._outputs))
+        peak["truth"] = max(peak["truth"], len(metrics._truth))
+    assert not metrics.rows and peak["outputs"] <= _OUTPUT_HOLD_NS // period + 3 and peak["truth"] <= 25, peak
+    (warning,) = [w for w in _late_truth_warnings(metrics) if "matched no camera frame" in w]
+    assert int(warning.split()[0]) >= 500, warning
+
+
 @pytest.mark.parametrize("wrong", ["truth", "both"])
 def test_one_ground_truth_with_a_wrong_stamp_does_not_end_the_scoring(wrong):
     # One ground truth stamped 100 s ahead (a labelling glitch, another clock) moved the point past
