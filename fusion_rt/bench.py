@@ -873,9 +873,11 @@ def unmeasured_budgets(verdicts: Sequence[Verdict], skipped: Mapping[str, str], 
         why = []  # every missing side (int8_vs_torch_eager with --int8 but no --peers blamed the INT8 side)
         if "int8" in series and "int8" in skipped:
             why.append(skipped["int8"])
-        if "torch" in series and (not peers or "model.torch_eager" in skipped):
-            why.append("--peers not given" if not peers else skipped["model.torch_eager"])
-        out[name] = "; ".join(why) or "not measured"
+        if "torch" in series and not peers:
+            why.append("--peers not given")
+        else:  # each series' own reason (torch.compile skipped in quick mode, or failed)
+            why += [skipped[str(s)] for s in RATIO_DEFINITIONS.get(name, ()) if str(s) in skipped]
+        out[name] = "; ".join(dict.fromkeys(why)) or "not measured"
     return out
 
 

@@ -980,17 +980,23 @@ class _Termination:
     every 0.25 s until `main` has caught it, and `main` raises it itself if the command returns
     first; a repeat that finds the first one's exception still propagating (its cleanup running)
     does nothing, while a second real signal interrupts the cleanup, as a second Ctrl-C always
-    did. `main` sets `caught` by a plain assignment: a function call there would let a pending
-    repeat run first, outside any handler."""
+    did. The watcher stops once a repeat finds the exception propagating; until then a real signal
+    that lands while a repeat is pending (the main thread blocked in one C call) merges with it and
+    counts as the repeat. `main` sets `caught` by a plain assignment: a function call there would
+    let a pending repeat run first, outside any handler."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.caught = False
         self.repeating = False  # the next `handle` is the watcher's repeat, not a signal
+        self.delivered = False  # a repeat found the exception propagating: the watcher stops
 
     def handle(self, signum: int, _frame) -> None:
         repeat, self.repeating = self.repeating, False
-        if self.caught or (repeat and _propagating(KeyboardInterrupt)):
+        if self.caught:
+            return
+        if repeat and _propagating(KeyboardInterrupt):
+            self.delivered = True  # on its way to main: no more repeats (one could swallow a real second signal)
             return
         if self.signum is None:
             self.signum = signum
@@ -1005,9 +1011,9 @@ class _Termination:
     def _repeat(self) -> None:
         import _thread
 
-        while not self.caught:
+        while not (self.caught or self.delivered):
             time.sleep(0.25)
-            if not self.caught:  # does nothing once main has put the default action back
+            if not (self.caught or self.delivered):  # does nothing once main has put the default action back
                 self.repeating = True
                 _thread.interrupt_main(self.signum)  # `handle` in the main thread, as the signal ran it
 
@@ -1047,6 +1053,15 @@ def _say_error(line: str) -> None:
         pass
 
 
+def _flush_stdout() -> None:
+    """What the command printed, out now: at exit a reader gone (Ctrl-C also ends `| head`) or a full
+    disk would be an 'Exception ignored' traceback and exit code 120."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence()
+
+
 def _silence() -> None:
     """Point stdout and stderr at /dev/null after a broken pipe (Python's recipe, see the signal
     module's note on SIGPIPE): what is still buffered must not fail again at exit."""
@@ -1081,9 +1096,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except _Terminated as exc:
         _say_error("fusion-rt: terminated")
+        _flush_stdout()
         return 128 + exc.signum
     except KeyboardInterrupt:
         _say_error("fusion-rt: interrupted")
+        _flush_stdout()
         return 130
     except BrokenPipeError:  # never 0: the command did not finish (`bench --check 2>&1 | head` must not pass)
         _silence()

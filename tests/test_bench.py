@@ -308,3 +308,6 @@ def test_an_unmeasured_ratio_names_every_side_it_lacks():
     assert both == {"int8_vs_torch_eager": "no --int8 package; --peers not given", "int8_vs_fp32": "no --int8 package"}
     lost = unmeasured_budgets(verdicts[:1], {"model.torch_eager": "torch not installed"}, peers=True)
     assert lost == {"int8_vs_torch_eager": "torch not installed"}
+    compile_ = [Verdict("ratio:torch_compile_vs_torch_eager", None, "<=", 1.0, None)]
+    quick = unmeasured_budgets(compile_, {"model.torch_compile": "quick mode: no torch.compile"}, peers=True)
+    assert quick == {"torch_compile_vs_torch_eager": "quick mode: no torch.compile"}

@@ -261,6 +261,42 @@ def test_a_second_ctrl_c_interrupts_a_cleanup(monkeypatch, capsys):
     assert capsys.readouterr().err == "fusion-rt: interrupted\n"
 
 
+def test_a_terminated_command_with_stdout_gone_still_exits_143(tmp_path):
+    """Terminated with its printed output still buffered and the reader gone (`| head`, which Ctrl-C
+    ends too) or stdout on a full disk: the flush at exit failed, 'Exception ignored ... BrokenPipeError'
+    and exit code 120. main flushes (or silences stdout) on the way out."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    child = (
+        "import signal, sys, time\n"
+        "from fusion_rt import cli\n"
+        "def command(_args):\n"
+        "    print('{\"summary\": 1}')\n"
+        "    time.sleep(0.3)\n"
+        "    signal.raise_signal(signal.SIGTERM)\n"
+        "cli.cmd_log_info = command\n"
+        "sys.exit(cli.main(['log', 'info', 'x.mcap']))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered, as in a shell
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    targets = ["pipe"] + (["/dev/full"] if Path("/dev/full").exists() else [])
+    for target in targets:
+        if target == "pipe":
+            read, write = os.pipe()
+            proc = subprocess.Popen([sys.executable, "-c", child], stdout=write, stderr=subprocess.PIPE, text=True,
+                                    env=env, cwd=tmp_path)
+            os.close(write)
+            os.close(read)  # the reader is gone
+        else:
+            with open(target, "w") as full:
+                proc = subprocess.Popen([sys.executable, "-c", child], stdout=full, stderr=subprocess.PIPE, text=True,
+                                        env=env, cwd=tmp_path)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and err == "fusion-rt: terminated\n", (target, proc.returncode, err)
+
+
 def test_a_full_disk_is_one_line(short_drive):
     """`log info LOG > /dev/full` (stdout on a full disk) was a traceback: one line, exit code 1."""
     import subprocess
