@@ -749,19 +749,23 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     feeds = _calibration_feeds(fp32, calib, config.masked_fraction, config.seed)
     prepared, caches = {}, {}
     uncalibrated: dict[str, str] = {}
-    weight_only: list[str] = []  # FP32 compute, int8 weight matrices (speed gate, or uncalibrated)
+    weight_only: list[str] = []  # FP32 compute, int8 weight matrices (asked, speed gate, or uncalibrated)
+
+    def fp32_compute(name: str) -> int:
+        """Graph `name` at FP32 compute, its weight matrices stored as int8; how many were."""
+        converted = weight_only_int8(package.graph_path(name), files[name])
+        if converted:
+            weight_only.append(name)
+        return converted
+
     for name, spec in package.graphs.items():
         if name in config.fp32_graphs:
-            converted = weight_only_int8(package.graph_path(name), files[name])
-            if converted:
-                weight_only.append(name)
+            converted = fp32_compute(name)
             say(f"{name}: FP32 compute as asked, {converted} weight matrices stored as int8")
             continue
         if name not in feeds:  # no calibration frame holds this modality: nothing to set its ranges from
-            converted = weight_only_int8(package.graph_path(name), files[name])
+            converted = fp32_compute(name)
             uncalibrated[name] = f"no {spec.modality} in any calibration frame"
-            if converted:
-                weight_only.append(name)
             say(f"{name}: no {spec.modality} in the calibration frames: FP32 compute, {converted} weight matrices "
                 "stored as int8 (calibrate on logs that record it to quantize it)")
             continue
@@ -785,9 +789,7 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
             feed = {k: v[::max(1, len(v) // _SPEED_GATE_ROWS)][:_SPEED_GATE_ROWS] for k, v in feeds[name].items()}
             speed[name] = _gate_speed(package.graph_path(name), files[name], feed, config.threads)
             if speed[name]["speedup"] < _SPEED_GATE:
-                converted = weight_only_int8(package.graph_path(name), files[name])
-                if converted:
-                    weight_only.append(name)
+                converted = fp32_compute(name)
                 say(f"{name}: INT8 is slower at batch 1 ({speed[name]['speedup']:.2f}x): FP32 compute, "
                     f"{converted} weight matrices stored as int8")
                 del prepared[name]

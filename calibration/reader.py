@@ -140,7 +140,7 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
     rows: dict[str, list[np.ndarray]] = {m: [] for m in package.modalities}
     present, strata = [], []
     skipped = Counter()
-    reasons: dict[str, str] = {}  # modality -> why its first rejected message was
+    camera_reason = ""  # why the first rejected camera frame was
     camera_size = CameraSize(package.rig.camera.intrinsics)  # the runtime's size rule
     radar_zero = np.zeros((len(preprocess.radar_input_channels), *preprocess.radar_shape), dtype=np.float32)
     map_zero = np.zeros(preprocess.map_shape, dtype=np.float32)
@@ -152,8 +152,7 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
             # binning of radar detections where a log has no radar tensor)
             inputs = preprocess_sample(sample, preprocess, package.rig.radar, camera_size)
             skipped.update(f"{m}_rejected" for m in inputs.rejected)
-            for m, reason in inputs.reasons.items():
-                reasons.setdefault(m, reason)
+            camera_reason = camera_reason or inputs.reasons.get("camera", "")
             if inputs.camera is None:
                 continue
             camera, text = inputs.camera, inputs.text
@@ -166,7 +165,7 @@ def load_calibration_set(logs: Sequence[str | Path], package: ModelPackage, coun
             present.append((True, has_radar, has_map, text is not None))
             strata.append(chosen[(li, k)])
     if not strata:
-        why = f" (the runtime would reject them too: {reasons['camera']})" if "camera" in reasons else ""
+        why = f" (the runtime would reject them too: {camera_reason})" if camera_reason else ""
         raise LogError(f"none of the {len(chosen)} selected camera frames of {[str(p) for p in paths]} "
                        f"decoded{why}")
     frames = Frames({m: np.stack(v) for m, v in rows.items()}, np.array(present, dtype=bool))

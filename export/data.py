@@ -342,8 +342,7 @@ def read_logs(paths: Sequence[Path | str], preprocess: PreprocessConfig, frame_s
             inputs = preprocess_sample(sample, pre, rig_radar, camera_size)
             for m in inputs.rejected:
                 counts[f"{m}_rejected"] += 1
-            if "camera" in inputs.reasons:
-                first_camera_reason = first_camera_reason or inputs.reasons["camera"]
+            first_camera_reason = first_camera_reason or inputs.reasons.get("camera", "")
             if inputs.camera is None:
                 continue
             camera, text = inputs.camera.astype(camera_dtype, copy=False), inputs.text

@@ -835,15 +835,19 @@ class SampleInputs:
 
     A camera frame that does not decode rejects the whole sample (`camera` is None); a radar tensor
     or map that does not decode marks that modality absent (None), as the runtime masks it.
-    `rejected` names the modalities whose message was present but did not decode, `reasons` why.
+    `reasons` names the modalities whose message was present but did not decode, with why.
     """
 
     camera: np.ndarray | None  # [3, H, W] float32
     radar: np.ndarray | None  # [C, R, A] float32
     map: np.ndarray | None  # [K, H, W] float32
     text: str | None
-    rejected: tuple[str, ...]
     reasons: dict[str, str] = dataclasses.field(default_factory=dict)  # modality -> the error's message
+
+    @property
+    def rejected(self) -> tuple[str, ...]:
+        """The modalities whose message was present but did not decode."""
+        return tuple(self.reasons)
 
 
 def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None = None,
@@ -853,14 +857,13 @@ def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None 
     and the sample of a log whose radar publishes only detections (`Sample.radar_from_detections`)
     takes them binned on that radar's grid, as replay feeds them (`detections_to_tensor`); with
     `camera_size` (the model's rig camera), an image of another size is rejected, as the runtime does."""
-    rejected, reasons = [], {}
+    reasons = {}
     try:
         if camera_size is not None:
             camera_size.check(sample.camera)
         camera = decode_camera(sample.camera, config)
     except DecodeError as exc:
         camera = None
-        rejected.append("camera")
         reasons["camera"] = str(exc)
     radar = grid = None
     tensor = sample.radar_tensor
@@ -869,20 +872,17 @@ def preprocess_sample(sample, config: PreprocessConfig, rig_radar: Radar | None 
         try:
             tensor = detections_to_tensor(sample.radar_detections, rig_radar, config)
         except (DecodeError, ConfigError) as exc:
-            rejected.append("radar")
             reasons["radar"] = str(exc)
     if camera is not None and tensor is not None:
         try:
             radar = radar_tensor_input(tensor, config, radar=rig_radar)
         except DecodeError as exc:
-            rejected.append("radar")
             reasons["radar"] = str(exc)
     if camera is not None and sample.map is not None:
         try:
             grid = map_input(sample.map, config)
         except DecodeError as exc:
-            rejected.append("map")
             reasons["map"] = str(exc)
     text = sample.text.text if sample.text is not None and isinstance(sample.text.text, str) else None
-    return SampleInputs(camera=camera, radar=radar, map=grid, text=text, rejected=tuple(rejected), reasons=reasons)
+    return SampleInputs(camera=camera, radar=radar, map=grid, text=text, reasons=reasons)
 
