@@ -699,12 +699,16 @@ class _Worst:
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self._heap: list[tuple[float, int, str, CameraFrame, FrameRecord]] = []
+        # (score, -stamp, offer number, reason, frame, record): the offer number settles ties before the
+        # frames are compared (a stamp seen twice: split files covering the same time)
+        self._heap: list[tuple[float, int, int, str, CameraFrame, FrameRecord]] = []
+        self._offers = 0
 
     def offer(self, score: float, stamp: int, reason: str, frame: CameraFrame, record: FrameRecord) -> None:
         if self.n <= 0:
             return
-        item = (score, -stamp, reason, frame, record)
+        self._offers += 1
+        item = (score, -stamp, self._offers, reason, frame, record)
         if len(self._heap) < self.n:
             heapq.heappush(self._heap, item)
         elif item[:2] > self._heap[0][:2]:
@@ -712,7 +716,7 @@ class _Worst:
 
     def frames(self, labels: tuple[str, ...], conditions: dict[int, str]) -> list[WorstFrame]:
         out = []
-        for score, neg_stamp, reason, frame, record in sorted(self._heap, key=lambda i: (-i[0], -i[1])):
+        for score, neg_stamp, _, reason, frame, record in sorted(self._heap, key=lambda i: (-i[0], -i[1], i[2])):
             bgr = _frame_bgr(frame)
             if bgr is None:
                 continue

@@ -857,3 +857,18 @@ def test_report_draws_no_zero_bar_for_an_unmeasured_auc():
     html = _metrics_section({"overall": {**block, "scene_auc": {"car": 0.7}, "scene_auc_mean": 0.7},
                              "per_condition": {"day": block}})
     assert "n/a (no label with both classes)" in html and ">0.000<" not in html and ">0.700<" in html
+
+
+
+def test_worst_frames_tied_on_score_and_stamp():
+    """Two split files covering the same time give the runtime each stamp twice (after the clock jump
+    back), and two worst-frame candidates may tie on score, stamp and reason: the replay used to end
+    in a TypeError from heapq comparing their camera frames."""
+    from fusion_rt.replay import FrameRecord, _Worst
+
+    worst = _Worst(2)
+    for i in range(3):  # the same stamp from each split file: other bytes, other outputs
+        frame = CameraFrame(stamp_ns=5, data=bytes([i]), encoding="jpeg")
+        worst.offer(0.5, 5, "scene error", frame, FrameRecord(stamp_ns=5, status="ok", scene=(0.1 * i,)))
+    worst.offer(0.7, 6, "scene error", frame, FrameRecord(stamp_ns=6, status="ok", scene=(0.3,)))
+    assert sorted(score for score, *_ in worst._heap) == [0.5, 0.7]
