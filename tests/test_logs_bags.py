@@ -418,3 +418,37 @@ def test_replay_names_the_point_clouds_it_did_not_take_as_radar(tiny_package, tm
     assert any("no topic for" in w and "radar" in w for w in warnings), warnings
     assert any(w.startswith("PointCloud2 topics not taken as radar: /lidar/points: no velocity field")
                for w in warnings), warnings
+
+
+def test_split_files_that_overlap_in_time_are_said(short_drive, tmp_path):
+    """A folder of two copies of one drive is read as one bag (rosbag2 leaves no metadata.yaml when a
+    recording is cut short, so none is needed), but its second split starts before the first ends:
+    said once, as an order issue naming the split, in both passes; real splits say nothing."""
+    from fusion_rt.logs import LogWriter
+
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for part in ("part_0.mcap", "part_1.mcap"):
+        shutil.copy(short_drive, copies / part)
+    with open_log(copies) as source:
+        count = sum(1 for _ in source.messages())
+        issues = [i for i in source.issues if i.kind == "order"]
+        assert len(issues) == 1 and issues[0].detail.startswith("part_1.mcap: a message at log time")
+        assert "several recordings" in issues[0].detail
+        assert sum(1 for _ in source.stamps()) == count
+        assert [i.kind for i in source.issues].count("order") == 1  # the stamps pass said it again, once
+
+    # the same drive cut in two at a time: splits in sequence, nothing said
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    with open_log(short_drive) as source:
+        items = list(source.messages())
+    middle = items[len(items) // 2].log_time_ns
+    for index, keep in enumerate((lambda t: t < middle, lambda t: t >= middle)):
+        with LogWriter(splits / f"bag_{index}.mcap") as writer:
+            for item in items:
+                if keep(item.log_time_ns):
+                    writer.write(item.message, item.topic, log_time_ns=item.log_time_ns)
+    with open_log(splits) as source:
+        assert sum(1 for _ in source.messages()) == len(items)
+        assert [i for i in source.issues if i.kind == "order"] == []

@@ -105,6 +105,7 @@ class McapSource(LogSource):
             raise
         self._topics: list[TopicInfo] | None = None
         self._duration: int | None = None
+        self._split_issues: list[ReadIssue] = []  # of the last pass: splits that overlap in time
 
     def topics(self) -> list[TopicInfo]:
         if self._topics is not None:
@@ -162,12 +163,19 @@ class McapSource(LogSource):
 
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[LogMessage]:
         wanted = None if topics is None else _topic_list(topics)
+        order = _SplitOrder(self._split_issues)
         for reader in self._readers:
-            yield from reader.messages(topics=wanted)
+            order.start(reader)
+            for message in reader.messages(topics=wanted):
+                order.see(message.log_time_ns)
+                yield message
 
     def stamps(self) -> Iterator[tuple[str, str, int]]:
+        order = _SplitOrder(self._split_issues)
         for reader in self._readers:
+            order.start(reader)
             for raw in reader.raw_messages():
+                order.see(raw.record.log_time)
                 yield raw.channel.topic, reader.schema_name(raw.channel), raw.record.log_time
 
     @property
@@ -179,8 +187,8 @@ class McapSource(LogSource):
     def issues(self) -> list[ReadIssue]:
         if len(self._readers) == 1:
             return list(self._readers[0].issues)
-        return [ReadIssue(i.offset, i.kind, f"{Path(r.path).name}: {i.detail}")
-                for r in self._readers for i in r.issues]
+        return [*(ReadIssue(i.offset, i.kind, f"{Path(r.path).name}: {i.detail}")
+                  for r in self._readers for i in r.issues), *self._split_issues]
 
     @property
     def truncated_at(self) -> int | None:
@@ -190,6 +198,35 @@ class McapSource(LogSource):
     def close(self) -> None:
         for reader in self._readers:
             reader.close()
+
+
+class _SplitOrder:
+    """One pass's check that each split of a bag starts after the splits before it end, as rosbag2
+    writes them. Splits that overlap (a folder holding several recordings, or copies of one) are
+    still read in file order, so stamps jump back: said once per split as an `order` issue in
+    `issues` (cleared at the start of the pass)."""
+
+    def __init__(self, issues: list[ReadIssue]) -> None:
+        issues.clear()
+        self.issues = issues
+        self.before: int | None = None  # the latest log time of the splits already read
+        self.latest: int | None = None  # ... of the current one
+        self.name = ""
+        self.said = False
+
+    def start(self, reader: LogReader) -> None:
+        if self.latest is not None:
+            self.before = self.latest if self.before is None else max(self.before, self.latest)
+        self.latest, self.name, self.said = None, Path(reader.path).name, False
+
+    def see(self, log_time: int) -> None:
+        self.latest = log_time if self.latest is None else max(self.latest, log_time)
+        if not self.said and self.before is not None and log_time < self.before:
+            self.said = True
+            self.issues.append(ReadIssue(0, "order", (
+                f"{self.name}: a message at log time {log_time} comes before the end of the splits read before it "
+                f"({self.before}): the split files of one recording follow each other, so this folder holds "
+                "several recordings (or copies of one), read one after the other")))
 
 
 def _channels_complete(summary: Any) -> bool:
