@@ -41,7 +41,7 @@ from fusion_rt.export.configs import RunConfig
 from fusion_rt.export.data import SCENE_LABELS, LoadedData, default_cache_dir, load_data
 from fusion_rt.export.evaluate import RUN_FORMAT, RUN_VERSION, batch_inputs, predict, summarize
 from fusion_rt.messages import MODALITIES
-from fusion_rt.outputs import json_text
+from fusion_rt.outputs import check_outputs, json_text
 from fusion_rt.package import sha256_file
 from fusion_rt.preprocess import PreprocessConfig
 from fusion_rt.rig import Rig
@@ -130,15 +130,15 @@ def _progress_bar(enabled: bool, console):
 
 
 def check_out_dir(out: Path) -> None:
-    """ConfigError unless `out` can become a new run directory (absent or empty, parent exists)."""
+    """ConfigError unless `out` can become a new run directory (absent or empty; missing parent
+    folders are created, as for every output folder: `fusion_rt.outputs.check_outputs`)."""
     if out.is_symlink() and not out.exists():
         raise ConfigError(f"output path {str(out)!r} is a dangling symbolic link; give a directory for the run")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {str(out)!r} is a file; give a directory for the run")
     if out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"run directory {str(out)!r} is not empty; choose a new one or remove it")
-    if not out.parent.exists():
-        raise ConfigError(f"parent folder {str(out.parent)!r} of the run directory does not exist")
+    check_outputs(dirs={"--out": out})
 
 
 def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None = None, threads: int | None = None,
@@ -149,7 +149,7 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
     import torch.nn.functional as F
 
     from fusion_rt.export.models import FusionModel, FusionModelConfig
-    from fusion_rt.outputs import atomic_output, check_outputs, write_text
+    from fusion_rt.outputs import atomic_output, write_text
 
     out = Path(out_dir)
     check_out_dir(out)

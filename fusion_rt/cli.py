@@ -118,8 +118,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     check_outputs(files={"OUT.mcap": out})
-    config = DriveConfig(seconds=args.seconds, seed=args.seed, conditions=args.conditions,
-                         camera_size=args.camera_size, scene_type=args.scene_type, jpeg_quality=args.jpeg_quality)
+    config = _from_options(DriveConfig, seconds=args.seconds, seed=args.seed, conditions=args.conditions,
+                           camera_size=args.camera_size, scene_type=args.scene_type, jpeg_quality=args.jpeg_quality)
     start = time.perf_counter()
     with _progress(config.seconds, "simulating", args.quiet or args.json) as progress:
         task = progress.add_task("simulating", total=config.seconds)
@@ -184,6 +184,19 @@ def cmd_log_info(args: argparse.Namespace) -> int:
     else:
         print(format_info(info))
     return 0
+
+
+def _from_options(cls, **options):
+    """`cls(**options)` (a config that validates itself), its ConfigError naming the option the user
+    typed rather than the field: "jpeg_quality must be ..." -> "--jpeg-quality must be ..."."""
+    try:
+        return cls(**options)
+    except ConfigError as exc:
+        text = str(exc)
+        field = text.split(" ", 1)[0]
+        if field not in options:
+            raise
+        raise type(exc)(f"--{field.replace('_', '-')}{text[len(field):]}") from None
 
 
 def _check_log(path: str, what: str = "log") -> None:
@@ -353,17 +366,20 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     """
     from fusion_rt.calibration.recipes import QuantizeConfig, get_recipe
 
-    get_recipe(args.recipe)  # one-line errors before any log is read
+    recipe = get_recipe(args.recipe)  # one-line errors before any log is read
+    if args.method is not None and not recipe.is_int8:
+        raise ConfigError(f"--method {args.method} calibrates the int8 recipes' activations; {args.recipe} sets no "
+                          "activation ranges (leave --method out)")
     from fusion_rt.package import load_package
 
     load_package(args.package)  # a bad package first: it is the command's subject
     for log in [*args.calib, *(args.eval_log or [])]:
         _check_log(log)
     check_outputs(dirs={"--out": args.out}, inputs=[args.package, *args.calib, *(args.eval_log or [])])
-    config = QuantizeConfig(recipe=args.recipe, method=args.method, samples=args.samples, tolerance=args.tolerance,
-                            max_rounds=args.max_rounds, threads=args.threads, eval_frames=args.eval_frames,
-                            speed_gate=False if args.no_speed_gate else None,
-                            fp32_graphs=tuple(g.strip() for g in (args.fp32_graphs or "").split(",") if g.strip()))
+    config = _from_options(QuantizeConfig, recipe=args.recipe, method=args.method or "percentile", samples=args.samples,
+                           tolerance=args.tolerance, max_rounds=args.max_rounds, threads=args.threads,
+                           eval_frames=args.eval_frames, speed_gate=False if args.no_speed_gate else None,
+                           fp32_graphs=tuple(g.strip() for g in (args.fp32_graphs or "").split(",") if g.strip()))
     from fusion_rt.calibration.quantize import quantize_package
 
     def say(message: str) -> None:
@@ -616,9 +632,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     example: fusion-rt demo --out out/demo
     """
     from fusion_rt.demo import DemoConfig, print_demo, run_demo
+    from fusion_rt.sim import DriveConfig
 
-    if args.seconds <= 0:
-        raise ConfigError(f"--seconds must be positive, got {args.seconds}")
+    _from_options(DriveConfig, seconds=args.seconds, seed=args.seed)  # before the package and the output folder
     if args.package is not None:
         from fusion_rt.package import load_package
 
@@ -843,8 +859,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log(s) to draw calibration frames from: MCAP files or ROS 2 bags (directory, .mcap or "
                         ".db3 storage)")
     p.add_argument("--out", required=True, metavar="PKG2", help="package directory to write (new or empty)")
-    p.add_argument("--method", default="percentile", choices=("minmax", "entropy", "percentile"),
-                   help="activation calibration method for int8 recipes (default percentile)")
+    p.add_argument("--method", default=None, choices=("minmax", "entropy", "percentile"),
+                   help="activation calibration method for int8 recipes (default percentile; refused for fp16, "
+                        "which sets no activation ranges)")
     p.add_argument("--samples", type=int, default=128, help="calibration frames (default 128)")
     p.add_argument("--eval-log", nargs="+", default=None, metavar="LOG",
                    help="labelled log(s) for the metric comparison (default: the calibration logs)")

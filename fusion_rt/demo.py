@@ -53,6 +53,8 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> di
 
     check_quantize_requirements()  # before ~30 s of simulating: the INT8 step needs onnxruntime >= 1.31
     say = say or (lambda _msg: None)
+    drive_config = DriveConfig(seconds=config.seconds, seed=config.seed, conditions="mixed")  # checked first
+    calib_config = DriveConfig(seconds=config.calib_seconds, seed=config.seed + 1000, conditions="mixed")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     fp32 = Path(config.package) if config.package else shipped_package()
@@ -68,8 +70,8 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> di
 
     drive, calib = out / "drive.mcap", out / "calibration_drive.mcap"
     step("simulate", f"simulating a {config.seconds:.0f} s drive (seed {config.seed}, mixed conditions)")
-    drive_summary = record_drive(DriveConfig(seconds=config.seconds, seed=config.seed, conditions="mixed"), drive)
-    record_drive(DriveConfig(seconds=config.calib_seconds, seed=config.seed + 1000, conditions="mixed"), calib)
+    drive_summary = record_drive(drive_config, drive)
+    record_drive(calib_config, calib)
     done("simulate")
 
     int8 = out / "package-int8"

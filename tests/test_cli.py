@@ -30,6 +30,9 @@ def test_help_lists_verbs():
         (["simulate", "{tmp}/a.mcap", "--conditions", "snow"], "snow"),
         (["simulate", "{tmp}/a.mcap", "--camera-size", "big"], "big"),
         (["simulate", "{tmp}/a.mcap", "--camera-size", "10x10"], "10"),
+        (["simulate", "{tmp}/a.mcap", "--jpeg-quality", "0"], "--jpeg-quality must be an integer in [1, 100], got 0"),
+        (["demo", "--out", "{tmp}/demo", "--seconds", "nan"], "--seconds must be a positive finite number, got nan"),
+        (["demo", "--out", "{tmp}/demo", "--seed", "-1"], "--seed must be a non-negative integer, got -1"),
         (["simulate", "{tmp}/no/such/dir/a.mcap", "--seconds", "1"], "does not exist"),
         (["simulate", "{tmp}", "--seconds", "1"], "is a directory"),
         (["log", "info", "{tmp}/missing.mcap"], "missing.mcap"),
@@ -45,6 +48,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, needle):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert needle in lines[0]
+    assert not (tmp_path / "demo").exists()  # refused before anything is written
 
 
 def test_simulate_then_info(tmp_path):

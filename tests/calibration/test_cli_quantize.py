@@ -7,16 +7,19 @@ import pytest
 from ..conftest import run_cli
 
 
-@pytest.mark.parametrize("case", ["recipe", "log", "package"])
+@pytest.mark.parametrize("case", ["recipe", "log", "package", "rounds", "method"])
 def test_bad_input_is_one_line_exit_2(case, calib_package, calib_log, tmp_path):
-    args = {"recipe": ["--recipe", "int4"], "log": ["--recipe", "fp16"], "package": ["--recipe", "fp16"]}[case]
+    args = {"recipe": ["--recipe", "int4"], "log": ["--recipe", "fp16"], "package": ["--recipe", "fp16"],
+            "rounds": ["--recipe", "fp16", "--max-rounds", "-1"],  # named as typed, not as the config field
+            "method": ["--recipe", "fp16", "--method", "entropy"]}[case]  # was ignored
     pkg = str(tmp_path) if case == "package" else str(calib_package)
     log = str(tmp_path / "missing.mcap") if case == "log" else str(calib_log)
     result = run_cli("quantize", pkg, *args, "--calib", log, "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fusion-rt: error:")
-    assert {"recipe": "int4", "log": "missing.mcap", "package": "manifest.json"}[case] in lines[0]
+    assert {"recipe": "int4", "log": "missing.mcap", "package": "manifest.json", "rounds": "--max-rounds must be",
+            "method": "--method entropy calibrates the int8 recipes"}[case] in lines[0]
 
 
 def test_a_folder_that_is_no_bag_is_one_line(calib_package, tmp_path):

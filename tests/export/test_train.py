@@ -538,3 +538,17 @@ def test_train_without_torch_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and 'fusion-rt[train]' in lines[0], proc.stderr
+
+
+def test_a_run_directory_gets_its_missing_parents_like_every_output_folder(tmp_path):
+    """export and quantize create an output folder's missing parents; train did not (it refused
+    'runs/attn' without 'runs'). All three take the same rule now, and what cannot be created is
+    still refused up front."""
+    from fusion_rt.errors import OutputError
+    from fusion_rt.export.train import check_out_dir
+
+    check_out_dir(tmp_path / "runs" / "deeper" / "attn")  # nothing is created by the check itself
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="does not exist"):
+        check_out_dir(tmp_path / "file" / "attn")
