@@ -278,8 +278,12 @@ def verdict_table(verdicts: Sequence[Verdict], targets: bool = False) -> str:
     rows = [("budget", "measured", "limit", "missed by")]
     for v in missed:
         unit = " ms" if v.name.endswith((".p50", ".p99")) else ""
-        rows.append((v.name, f"{v.measured:.3f}{unit}", f"{v.op} {v.limit:g}{unit}",
-                     f"{v.by:.3f}{unit} ({v.by_pct:.0f}%)"))
+        digits = 3  # more where 3 would print a miss as the limit itself (0.25045 vs 0.25: "missed by 0.000")
+        while digits < 6 and round(v.measured, digits) == round(v.limit, digits):
+            digits += 1
+        pct = f"{v.by_pct:.0f}" if v.by_pct >= 1 else f"{v.by_pct:.1g}"
+        rows.append((v.name, f"{v.measured:.{digits}f}{unit}", f"{v.op} {v.limit:g}{unit}",
+                     f"{v.by:.{digits}f}{unit} ({pct}%)"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
@@ -538,6 +542,10 @@ class BenchSession:
         self.int8 = None
         if config.int8_package is not None:
             pkg8 = load_package(config.int8_package)
+            if pkg8.precision != "int8" or pkg.precision == "int8":  # else int8_vs_fp32 measures something else
+                raise ConfigError(f"--int8 {str(config.int8_package)!r} is a {pkg8.precision} package and --package "
+                                  f"{str(config.package)!r} a {pkg.precision} one: --int8 takes the INT8 package "
+                                  "(fusion-rt quantize --recipe ort-cpu-int8) of the FP32 one --package names")
             if pkg8.modalities != pkg.modalities:
                 raise ConfigError(f"--int8 package modalities {list(pkg8.modalities)} differ from "
                                   f"{list(pkg.modalities)}")

@@ -704,10 +704,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     replay_seconds = args.replay_seconds if args.replay_seconds is not None else (0.0 if args.quick else 10.0)
     if replay_seconds < 0:
         raise ConfigError(f"--replay-seconds must be >= 0, got {replay_seconds}")
-    config = BenchConfig(package=Path(args.package), int8_package=Path(args.int8) if args.int8 else None,
-                         peers=args.peers, run_dir=Path(args.run) if args.run else None, steps=steps,
-                         warmup=warmup, threads=args.threads, quick=args.quick,
-                         providers=tuple(x.strip() for x in args.providers.split(",") if x.strip()))
+    config = _from_options(BenchConfig, package=Path(args.package), int8_package=Path(args.int8) if args.int8 else None,
+                           peers=args.peers, run_dir=Path(args.run) if args.run else None, steps=steps,
+                           warmup=warmup, threads=args.threads, quick=args.quick,
+                           providers=tuple(x.strip() for x in args.providers.split(",") if x.strip()))
 
     def say(message: str) -> None:
         if not args.quiet:
@@ -724,7 +724,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.quiet:
         _print_bench(report)
     verdicts = [Verdict.from_dict(v) for v in report["verdicts"]]
-    targets = verdict_table(verdicts, targets=True)
+    targets = "" if args.quiet else verdict_table(verdicts, targets=True)  # goals: no failure to say
     if targets:
         print(f"targets missed ({report['targets_missed']}; goals, not failures):\n{targets}", file=sys.stderr)
     missed = verdict_table(verdicts)
@@ -913,7 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "topics, else by schema)")
     p.add_argument("--drop", default="", metavar="MODALITIES", help="comma-separated modalities to mask, e.g. radar")
     p.add_argument("--threads", type=_positive_int, default=None,
-                   help="ONNX Runtime threads per graph (default: its default)")
+                   help="ONNX Runtime threads per graph (default: ONNX Runtime's choice, one per physical core)")
     p.add_argument("--out", default=None, metavar="RESULTS.mcap", help="write a results MCAP (Foxglove-viewable)")
     p.add_argument("--json", default=None, metavar="SUMMARY.json", help="write the summary as JSON")
     p.add_argument("--report", default=None, metavar="REPORT.html", help="write a self-contained HTML report")
@@ -923,10 +923,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log", metavar="LOG", help="MCAP file or ROS 2 bag directory")
     p.add_argument("--a", required=True, metavar="PKG_A", help="reference package (e.g. FP32)")
     p.add_argument("--b", required=True, metavar="PKG_B", help="package to check against it (e.g. INT8)")
-    p.add_argument("--backend-a", default="onnxruntime", choices=("onnxruntime", "tensorrt"), help="backend of A")
-    p.add_argument("--backend-b", default="onnxruntime", choices=("onnxruntime", "tensorrt"), help="backend of B")
+    p.add_argument("--backend-a", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
+                   help="backend of A (default onnxruntime)")
+    p.add_argument("--backend-b", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
+                   help="backend of B (default onnxruntime)")
     p.add_argument("--topics", default=None, metavar="MAP", help="topic per modality, as for replay")
-    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime threads per graph")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="ONNX Runtime threads per graph (default: ONNX Runtime's choice, one per physical core)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the comparison as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -957,7 +960,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit code 1 when a budget is missed (CI gates)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the report (with the fingerprint) as JSON")
     p.add_argument("--png", default=None, metavar="OUT", help="write a latency histogram PNG")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines and no tables")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress lines, no latency table and no missed targets (missed and unmeasured "
+                        "budgets are still listed)")
 
     p = _verb(sub, "demo", cmd_demo)
     p.add_argument("--out", default="out/demo", metavar="DIR",
@@ -965,7 +970,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--package", default=None, metavar="PKG_DIR", help="FP32 package (default: the shipped one)")
     p.add_argument("--seconds", type=float, default=30.0, help="length of the replayed drive (default 30)")
     p.add_argument("--seed", type=int, default=7, help="drive seed (default 7)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime threads per graph")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="ONNX Runtime threads per graph (default: ONNX Runtime's choice, one per physical core)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 

@@ -117,6 +117,9 @@ def test_verdicts_report_what_missed_and_by_how_much(tmp_path):
     assert rows["cpu-x86-2core:head.p99"] == "6.000 ms <= 4 ms 2.000 ms (50%)"
     assert "head.p50" not in table and "int8_vs_fp32" not in table
     assert verdict_table([verdicts["cpu-x86-2core:head.p50"]]) == ""
+    near = check_budgets(budgets, stages, {"runtime_vs_raw_session": 1.05045}, "cpu-x86-2core")
+    row = verdict_table([v for v in near if v.name == "ratio:runtime_vs_raw_session"]).splitlines()[1]
+    assert row.split()[1:] == ["1.0505", "<=", "1.05", "0.0005", "(0.04%)"]  # was "1.050 <= 1.05 0.000 (0%)"
     assert len(check_budgets(budgets, stages, ratios, "cpu-x86-2core", ratios_only=True)) == 4
     with pytest.raises(BudgetError, match="jetson-orin"):
         check_budgets(budgets, stages, ratios, "jetson-orin")
@@ -219,6 +222,8 @@ def test_targets_are_reported_but_never_fail(package, tmp_path, capsys):
     out = capsys.readouterr()
     assert "targets missed (1; goals, not failures)" in out.err and "budgets missed" not in out.err
     assert "not yet" in out.out
+    assert main([*args, "-q"]) == 0
+    assert capsys.readouterr().err == ""  # --quiet: goals are not said
 
 
 def test_bench_bad_budgets_file_is_one_line_exit_2(package, tmp_path, capsys):
@@ -311,3 +316,13 @@ def test_an_unmeasured_ratio_names_every_side_it_lacks():
     compile_ = [Verdict("ratio:torch_compile_vs_torch_eager", None, "<=", 1.0, None)]
     quick = unmeasured_budgets(compile_, {"model.torch_compile": "quick mode: no torch.compile"}, peers=True)
     assert quick == {"torch_compile_vs_torch_eager": "quick mode: no torch.compile"}
+
+
+def test_int8_takes_an_int8_package_of_the_fp32_one(package, capsys):
+    """--int8 with an FP32 package (or the two swapped) reported int8_vs_fp32 0.98 or 1.70 as if
+    measured: refused, naming both packages' precisions."""
+    assert main(["bench", "--package", str(package), "--int8", str(package), "--quick", "--steps", "5", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a fp32 package" in err and "--int8 takes the INT8 package" in err
+    assert main(["bench", "--package", str(package), "--steps", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "fusion-rt: error: --steps must be an integer >= 5, got 2"
