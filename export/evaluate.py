@@ -162,6 +162,9 @@ def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise ConfigError(f"run directory {str(path)!r} does not exist (train one with 'fusion-rt train --out DIR')")
+    if (path / "manifest.json").is_file() and not (path / "config.json").is_file():
+        raise ConfigError(f"{str(path)!r} is a model package, not a training run: evaluate reads the run that "
+                          "'fusion-rt train' wrote (replay --package measures a package on a log)")
     for name in RUN_FILES:  # metrics.json last: training writes it when everything else is in place
         if not (path / name).is_file():
             raise ConfigError(f"run directory {str(path)!r} has no {name}: not a finished training run "

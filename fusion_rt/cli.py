@@ -398,7 +398,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         speed = "n/a" if acc["speedup_median"] is None else f"{acc['speedup_median']:.2f}x"
         # Speed is measured with ONNX Runtime on this CPU: only ort-cpu-int8 targets it.
         where = "" if args.recipe == "ort-cpu-int8" else " on ONNX Runtime CPU (the recipe targets GPUs)"
-        print(f"{result.package.root}: {args.recipe}, {acc['primary_metric']} {acc['fp32']} -> {acc['new']} "
+        fp32, new = ("n/a" if v is None else v for v in (acc["fp32"], acc["new"]))
+        print(f"{result.package.root}: {args.recipe}, {acc['primary_metric']} {fp32} -> {new} "
               f"({change}, tolerance {acc['tolerance']:.2%} drop), "
               f"size {acc['size_ratio']:.2f}x, speed {speed}{where}, "
               f"worst cosine {acc['worst_output_cosine']:.5f}")

@@ -394,7 +394,8 @@ def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
     where = f"graph {spec.name!r}"
     path = _inside(root, spec.file, f"{where}.file")
     if not path.is_file():
-        raise IntegrityError(f"{where}: file {spec.file!r} is missing from {str(root)!r}")
+        what = "is not a file" if path.exists() else "is missing"
+        raise IntegrityError(f"{where}: {spec.file!r} {what} in {str(root)!r}")
     if check_hashes:
         actual = sha256_file(path)
         if actual != spec.sha256:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fusion_rt.errors import ConfigError, DecodeError, LogError, UnsupportedMessageError
+from fusion_rt.errors import ConfigError, DecodeError, LogError, PackageError, UnsupportedMessageError
 from fusion_rt.logs.bags import LogSource, open_log
 from fusion_rt.logs.reader import NOTE_KINDS, ReadIssue
 from fusion_rt.logs.schemas import COMPRESSED_IMAGE, SCHEMAS
@@ -1049,6 +1049,15 @@ def _load(package: ModelPackage | str | os.PathLike) -> ModelPackage:
     return package if isinstance(package, ModelPackage) else load_package(package)
 
 
+def _load_side(package: ModelPackage | str | os.PathLike, side: str) -> ModelPackage:
+    """`_load` for one side of a comparison: a package it refuses is named by its side (both may
+    hold a head.onnx)."""
+    try:
+        return _load(package)
+    except PackageError as exc:
+        raise type(exc)(f"package {side} ({os.fspath(package)!r}): {exc}") from exc
+
+
 def _check_drop(config: ReplayConfig, package: ModelPackage) -> None:
     for m in config.drop:
         if m not in package.modalities:
@@ -1327,7 +1336,7 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
     """Replay `log` through two deployments in lockstep, message by message, and compare them."""
     if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
         raise ConfigError(f"worst must be a non-negative integer of frames, got {worst!r}")
-    pkg_a, pkg_b = _load(package_a), _load(package_b)
+    pkg_a, pkg_b = _load_side(package_a, "A"), _load_side(package_b, "B")
     if pkg_a.modalities != pkg_b.modalities or pkg_a.scene_labels != pkg_b.scene_labels:
         raise ConfigError(f"packages differ in modalities or scene labels and cannot be compared: "
                           f"{pkg_a.name} {list(pkg_a.modalities)} {list(pkg_a.scene_labels)} vs "

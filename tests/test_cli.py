@@ -35,7 +35,7 @@ def test_help_lists_verbs():
         (["demo", "--out", "{tmp}/demo", "--seed", "-1"], "--seed must be a non-negative integer, got -1"),
         (["simulate", "{tmp}/no/such/dir/a.mcap", "--seconds", "1"], "does not exist"),
         (["simulate", "{tmp}", "--seconds", "1"], "is a directory"),
-        (["log", "info", "{tmp}/missing.mcap"], "missing.mcap"),
+        (["log", "info", "{tmp}/missing.mcap"], "missing.mcap' does not exist"),
         (["log", "info", "{tmp}/notalog.mcap"], "notalog.mcap"),
         (["frobnicate"], "frobnicate"),
     ],

@@ -149,6 +149,16 @@ def test_external_data_is_read_beside_its_graph_and_hashed(pkg):
         load_package(pkg)
 
 
+def test_a_graph_file_that_is_a_folder_is_not_called_missing(pkg):
+    (pkg / "head.onnx").unlink()
+    (pkg / "head.onnx").mkdir()
+    with pytest.raises(IntegrityError, match=r"graph 'head': 'head.onnx' is not a file in"):
+        load_package(pkg)
+    (pkg / "head.onnx").rmdir()
+    with pytest.raises(IntegrityError, match=r"graph 'head': 'head.onnx' is missing in"):
+        load_package(pkg)
+
+
 def test_not_a_package(tmp_path):
     with pytest.raises(PackageError, match="not a directory"):
         load_package(tmp_path / "nope")

@@ -298,6 +298,18 @@ def test_compare_refuses_packages_with_other_bev_outputs(short_drive, package, t
         compare(short_drive, package, package, worst=-1)
 
 
+def test_compare_names_the_side_of_a_package_it_refuses(short_drive, package, tmp_path):
+    """Both packages hold a head.onnx: a tampered one was refused without saying which side."""
+    from fusion_rt.errors import IntegrityError
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(package, tampered)
+    with open(tampered / "head.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(IntegrityError, match=r"^package B \('.*tampered'\): graph 'head': sha256 of 'head.onnx'"):
+        compare(short_drive, package, tampered)
+
+
 def _nuscenes_cloud(stamp_ns: int, rng: np.random.Generator) -> dict:
     """A nuScenes-layout radar PointCloud2 (18 fields, mixed types, velocity components only)."""
     layout = [("x", "f4", 7), ("y", "f4", 7), ("z", "f4", 7), ("dyn_prop", "i1", 1), ("id", "i2", 3),

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fusion_rt.errors import NotALogError
 from fusion_rt.logs.reader import LogReader
 from fusion_rt.outputs import printable
 
@@ -29,6 +30,8 @@ def log_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     its compression says the storage and what rosbag2 compressed ("mcap storage, zstd per message").
     """
     p = Path(path)
+    if not p.exists():  # as open_log says it (LogReader's "not an MCAP log: No such file" read as damage)
+        raise NotALogError(f"{str(p)!r} does not exist")
     if p.is_dir() or p.suffix == ".db3":
         return _bag_info(p)
     with LogReader(path) as reader:

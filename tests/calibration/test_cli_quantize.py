@@ -150,9 +150,10 @@ def test_scene_labels_the_truth_lacks_are_named(calib_package, calib_log, tmp_pa
     (pkg / "manifest.json").write_text(json.dumps(manifest))
     code = main(["quantize", str(pkg), "--recipe", "fp16", "--calib", str(calib_log), "--samples", "8",
                  "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert code == 0, err
     assert "not measured: the package's scene labels ['my_car', 'my_truck'," in err, err
+    assert "mean_scene_auc n/a -> n/a (n/a," in out, out  # was Python's "None -> None"
     assert "pass --eval-log" not in err
     report = json.loads((tmp_path / "out" / "quantization_report.json").read_text())
     assert report["evaluation"]["unscored"]["scene_labels"][0] == "my_car"

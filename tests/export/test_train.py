@@ -30,7 +30,7 @@ from fusion_rt.export.configs import (
 from fusion_rt.export.data import SCENE_LABELS, Split, read_logs
 from fusion_rt.messages import MODALITIES
 
-from ..conftest import run_cli
+from ..conftest import ROOT, run_cli
 
 torch = pytest.importorskip("torch")
 
@@ -488,6 +488,7 @@ def test_evaluate_cli_writes_documented_json(quick_run, heldout_log, tmp_path):
     "args, needle",
     [
         (["evaluate", "{tmp}/no_run", "--log", "{log}"], "does not exist"),
+        (["evaluate", "{package}", "--log", "{log}"], "is a model package, not a training run"),
         (["evaluate", "{run}", "--log", "{log}", "--drop", "lidar"], "lidar"),
         (["evaluate", "{run}", "--log", "{tmp}/no_truth.mcap"], "no ground truth"),
         (["evaluate", "{run}", "--log", "{tmp}/missing.mcap"], "missing.mcap"),
@@ -498,7 +499,8 @@ def test_evaluate_cli_writes_documented_json(quick_run, heldout_log, tmp_path):
 )
 def test_bad_input_is_one_line_exit_2(quick_run, heldout_log, tmp_path, args, needle):
     _log_without_truth(tmp_path)
-    fill = {"tmp": tmp_path, "run": quick_run[0], "log": heldout_log}
+    fill = {"tmp": tmp_path, "run": quick_run[0], "log": heldout_log,
+            "package": ROOT / "fusion_rt" / "packages" / "fusion-attention"}
     proc = run_cli(*[a.format(**fill) for a in args])
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
