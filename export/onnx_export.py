@@ -308,6 +308,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, parity_log: str | Path 
 
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ConfigError(f"samples must be a positive integer, got {samples!r}")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ConfigError(f"the package name must be a non-empty string, got {name!r}")
     check_outputs(dirs={"package folder": out_dir}, inputs=[run_dir, parity_log])
     say = progress or (lambda _msg: None)
     # Built beside out_dir and moved into place once it validates: a failed export (a parity
@@ -332,12 +334,12 @@ def _export_into(out: Path, run_dir: str | Path, parity_log: str | Path | None, 
         say(f"warning: this run has no camera: replay, compare, bench and the demo trigger on camera frames, so "
             f"its package runs only through FusionRuntime(package, trigger={run.modalities[0]!r}, ...)")
 
+    inputs, source, held = _sample_inputs(run, parity_log, samples, topics)  # a log it cannot use: before exporting
     graphs = _graphs(model, model.example_inputs(batch=2))
     for graph in graphs:
         say(f"exporting {graph.file}")
         _export_one(graph, out / graph.file)
 
-    inputs, source, held = _sample_inputs(run, parity_log, samples, topics)
     say(f"parity check on {source}")
     absent = [m for m, n in held.items() if n == 0]
     if absent:

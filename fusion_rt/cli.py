@@ -322,6 +322,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError(f"run directory {args.run!r} does not exist (train one with 'fusion-rt train --out DIR')")
     if args.parity_log is not None:
         _check_log(args.parity_log, "parity log")
+    elif args.samples is not None:
+        raise ConfigError(f"--samples {args.samples} counts frames of --parity-log, and none was given (without it "
+                          "the parity check runs the model's example inputs)")
     check_outputs(dirs={"--out": args.out}, inputs=[args.run, args.parity_log])
     _require_train_extra("exporting a trained model")
     from fusion_rt.export.onnx_export import export_run
@@ -330,7 +333,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(message, file=sys.stderr)
 
-    out = export_run(args.run, args.out, parity_log=args.parity_log, samples=args.samples, name=args.name,
+    out = export_run(args.run, args.out, parity_log=args.parity_log, samples=args.samples or 16, name=args.name,
                      progress=say, overwrite=args.overwrite, topics=_topics_option(args.topics))
     parity = json.loads((out / "parity.json").read_text())
     worst = max(s["max_rel"] for graph in parity["graphs"].values() for s in graph.values())
@@ -843,9 +846,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-log", default=None, metavar="LOG",
                    help="log (MCAP file or ROS 2 bag) whose frames are used for the parity check "
                         "(default: the model's example inputs)")
-    p.add_argument("--samples", type=_positive_int, default=16,
+    p.add_argument("--samples", type=_positive_int, default=None,
                    help="frames of --parity-log used for the parity check (default 16; without "
-                        "--parity-log: the model's 2 example inputs)")
+                        "--parity-log the model's 2 example inputs are checked, and --samples is refused)")
     p.add_argument("--topics", default=None, metavar="MAP", help=_TOPICS_HELP + " (of --parity-log)")
     p.add_argument("--name", default=None, help="package name in the manifest (default fusion-<head>)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")

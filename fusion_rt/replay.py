@@ -188,7 +188,7 @@ class ReplayConfig:
         except ValueError:
             modes = [m.value for m in ReplayMode]
             raise ConfigError(f"replay mode must be one of {modes}, got {self.mode!r}") from None
-        object.__setattr__(self, "drop", tuple(self.drop))
+        object.__setattr__(self, "drop", tuple(dict.fromkeys(self.drop)))  # "radar,radar" once
         object.__setattr__(self, "topics", dict(self.topics))
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):

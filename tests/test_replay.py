@@ -94,6 +94,7 @@ def test_not_a_log_is_one_line_and_non_zero(package, tmp_path):
 
 
 def test_drop_radar_flags_every_output_degraded(short_drive, package):
+    assert ReplayConfig(drop=("radar", "map", "radar")).drop == ("radar", "map")  # said once in the summary
     result = replay(short_drive, package, ReplayConfig(drop=("radar",), out=None))
     s = result.summary
     assert s["outputs"] > 0 and s["degraded"] == s["outputs"]

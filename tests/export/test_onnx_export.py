@@ -114,7 +114,7 @@ def test_export_refuses_non_empty_output(random_run, package):
 
 def test_a_failed_export_leaves_the_previous_package(random_run, package, tmp_path):
     """--overwrite replaces a package only once the new one is complete: a parity log without camera
-    frames fails after the graphs are exported, and the package it was to replace still loads."""
+    frames fails (before any graph is exported), and the package it was to replace still loads."""
     import shutil
 
     from fusion_rt.errors import FusionRTError
@@ -133,6 +133,29 @@ def test_a_failed_export_leaves_the_previous_package(random_run, package, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg", "text_only.mcap"]  # no staging folder left
     with pytest.raises(ConfigError, match="would overwrite the input"):
         export_run(random_run, random_run.parent, overwrite=True)
+
+
+def test_an_unusable_parity_log_or_name_is_refused_before_exporting(random_run, tmp_path, monkeypatch):
+    """A parity log with no usable frame failed only after every graph was exported (~10 s); an empty
+    --name became the default name; --samples without --parity-log was ignored."""
+    from fusion_rt.cli import main
+    from fusion_rt.errors import LogError
+    from fusion_rt.export import onnx_export
+    from fusion_rt.logs import LogWriter
+    from fusion_rt.messages import TextContext
+
+    def no_export(*_args, **_kwargs):
+        raise AssertionError("a graph was exported before the parity log was read")
+
+    monkeypatch.setattr(onnx_export, "_export_one", no_export)
+    with LogWriter(tmp_path / "text_only.mcap") as writer:
+        writer.write(TextContext(stamp_ns=1, text="school zone"))
+    with pytest.raises(LogError, match="no usable samples"):
+        onnx_export.export_run(random_run, tmp_path / "a", parity_log=tmp_path / "text_only.mcap", samples=4)
+    with pytest.raises(ConfigError, match="the package name must be a non-empty string, got ''"):
+        onnx_export.export_run(random_run, tmp_path / "b", name="")
+    assert main(["export", str(random_run), "--out", str(tmp_path / "c"), "--samples", "4"]) == 2
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_parity_stats_detect_divergence():
