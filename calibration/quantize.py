@@ -72,17 +72,21 @@ ORT_MINIMUM = "1.31"
 #: FP32 activations beyond this magnitude are kept in FP32 by the fp16 recipe: float16's largest
 #: finite value is 65504; a 4x margin covers frames the calibration set did not show.
 FP16_SAFE_ABS = 65504.0 / 4
-#: A graph whose INT8 version is measurably slower than FP32 (batch 1: speedup below this) keeps
-#: FP32 compute (speed_gate). Not "must be faster": a sub-millisecond graph measures 0.95-1.2x run
-#: to run (the map encoder flipped between INT8 and FP32, and the package between 0.30x and 0.40x
-#: the size); the graphs INT8 really slows (the attention head, the text encoder) sit at 0.8-0.9x.
-_SPEED_GATE = 0.95
+#: A graph keeps INT8 compute only where INT8 runs it at least this much faster alone (batch 1);
+#: else FP32 compute (speed_gate), with its weights stored as int8 all the same, so the size is
+#: the same either way and INT8 compute is worth its accuracy cost only where it buys time. Not
+#: "faster at all": inside the runtime a graph follows another one (caches cold), where INT8's
+#: extra quantize/dequantize nodes cost more than alone. The shipped head measured 0.93-0.96x
+#: alone, was kept INT8 at the old bar (0.95), and ran 10-50% slower than its FP32 version in
+#: lockstep replays (1.16-1.62 vs 1.02-1.06 ms p50). The graphs INT8 does speed up sit far above
+#: the bar (camera 2.3-2.8x, radar 1.7-2.0x, map 1.3-1.8x); the head and text encoder at 0.7-0.96x.
+_SPEED_GATE = 1.1
 #: Acceptance entries measured in time: in quantization_report.json only, never in manifest.json.
 _TIMED_ACCEPTANCE = ("speedup_median", "speedup_at_least_2x")
 _SPEED_GATE_ITERATIONS = 200  # interleaved runs per graph and precision (sub-ms graphs: ~1 s)
-#: A speedup inside this band is measured twice more and the median run decides: the text encoder
-#: (0.15 ms) measured 1.08x in one run and 0.79x in the next, and the package changed with it.
-_SPEED_GATE_BAND = (0.8, 1.1)
+#: A speedup inside this band (around _SPEED_GATE) is measured twice more and the median run
+#: decides: the text encoder (0.15 ms) measured 1.08x in one run and 0.79x in the next.
+_SPEED_GATE_BAND = (0.95, 1.25)
 #: Calibration rows the gate cycles through, evenly spaced (full and masked rows alike): with the
 #: first row alone the head measured 0.97x (kept INT8) where the runtime then ran it at 0.82x.
 _SPEED_GATE_ROWS = 16
@@ -788,10 +792,10 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
         for name in list(prepared):
             feed = {k: v[::max(1, len(v) // _SPEED_GATE_ROWS)][:_SPEED_GATE_ROWS] for k, v in feeds[name].items()}
             speed[name] = _gate_speed(package.graph_path(name), files[name], feed, config.threads)
-            if speed[name]["speedup"] < _SPEED_GATE:
+            if not int8_pays(speed[name]["speedup"]):
                 converted = fp32_compute(name)
-                say(f"{name}: INT8 is slower at batch 1 ({speed[name]['speedup']:.2f}x): FP32 compute, "
-                    f"{converted} weight matrices stored as int8")
+                say(f"{name}: INT8 is not {_SPEED_GATE:g}x faster at batch 1 ({speed[name]['speedup']:.2f}x): FP32 "
+                    f"compute, {converted} weight matrices stored as int8")
                 del prepared[name]
 
     def build(excluded: dict[str, list[str]], changed: Sequence[str]) -> dict:
@@ -839,6 +843,11 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
             "fp32_input_convs": {name: nodes for name, nodes in stems.items() if nodes and name in prepared},
             "fp32_softmax_inputs": {name: nodes for name, nodes in scores.items() if nodes and name in prepared},
             "graph_speed": speed}
+
+
+def int8_pays(speedup: float) -> bool:
+    """The speed gate's verdict on a graph INT8 runs `speedup` times faster than FP32 alone."""
+    return speedup >= _SPEED_GATE
 
 
 def _gate_speed(fp32_file: Path, int8_file: Path, feed: dict[str, np.ndarray], threads: int) -> dict:

@@ -591,7 +591,7 @@ def test_the_evaluation_stride_runs_over_labelled_frames(calib_package, calib_lo
 
 
 @pytest.mark.parametrize("speedups, runs, kept", [([0.5], 1, 0.5), ([1.6], 1, 1.6), ([1.08, 0.79, 0.83], 3, 0.83),
-                                                  ([0.9, 1.3, 1.2], 3, 1.2)])
+                                                  ([1.2, 1.3, 1.0], 3, 1.2), ([0.9], 1, 0.9)])
 def test_speed_gate_times_a_near_even_graph_three_times(monkeypatch, speedups, runs, kept):
     """The text encoder measured 1.08x in one quantize and 0.79x in the next, and the package's graphs
     changed with it: a speedup near 1x is measured twice more and the median run decides."""
@@ -601,6 +601,15 @@ def test_speed_gate_times_a_near_even_graph_three_times(monkeypatch, speedups, r
     monkeypatch.setattr(quantize, "benchmark_graph", lambda *a, **k: {"speedup": next(results), "rows": 1})
     measured = quantize._gate_speed(None, None, {}, 1)
     assert measured["speedup"] == kept and measured["speedups"] == speedups[:runs]
+
+
+def test_int8_compute_is_kept_only_where_it_buys_time():
+    """The head measured 0.96x alone and was kept INT8 (the bar was 0.95), then ran 10-50% slower
+    than its FP32 version inside the runtime: INT8 compute stays only where it is clearly faster."""
+    from fusion_rt.calibration.quantize import _SPEED_GATE_BAND, int8_pays
+
+    assert not int8_pays(0.956) and not int8_pays(1.05) and int8_pays(1.3) and int8_pays(2.5)
+    assert _SPEED_GATE_BAND[0] < 1.1 < _SPEED_GATE_BAND[1]  # a verdict near the bar is measured three times
 
 
 def test_named_fp32_graphs_make_the_package_the_same_every_run(calib_package, calib_log, tmp_path):
