@@ -208,6 +208,10 @@ class RunConfig:
     # concat, gated): {name: {config field: value}}. Entries for encoders not built or heads not
     # chosen are ignored, so one architecture serves every head and modality subset.
     model: dict = field(default_factory=dict)
+    # Preprocessing overrides: {PreprocessConfig field: value}, e.g. {"camera_height": 288,
+    # "camera_width": 512} trains (and exports) a model for another camera input size; the radar and
+    # map grids always come from the rig. Empty: the runtime's defaults (144x256).
+    preprocess: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, DataConfig) or not isinstance(self.train, TrainConfig):
@@ -221,6 +225,16 @@ class RunConfig:
                 isinstance(k, str) and isinstance(v, dict) for k, v in self.model.items()):
             raise ConfigError(f"model must map a model name to a dict of its config fields, got {self.model!r}")
         object.__setattr__(self, "model", json.loads(json.dumps(self.model)))  # plain JSON data, lists not tuples
+        from fusion_rt.preprocess import PreprocessConfig  # numpy and OpenCV: still no torch
+
+        # the grids come from the rig, the radar power normalization is fitted on the training logs
+        allowed = {f.name for f in fields(PreprocessConfig)} - {"radar_shape", "map_grid", "radar_power_db_offset",
+                                                                 "radar_power_db_scale"}
+        if not isinstance(self.preprocess, dict) or set(self.preprocess) - allowed:
+            raise ConfigError(f"preprocess must map PreprocessConfig fields ({', '.join(sorted(allowed))}) to values, "
+                              f"got {self.preprocess!r}")
+        object.__setattr__(self, "preprocess", json.loads(json.dumps(self.preprocess)))
+        PreprocessConfig(**self.preprocess)  # its own checks (ConfigError naming the field) before any training
         if self.head not in ("attention", "concat", "gated"):
             raise ConfigError(f"head must be one of attention, concat, gated; got {self.head!r}")
         bad = [m for m in self.modalities if m not in MODALITIES]
@@ -233,8 +247,11 @@ class RunConfig:
             raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
     def to_dict(self) -> dict:
-        return {"preset": self.preset, "data": self.data.to_dict(), "train": self.train.to_dict(),
-                "head": self.head, "modalities": list(self.modalities), "seed": self.seed, "model": self.model}
+        d = {"preset": self.preset, "data": self.data.to_dict(), "train": self.train.to_dict(),
+             "head": self.head, "modalities": list(self.modalities), "seed": self.seed, "model": self.model}
+        if self.preprocess:  # left out when empty: runs from before the field read back equal
+            d["preprocess"] = self.preprocess
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -243,7 +260,8 @@ class RunConfig:
         if missing:
             raise ConfigError(f"RunConfig lacks {missing}")
         return cls(preset=d["preset"], data=DataConfig.from_dict(d["data"]), train=TrainConfig.from_dict(d["train"]),
-                   head=d["head"], modalities=d["modalities"], seed=d["seed"], model=d.get("model", {}))
+                   head=d["head"], modalities=d["modalities"], seed=d["seed"], model=d.get("model", {}),
+                   preprocess=d.get("preprocess", {}))
 
 
 def _build(cls, d):

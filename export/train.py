@@ -181,7 +181,8 @@ def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None =
             def data_progress(stage: str, done: int, total: int) -> None:
                 bar.update(task, description=stage, completed=done, total=max(total, 1))
 
-            data: LoadedData = load_data(config.data, PreprocessConfig.from_rig(rig), cache_dir, data_progress,
+            base = PreprocessConfig.from_rig(rig, **config.preprocess)
+            data: LoadedData = load_data(config.data, base, cache_dir, data_progress,
                                          note=lambda text: log(f"cache: {text}"))
         data_s = time.perf_counter() - t0
         train_set, val_set = data.train, data.val

@@ -554,3 +554,28 @@ def test_a_run_directory_gets_its_missing_parents_like_every_output_folder(tmp_p
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="does not exist"):
         check_out_dir(tmp_path / "file" / "attn")
+
+
+def test_a_run_can_train_for_another_camera_size(tmp_path, monkeypatch):
+    """RunConfig.preprocess overrides what the data is preprocessed with (and so what the model is
+    built for and the run's config.json says): e.g. a 288x512 camera input. Round-trips through JSON;
+    a run without overrides reads back as before (no key), and a field the rig or the data decides
+    is refused."""
+    from fusion_rt.export import train as train_module
+
+    config = preset("quick", preprocess={"camera_height": 288, "camera_width": 512})
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert "preprocess" not in preset("quick").to_dict()
+    for bad in ({"radar_shape": [64, 32]}, {"radar_power_db_scale": 2.0}, {"camera_height": 3}):
+        with pytest.raises(ConfigError):
+            preset("quick", preprocess=bad)
+
+    class Seen(Exception):
+        pass
+
+    def fake_load_data(data, base, *args, **kwargs):
+        raise Seen(base.camera_shape)
+
+    monkeypatch.setattr(train_module, "load_data", fake_load_data)
+    with pytest.raises(Seen, match=r"\(3, 288, 512\)"):
+        train(config, tmp_path / "run", cache_dir=tmp_path / "cache", threads=1, quiet=True)
