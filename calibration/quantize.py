@@ -150,6 +150,11 @@ def _prepare(src: Path, dst: Path) -> None:
     _tidy(dst, dst)
 
 
+def _source_name(model: Path) -> str:
+    """The package graph a working file was made from, for messages ('head.prepared.onnx' -> 'head.onnx')."""
+    return model.name.replace(".prepared.onnx", ".onnx")
+
+
 def _domain(name: str) -> str:
     return "" if name == "ai.onnx" else name
 
@@ -234,14 +239,14 @@ def _calibrate(model: Path, feeds: dict[str, np.ndarray], method: CalibrationMet
             calibrator = create_calibrator(model, list(op_types) if op_types else None,
                                            augmented_model_path=str(cache.with_suffix(".augmented.onnx")),
                                            calibrate_method=method.ort(), extra_options=options)
-            if method is CalibrationMethod.ENTROPY:
+            if method is not CalibrationMethod.MINMAX:  # the histogram methods
                 _seed_full_range_histograms(calibrator, reader, chunk)
             for start in range(0, len(reader), chunk):
                 reader.set_range(start, start + chunk)
                 calibrator.collect_data(reader)
             ranges = calibrator.compute_data()
     except Exception as exc:  # the calibrator raises ValueError, RuntimeError, ORT errors
-        raise QuantizationError(f"{model.name}: {method.value} calibration failed: "
+        raise QuantizationError(f"{_source_name(model)}: {method.value} calibration failed: "
                                 f"{type(exc).__name__}: {exc}") from exc
     save_tensors_data(ranges, cache)
     cache.with_suffix(".augmented.onnx").unlink(missing_ok=True)
@@ -253,10 +258,12 @@ def _seed_full_range_histograms(calibrator, reader: ArrayCalibrationReader, chun
     ORT's HistogramCollector widens a histogram when a later chunk exceeds its range but keeps the
     first chunk's bin width. A tensor whose range jumps between chunks grows by orders of magnitude:
     the head's attention scores (|x| ~ 10) meet the masked-key bias (-1e4) in the first chunk with a
-    masked modality, and 1024 bins become ~10^6, on which the KL threshold search (a Python loop
-    per candidate threshold) runs for hours. One pass of the calibrator's own augmented session
-    finds each tensor's min and max; the histograms start empty over [-max|x|, max|x|], so every
-    chunk lands in the same `num_bins` bins, as one pass over all rows at once would.
+    masked modality, and entropy's 1024 bins become ~10^6, on which the KL threshold search (a
+    Python loop per candidate threshold) runs for hours; percentile's 2048 became 7e8 and numpy
+    refused ("Too many bins"). One pass of the calibrator's own augmented session finds each
+    tensor's min and max; the histograms start empty over [-max|x|, max|x|] (or [0, max|x|] for a
+    symmetric percentile, which bins |x|), so every chunk lands in the same `num_bins` bins, as one
+    pass over all rows at once would.
 
     It reaches into ORT's calibrate.py (the calibrator's `infer_session`, `tensors_to_calibrate`,
     `collector`, and HistogramCollector's `histogram_dict` entries as (hist, edges, min, max,
@@ -283,8 +290,12 @@ def _seed_full_range_histograms(calibrator, reader: ArrayCalibrationReader, chun
                                    percentile=calibrator.percentile, scenario=calibrator.scenario)
     for name in lo:
         threshold = np.array(max(abs(lo[name]), abs(hi[name])), dtype=lo[name].dtype)
-        hist, edges = np.histogram(np.zeros(0, lo[name].dtype), calibrator.num_bins, range=(-threshold, threshold))
-        collector.histogram_dict[name] = (hist, edges, lo[name], hi[name], threshold)
+        if calibrator.method == "percentile" and calibrator.symmetric:  # collect_absolute_value: |x|, 4 entries
+            hist, edges = np.histogram(np.zeros(0, lo[name].dtype), calibrator.num_bins, range=(0, threshold))
+            collector.histogram_dict[name] = (hist, edges.astype(lo[name].dtype), lo[name], hi[name])
+        else:  # collect_value: x; (hist, edges, min, max, threshold)
+            hist, edges = np.histogram(np.zeros(0, lo[name].dtype), calibrator.num_bins, range=(-threshold, threshold))
+            collector.histogram_dict[name] = (hist, edges, lo[name], hi[name], threshold)
     calibrator.collector = collector
 
 
@@ -300,7 +311,7 @@ def _quantize_int8(model: Path, out: Path, recipe: Recipe, method: CalibrationMe
                             nodes_to_quantize=list(only) if only else None, calibrate_method=method.ort(),
                             calibration_cache_path=str(cache), **recipe.quantize_static_kwargs())
     except Exception as exc:  # quantize_static raises many types; any failure means no graph
-        raise QuantizationError(f"{model.name}: quantize_static failed: {type(exc).__name__}: {exc}") from exc
+        raise QuantizationError(f"{_source_name(model)}: quantize_static failed: {type(exc).__name__}: {exc}") from exc
 
 
 def weight_only_int8(src: Path, dst: Path, min_elements: int = 1024) -> int:
