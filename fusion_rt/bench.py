@@ -549,8 +549,11 @@ class BenchSession:
             if pkg8.modalities != pkg.modalities:
                 raise ConfigError(f"--int8 package modalities {list(pkg8.modalities)} differ from "
                                   f"{list(pkg.modalities)}")
+            def sizes(package, graph: str) -> list[list[int | None]]:  # a dynamic axis by any name: None
+                return [[d if isinstance(d, int) else None for d in t.shape] for t in package.graphs[graph].inputs]
+
             for g in (*pkg.modalities, "head"):  # the same inputs feed both: their shapes must agree
-                if [t.shape for t in pkg8.graphs[g].inputs] != [t.shape for t in pkg.graphs[g].inputs]:
+                if sizes(pkg8, g) != sizes(pkg, g):
                     raise ConfigError(f"--int8 package graph {g!r} takes inputs "
                                       f"{[list(t.shape) for t in pkg8.graphs[g].inputs]}, the FP32 package's "
                                       f"{[list(t.shape) for t in pkg.graphs[g].inputs]}: not the same model")

@@ -20,7 +20,7 @@ from fusion_rt.bench import (
     verdict_table,
 )
 from fusion_rt.cli import main
-from fusion_rt.errors import BudgetError, ConfigError
+from fusion_rt.errors import BudgetError, ConfigError, FusionRTError
 
 from .test_packaging import _BLOCKER
 from .tiny_package import make_tiny_package
@@ -326,3 +326,26 @@ def test_int8_takes_an_int8_package_of_the_fp32_one(package, capsys):
     assert len(err.splitlines()) == 1 and "is a fp32 package" in err and "--int8 takes the INT8 package" in err
     assert main(["bench", "--package", str(package), "--steps", "2"]) == 2
     assert capsys.readouterr().err.strip() == "fusion-rt: error: --steps must be an integer >= 5, got 2"
+
+
+def test_int8_package_whose_batch_axis_has_another_name(package, tmp_path):
+    """quantize writes the graph's own name for the dynamic batch axis ('s77' from torch's Dim.AUTO)
+    where the FP32 manifest said 'batch'; bench refused the pair as 'not the same model'."""
+    import shutil
+
+    from fusion_rt.bench import BenchConfig, BenchSession
+
+    int8 = tmp_path / "int8"
+    shutil.copytree(package, int8)
+    manifest = json.loads((int8 / "manifest.json").read_text())
+    manifest["precision"] = "int8"
+    for graph in manifest["graphs"].values():
+        for tensor in (*graph["inputs"], *graph["outputs"]):
+            tensor["shape"] = ["s77" if isinstance(d, str) else d for d in tensor["shape"]]
+    (int8 / "manifest.json").write_text(json.dumps(manifest))
+    with BenchSession(BenchConfig(package=package, int8_package=int8, steps=5, warmup=0, quick=True)) as session:
+        session.step()
+    manifest["graphs"]["head"]["inputs"][0]["shape"][1] += 1  # a static size that differs still refuses
+    (int8 / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FusionRTError):
+        BenchSession(BenchConfig(package=package, int8_package=int8, steps=5, warmup=0, quick=True))
