@@ -37,7 +37,7 @@ from fusion_rt.outputs import json_text
 from fusion_rt.rig import BevGrid, Rig, is_finite_number
 
 if TYPE_CHECKING:
-    from fusion_rt.preprocess import Vocabulary
+    from fusion_rt.preprocess import PreprocessConfig, Vocabulary
 
 __all__ = [
     "FORMAT_VERSION",
@@ -438,7 +438,34 @@ def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
                                          f"graph {list(a.shape)}")
 
 
-def _check_preprocess(preprocess: dict, rig: Rig, modalities: tuple[str, ...]) -> None:
+def encoder_input(spec: GraphSpec, modality: str, preprocess: PreprocessConfig,
+                  vocabulary: Vocabulary | None) -> tuple[TensorSpec, tuple[int, ...], str]:
+    """An encoder graph's one input checked against what the package's preprocessing makes for it:
+    (the input, its shape at batch 1, the numpy dtype name the runtime feeds). GraphMismatchError
+    naming the graph and field when the graph would not take it (load_package and FusionRuntime)."""
+    if len(spec.inputs) != 1:
+        raise GraphMismatchError(f"graph {spec.name!r}: an encoder takes one input, it has "
+                                 f"{[t.name for t in spec.inputs]}")
+    (inp,) = spec.inputs
+    want = {"camera": preprocess.camera_shape,
+            "radar": (len(preprocess.radar_input_channels), *preprocess.radar_shape),
+            "map": preprocess.map_shape,
+            "text": (vocabulary.max_tokens if vocabulary else preprocess.text_max_tokens,)}[modality]
+    dims = inp.shape
+    fits = len(dims) == len(want) + 1 and (isinstance(dims[0], str) or dims[0] == 1) and all(
+        isinstance(d, str) or d == w for d, w in zip(dims[1:], want, strict=False))
+    if not fits:
+        raise GraphMismatchError(f"graph {spec.name!r}.inputs[{inp.name!r}]: shape {list(dims)} does not fit "
+                                 f"the package's preprocessing, which makes {list(want)} per frame "
+                                 f"(manifest.preprocess{' / vocabulary' if modality == 'text' else ''})")
+    dtype = "int64" if modality == "text" else "float32"
+    if inp.dtype != dtype:
+        raise GraphMismatchError(f"graph {spec.name!r}.inputs[{inp.name!r}].dtype is {inp.dtype}; the runtime "
+                                 f"feeds {dtype}")
+    return inp, (1, *want), dtype
+
+
+def _check_preprocess(preprocess: dict, rig: Rig, modalities: tuple[str, ...]) -> PreprocessConfig:
     """The manifest's preprocessing must build (types, sizes, finite grids) before any frame arrives,
     and rasterize radar detections on the rig's radar grid (else every radar frame is refused)."""
     from fusion_rt.preprocess import PreprocessConfig
@@ -454,6 +481,7 @@ def _check_preprocess(preprocess: dict, rig: Rig, modalities: tuple[str, ...]) -
         raise ManifestError(f"manifest.preprocess.radar_shape {list(config.radar_shape)} differs from the rig's radar "
                             f"grid, manifest.rig.radar num_range_bins x num_azimuth_bins {list(grid)}: radar "
                             "detections are binned on the rig's grid, so the encoder would get none")
+    return config
 
 
 def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPackage:
@@ -542,7 +570,7 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
     # 2026-12-01 wrote the default budgets of all four modalities into every package.
     budgets = {k: v for k, v in budgets.items() if k in stages}
     max_age = {k: v for k, v in max_age.items() if k in modalities}
-    _check_preprocess(manifest["preprocess"], rig, modalities)
+    preprocess = _check_preprocess(manifest["preprocess"], rig, modalities)
     vocabulary = None
     if "text" in modalities and not manifest.get("vocabulary"):
         raise ManifestError("manifest.vocabulary: the text modality needs a vocabulary file (see README)")
@@ -562,6 +590,8 @@ def load_package(path: str | os.PathLike, check_hashes: bool = True) -> ModelPac
             except ConfigError as exc:
                 raise ManifestError(f"manifest.vocabulary {manifest['vocabulary']!r}: {exc}") from exc
 
+    for m in modalities:  # what each encoder gets per frame, as the runtime will make it
+        encoder_input(graphs[m], m, preprocess, vocabulary)
     for spec in graphs.values():
         _check_graph(root, spec, check_hashes)
 

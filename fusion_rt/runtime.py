@@ -56,7 +56,7 @@ from fusion_rt.backends import BACKENDS, OrtConfig, Runner, RunnerError, create_
 from fusion_rt.backends.onnxruntime import OrtThreading
 from fusion_rt.errors import ConfigError, DecodeError, GraphMismatchError, ManifestError
 from fusion_rt.messages import CameraFrame, MapRaster, Message, RadarTensor, TextContext
-from fusion_rt.package import GraphSpec, ModelPackage, load_package, stage_names
+from fusion_rt.package import GraphSpec, ModelPackage, encoder_input, load_package, stage_names
 from fusion_rt.preprocess import (
     CameraSize,
     PreprocessConfig,
@@ -380,25 +380,8 @@ class FusionRuntime:
 
     # ------------------------------------------------------------------------------------- setup
     def _input_buffer(self, modality: str, spec: GraphSpec) -> tuple[str, np.ndarray]:
-        cfg = self.preprocess
-        if len(spec.inputs) != 1:
-            raise GraphMismatchError(f"graph {spec.name!r}: an encoder takes one input, it has "
-                                     f"{[t.name for t in spec.inputs]}")
-        (inp,) = spec.inputs
-        want = {"camera": (1, *cfg.camera_shape), "radar": (1, len(cfg.radar_input_channels), *cfg.radar_shape),
-                "map": (1, *cfg.map_shape),
-                "text": (1, self.vocabulary.max_tokens if self.vocabulary else cfg.text_max_tokens)}[modality]
-        shape = _batch1(inp.shape, want)
-        if shape != want:
-            raise GraphMismatchError(f"graph {spec.name!r}.inputs[{inp.name!r}]: shape {list(inp.shape)} does not fit "
-                                     f"the package's preprocessing, which makes {list(want[1:])} per frame "
-                                     f"(manifest.preprocess / vocabulary)")
-        dtype = NP_DTYPES.get(inp.dtype)
-        expected = np.int64 if modality == "text" else np.float32
-        if dtype is not expected:
-            raise GraphMismatchError(f"graph {spec.name!r}.inputs[{inp.name!r}].dtype is {inp.dtype}; the runtime "
-                                     f"feeds {np.dtype(expected).name}")
-        return inp.name, np.zeros(want, dtype=expected)
+        inp, shape, dtype = encoder_input(spec, modality, self.preprocess, self.vocabulary)  # load_package's check
+        return inp.name, np.zeros(shape, dtype=dtype)
 
     def _build(self, factory: RunnerFactory) -> None:
         pkg = self.package

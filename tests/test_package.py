@@ -288,3 +288,17 @@ def test_vocabulary_is_parsed_at_load(pkg):
         load_package(pkg)
     with pytest.raises(ManifestError, match="not a fusion-rt vocabulary"):
         load_package(pkg, check_hashes=False)
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda m: m["preprocess"].update(camera_height=m["preprocess"]["camera_height"] * 2),
+     r"graph 'camera'.inputs\['image'\]: shape \['batch', 3, \d+, \d+\] does not fit the package's preprocessing"),
+    (lambda m: m["preprocess"].update(radar_channels=m["preprocess"]["radar_channels"][:1]),
+     r"graph 'radar'.inputs\[.*does not fit the package's preprocessing"),
+])
+def test_encoder_inputs_that_the_preprocessing_does_not_make_are_refused_at_load(pkg, edit, says):
+    """A camera size, radar channel list or map grid that does not match the encoder's input loaded
+    as valid and failed only when a runtime was created (own-model audit): load_package checks it."""
+    _edit_manifest(pkg, edit)
+    with pytest.raises(GraphMismatchError, match=says):
+        load_package(pkg)
