@@ -414,8 +414,10 @@ def _check_graph(root: Path, spec: GraphSpec, check_hashes: bool) -> None:
         if check_hashes:
             expected = spec.external_data.get(location)
             if expected is None:
+                keys = sorted(spec.external_data)
                 raise IntegrityError(f"{what}: {location!r} has no sha256 in the manifest "
-                                     f"(graphs.{spec.name}.external_data); re-export the package")
+                                     f"(graphs.{spec.name}.external_data keys are the locations the graph names, "
+                                     f"relative to its folder; it has {keys}); re-export the package")
             actual = sha256_file(ext)
             if actual != expected:
                 raise IntegrityError(f"{what}: sha256 of {location!r} is {actual[:16]}…, the manifest says "

@@ -135,6 +135,11 @@ def test_external_data_is_read_beside_its_graph_and_hashed(pkg):
     (pkg / "camera_encoder.onnx").unlink()
     spec = describe_graph(pkg, "sub/camera.onnx", "camera", "encoder", "camera").to_dict()
     assert set(spec["external_data"]) == {"camera.bin"}
+    rooted = {**spec, "external_data": {"sub/camera.bin": spec["external_data"]["camera.bin"]}}
+    _edit_manifest(pkg, lambda m: m["graphs"].update(camera=rooted))  # keyed from the package root: refused
+    with pytest.raises(IntegrityError, match=r"'camera.bin' has no sha256 .* relative to its folder; it has "
+                                             r"\['sub/camera.bin'\]"):
+        load_package(pkg)
     _edit_manifest(pkg, lambda m: m["graphs"].update(camera=spec))
     package = load_package(pkg)
     session = ort.InferenceSession(str(package.graph_path("camera")), providers=["CPUExecutionProvider"])
