@@ -195,8 +195,12 @@ def test_bench_check_fails_on_a_budget_it_did_not_measure(package, tmp_path, cap
     err = capsys.readouterr().err
     assert "budgets not measured (3, each fails --check)" in err and "budgets missed" not in err
     for name, why in (("int8_vs_fp32", "no --int8 package"), ("int8_vs_torch_eager", "no --int8 package"),
-                      ("replay_realtime_factor", "no replay (--replay-seconds 0")):
+                      ("replay_realtime_factor", "no replay (--replay-seconds 0, the --quick default)")):
         assert f"{name} ({why}" in err, err
+    explicit = ["bench", "--package", str(package), "--steps", "5", "-q", "--replay-seconds", "0", "--budgets",
+                str(_budgets_file(tmp_path, text))]
+    assert main(explicit) == 0  # asked for no replay, not --quick: its default is not blamed
+    assert "replay_realtime_factor (no replay (--replay-seconds 0))\n" in capsys.readouterr().err
 
 
 def test_bench_without_a_budgets_file_measures_only(package, tmp_path, capsys, monkeypatch):
