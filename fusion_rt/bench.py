@@ -927,8 +927,8 @@ def run_bench(config: BenchConfig, budgets: Budgets | None, device_class: str | 
         result.ratios["replay_realtime_factor"] = rep["realtime_factor"]
         result.info["replay"] = rep
     else:
-        result.skipped["replay_realtime_factor"] = ("no replay (--replay-seconds 0, the --quick default)" if config.quick
-                                                    else "no replay (--replay-seconds 0)")
+        default = ", the --quick default" if config.quick else ""
+        result.skipped["replay_realtime_factor"] = f"no replay (--replay-seconds 0{default})"
     verdicts = [] if budgets is None else check_budgets(budgets, result.stages, result.ratios, device_class)
     unmeasured = unmeasured_budgets(verdicts, result.skipped, config.peers)
     fp["load_average_after"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
