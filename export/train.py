@@ -138,7 +138,7 @@ def check_out_dir(out: Path) -> None:
         raise ConfigError(f"output path {str(out)!r} is a file; give a directory for the run")
     if out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"run directory {str(out)!r} is not empty; choose a new one or remove it")
-    check_outputs(dirs={"--out": out})
+    check_outputs(dirs={"run directory": out})
 
 
 def train(config: RunConfig, out_dir: str | Path, cache_dir: str | Path | None = None, threads: int | None = None,

@@ -210,6 +210,8 @@ def check_outputs(files: Mapping[str, str | os.PathLike | None] = {},  # noqa: B
         if is_dir:  # an output folder's missing parents are created: the nearest existing one counts
             while not parent.exists() and parent != parent.parent:
                 parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"{what} {str(p)!r} cannot be created: {str(parent)!r} is a file, not a folder")
         if not parent.is_dir():
             raise OutputError(f"the folder of {what} {str(p)!r} does not exist ({str(parent)!r})")
         if not os.access(parent, os.W_OK | os.X_OK):

@@ -23,6 +23,8 @@ def test_check_outputs(tmp_path):
         ({"files": {"--json": tmp_path / "no" / "s.json"}}, "does not exist"),  # a file's folder must exist
         ({"files": {"--json": bag}}, "is a directory"),
         ({"dirs": {"--out": log}}, "is a file"),
+        ({"dirs": {"--out": log / "pkg"}}, "cannot be created: '.*drive.mcap' is a file, not a folder"),  # not missing
+        ({"files": {"--json": log / "s.json"}}, "cannot be created: '.*drive.mcap' is a file, not a folder"),
         ({"files": {"--json": tmp_path / "a", "--report": tmp_path / "a"}}, "same path"),
     ]:
         with pytest.raises(OutputError, match=needle):
