@@ -288,14 +288,15 @@ def _seed_full_range_histograms(calibrator, reader: ArrayCalibrationReader, chun
     collector = HistogramCollector(method=calibrator.method, symmetric=calibrator.symmetric,
                                    num_bins=calibrator.num_bins, num_quantized_bins=calibrator.num_quantized_bins,
                                    percentile=calibrator.percentile, scenario=calibrator.scenario)
+    absolute = calibrator.method == "percentile" and calibrator.symmetric  # collect_absolute_value: bins |x|
     for name in lo:
-        threshold = np.array(max(abs(lo[name]), abs(hi[name])), dtype=lo[name].dtype)
-        if calibrator.method == "percentile" and calibrator.symmetric:  # collect_absolute_value: |x|, 4 entries
-            hist, edges = np.histogram(np.zeros(0, lo[name].dtype), calibrator.num_bins, range=(0, threshold))
-            collector.histogram_dict[name] = (hist, edges.astype(lo[name].dtype), lo[name], hi[name])
-        else:  # collect_value: x; (hist, edges, min, max, threshold)
-            hist, edges = np.histogram(np.zeros(0, lo[name].dtype), calibrator.num_bins, range=(-threshold, threshold))
-            collector.histogram_dict[name] = (hist, edges, lo[name], hi[name], threshold)
+        dtype = lo[name].dtype
+        threshold = np.array(max(abs(lo[name]), abs(hi[name])), dtype=dtype)
+        hist, edges = np.histogram(np.zeros(0, dtype), calibrator.num_bins,
+                                   range=(0 if absolute else -threshold, threshold))
+        # collect_absolute_value keeps (hist, edges, min, max), collect_value adds the threshold
+        entry = (hist, edges.astype(dtype), lo[name], hi[name])
+        collector.histogram_dict[name] = entry if absolute else (*entry, threshold)
     calibrator.collector = collector
 
 

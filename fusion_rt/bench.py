@@ -42,10 +42,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fusion_rt.errors import BudgetError, ConfigError
+
+if TYPE_CHECKING:
+    from fusion_rt.package import ModelPackage
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -267,6 +271,11 @@ def check_budgets(budgets: Budgets, stages: Mapping[str, Mapping[str, float]], r
             verdicts.append(Verdict(f"{device_class}:{stage}.{stat}", value, "<=", limit,
                                     None if value is None else value <= limit))
     return verdicts
+
+
+def _input_sizes(package: ModelPackage, graph: str) -> list[list[int | None]]:
+    """A graph's input shapes with every dynamic axis as None, whatever its name ('batch', 's77')."""
+    return [[d if isinstance(d, int) else None for d in t.shape] for t in package.graphs[graph].inputs]
 
 
 def verdict_table(verdicts: Sequence[Verdict], targets: bool = False) -> str:
@@ -549,11 +558,8 @@ class BenchSession:
             if pkg8.modalities != pkg.modalities:
                 raise ConfigError(f"--int8 package modalities {list(pkg8.modalities)} differ from "
                                   f"{list(pkg.modalities)}")
-            def sizes(package, graph: str) -> list[list[int | None]]:  # a dynamic axis by any name: None
-                return [[d if isinstance(d, int) else None for d in t.shape] for t in package.graphs[graph].inputs]
-
             for g in (*pkg.modalities, "head"):  # the same inputs feed both: their shapes must agree
-                if sizes(pkg8, g) != sizes(pkg, g):
+                if _input_sizes(pkg8, g) != _input_sizes(pkg, g):
                     raise ConfigError(f"--int8 package graph {g!r} takes inputs "
                                       f"{[list(t.shape) for t in pkg8.graphs[g].inputs]}, the FP32 package's "
                                       f"{[list(t.shape) for t in pkg.graphs[g].inputs]}: not the same model")

@@ -455,7 +455,7 @@ def encoder_input(spec: GraphSpec, modality: str, preprocess: PreprocessConfig,
             "text": (vocabulary.max_tokens if vocabulary else preprocess.text_max_tokens,)}[modality]
     dims = inp.shape
     fits = len(dims) == len(want) + 1 and (isinstance(dims[0], str) or dims[0] == 1) and all(
-        isinstance(d, str) or d == w for d, w in zip(dims[1:], want, strict=False))
+        isinstance(d, str) or d == w for d, w in zip(dims[1:], want, strict=True))
     if not fits:
         raise GraphMismatchError(f"graph {spec.name!r}.inputs[{inp.name!r}]: shape {list(dims)} does not fit "
                                  f"the package's preprocessing, which makes {list(want)} per frame "

@@ -209,24 +209,23 @@ class _SplitOrder:
     def __init__(self, issues: list[ReadIssue]) -> None:
         issues.clear()
         self.issues = issues
-        self.before: int | None = None  # the latest log time of the splits already read
-        self.latest: int | None = None  # ... of the current one
+        self.newest: int | None = None  # the latest log time read so far, every split
+        self.before: int | None = None  # ... when the current split started
         self.name = ""
         self.said = False
 
     def start(self, reader: LogReader) -> None:
-        if self.latest is not None:
-            self.before = self.latest if self.before is None else max(self.before, self.latest)
-        self.latest, self.name, self.said = None, Path(reader.path).name, False
+        self.before, self.name, self.said = self.newest, Path(reader.path).name, False
 
     def see(self, log_time: int) -> None:
-        self.latest = log_time if self.latest is None else max(self.latest, log_time)
         if not self.said and self.before is not None and log_time < self.before:
             self.said = True
             self.issues.append(ReadIssue(0, "order", (
                 f"{self.name}: a message at log time {log_time} comes before the end of the splits read before it "
                 f"({self.before}): the split files of one recording follow each other, so this folder holds "
                 "several recordings (or copies of one), read one after the other")))
+        if self.newest is None or log_time > self.newest:
+            self.newest = log_time
 
 
 def _channels_complete(summary: Any) -> bool:
