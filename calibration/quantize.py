@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion_rt._optional import require_version
+from fusion_rt.bench import INT8_DOT_PRODUCTS, host_cpu
 from fusion_rt.calibration.predict import Frames, PackageRunner, all_finite, sigmoid
 from fusion_rt.calibration.reader import (
     ArrayCalibrationReader,
@@ -315,10 +316,15 @@ def _quantize_int8(model: Path, out: Path, recipe: Recipe, method: CalibrationMe
         raise QuantizationError(f"{_source_name(model)}: quantize_static failed: {type(exc).__name__}: {exc}") from exc
 
 
-def weight_only_int8(src: Path, dst: Path, min_elements: int = 1024) -> int:
-    """Write `src` to `dst` with each MatMul's and Gemm's constant 2-D weight stored as int8
-    (symmetric, one scale per output channel) behind a DequantizeLinear; activations and compute
-    stay FP32.
+#: The ops whose constant weight (input 1) weight_only_int8 can store as int8, with the ranks it takes.
+_WEIGHT_ONLY_NDIM = {"MatMul": (2,), "Gemm": (2,), "Conv": (3, 4, 5)}
+
+
+def weight_only_int8(src: Path, dst: Path, min_elements: int = 1024,
+                     ops: Sequence[str] = ("MatMul", "Gemm", "Conv")) -> int:
+    """Write `src` to `dst` with the constant weight of each node of `ops` (MatMul and Gemm: 2-D;
+    Conv: its kernel) stored as int8 (symmetric, one scale per output channel) behind a
+    DequantizeLinear; activations, biases and compute stay FP32.
 
     For graphs the speed gate keeps in FP32 (INT8 activations slow their many small ops): 4x
     smaller weights at FP32 speed, because the runtime's sessions fold the DequantizeLinear of a
@@ -339,18 +345,21 @@ def weight_only_int8(src: Path, dst: Path, min_elements: int = 1024) -> int:
             users[name] = users.get(name, 0) + 1
     dq_nodes, converted = [], 0
     for node in graph.node:
-        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
+        if node.op_type not in ops or len(node.input) < 2 or node.input[1] not in inits:
             continue
         name = node.input[1]
         w = numpy_helper.to_array(inits[name])
-        if w.dtype != np.float32 or w.ndim != 2 or w.size < min_elements or users.get(name, 0) != 1:
+        if (w.dtype != np.float32 or w.ndim not in _WEIGHT_ONLY_NDIM[node.op_type] or w.size < min_elements
+                or users.get(name, 0) != 1):
             continue
-        # Output channels: the columns of a MatMul weight [K, N]; a Gemm's rows when transB=1 ([N, K]).
+        # Output channels: the columns of a MatMul weight [K, N]; a Gemm's rows when transB=1 ([N, K]);
+        # a Conv kernel's first axis ([M, C/group, k...]).
         trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
-        axis = 0 if trans_b else 1
-        scale = (np.abs(w).max(axis=1 - axis) / 127.0).astype(np.float32)
+        axis = 0 if trans_b or node.op_type == "Conv" else 1
+        others = tuple(a for a in range(w.ndim) if a != axis)
+        scale = (np.abs(w).max(axis=others) / 127.0).astype(np.float32)
         scale[scale == 0] = 1.0
-        q = np.clip(np.rint(w / np.expand_dims(scale, 1 - axis)), -127, 127).astype(np.int8)
+        q = np.clip(np.rint(w / np.expand_dims(scale, others)), -127, 127).astype(np.int8)
         graph.initializer.remove(inits[name])
         graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
                                   numpy_helper.from_array(scale, f"{name}_scale"),
@@ -714,6 +723,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
         if fp16_info is not None:
             acceptance["fp16_parity_cosine_min"] = fp16_info["final"]["worst_cosine"]
             acceptance["fp16_parity_ok"] = fp16_info["final"]["ok"]
+        report_cpu = host_cpu()
         report = {
             "format": REPORT_FORMAT,
             "recipe": recipe.to_dict(),
@@ -734,6 +744,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
             "divergence": divergence,
             "sizes": sizes,
             "latency": latency,
+            "host": report_cpu,  # where latency, profile and the speed gate were measured
             "profile": profile,
             "mixed_precision": steps if steps is not None else {"rounds": [], "excluded": {}},
             "fp16": fp16_info,
@@ -745,6 +756,9 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
                 "between casts; GPU kernels may differ" if not recipe.is_int8 else
                 f"int8 activations {recipe.activation_type}, weights {recipe.weight_type} per-channel "
                 f"{'symmetric' if recipe.weight_symmetric else 'asymmetric'}",
+                *([no_int8_dot_product_note(report_cpu["cpu_model"])]
+                  if steps and steps["graph_speed"] and not steps["int8_graphs"]
+                  and report_cpu["int8_dot_product"] is None else []),
                 *([f"outputs {', '.join(scored['non_finite'])} hold NaN/inf on the evaluation frames: the package "
                    "fails its acceptance whatever the metrics (not computed on non-finite outputs)"]
                   if scored["non_finite"] else []),
@@ -769,7 +783,7 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
 
     def fp32_compute(name: str) -> int:
         """Graph `name` at FP32 compute, its weight matrices stored as int8; how many were."""
-        converted = weight_only_int8(package.graph_path(name), files[name])
+        converted = weight_only_int8(package.graph_path(name), files[name], ops=recipe.weight_only_ops)
         if converted:
             weight_only.append(name)
         return converted
@@ -777,12 +791,12 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     for name, spec in package.graphs.items():
         if name in config.fp32_graphs:
             converted = fp32_compute(name)
-            say(f"{name}: FP32 compute as asked, {converted} weight matrices stored as int8")
+            say(f"{name}: FP32 compute as asked, {converted} weights stored as int8")
             continue
         if name not in feeds:  # no calibration frame holds this modality: nothing to set its ranges from
             converted = fp32_compute(name)
             uncalibrated[name] = f"no {spec.modality} in any calibration frame"
-            say(f"{name}: no {spec.modality} in the calibration frames: FP32 compute, {converted} weight matrices "
+            say(f"{name}: no {spec.modality} in the calibration frames: FP32 compute, {converted} weights "
                 "stored as int8 (calibrate on logs that record it to quantize it)")
             continue
         prepared[name] = work / f"{name}.prepared.onnx"
@@ -807,8 +821,11 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
             if not int8_pays(speed[name]["speedup"]):
                 converted = fp32_compute(name)
                 say(f"{name}: INT8 is not {_SPEED_GATE:g}x faster at batch 1 ({speed[name]['speedup']:.2f}x): FP32 "
-                    f"compute, {converted} weight matrices stored as int8")
+                    f"compute, {converted} weights stored as int8")
                 del prepared[name]
+        cpu = host_cpu()
+        if speed and not prepared and cpu["int8_dot_product"] is None:
+            say(no_int8_dot_product_note(cpu["cpu_model"]))
 
     def build(excluded: dict[str, list[str]], changed: Sequence[str]) -> dict:
         for name in changed:
@@ -855,6 +872,13 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
             "fp32_input_convs": {name: nodes for name, nodes in stems.items() if nodes and name in prepared},
             "fp32_softmax_inputs": {name: nodes for name, nodes in scores.items() if nodes and name in prepared},
             "graph_speed": speed}
+
+
+def no_int8_dot_product_note(cpu_model: str | None) -> str:
+    """Why the speed gate kept every graph at FP32 compute on a CPU without int8 dot products."""
+    return (f"this CPU ({cpu_model or 'model unknown'}) has no int8 dot-product instructions ({INT8_DOT_PRODUCTS}): "
+            "ONNX Runtime's INT8 kernels are no faster than FP32 on it, so every graph keeps FP32 compute with its "
+            "weights stored as int8; for a CPU that has them, quantize on it or pass --no-speed-gate")
 
 
 def int8_pays(speedup: float) -> bool:

@@ -99,6 +99,13 @@ class Recipe:
     # after its Relu rounded each value twice, and a graph's own outputs (scene/BEV logits, tokens)
     # were clipped to int8 ranges with nothing to gain (each graph is an engine of its own).
     quantize_outputs: bool = True
+    # Graphs kept at FP32 compute (speed gate, --fp32-graphs, uncalibrated) store the constant
+    # weights of these ops as int8 behind a DequantizeLinear, which ONNX Runtime folds back to FP32
+    # at load: the package stays ~0.3x the size whichever graphs keep INT8 compute. On a CPU whose
+    # INT8 kernels are no faster (AVX2 without VNNI: the camera encoder 0.96x) the gate keeps every
+    # graph FP32, and with MatMul/Gemm weights only the package was 0.90x the size (convolutions
+    # hold most of the weights). TensorRT folds weight-only DQ for GEMMs; its Conv support is unverified.
+    weight_only_ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
 
     @property
     def is_int8(self) -> bool:
@@ -132,7 +139,8 @@ class Recipe:
                 "weight_symmetric": self.weight_symmetric, "quantize_bias": self.quantize_bias,
                 "op_types": list(self.op_types) if self.is_int8 else None, "speed_gate": self.speed_gate,
                 "fp32_input_conv_channels": self.fp32_input_conv_channels,
-                "fp32_softmax_inputs": self.fp32_softmax_inputs, "quantize_outputs": self.quantize_outputs}
+                "fp32_softmax_inputs": self.fp32_softmax_inputs, "quantize_outputs": self.quantize_outputs,
+                "weight_only_ops": list(self.weight_only_ops) if self.is_int8 else None}
 
 
 RECIPES: dict[str, Recipe] = {
@@ -147,7 +155,7 @@ RECIPES: dict[str, Recipe] = {
         # outputs; TensorRT fuses bias, activation and residual add into the int8 kernels itself.
         # No Add: as an op type it quantized every Add's inputs, MatMul biases and the GELU's +1
         # constant included (18 of the head's 26), where Model Optimizer quantizes residual inputs only.
-        quantize_bias=False, quantize_outputs=False,
+        quantize_bias=False, quantize_outputs=False, weight_only_ops=("MatMul", "Gemm"),
         op_types=("Conv", "ConvTranspose", "MatMul", "Gemm", "MaxPool", "AveragePool", "GlobalAveragePool")),
     "fp16": Recipe(name="fp16", precision="fp16", target="GPU FP16 (TensorRT, CUDA EP); slower than FP32 on CPU"),
 }

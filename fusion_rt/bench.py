@@ -72,7 +72,11 @@ __all__ = [
     "check_budgets",
     "verdict_table",
     "fingerprint",
+    "host_cpu",
+    "int8_dot_product",
+    "INT8_DOT_PRODUCTS",
     "detect_device_class",
+    "int8_ratios_apply",
     "replay_realtime_factor",
     "histogram_png",
     "run_bench",
@@ -102,6 +106,7 @@ RATIO_DEFINITIONS: dict[str, tuple[str | tuple[str, ...], str | tuple[str, ...]]
 BUDGETABLE_RATIOS: tuple[str, ...] = (*RATIO_DEFINITIONS, "non_camera_encoder_share",
                                       "critical_path_vs_all_encoders_ideal", "replay_realtime_factor")
 _OPS = {"max": "<=", "below": "<", "min": ">="}
+_WITHOUT_DOT = "ratios_without_int8_dot_product"
 _MS = 1_000_000
 
 
@@ -137,6 +142,10 @@ class Budgets:
     devices: dict[str, dict[str, StageBudget]]
     descriptions: dict[str, str] = field(default_factory=dict)
     targets: dict[str, RatioBudget] = field(default_factory=dict)  # the project's goals: reported, never failing
+    # [ratios_without_int8_dot_product]: what replaces a [ratios] entry on a CPU without int8 dot
+    # products, where ONNX Runtime's INT8 kernels are no faster than FP32 and the speed gate keeps
+    # every graph at FP32 compute (so "INT8 at least 10% faster" cannot hold; "no slower" can)
+    without_int8_dot_product: dict[str, RatioBudget] = field(default_factory=dict)
 
 
 def _number(value, where: str) -> float:
@@ -156,11 +165,14 @@ def load_budgets(path: str | os.PathLike | None = None) -> Budgets:
         raise BudgetError(f"cannot read budgets file {str(path)!r}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise BudgetError(f"budgets file {str(path)!r} is not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - {"ratios", "targets", "devices"})
+    unknown = sorted(set(data) - {"ratios", "targets", "devices", _WITHOUT_DOT})
     if unknown:
-        raise BudgetError(f"{path}: unknown top-level tables {unknown}; expected [ratios], [targets] and "
-                          f"[devices.<class>]")
-    ratios, targets = (_ratio_table(path, data, table) for table in ("ratios", "targets"))
+        raise BudgetError(f"{path}: unknown top-level tables {unknown}; expected [ratios], [targets], "
+                          f"[{_WITHOUT_DOT}] and [devices.<class>]")
+    ratios, targets, without_dot = (_ratio_table(path, data, table) for table in ("ratios", "targets", _WITHOUT_DOT))
+    stray = sorted(set(without_dot) - set(ratios))
+    if stray:  # it replaces [ratios] entries: one of its own would be enforced on those CPUs only
+        raise BudgetError(f"{path.name}: {_WITHOUT_DOT} {stray} replace no [ratios] entry; it has {sorted(ratios)}")
     devices: dict[str, dict[str, StageBudget]] = {}
     descriptions: dict[str, str] = {}
     for device, table in _table(path, data, "devices").items():
@@ -186,7 +198,8 @@ def load_budgets(path: str | os.PathLike | None = None) -> Budgets:
                 raise BudgetError(f"{where}.stages.{stage}: p99 {p99:g} ms is below p50 {p50:g} ms")
             stages[stage] = StageBudget(p50, p99)
         devices[device] = stages
-    return Budgets(path=path, ratios=ratios, devices=devices, descriptions=descriptions, targets=targets)
+    return Budgets(path=path, ratios=ratios, devices=devices, descriptions=descriptions, targets=targets,
+                   without_int8_dot_product=without_dot)
 
 
 def _table(path: Path, data: dict, name: str, where: str = "") -> dict:
@@ -246,13 +259,16 @@ class Verdict:
 
 
 def check_budgets(budgets: Budgets, stages: Mapping[str, Mapping[str, float]], ratios: Mapping[str, float],
-                  device_class: str | None, ratios_only: bool = False) -> list[Verdict]:
+                  device_class: str | None, ratios_only: bool = False, int8_dot_product: bool = True) -> list[Verdict]:
     """Verdicts of every ratio budget, and of `device_class`'s stage budgets unless `ratios_only`.
 
     A stage budget reads the series of the same name (the runtime's own timing), else `alone.<stage>`.
+    Without `int8_dot_product` (INT8 timed on a CPU that lacks them, see `int8_ratios_apply`) the
+    budgets' `without_int8_dot_product` entries replace their [ratios] namesakes.
     """
     verdicts = []
-    for kind, table in (("ratio", budgets.ratios), ("target", budgets.targets)):
+    enforced = budgets.ratios if int8_dot_product else {**budgets.ratios, **budgets.without_int8_dot_product}
+    for kind, table in (("ratio", enforced), ("target", budgets.targets)):
         for name, budget in table.items():
             value = ratios.get(name)
             verdicts.append(Verdict(f"{kind}:{name}", value, budget.op, budget.limit,
@@ -331,6 +347,27 @@ def _cpuinfo() -> dict:
     return info
 
 
+#: CPU flags (/proc/cpuinfo) of the int8 dot-product instructions that make ONNX Runtime's INT8
+#: kernels faster than FP32, by name. Without one (x86 with AVX2 only) the u8 x s8 GEMM is no faster
+#: than FP32's FMA: measured on an AMD EPYC (Zen 2, AVX2), the camera encoder ran 0.68-0.96x in INT8.
+_INT8_DOT_FLAGS = (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("asimddp", "ARM dot product"))
+INT8_DOT_PRODUCTS = ", ".join(name for _, name in _INT8_DOT_FLAGS)
+
+
+def int8_dot_product(flags: Sequence[str] | None = None) -> str | None:
+    """The int8 dot-product instruction set of this CPU (or of `flags`), by name; None when it has
+    none, or when its flags cannot be read (not Linux)."""
+    have = set(_cpuinfo()["flags"] if flags is None else flags)
+    return next((name for flag, name in _INT8_DOT_FLAGS if flag in have), None)
+
+
+def host_cpu() -> dict:
+    """This CPU's model name and int8 dot-product support, for reports that time INT8 against FP32."""
+    cpu = _cpuinfo()
+    return {"cpu_model": cpu["model"], "cpu_id": cpu["id"], "machine": platform.machine(),
+            "int8_dot_product": int8_dot_product(cpu["flags"])}
+
+
 def _run_line(cmd: Sequence[str], timeout: float = 5.0) -> str | None:
     """First non-empty output line of a command, or None (missing binary, error, timeout)."""
     if shutil.which(cmd[0]) is None:
@@ -359,6 +396,7 @@ def fingerprint(packages: Mapping[str, str | os.PathLike] | None = None) -> dict
         usable = os.cpu_count()
     out = {
         "cpu_model": cpu["model"], "cpu_id": cpu["id"], "cpu_flags": cpu["flags"], "machine": platform.machine(),
+        "int8_dot_product": int8_dot_product(cpu["flags"]),
         "cores": os.cpu_count(), "usable_cores": usable,
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(), "platform": platform.platform(),
@@ -382,6 +420,12 @@ def fingerprint(packages: Mapping[str, str | os.PathLike] | None = None) -> dict
         out["jetson"] = {"l4t_release": release, "nvpmodel": _run_line(["nvpmodel", "-q"]),
                          "tegrastats": _run_line(["tegrastats", "--interval", "200"], timeout=1.5)}
     return out
+
+
+def int8_ratios_apply(fp: Mapping, providers: Sequence[str] = ("cpu",)) -> bool:
+    """False when the INT8 ratios of this run time ONNX Runtime's CPU kernels on a CPU without int8
+    dot products (fingerprint `fp`), where the budgets' [ratios_without_int8_dot_product] apply."""
+    return fp.get("int8_dot_product") is not None or tuple(providers)[:1] != ("cpu",)
 
 
 def detect_device_class(fp: Mapping, threads: int = 2, providers: Sequence[str] = ("cpu",)) -> str | None:
@@ -917,6 +961,11 @@ def run_bench(config: BenchConfig, budgets: Budgets | None, device_class: str | 
     elif budgets is not None and device_class not in budgets.devices:
         raise BudgetError(f"device class {device_class!r} has no budgets in {budgets.path}; "
                           f"it has {sorted(budgets.devices)}")
+    dot = int8_ratios_apply(fp, config.providers)
+    if config.int8_package and not dot:
+        notes.append(f"this CPU ({fp['cpu_model']}) has no int8 dot-product instructions ({INT8_DOT_PRODUCTS}): "
+                     "ONNX Runtime's INT8 kernels are no faster than FP32 on it, so the INT8 ratios speak of this "
+                     f"CPU, not of the recipe{', and [' + _WITHOUT_DOT + '] applies' if budgets else ''}")
     with BenchSession(config, say=say) as session:
         say(f"warm-up: {config.warmup} steps")
         session.warm_up()
@@ -935,7 +984,8 @@ def run_bench(config: BenchConfig, budgets: Budgets | None, device_class: str | 
     else:
         default = ", the --quick default" if config.quick else ""
         result.skipped["replay_realtime_factor"] = f"no replay (--replay-seconds 0{default})"
-    verdicts = [] if budgets is None else check_budgets(budgets, result.stages, result.ratios, device_class)
+    verdicts = [] if budgets is None else check_budgets(budgets, result.stages, result.ratios, device_class,
+                                                        int8_dot_product=dot)
     unmeasured = unmeasured_budgets(verdicts, result.skipped, config.peers)
     fp["load_average_after"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     report = {"fusion_rt_bench": 1, "device_class": device_class,

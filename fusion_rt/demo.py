@@ -105,7 +105,12 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> di
                       "status": cmp["status_agreement"]},
         "quantization": {"within_tolerance": quant.within_tolerance,
                          "excluded_nodes": {g: len(n) for g, n in quant.excluded_nodes.items()},
-                         "size_ratio": quant.report["acceptance"]["size_ratio"]},
+                         "size_ratio": quant.report["acceptance"]["size_ratio"],
+                         # graphs run in INT8 (the rest keep FP32 compute, weights stored as int8)
+                         "int8_graphs": quant.report["mixed_precision"]["int8_graphs"],
+                         "graphs": sorted(quant.package.graphs),
+                         "int8_dot_product": quant.report["host"]["int8_dot_product"],
+                         "cpu_model": quant.report["host"]["cpu_model"]},
         "outputs": {"results_log": str(out / "results_int8.mcap"), "report": str(out / "report_int8.html"),
                     "int8_package": str(int8)},
         "seconds": {**steps, "total": round(time.perf_counter() - t_all, 2)},
@@ -160,6 +165,15 @@ def print_demo(summary: dict) -> None:
     console.print(f"FP32 vs INT8: scene decisions agree on {f(agree['scene_decisions'], '{:.1%}')}, "
                   f"BEV cells on {f(agree['bev_decisions'], '{:.1%}')}, "
                   f"scene cosine {f(agree['scene_cosine'], '{:.4f}')}")
+    q = summary["quantization"]
+    fp32_compute = [g for g in q["graphs"] if g not in q["int8_graphs"]]
+    rest = f", FP32 compute in {', '.join(fp32_compute)} (INT8 no faster there on this CPU)" if fp32_compute else ""
+    console.print(f"INT8 package: {q['size_ratio']:.2f}x the size; INT8 compute in "
+                  f"{', '.join(q['int8_graphs']) or 'no graph'}{rest}")
+    if not q["int8_graphs"] and q["int8_dot_product"] is None:
+        from fusion_rt.calibration.quantize import no_int8_dot_product_note
+
+        console.print(no_int8_dot_product_note(q["cpu_model"]))
     outputs = summary["outputs"]
     console.print(f"results log: {outputs['results_log']}\nreport:      {outputs['report']}")
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items() if k != "total")

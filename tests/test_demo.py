@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from fusion_rt.demo import DemoConfig, run_demo
+from fusion_rt.demo import DemoConfig, print_demo, run_demo
 from fusion_rt.package import load_package
 
 from .tiny_package import make_tiny_package
 
 
-def test_demo_runs_end_to_end(tmp_path):
+def test_demo_runs_end_to_end(tmp_path, capsys):
     pkg = make_tiny_package(tmp_path / "fp32")
     summary = run_demo(DemoConfig(out=tmp_path / "demo", package=pkg, seconds=2.0, seed=3, calib_seconds=2.0,
                                   calib_samples=16))
@@ -26,6 +26,34 @@ def test_demo_runs_end_to_end(tmp_path):
         assert summary[side]["latency_ms"]["end_to_end"]["p50"] > 0
     assert 0.0 <= summary["agreement"]["scene_decisions"] <= 1.0
     assert 0.0 < summary["quantization"]["size_ratio"] < 1.0  # read from the quantization report
+    quant = summary["quantization"]
+    assert set(quant["int8_graphs"]) <= set(quant["graphs"]) == set(load_package(pkg).graphs)
+    print_demo(summary)
+    printed = capsys.readouterr().out
+    assert f"INT8 package: {quant['size_ratio']:.2f}x the size; INT8 compute in" in printed
+
+
+def _printed_summary(int8_graphs: list[str], dot_product: str | None) -> dict:
+    side = {"latency_ms": {}, "realtime_factor": 5.0, "scene_auc": 0.9, "hazard_auc": 0.8, "scene_f1": 0.5,
+            "bev_iou": 0.1, "degraded": 0, "rejected": 0}
+    return {"drive": {"seconds": 30}, "fp32": side, "int8": side,
+            "agreement": {"scene_decisions": 1.0, "bev_decisions": 1.0, "scene_cosine": 1.0},
+            "quantization": {"size_ratio": 0.27, "int8_graphs": int8_graphs, "graphs": ["camera", "head", "radar"],
+                             "int8_dot_product": dot_product, "cpu_model": "AMD EPYC"},
+            "outputs": {"results_log": "r.mcap", "report": "r.html"}, "seconds": {"total": 50.0}}
+
+
+def test_the_demo_says_which_graphs_run_int8_and_why_none_do_on_a_cpu_without_int8_dot_products(capsys):
+    """On an AVX2-only CPU the speed gate keeps every graph FP32, and the demo's INT8 column ran as
+    fast as FP32 with nothing said: the table now names the INT8 graphs, and the CPU when there are none."""
+    print_demo(_printed_summary(["camera", "radar"], "AVX-512 VNNI"))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "INT8 compute in camera, radar, FP32 compute in head (INT8 no faster there on this CPU)" in out
+    assert "dot-product" not in out
+    print_demo(_printed_summary([], None))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "INT8 compute in no graph, FP32 compute in camera, head, radar" in out
+    assert "this CPU (AMD EPYC) has no int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, ARM dot product)" in out
 
 
 def test_a_failed_demo_keeps_the_previous_int8_package(tmp_path, monkeypatch):

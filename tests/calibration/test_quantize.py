@@ -218,6 +218,37 @@ def test_weight_only_int8_keeps_fp32_compute_with_int8_weights(tmp_path):
         assert not np.array_equal(a, b)  # the weights really changed
 
 
+def test_weight_only_int8_stores_conv_kernels_as_int8_and_onnxruntime_folds_them(tmp_path):
+    """Convolutions hold most of an encoder's weights: a camera encoder the speed gate keeps at FP32
+    compute (a CPU without VNNI) is still stored at ~0.3x, and ONNX Runtime folds every
+    DequantizeLinear back into an FP32 kernel when the session is created."""
+    import onnxruntime as ort
+
+    from fusion_rt.backends.onnxruntime import apply_weight_only_config
+    from fusion_rt.calibration.quantize import weight_only_int8
+    from fusion_rt.demo import shipped_package
+
+    src = shipped_package() / "camera_encoder.onnx"
+    kernels = {n.input[1] for n in onnx.load(str(src)).graph.node if n.op_type == "Conv"}
+    sizes = {i.name: int(np.prod(i.dims)) for i in onnx.load(str(src)).graph.initializer if i.name in kernels}
+    gemm_only = weight_only_int8(src, tmp_path / "gemm.onnx", ops=("MatMul", "Gemm"))
+    converted = weight_only_int8(src, tmp_path / "camera.onnx")
+    assert converted - gemm_only == sum(size >= 1024 for size in sizes.values()) > 0
+    assert (tmp_path / "camera.onnx").stat().st_size < 0.35 * src.stat().st_size
+    assert (tmp_path / "gemm.onnx").stat().st_size > 0.8 * src.stat().st_size  # MatMul/Gemm alone: 0.9x
+    options = ort.SessionOptions()
+    apply_weight_only_config(options, tmp_path / "camera.onnx")
+    options.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    session = ort.InferenceSession(str(tmp_path / "camera.onnx"), options, providers=["CPUExecutionProvider"])
+    assert not any(n.op_type == "DequantizeLinear" for n in onnx.load(str(tmp_path / "loaded.onnx")).graph.node)
+    fp32 = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    (x,) = fp32.get_inputs()
+    image = np.random.default_rng(0).standard_normal([1, *x.shape[1:]]).astype(np.float32)
+    for a, b in zip(fp32.run(None, {x.name: image}), session.run(None, {x.name: image}), strict=True):
+        cosine = float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b)))
+        assert 0.999 < cosine and not np.array_equal(a, b), cosine
+
+
 def test_speed_gate_benchmark_cycles_through_every_row(monkeypatch):
     """benchmark_graph feeds row i mod rows at batch 1, so the gate sees full and masked inputs alike."""
     import onnxruntime as ort
@@ -618,6 +649,31 @@ def test_int8_compute_is_kept_only_where_it_buys_time():
 
     assert not int8_pays(0.956) and not int8_pays(1.05) and int8_pays(1.3) and int8_pays(2.5)
     assert _SPEED_GATE_BAND[0] < 1.1 < _SPEED_GATE_BAND[1]  # a verdict near the bar is measured three times
+
+
+def test_a_cpu_without_int8_dot_products_keeps_every_graph_fp32_and_says_why(calib_package, calib_log, tmp_path,
+                                                                            monkeypatch):
+    """On an AVX2-only CPU (AMD EPYC, Zen 2) no graph ran faster in INT8 and the package came out 0.90x
+    the size with no word on why: every graph's weights (Conv kernels too) are now stored as int8,
+    and the progress, the report's notes and its host entry name the CPU and what it lacks."""
+    import fusion_rt.calibration.quantize as quantize
+
+    monkeypatch.setattr(quantize, "host_cpu", lambda: {"cpu_model": "AMD EPYC", "cpu_id": "cpu family 23",
+                                                       "machine": "x86_64", "int8_dot_product": None})
+    monkeypatch.setattr(quantize, "_gate_speed", lambda *a, **k: {"speedup": 0.9, "speedups": [0.9]})
+    said: list[str] = []
+    config = QuantizeConfig(recipe="ort-cpu-int8", **{**FAST, "speed_gate": True})
+    result = quantize_package(calib_package, tmp_path / "int8", config, [calib_log], progress=said.append)
+    steps = result.report["mixed_precision"]
+    assert steps["int8_graphs"] == [] and sorted(steps["fp32_graphs"]) == sorted(result.package.graphs)
+    why = "this CPU (AMD EPYC) has no int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, ARM dot product)"
+    assert sum(why in line for line in said) == 1
+    assert any(why in note for note in result.report["notes"])
+    assert result.report["host"]["int8_dot_product"] is None
+    for name in result.package.graphs:  # FP32 compute
+        graph = onnx.load(str(result.package.graph_path(name))).graph
+        assert not any(n.op_type == "QuantizeLinear" for n in graph.node), name
+    assert result.report["acceptance"]["size_ratio"] <= 0.35  # the weights are int8 all the same
 
 
 def test_named_fp32_graphs_make_the_package_the_same_every_run(calib_package, calib_log, tmp_path):
