@@ -46,14 +46,13 @@ def int8_package_path(real_package_path, tmp_path_factory) -> Path:
         return Path(env)
     from fusion_rt.calibration import QuantizeConfig, quantize_package
     from fusion_rt.demo import DemoConfig
-    from fusion_rt.sim import DriveConfig
-    from fusion_rt.sim.record import record_drive
+    from fusion_rt.sim.record import record_calibration_set
 
-    demo = DemoConfig(out=tmp_path_factory.getbasetemp())  # the demo's calibration drive and sample count
+    demo = DemoConfig(out=tmp_path_factory.getbasetemp())  # the demo's calibration set and sample count
     tmp = tmp_path_factory.mktemp("int8")
-    record_drive(DriveConfig(seconds=demo.calib_seconds, seed=demo.seed + 1000, conditions="mixed"), tmp / "calib.mcap")
+    calib = record_calibration_set(tmp / "calibration", demo.calib_seconds_each, seed=demo.seed + 1000)
     config = QuantizeConfig(recipe="ort-cpu-int8", samples=demo.calib_samples)
-    return quantize_package(real_package_path, tmp / "int8", config, [tmp / "calib.mcap"]).package.root
+    return quantize_package(real_package_path, tmp / "int8", config, calib).package.root
 
 
 @pytest.fixture(scope="session")

@@ -355,7 +355,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     Calibration frames are drawn from --calib logs (MCAP files or ROS 2 bags), stratified over
     conditions and scene types (evenly in time without ground truth); each encoder is calibrated
     on the frames that hold its modality, and one that no frame holds keeps FP32 compute (said in
-    the report as uncalibrated_graphs). The new package carries quantization_report.json: task
+    the report as uncalibrated_graphs). The logs should hold every condition and scene type the
+    model will meet: a warning names those that evaluation frames have and no calibration frame has
+    (INT8 ranges set without them clip there). The new package carries quantization_report.json: task
     metric vs FP32 on --eval-log (default: the calibration logs), output divergence, sizes and
     interleaved batch-1 latency. When the primary metric (mean scene AUC) drops by more than
     --tolerance (relative), the most sensitive nodes are kept in FP32 round by round. Exit code 1
@@ -365,7 +367,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     the evaluation frames cannot measure the metric (no ground truth with both classes of a label),
     the report's within_tolerance is null and a warning asks for a better --eval-log.
 
-    example: fusion-rt quantize packages/attn --recipe ort-cpu-int8 --calib drive.mcap --out packages/attn-int8
+    example: fusion-rt quantize pkg/attn --recipe ort-cpu-int8 --calib calib/*.mcap --eval-log drive.mcap --out pkg/int8
     """
     from fusion_rt.calibration.recipes import QuantizeConfig, get_recipe
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from .tiny_package import make_tiny_package
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     pkg = make_tiny_package(tmp_path / "fp32")
-    summary = run_demo(DemoConfig(out=tmp_path / "demo", package=pkg, seconds=2.0, seed=3, calib_seconds=2.0,
+    summary = run_demo(DemoConfig(out=tmp_path / "demo", package=pkg, seconds=2.0, seed=3, calib_seconds_each=0.25,
                                   calib_samples=16))
     out = tmp_path / "demo"
     assert load_package(out / "package-int8").precision == "int8"
@@ -26,6 +27,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         assert summary[side]["latency_ms"]["end_to_end"]["p50"] > 0
     assert 0.0 <= summary["agreement"]["scene_decisions"] <= 1.0
     assert 0.0 < summary["quantization"]["size_ratio"] < 1.0  # read from the quantization report
+    # calibrated on every condition and scene type, scored on the drive calibration never saw
+    calib = summary["calibration"]
+    assert len(calib["logs"]) == 16 and all(Path(p).parent == out / "calibration" for p in calib["logs"])
+    assert len(calib["per_stratum"]) == 16 and calib["frames"] == 16
+    report = json.loads((out / "package-int8" / "quantization_report.json").read_text())
+    assert report["evaluation"]["logs"] == [str(out / "drive.mcap")]
     quant = summary["quantization"]
     assert set(quant["int8_graphs"]) <= set(quant["graphs"]) == set(load_package(pkg).graphs)
     print_demo(summary)
@@ -79,5 +86,5 @@ def test_a_failed_demo_keeps_the_previous_int8_package(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_demo(DemoConfig(out=tmp_path / "demo", package=make_tiny_package(tmp_path / "fp32"), seconds=1.0))
     assert (previous / "manifest.json").read_text() == "{}"
-    assert sorted(p.name for p in previous.parent.iterdir()) == ["calibration_drive.mcap", "drive.mcap",
+    assert sorted(p.name for p in previous.parent.iterdir()) == ["calibration", "drive.mcap",
                                                                  "package-int8"]
