@@ -356,8 +356,10 @@ INT8_DOT_PRODUCTS = ", ".join(name for _, name in _INT8_DOT_FLAGS)
 
 def int8_dot_product(flags: Sequence[str] | None = None) -> str | None:
     """The int8 dot-product instruction set of this CPU (or of `flags`), by name; None when it has
-    none, or when its flags cannot be read (not Linux)."""
+    none; "unknown" when its flags cannot be read (not Linux), which no check takes for "none"."""
     have = set(_cpuinfo()["flags"] if flags is None else flags)
+    if not have:
+        return "unknown"
     return next((name for flag, name in _INT8_DOT_FLAGS if flag in have), None)
 
 
