@@ -104,7 +104,7 @@ class Recipe:
     # at load: the package stays ~0.3x the size whichever graphs keep INT8 compute. On a CPU whose
     # INT8 kernels are no faster (AVX2 without VNNI: the camera encoder 0.96x) the gate keeps every
     # graph FP32, and with MatMul/Gemm weights only the package was 0.90x the size (convolutions
-    # hold most of the weights). TensorRT folds weight-only DQ for GEMMs; its Conv support is unverified.
+    # hold most of the weights). Empty: FP32 compute graphs keep FP32 weights.
     weight_only_ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
 
     @property
@@ -155,7 +155,11 @@ RECIPES: dict[str, Recipe] = {
         # outputs; TensorRT fuses bias, activation and residual add into the int8 kernels itself.
         # No Add: as an op type it quantized every Add's inputs, MatMul biases and the GELU's +1
         # constant included (18 of the head's 26), where Model Optimizer quantizes residual inputs only.
-        quantize_bias=False, quantize_outputs=False, weight_only_ops=("MatMul", "Gemm"),
+        # TensorRT takes int8 weights behind a DequantizeLinear only for layers whose input is
+        # quantized too: its weight-only quantization is INT4 ("TensorRT quantizes activations and
+        # weights for INT8 ... Weight-only quantization is supported for INT4", Working with
+        # Quantized Types, 10.11), so a graph kept at FP32 compute keeps FP32 weights.
+        quantize_bias=False, quantize_outputs=False, weight_only_ops=(),
         op_types=("Conv", "ConvTranspose", "MatMul", "Gemm", "MaxPool", "AveragePool", "GlobalAveragePool")),
     "fp16": Recipe(name="fp16", precision="fp16", target="GPU FP16 (TensorRT, CUDA EP); slower than FP32 on CPU"),
 }

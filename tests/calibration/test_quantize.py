@@ -676,6 +676,18 @@ def test_a_cpu_without_int8_dot_products_keeps_every_graph_fp32_and_says_why(cal
     assert result.report["acceptance"]["size_ratio"] <= 0.35  # the weights are int8 all the same
 
 
+def test_tensorrt_int8_keeps_fp32_weights_in_graphs_kept_at_fp32_compute(calib_package, calib_log, tmp_path):
+    """TensorRT's weight-only quantization is INT4: an int8 weight behind a DequantizeLinear with no
+    quantized input is not what its explicit quantization takes. ort-cpu-int8 stores them (ONNX
+    Runtime folds them at load); tensorrt-int8 leaves a pinned graph plain FP32."""
+    config = QuantizeConfig(recipe="tensorrt-int8", **FAST, fp32_graphs=("head",))
+    result = quantize_package(calib_package, tmp_path / "trt", config, [calib_log])
+    head = onnx.load(str(result.package.graph_path("head"))).graph
+    assert not any(n.op_type in ("DequantizeLinear", "QuantizeLinear") for n in head.node)
+    assert "head" not in result.report["mixed_precision"]["weight_only_graphs"]
+    assert result.package.manifest["precision_recipe"]["weight_only_ops"] == []
+
+
 def test_uncovered_strata_lists_what_evaluation_has_and_calibration_lacks():
     from fusion_rt.calibration.quantize import uncovered_strata
     from fusion_rt.calibration.reader import NO_TRUTH
