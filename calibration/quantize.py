@@ -64,7 +64,8 @@ from fusion_rt.package import ModelPackage, bev_grid_text, describe_graph, load_
 from fusion_rt.rig import BevGrid, log_bev_grid
 
 __all__ = ["QuantizationError", "QuantizeResult", "quantize_package", "rank_node_sensitivity", "weight_only_int8",
-           "uncovered_strata", "input_convs", "softmax_input_adds", "REPORT_FORMAT"]
+           "uncovered_strata", "coverage_warning", "int8_cpu_note", "input_convs", "softmax_input_adds",
+           "REPORT_FORMAT"]
 
 REPORT_FORMAT = "fusion-rt-quantization-report/1"
 #: onnxruntime.quantization's calibration cache (save/load_tensors_data, quantize_static's
@@ -674,12 +675,10 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
     eval_logs = list(eval_logs) if eval_logs else list(calib.logs)
     evaluation = _evaluation(fp32, eval_logs, say, topics, config.eval_frames)
     uncovered = uncovered_strata(calib.strata, evaluation.split.condition, evaluation.split.scene_type)
-    if uncovered:
-        missing = " and ".join(f"{kind.replace('_', ' ')} {', '.join(uncovered[kind])}"
-                               for kind in ("conditions", "scene_types") if uncovered[kind])
-        say(f"warning: no calibration frame has {missing}, which {uncovered['evaluation_frames']} of the "
-            f"{len(evaluation.split)} evaluation frames have: INT8 ranges set without them may clip there "
-            "(calibrate on logs that cover every condition and scene type)")
+    shared = [] if eval_from_calib else sorted({str(p) for p in eval_logs} & {str(p) for p in calib.logs})
+    if shared:
+        say(f"warning: --eval-log {', '.join(shared)} is also a --calib log: the metric is measured on frames "
+            "calibration saw, and reads better than on unseen data")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # built beside --out and swapped in once it validates (a symlinked --out keeps its link)
@@ -696,6 +695,13 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
             fp16_info = _fp16(fp32, config, calib, evaluation, work, files, say)
             steps, excluded = None, {g: nodes for g, nodes in fp16_info["overflow_nodes"].items() if nodes}
 
+        warning = coverage_warning(uncovered, len(evaluation.split), recipe, steps)
+        if warning:
+            say(f"warning: {warning}")
+        cpu = host_cpu()
+        cpu_note = int8_cpu_note(cpu, recipe, steps)
+        if cpu_note:
+            say(cpu_note)
         new = PackageRunner(fp32_pkg, files, threads=config.threads)
         new_outputs = new.run(evaluation.frames)
         scored = _score(evaluation, new_outputs, fp32_pkg)
@@ -731,7 +737,6 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
         if fp16_info is not None:
             acceptance["fp16_parity_cosine_min"] = fp16_info["final"]["worst_cosine"]
             acceptance["fp16_parity_ok"] = fp16_info["final"]["ok"]
-        report_cpu = host_cpu()
         report = {
             "format": REPORT_FORMAT,
             "recipe": recipe.to_dict(),
@@ -753,7 +758,7 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
             "divergence": divergence,
             "sizes": sizes,
             "latency": latency,
-            "host": report_cpu,  # where latency, profile and the speed gate were measured
+            "host": cpu,  # where latency, profile and the speed gate were measured
             "profile": profile,
             "mixed_precision": steps if steps is not None else {"rounds": [], "excluded": {}},
             "fp16": fp16_info,
@@ -765,9 +770,8 @@ def quantize_package(package_dir: str | Path, out_dir: str | Path, config: Quant
                 "between casts; GPU kernels may differ" if not recipe.is_int8 else
                 f"int8 activations {recipe.activation_type}, weights {recipe.weight_type} per-channel "
                 f"{'symmetric' if recipe.weight_symmetric else 'asymmetric'}",
-                *([no_int8_dot_product_note(report_cpu["cpu_model"])]
-                  if steps and steps["graph_speed"] and not steps["int8_graphs"]
-                  and report_cpu["int8_dot_product"] is None else []),
+                *([cpu_note] if cpu_note else []),
+                *([f"calibration coverage: {warning}"] if warning else []),
                 *([f"outputs {', '.join(scored['non_finite'])} hold NaN/inf on the evaluation frames: the package "
                    "fails its acceptance whatever the metrics (not computed on non-finite outputs)"]
                   if scored["non_finite"] else []),
@@ -832,9 +836,6 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
                 say(f"{name}: INT8 is not {_SPEED_GATE:g}x faster at batch 1 ({speed[name]['speedup']:.2f}x): FP32 "
                     f"compute, {converted} weights stored as int8")
                 del prepared[name]
-        cpu = host_cpu()
-        if speed and not prepared and cpu["int8_dot_product"] is None:
-            say(no_int8_dot_product_note(cpu["cpu_model"]))
 
     def build(excluded: dict[str, list[str]], changed: Sequence[str]) -> dict:
         for name in changed:
@@ -886,29 +887,71 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
 def uncovered_strata(calibration: Sequence[tuple[str, str]], conditions: Sequence[str],
                      scene_types: Sequence[str]) -> dict | None:
     """The conditions and scene types of evaluation frames (`conditions`, `scene_types`, one per
-    frame) that no calibration frame (`calibration`: (condition, scene type) per frame) has, and how
-    many evaluation frames have one of them; None when calibration covers them all, or when a
-    calibration frame has no ground truth (its condition unknown, coverage cannot be told).
+    frame) that no labelled calibration frame (`calibration`: (condition, scene type) per frame,
+    NO_TRUTH without ground truth) has, each with its evaluation frame count, how many evaluation
+    frames have one of them, and how many calibration frames are unlabelled (they may hold what is
+    missing); None when the labelled calibration frames cover them all, or when none is labelled.
 
     Calibrated on a 12 s drive of fog and night on a highway, the INT8 encoders scored an unseen
     drive of every condition at scene cosine 0.993 (0.9999 calibrated on every condition)."""
-    if not calibration or any(stratum == NO_TRUTH for stratum in calibration):
+    labelled = [stratum for stratum in calibration if stratum != NO_TRUTH]
+    if not labelled:
         return None
-    have_c, have_s = {c for c, _ in calibration}, {s for _, s in calibration}
     conditions, scene_types = np.asarray(conditions).astype(str), np.asarray(scene_types).astype(str)
-    lack_c = sorted({c for c in conditions if c} - have_c)
-    lack_s = sorted({s for s in scene_types if s} - have_s)
-    if not lack_c and not lack_s:
+    lack = {}
+    for kind, values, have in (("conditions", conditions, {c for c, _ in labelled}),
+                               ("scene_types", scene_types, {s for _, s in labelled})):
+        names, counts = np.unique(values[values != ""], return_counts=True)
+        lack[kind] = {str(n): int(k) for n, k in zip(names, counts, strict=True) if n not in have}
+    if not lack["conditions"] and not lack["scene_types"]:
         return None
-    hit = np.isin(conditions, lack_c) | np.isin(scene_types, lack_s)
-    return {"conditions": lack_c, "scene_types": lack_s, "evaluation_frames": int(hit.sum())}
+    hit = np.isin(conditions, list(lack["conditions"])) | np.isin(scene_types, list(lack["scene_types"]))
+    return {**lack, "evaluation_frames": int(hit.sum()),
+            "unlabelled_calibration_frames": len(calibration) - len(labelled)}
+
+
+def coverage_warning(uncovered: dict | None, frames: int, recipe: Recipe, steps: dict | None) -> str | None:
+    """What `uncovered` (see `uncovered_strata`) means for the package `recipe` made, or None where
+    it changes nothing (an INT8 recipe that kept every graph at FP32 compute sets no ranges)."""
+    if not uncovered:
+        return None
+    if recipe.is_int8:
+        graphs = (steps or {}).get("int8_graphs") or []
+        if not graphs:
+            return None
+        effect = f"the INT8 ranges of {', '.join(graphs)} were set without them and may clip there"
+    else:
+        effect = "the FP16 overflow check saw none of their frames"
+    parts = [f"{kind[:-1].replace('_', ' ')} {name} ({count} frames)"
+             for kind in ("conditions", "scene_types") for name, count in uncovered[kind].items()]
+    unlabelled = uncovered["unlabelled_calibration_frames"]
+    maybe = f"; {unlabelled} calibration frames have no ground truth and may" if unlabelled else ""
+    return (f"no labelled calibration frame has {', '.join(parts)} of the {frames} evaluation frames{maybe}: "
+            f"{effect} (calibrate on logs that cover every condition and scene type)")
+
+
+def int8_cpu_note(cpu: dict, recipe: Recipe, steps: dict | None) -> str | None:
+    """Why an ort-cpu-int8 package runs no faster than FP32 on this CPU (`host_cpu()`), when it has
+    no int8 dot-product instructions; None otherwise."""
+    if recipe.name != "ort-cpu-int8" or cpu["int8_dot_product"] is not None or not steps:
+        return None
+    if steps["int8_graphs"]:
+        return (f"{_lacks_int8_dot(cpu['cpu_model'])}: ONNX Runtime runs INT8 no faster than FP32 on it, so "
+                f"{', '.join(steps['int8_graphs'])} in INT8 buy no time here; the package is for a CPU that has them")
+    if steps["graph_speed"]:
+        return no_int8_dot_product_note(cpu["cpu_model"])
+    return None
 
 
 def no_int8_dot_product_note(cpu_model: str | None) -> str:
     """Why the speed gate kept every graph at FP32 compute on a CPU without int8 dot products."""
-    return (f"this CPU ({cpu_model or 'model unknown'}) has no int8 dot-product instructions ({INT8_DOT_PRODUCTS}): "
-            "ONNX Runtime's INT8 kernels are no faster than FP32 on it, so every graph keeps FP32 compute with its "
-            "weights stored as int8; for a CPU that has them, quantize on it or pass --no-speed-gate")
+    return (f"{_lacks_int8_dot(cpu_model)}: ONNX Runtime's INT8 kernels are no faster than FP32 on it, so every "
+            "graph keeps FP32 compute with its weights stored as int8; for a CPU that has them, quantize on it or pass "
+            "--no-speed-gate")
+
+
+def _lacks_int8_dot(cpu_model: str | None) -> str:
+    return f"this CPU ({cpu_model or 'model unknown'}) has no int8 dot-product instructions ({INT8_DOT_PRODUCTS})"
 
 
 def int8_pays(speedup: float) -> bool:

@@ -28,7 +28,7 @@ REPORT_NAME = "quantization_report.json"
 PRIMARY_METRIC = "mean_scene_auc"
 #: Top-level keys of every quantization report (tests and readers rely on them).
 REPORT_KEYS: tuple[str, ...] = ("format", "recipe", "method", "calibration", "evaluation", "metrics", "divergence",
-                                "sizes", "latency", "profile", "mixed_precision", "acceptance", "notes")
+                                "sizes", "latency", "host", "profile", "mixed_precision", "acceptance", "notes")
 
 
 def divergence(reference: np.ndarray, actual: np.ndarray) -> dict:

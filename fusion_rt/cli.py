@@ -369,26 +369,38 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     example: fusion-rt quantize pkg/attn --recipe ort-cpu-int8 --calib calib/*.mcap --eval-log drive.mcap --out pkg/int8
     """
-    from fusion_rt.calibration.recipes import QuantizeConfig, get_recipe
+    from fusion_rt.calibration.recipes import RECIPES, QuantizeConfig, get_recipe
 
     recipe = get_recipe(args.recipe)  # one-line errors before any log is read
     if args.method is not None and not recipe.is_int8:
         raise ConfigError(f"--method {args.method} calibrates the int8 recipes' activations; {args.recipe} sets no "
                           "activation ranges (leave --method out)")
+    if args.no_speed_gate and not recipe.speed_gate:
+        gated = [name for name, r in RECIPES.items() if r.speed_gate]
+        raise ConfigError(f"--no-speed-gate turns off the speed gate of {', '.join(gated)}; {args.recipe} has none "
+                          "(leave --no-speed-gate out)")
+    if args.fp32_graphs is not None and not any(g.strip() for g in args.fp32_graphs.split(",")):
+        raise ConfigError(f"--fp32-graphs names no graph: {args.fp32_graphs!r} (e.g. --fp32-graphs head,text)")
     from fusion_rt.package import load_package
 
-    load_package(args.package)  # a bad package first: it is the command's subject
+    package = load_package(args.package)  # a bad package first: it is the command's subject
+    fp32_graphs = tuple(g.strip() for g in (args.fp32_graphs or "").split(",") if g.strip())
+    unknown = [g for g in fp32_graphs if g not in package.graphs]
+    if unknown:
+        raise ConfigError(f"--fp32-graphs {unknown} are not graphs of {args.package!r}; it has {list(package.graphs)}")
     for log in [*args.calib, *(args.eval_log or [])]:
         _check_log(log)
     check_outputs(dirs={"--out": args.out}, inputs=[args.package, *args.calib, *(args.eval_log or [])])
     config = _from_options(QuantizeConfig, recipe=args.recipe, method=args.method or "percentile", samples=args.samples,
                            tolerance=args.tolerance, max_rounds=args.max_rounds, threads=args.threads,
                            eval_frames=args.eval_frames, speed_gate=False if args.no_speed_gate else None,
-                           fp32_graphs=tuple(g.strip() for g in (args.fp32_graphs or "").split(",") if g.strip()))
+                           fp32_graphs=fp32_graphs)
     from fusion_rt.calibration.quantize import quantize_package
 
     def say(message: str) -> None:
-        if not args.quiet:
+        if message.startswith("warning: "):  # said even with --quiet, as the CLI's own warnings are
+            print(f"fusion-rt: {message}", file=sys.stderr)
+        elif not args.quiet:
             print(message, file=sys.stderr)
 
     result = quantize_package(args.package, args.out, config, args.calib, args.eval_log, progress=say,

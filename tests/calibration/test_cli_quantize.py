@@ -132,7 +132,7 @@ def test_fp32_graphs_names_graphs_of_the_package(calib_package, calib_log, tmp_p
                      "--out", str(tmp_path / "out"), "--fp32-graphs", "head, lidar")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "fp32_graphs ['lidar'] are not graphs of" in lines[0], lines
+    assert len(lines) == 1 and "--fp32-graphs ['lidar'] are not graphs of" in lines[0], lines  # the option's name
 
 
 def test_scene_labels_the_truth_lacks_are_named(calib_package, calib_log, tmp_path, capsys):
@@ -157,3 +157,33 @@ def test_scene_labels_the_truth_lacks_are_named(calib_package, calib_log, tmp_pa
     assert "pass --eval-log" not in err
     report = json.loads((tmp_path / "out" / "quantization_report.json").read_text())
     assert report["evaluation"]["unscored"]["scene_labels"][0] == "my_car"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--recipe", "fp16", "--no-speed-gate"], "--no-speed-gate turns off the speed gate of ort-cpu-int8; fp16 has"),
+    (["--recipe", "tensorrt-int8", "--no-speed-gate"], "; tensorrt-int8 has none (leave --no-speed-gate out)"),
+    (["--recipe", "ort-cpu-int8", "--fp32-graphs", ","], "--fp32-graphs names no graph: ','"),
+])
+def test_options_that_would_do_nothing_are_refused(calib_package, calib_log, tmp_path, args, says):
+    """--no-speed-gate with a recipe that has no gate ran to completion, as did --fp32-graphs ','."""
+    result = run_cli("quantize", str(calib_package), "--calib", str(calib_log), "--out", str(tmp_path / "out"), *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_quiet_keeps_the_warnings(calib_package, tmp_path_factory, tmp_path):
+    """--quiet dropped the calibration coverage warning with the progress lines."""
+    from tests.conftest import record_test_drive
+
+    fog = record_test_drive(tmp_path_factory, "fog", 1.0, seed=11, conditions="fog")
+    rain = record_test_drive(tmp_path_factory, "rain", 1.0, seed=12, conditions="rain")
+    result = run_cli("quantize", str(calib_package), "--recipe", "ort-cpu-int8", "--calib", str(fog), "--eval-log",
+                     str(rain), "--samples", "8", "--no-speed-gate", "--max-rounds", "0", "--quiet",
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode in (0, 1), result.stderr
+    lines = result.stderr.strip().splitlines()
+    warning = "fusion-rt: warning: no labelled calibration frame has condition rain"
+    assert any(line.startswith(warning) for line in lines), lines
+    assert not any(line.startswith("calibrating") for line in lines)  # progress stays quiet

@@ -674,6 +674,13 @@ def test_a_cpu_without_int8_dot_products_keeps_every_graph_fp32_and_says_why(cal
         graph = onnx.load(str(result.package.graph_path(name))).graph
         assert not any(n.op_type == "QuantizeLinear" for n in graph.node), name
     assert result.report["acceptance"]["size_ratio"] <= 0.35  # the weights are int8 all the same
+    # --no-speed-gate there: INT8 compute that buys no time on this CPU is said too
+    said.clear()
+    config = QuantizeConfig(recipe="ort-cpu-int8", **FAST, fp32_graphs=("head",))
+    forced = quantize_package(calib_package, tmp_path / "forced", config, [calib_log], progress=said.append)
+    assert "camera" in forced.report["mixed_precision"]["int8_graphs"]
+    (line,) = [line for line in said if why in line]
+    assert "in INT8 buy no time here; the package is for a CPU that has them" in line and line in forced.report["notes"]
 
 
 def test_tensorrt_int8_keeps_fp32_weights_in_graphs_kept_at_fp32_compute(calib_package, calib_log, tmp_path):
@@ -694,11 +701,33 @@ def test_uncovered_strata_lists_what_evaluation_has_and_calibration_lacks():
 
     calib = [("fog", "highway"), ("night", "highway")]
     conditions, scenes = ["fog", "rain", "day", "night", "rain"], ["highway", "urban", "highway", "highway", "highway"]
-    assert uncovered_strata(calib, conditions, scenes) == {"conditions": ["day", "rain"], "scene_types": ["urban"],
-                                                           "evaluation_frames": 3}
+    assert uncovered_strata(calib, conditions, scenes) == {
+        "conditions": {"day": 1, "rain": 2}, "scene_types": {"urban": 1}, "evaluation_frames": 3,
+        "unlabelled_calibration_frames": 0}
     assert uncovered_strata(calib, ["fog", "night"], ["highway", "highway"]) is None
-    assert uncovered_strata([*calib, NO_TRUTH], conditions, scenes) is None  # unlabelled: coverage unknown
+    # an unlabelled calibration frame may hold what is missing, but the labelled ones' gaps still show
+    # (it used to silence the check: a day log with a stripped one passed a fog/night evaluation)
+    some = uncovered_strata([*calib, NO_TRUTH], conditions, scenes)
+    assert some["conditions"] == {"day": 1, "rain": 2} and some["unlabelled_calibration_frames"] == 1
+    assert uncovered_strata([NO_TRUTH, NO_TRUTH], conditions, scenes) is None  # nothing to tell coverage by
     assert uncovered_strata(calib, ["", "fog"], ["", "highway"]) is None  # an evaluation frame without truth
+
+
+def test_coverage_warning_says_what_the_gap_means_for_the_package_made():
+    from fusion_rt.calibration.quantize import coverage_warning
+
+    gap = {"conditions": {"night": 329}, "scene_types": {"highway": 485}, "evaluation_frames": 600,
+           "unlabelled_calibration_frames": 0}
+    int8 = coverage_warning(gap, 600, get_recipe("ort-cpu-int8"), {"int8_graphs": ["camera", "radar"]})
+    assert int8.startswith("no labelled calibration frame has condition night (329 frames), scene type highway "
+                           "(485 frames) of the 600 evaluation frames: the INT8 ranges of camera, radar were set")
+    # every graph kept at FP32 compute (the speed gate on a CPU without int8 dot products): no range was set
+    assert coverage_warning(gap, 600, get_recipe("ort-cpu-int8"), {"int8_graphs": []}) is None
+    fp16 = coverage_warning(gap, 600, get_recipe("fp16"), None)
+    assert "FP16 overflow check saw none of their frames" in fp16 and "INT8" not in fp16
+    maybe = coverage_warning({**gap, "unlabelled_calibration_frames": 15}, 600, get_recipe("fp16"), None)
+    assert "; 15 calibration frames have no ground truth and may:" in maybe
+    assert coverage_warning(None, 600, get_recipe("fp16"), None) is None
 
 
 def test_calibration_without_the_evaluation_conditions_is_warned_about(calib_package, tmp_path_factory, tmp_path):
@@ -713,13 +742,17 @@ def test_calibration_without_the_evaluation_conditions_is_warned_about(calib_pac
     result = quantize_package(calib_package, tmp_path / "int8", QuantizeConfig(recipe="ort-cpu-int8", **FAST), [fog],
                               eval_logs=[rain], progress=said.append)
     uncovered = result.report["calibration"]["uncovered"]
-    assert uncovered["conditions"] == ["rain"]
-    assert uncovered["evaluation_frames"] == result.report["evaluation"]["frames"]  # every one is rain
-    (line,) = [line for line in said if line.startswith("warning: no calibration frame has")]
-    assert "conditions rain" in line and f"which {uncovered['evaluation_frames']} of the" in line
+    frames = result.report["evaluation"]["frames"]
+    assert uncovered["conditions"] == {"rain": frames} and uncovered["evaluation_frames"] == frames
+    (line,) = [line for line in said if line.startswith("warning: no labelled calibration frame has")]
+    assert f"condition rain ({frames} frames)" in line and "INT8 ranges of camera" in line
+    assert any(note.startswith("calibration coverage: no labelled") for note in result.report["notes"])
+    assert not any("also a --calib log" in line for line in said)
     covered = quantize_package(calib_package, tmp_path / "int8b", QuantizeConfig(recipe="ort-cpu-int8", **FAST),
-                               [fog, rain], eval_logs=[rain])
+                               [fog, rain], eval_logs=[rain], progress=said.append)
     assert covered.report["calibration"]["uncovered"] is None
+    # scored on a log it calibrated on: said, since the report's "--eval-log" source reads as unseen data
+    assert any(line.startswith(f"warning: --eval-log {rain} is also a --calib log") for line in said)
 
 
 def test_named_fp32_graphs_make_the_package_the_same_every_run(calib_package, calib_log, tmp_path):
