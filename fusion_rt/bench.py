@@ -349,7 +349,7 @@ def _cpuinfo() -> dict:
 
 #: CPU flags (/proc/cpuinfo) of the int8 dot-product instructions that make ONNX Runtime's INT8
 #: kernels faster than FP32, by name. Without one (x86 with AVX2 only) the u8 x s8 GEMM is no faster
-#: than FP32's FMA: measured on an AMD EPYC (Zen 2, AVX2), the camera encoder ran 0.68-0.96x in INT8.
+#: than FP32's FMA: measured on an AMD EPYC (Zen 2, AVX2), the camera encoder ran 0.92-1.02x in INT8.
 _INT8_DOT_FLAGS = (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("asimddp", "ARM dot product"))
 INT8_DOT_PRODUCTS = ", ".join(name for _, name in _INT8_DOT_FLAGS)
 
@@ -965,9 +965,11 @@ def run_bench(config: BenchConfig, budgets: Budgets | None, device_class: str | 
                           f"it has {sorted(budgets.devices)}")
     dot = int8_ratios_apply(fp, config.providers)
     if config.int8_package and not dot:
+        held = ("" if budgets is None else f", and [{_WITHOUT_DOT}] applies" if budgets.without_int8_dot_product
+                else f"; {budgets.path} has no [{_WITHOUT_DOT}], so [ratios] applies to them as it is")
         notes.append(f"this CPU ({fp['cpu_model']}) has no int8 dot-product instructions ({INT8_DOT_PRODUCTS}): "
                      "ONNX Runtime's INT8 kernels are no faster than FP32 on it, so the INT8 ratios speak of this "
-                     f"CPU, not of the recipe{', and [' + _WITHOUT_DOT + '] applies' if budgets else ''}")
+                     f"CPU, not of the recipe{held}")
     with BenchSession(config, say=say) as session:
         say(f"warm-up: {config.warmup} steps")
         session.warm_up()

@@ -399,6 +399,11 @@ def test_a_cpu_without_int8_dot_products_holds_int8_ratios_to_their_own_budgets(
         notes = " ".join(report["notes"])
         assert ("no int8 dot-product instructions" in notes) is (dot is None)
         assert ("[ratios_without_int8_dot_product] applies" in notes) is (dot is None)
+    # a budgets file without the table: [ratios] holds, and the note says so (it claimed the table applied)
+    plain = load_budgets(_budgets_file(tmp_path, "[ratios]\nint8_vs_fp32 = { max = 0.01 }\n"))
+    report = run_bench(config, plain)
+    assert [v["limit"] for v in report["verdicts"] if v["budget"] == "ratio:int8_vs_fp32"] == [0.01]
+    assert "has no [ratios_without_int8_dot_product], so [ratios] applies to them as it is" in " ".join(report["notes"])
     assert int8_ratios_apply({"int8_dot_product": None}, providers=("cuda", "cpu"))  # not the CPU's kernels
     assert not int8_ratios_apply({"int8_dot_product": None}) and int8_ratios_apply({"int8_dot_product": "AVX-VNNI"})
 

@@ -20,6 +20,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert load_package(out / "package-int8").precision == "int8"
     assert (out / "results_int8.mcap").stat().st_size > 0
+    assert (out / "results_fp32.mcap").stat().st_size > 0  # both timed alike: each writes its results
     assert "<html" in (out / "report_int8.html").read_text()[:500].lower()
     assert json.loads((out / "demo.json").read_text())["packages"]["int8"].endswith("package-int8")
     for side in ("fp32", "int8"):
@@ -47,7 +48,8 @@ def _printed_summary(int8_graphs: list[str], dot_product: str | None) -> dict:
             "agreement": {"scene_decisions": 1.0, "bev_decisions": 1.0, "scene_cosine": 1.0},
             "quantization": {"size_ratio": 0.27, "int8_graphs": int8_graphs, "graphs": ["camera", "head", "radar"],
                              "int8_dot_product": dot_product, "cpu_model": "AMD EPYC"},
-            "outputs": {"results_log": "r.mcap", "report": "r.html"}, "seconds": {"total": 50.0}}
+            "outputs": {"results_log": "r.mcap", "results_log_fp32": "f.mcap", "report": "r.html"},
+            "seconds": {"total": 50.0}}
 
 
 def test_the_demo_says_which_graphs_run_int8_and_why_none_do_on_a_cpu_without_int8_dot_products(capsys):

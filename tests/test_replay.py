@@ -28,6 +28,18 @@ def package(tmp_path_factory) -> Path:
     return make_tiny_package(tmp_path_factory.mktemp("replay") / "pkg")
 
 
+def test_a_results_log_given_as_the_sensor_log_is_named_as_such(short_drive, package, tmp_path):
+    """A --calib glob that caught results_int8.mcap was told to choose --topics camera=/fusion/bev/compressed:
+    the BEV render as the camera. A results log is refused as one."""
+    from fusion_rt.errors import ConfigError
+
+    out = tmp_path / "results.mcap"
+    replay(short_drive, package, ReplayConfig(out=out))
+    with pytest.raises(ConfigError, match=r"the log is a fusion-rt results log \(replay --out: /fusion/outputs\), "
+                                          "not a sensor log: pass the sensor log it was replayed from"):
+        replay(out, package, ReplayConfig())
+
+
 def test_results_log_opens_with_the_official_reader_and_decodes(short_drive, package, tmp_path):
     out = tmp_path / "results.mcap"
     result = replay(short_drive, package, ReplayConfig(out=out))

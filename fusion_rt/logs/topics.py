@@ -54,6 +54,10 @@ VELOCITY_FIELDS: frozenset[str] = frozenset({"radial_velocity", "v_r", "vr", "do
                                              "range_rate", "vx", "vy", "vx_comp", "vy_comp"})
 
 
+#: The schema of a fusion-rt results log's outputs (fusion_rt.replay.FUSION_OUTPUT; not imported: replay imports logs).
+_RESULTS_SCHEMA = "fusion_rt_msgs/msg/FusionOutput"
+
+
 class AmbiguousTopicError(ConfigError):
     """Several topics could feed one modality; the message lists them and how to choose."""
 
@@ -197,6 +201,10 @@ def resolve_topics(infos: Iterable[TopicInfo], modalities: Iterable[str] = MAPPA
             taken.add(default)
             continue
         candidates = [c for c in _schema_candidates(modality, infos) if c.topic not in taken]
+        if len(candidates) > 1 and any(S.normalize_schema_name(i.schema_name) == _RESULTS_SCHEMA for i in infos):
+            # its BEV render and camera copy are both images: "choose --topics camera=/fusion/bev/..." misled
+            raise UnknownTopicError("the log is a fusion-rt results log (replay --out: /fusion/outputs), not a sensor "
+                                    "log: pass the sensor log it was replayed from")
         if len(candidates) > 1:
             # every candidate is listed; the example is one that looks like a camera (not depth, IR)
             ordered = sorted(candidates, key=lambda c: (modality == "camera" and _not_a_camera(c.topic), c.topic))
