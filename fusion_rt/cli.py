@@ -523,8 +523,8 @@ def _print_replay_summary(summary: dict, stderr: bool = False) -> None:
             table.add_column(col, justify="left" if col == "condition" else "right")
         rows = [("overall", metrics["overall"]), *metrics["per_condition"].items()]
         for name, m in rows:
-            table.add_row(name, str(m["frames"]), _fmt(m["scene_auc_mean"]), _fmt(m["scene_f1_mean"]),
-                          _fmt(m.get("bev_iou_mean")))
+            table.add_row(name, str(m["frames"]), _fmt(m["mean_scene_auc"]), _fmt(m["mean_scene_f1"]),
+                          _fmt(m.get("mean_bev_iou")))
         console.print(table)
 
 

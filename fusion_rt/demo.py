@@ -137,8 +137,8 @@ def _side(s: dict) -> dict:
         "deadline_misses": s["deadline_misses"], "realtime_factor": s.get("realtime_factor"),
         "latency_ms": {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in sorted(lat.items())
                        if k in ("camera_preprocess", "camera_encoder", "head", "end_to_end", "radar_encoder")},
-        "scene_auc": overall.get("scene_auc_mean"), "hazard_auc": (overall.get("scene_auc") or {}).get("hazard"),
-        "scene_f1": overall.get("scene_f1_mean"), "bev_iou": overall.get("bev_iou_mean"),
+        "scene_auc": overall.get("mean_scene_auc"), "hazard_auc": (overall.get("scene_auc") or {}).get("hazard"),
+        "scene_f1": overall.get("mean_scene_f1"), "bev_iou": overall.get("mean_bev_iou"),
     }
 
 

@@ -599,14 +599,14 @@ class _Metrics:
             auc[name] = _nan_none(roc_auc_per_class(labels[known, k:k + 1], probs[known, k:k + 1])[0])
             f1[name] = _nan_none(f1_per_class(labels[known, k:k + 1], probs[known, k:k + 1], _THRESHOLD)[0])
         block = {"frames": len(rows), "scene_auc": auc, "scene_f1": f1,
-                 "scene_auc_mean": _mean(auc.values()), "scene_f1_mean": _mean(f1.values())}
+                 "mean_scene_auc": _mean(auc.values()), "mean_scene_f1": _mean(f1.values())}
         if counts:
             inter = sum(c[0] for c in counts)
             union = sum(c[1] for c in counts)
             iou = {name: _nan_none(inter[i] / union[i]) if union[i] > 0 else None
                    for i, name in enumerate(self.bev_classes)}
             block["bev_iou"] = iou
-            block["bev_iou_mean"] = _mean(iou.values())
+            block["mean_bev_iou"] = _mean(iou.values())
         return block
 
     def result(self) -> dict | None:
@@ -1425,7 +1425,7 @@ def compare(log: str | os.PathLike, package_a: ModelPackage | str | os.PathLike,
         m = (s["metrics"] or {}).get("overall", {})
         e2e = s["latency_ms"].get("end_to_end", {})
         return {"package": s["package"], "outputs": s["outputs"], "degraded": s["degraded"], "rejected": s["rejected"],
-                "metrics": {k: m.get(k) for k in ("scene_auc_mean", "scene_f1_mean", "bev_iou_mean")},
+                "metrics": {k: m.get(k) for k in ("mean_scene_auc", "mean_scene_f1", "mean_bev_iou")},
                 "latency_ms": {k: s["latency_ms"][k] for k in s["latency_ms"]
                                if k in ("end_to_end", "camera_preprocess", "camera_encoder", "head")},
                 "end_to_end_p50": e2e.get("p50"), "end_to_end_p99": e2e.get("p99")}

@@ -276,8 +276,8 @@ def _metrics_section(metrics: dict | None) -> str:
            f"{head}</tr>"]
     for name, m in rows:
         cells = "".join(f"<td>{_num(m['scene_auc'].get(lb))}</td>" for lb in labels)
-        out.append(f"<tr><td>{_e(name)}</td><td>{m['frames']}</td><td>{_num(m['scene_auc_mean'])}</td>"
-                   f"<td>{_num(m['scene_f1_mean'])}</td><td>{_num(m.get('bev_iou_mean'))}</td>{cells}</tr>")
+        out.append(f"<tr><td>{_e(name)}</td><td>{m['frames']}</td><td>{_num(m['mean_scene_auc'])}</td>"
+                   f"<td>{_num(m['mean_scene_f1'])}</td><td>{_num(m.get('mean_bev_iou'))}</td>{cells}</tr>")
     out.append("</table>")
     # bars of mean scene AUC per condition
     conds = list(metrics["per_condition"].items())
@@ -286,7 +286,7 @@ def _metrics_section(metrics: dict | None) -> str:
     svg = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">']
     for i, (name, m) in enumerate(conds):
         y = 8 + i * bar_h
-        v = m["scene_auc_mean"]
+        v = m["mean_scene_auc"]
         if v is None:  # no label with both classes in this condition: no bar, not a zero
             svg.append(f'<text x="4" y="{y + 14}">{_e(name)}</text><text x="104" y="{y + 14}" fill="#888">n/a (no '
                        'label with both classes)</text>')
@@ -308,7 +308,7 @@ def render_report(result: ReplayResult) -> str:
              ("x real time", _num(s.get("realtime_factor"), 1))]
     overall = (s.get("metrics") or {}).get("overall")
     if overall:
-        cards += [("scene AUC", _num(overall["scene_auc_mean"])), ("BEV IoU", _num(overall.get("bev_iou_mean")))]
+        cards += [("scene AUC", _num(overall["mean_scene_auc"])), ("BEV IoU", _num(overall.get("mean_bev_iou")))]
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>fusion-rt replay: {_e(pkg['name'])}</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>Replay of {_e(os.path.basename(log['path']))} through {_e(pkg['name'])}</h1>",

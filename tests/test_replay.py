@@ -576,7 +576,7 @@ def test_frames_ground_truth_no_longer_labels_are_let_go(short_drive, package, t
     peak = _held(monkeypatch)  # compare: 4 _Metrics (each side's, and both over common frames)
     c = compare(sparse, package, package)
     assert c.summary["a"]["metrics"] == {k: new.summary["metrics"]["overall"][k]
-                                         for k in ("scene_auc_mean", "scene_f1_mean", "bev_iou_mean")}
+                                         for k in ("mean_scene_auc", "mean_scene_f1", "mean_bev_iou")}
     assert 0 < peak["outputs"] <= window, peak
 
 
@@ -587,7 +587,7 @@ def test_a_log_without_ground_truth_keeps_no_outputs_for_metrics(short_drive, pa
     peak = _held(monkeypatch)
     s = replay(bare, package).summary
     assert s["frames"] >= 70 and s["metrics"] is None
-    assert compare(bare, package, package).summary["a"]["metrics"]["scene_auc_mean"] is None
+    assert compare(bare, package, package).summary["a"]["metrics"]["mean_scene_auc"] is None
     assert peak == {"pending": 0, "outputs": 0}
 
 
@@ -877,9 +877,9 @@ def test_report_draws_no_zero_bar_for_an_unmeasured_auc():
     table): its bar was drawn as 0.000, a model failing outright."""
     from fusion_rt.report import _metrics_section
 
-    block = {"frames": 10, "scene_auc": {"car": None}, "scene_f1": {"car": 0.5}, "scene_auc_mean": None,
-             "scene_f1_mean": 0.5, "bev_iou_mean": None}
-    html = _metrics_section({"overall": {**block, "scene_auc": {"car": 0.7}, "scene_auc_mean": 0.7},
+    block = {"frames": 10, "scene_auc": {"car": None}, "scene_f1": {"car": 0.5}, "mean_scene_auc": None,
+             "mean_scene_f1": 0.5, "mean_bev_iou": None}
+    html = _metrics_section({"overall": {**block, "scene_auc": {"car": 0.7}, "mean_scene_auc": 0.7},
                              "per_condition": {"day": block}})
     assert "n/a (no label with both classes)" in html and ">0.000<" not in html and ">0.700<" in html
 
