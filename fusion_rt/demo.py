@@ -5,7 +5,7 @@
    calibration never sees the test drive, and sees every condition it holds);
 3. quantize the shipped FP32 package with the `ort-cpu-int8` recipe on the calibration set, its
    task metric measured on the drive (data calibration did not see);
-4. replay the drive through FP32 and INT8 (burst mode), writing the INT8 results log and report;
+4. replay the drive through FP32 and INT8 (burst mode), each writing its results log, and the INT8 report;
 5. compare the two deployments frame by frame and print one table.
 """
 
