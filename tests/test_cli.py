@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +65,38 @@ def test_simulate_then_info(tmp_path):
     assert "/camera/front/image/compressed" in info.stdout
     text = run_cli("log", "info", str(log))
     assert text.returncode == 0 and "sensor_msgs/msg/CompressedImage" in text.stdout
+
+
+def test_simulate_a_calibration_set(tmp_path):
+    """One short drive per condition and scene type, for quantize --calib OUT/*.mcap (README had a
+    16-line shell loop for it)."""
+    from fusion_rt.sim.world import CONDITIONS, SCENE_TYPES
+
+    out = tmp_path / "calib"
+    proc = run_cli("simulate", str(out), "--calibration-set", "--seconds", "0.1", "--seed", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert sorted(p.name for p in out.glob("*.mcap")) == sorted(f"{c}_{s}.mcap" for c in CONDITIONS
+                                                                 for s in SCENE_TYPES)
+    for row in result["logs"]:
+        condition, scene = Path(row["log"]).stem.split("_", 1)
+        assert row["conditions"] == {condition: row["camera_frames"]} and row["camera_frames"] >= 1
+        assert row["scene_types"] == {scene: row["camera_frames"]}
+    again = run_cli("simulate", str(tmp_path / "again"), "--calibration-set", "--seconds", "0.1", "--seed", "3",
+                    "--json")
+    assert (tmp_path / "again" / "fog_urban.mcap").read_bytes() == (out / "fog_urban.mcap").read_bytes(), again.stderr
+    for args, says in ((["--conditions", "fog"], "--conditions cannot go with --calibration-set"),
+                       (["--scene-type", "urban"], "--scene-type cannot go with --calibration-set"),
+                       (["--seconds", "0.01"], "--seconds must be at least 0.05"),
+                       ([], "already holds .mcap logs; choose a new or empty folder")):
+        target = out if not args else tmp_path / "bad"
+        proc = run_cli("simulate", str(target), "--calibration-set", *args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], proc.stderr
+    assert not (tmp_path / "bad").exists()  # checked before anything is written
+    (tmp_path / "file").write_text("x")
+    proc = run_cli("simulate", str(tmp_path / "file"), "--calibration-set")
+    assert proc.returncode == 2 and "is a file; give a folder name" in proc.stderr
 
 
 @pytest.fixture(scope="module")

@@ -42,9 +42,14 @@ def record_drive(
     return summary
 
 
-def record_calibration_set(folder: str | os.PathLike, seconds: float = 0.75, seed: int = 0) -> list[Path]:
+def record_calibration_set(folder: str | os.PathLike, seconds: float = 0.75, seed: int = 0,
+                           camera_size: tuple[int, int] = (640, 360), jpeg_quality: int = 85,
+                           compression: str = "zstd",
+                           progress: Callable[[Path, DriveSummary], None] | None = None) -> list[Path]:
     """Record one short drive per condition and scene type into `folder` (`<condition>_<scene>.mcap`,
     each `seconds` long, seeds `seed`, `seed + 1`, ...); returns their paths, for quantize's --calib.
+    `progress` is called with each log and its summary once written. Every drive's settings are
+    checked (ConfigError) before the first is recorded.
 
     A calibration set must hold every condition the model will meet: INT8 ranges set on frames
     without it clip there. Calibrated on the demo's former 12 s mixed drive (fog and night on a
@@ -55,10 +60,13 @@ def record_calibration_set(folder: str | os.PathLike, seconds: float = 0.75, see
     from fusion_rt.sim.world import CONDITIONS, SCENE_TYPES
 
     out = Path(folder)
+    drives = [(out / f"{condition}_{scene}.mcap",
+               DriveConfig(seconds=seconds, seed=seed + i, conditions=condition, scene_type=scene,
+                           camera_size=camera_size, jpeg_quality=jpeg_quality))
+              for i, (condition, scene) in enumerate(itertools.product(CONDITIONS, SCENE_TYPES))]
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (condition, scene) in enumerate(itertools.product(CONDITIONS, SCENE_TYPES)):
-        path = out / f"{condition}_{scene}.mcap"
-        record_drive(DriveConfig(seconds=seconds, seed=seed + i, conditions=condition, scene_type=scene), path)
-        paths.append(path)
-    return paths
+    for path, config in drives:
+        summary = record_drive(config, path, compression=compression)
+        if progress is not None:
+            progress(path, summary)
+    return [path for path, _ in drives]
