@@ -814,6 +814,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     missed = verdict_table(verdicts)
     if missed:
         print(f"budgets missed ({report['missed']}):\n{missed}", file=sys.stderr)
+    relaxed = report["relaxed_int8_budgets"]
+    if relaxed and args.quiet:  # said even then: a gate that passes on looser budgets says so
+        print(f"fusion-rt: note: {', '.join(relaxed)} held to [ratios_without_int8_dot_product]: this CPU "
+              f"({report['fingerprint']['cpu_model']}) has no int8 dot-product instructions", file=sys.stderr)
     unmeasured = report["unmeasured"]
     if unmeasured:  # said even with --quiet: a gate must not pass what it never measured
         print(f"budgets not measured ({len(unmeasured)}{', each fails --check' if args.check else ''}): "

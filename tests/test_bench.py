@@ -371,7 +371,8 @@ def test_int8_package_whose_batch_axis_has_another_name(package, tmp_path):
         BenchSession(BenchConfig(package=package, int8_package=int8, steps=5, warmup=0, quick=True))
 
 
-def test_a_cpu_without_int8_dot_products_holds_int8_ratios_to_their_own_budgets(package, tmp_path, monkeypatch):
+def test_a_cpu_without_int8_dot_products_holds_int8_ratios_to_their_own_budgets(package, tmp_path, monkeypatch,
+                                                                                 capsys):
     """On an AVX2-only AMD EPYC the INT8 package ran at 0.96-1.01x FP32 (the speed gate keeps every
     graph FP32 there) and `make test` failed on int8_vs_fp32 <= 0.9, a speedup that CPU cannot give:
     there [ratios_without_int8_dot_product] replaces those entries, and the report says why."""
@@ -399,11 +400,21 @@ def test_a_cpu_without_int8_dot_products_holds_int8_ratios_to_their_own_budgets(
         notes = " ".join(report["notes"])
         assert ("no int8 dot-product instructions" in notes) is (dot is None)
         assert ("[ratios_without_int8_dot_product] applies" in notes) is (dot is None)
+        assert report["relaxed_int8_budgets"] == ([] if dot else ["int8_vs_fp32"])
     # a budgets file without the table: [ratios] holds, and the note says so (it claimed the table applied)
     plain = load_budgets(_budgets_file(tmp_path, "[ratios]\nint8_vs_fp32 = { max = 0.01 }\n"))
     report = run_bench(config, plain)
     assert [v["limit"] for v in report["verdicts"] if v["budget"] == "ratio:int8_vs_fp32"] == [0.01]
     assert "has no [ratios_without_int8_dot_product], so [ratios] applies to them as it is" in " ".join(report["notes"])
+    assert report["relaxed_int8_budgets"] == []
+    # --quiet still says when the looser budgets decided (as it says what was not measured)
+    relaxed = tmp_path / "relaxed.toml"
+    relaxed.write_text("[ratios]\nint8_vs_fp32 = { max = 0.01 }\n[ratios_without_int8_dot_product]\n"
+                       "int8_vs_fp32 = { max = 100 }\n")
+    assert main(["bench", "--package", str(package), "--int8", str(int8), "--quick", "--steps", "5", "-q",
+                 "--budgets", str(relaxed), "--check"]) in (0, 1)
+    err = capsys.readouterr().err
+    assert "fusion-rt: note: int8_vs_fp32 held to [ratios_without_int8_dot_product]: this CPU" in err, err
     assert int8_ratios_apply({"int8_dot_product": None}, providers=("cuda", "cpu"))  # not the CPU's kernels
     assert not int8_ratios_apply({"int8_dot_product": None}) and int8_ratios_apply({"int8_dot_product": "AVX-VNNI"})
 
