@@ -172,11 +172,11 @@ def load_budgets(path: str | os.PathLike | None = None) -> Budgets:
     ratios, targets, without_dot = (_ratio_table(path, data, table) for table in ("ratios", "targets", _WITHOUT_DOT))
     stray = sorted(set(without_dot) - set(ratios))
     if stray:  # it replaces [ratios] entries: one of its own would be enforced on those CPUs only
-        raise BudgetError(f"{path.name}: {_WITHOUT_DOT} {stray} replace no [ratios] entry; it has {sorted(ratios)}")
+        raise BudgetError(f"{path}: {_WITHOUT_DOT} {stray} replace no [ratios] entry; it has {sorted(ratios)}")
     devices: dict[str, dict[str, StageBudget]] = {}
     descriptions: dict[str, str] = {}
     for device, table in _table(path, data, "devices").items():
-        where = f"{path.name}: devices.{device}"
+        where = f"{path}: devices.{device}"
         if device not in DEVICE_CLASSES:  # a misspelt class would never be detected nor checked
             raise BudgetError(f"{where}: unknown device class {device!r}; known: {list(DEVICE_CLASSES)}")
         if not isinstance(table, dict):
@@ -206,14 +206,14 @@ def _table(path: Path, data: dict, name: str, where: str = "") -> dict:
     """data[name] (empty when absent), which must be a TOML table."""
     table = data.get(name, {})
     if not isinstance(table, dict):
-        raise BudgetError(f"{path.name}: {where}{name} must be a table, got {table!r}")
+        raise BudgetError(f"{path}: {where}{name} must be a table, got {table!r}")
     return table
 
 
 def _ratio_table(path: Path, data: dict, table: str) -> dict[str, RatioBudget]:
     out = {}
     for name, spec in _table(path, data, table).items():
-        where = f"{path.name}: {table}.{name}"
+        where = f"{path}: {table}.{name}"
         if name not in BUDGETABLE_RATIOS:
             raise BudgetError(f"{where}: unknown ratio {name!r} (it would never be measured); known: "
                               f"{list(BUDGETABLE_RATIOS)}")
