@@ -845,7 +845,8 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
         return _score(evaluation, outputs, package)
 
     excluded: dict[str, list[str]] = {}
-    say(f"evaluating {len(prepared)} INT8 graphs ({recipe.name})")
+    say(f"evaluating {len(prepared)} INT8 graphs ({recipe.name})" if prepared else
+        f"evaluating the package ({recipe.name}: every graph at FP32 compute)")
     scored = build(excluded, [])
     rounds = [{"round": 0, "excluded": 0, "metrics": scored["metrics"], "relative_drop": scored["relative_drop"]}]
     ranking: list[dict] = []
@@ -911,15 +912,16 @@ def uncovered_strata(calibration: Sequence[tuple[str, str]], conditions: Sequenc
 
 
 def coverage_warning(uncovered: dict | None, frames: int, recipe: Recipe, steps: dict | None) -> str | None:
-    """What `uncovered` (see `uncovered_strata`) means for the package `recipe` made, or None where
-    it changes nothing (an INT8 recipe that kept every graph at FP32 compute sets no ranges)."""
+    """What `uncovered` (see `uncovered_strata`) means for the package `recipe` made (an INT8 recipe
+    that kept every graph at FP32 compute set no range, but the same logs would elsewhere); None
+    when calibration covers the evaluation frames."""
     if not uncovered:
         return None
     if recipe.is_int8:
         graphs = (steps or {}).get("int8_graphs") or []
-        if not graphs:
-            return None
-        effect = f"the INT8 ranges of {', '.join(graphs)} were set without them and may clip there"
+        effect = (f"the INT8 ranges of {', '.join(graphs)} were set without them and may clip there" if graphs else
+                  "nothing clips in this package (every graph keeps FP32 compute), but where INT8 runs (a CPU with "
+                  "int8 dot products, --no-speed-gate) ranges set on these logs would")
     else:
         effect = "the FP16 overflow check saw none of their frames"
     parts = [f"{kind[:-1].replace('_', ' ')} {name} ({count} frames)"

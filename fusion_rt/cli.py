@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fusion_rt import __version__
 from fusion_rt.errors import ConfigError, FusionRTError
-from fusion_rt.outputs import check_outputs, json_text, printable, write_text, writes_stdout
+from fusion_rt.outputs import check_outputs, json_text, printable, staged_dir, write_text, writes_stdout
 from fusion_rt.outputs import console as _console
 
 __all__ = ["main"]
@@ -114,8 +114,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     With --calibration-set, OUT is a folder that receives a calibration set for `fusion-rt
     quantize --calib OUT/*.mcap`: one short drive per condition and scene type (16 logs named
     <condition>_<scene type>.mcap, --seconds each, default 0.75; seeds --seed, --seed + 1, ...).
-    INT8 ranges set without a condition clip there: calibrated on a 12 s drive of fog and night
-    only, the INT8 encoders moved an unseen drive's scene AUC by 2.9%; on such a set, by 0.01%.
+    INT8 ranges set on frames without a condition can clip on it: calibrated on a 12 s drive of fog
+    and night only, the INT8 encoders moved an unseen drive's scene AUC by 2.9%; on such a set, by 0.01%.
 
     example: fusion-rt simulate drive.mcap --seconds 60 --seed 1 --conditions mixed
     example: fusion-rt simulate calib --calibration-set --seed 1000
@@ -165,8 +165,8 @@ def _simulate_calibration_set(args: argparse.Namespace) -> int:
                           "scene type, one drive each")
     out = Path(args.out)
     check_outputs(dirs={"OUT": out})
-    if out.is_dir() and any(out.glob("*.mcap")):  # quantize --calib OUT/*.mcap would take stale logs along
-        raise ConfigError(f"folder {str(out)!r} already holds .mcap logs; choose a new or empty folder")
+    if out.is_dir() and any(out.iterdir()):  # quantize --calib OUT/*.mcap would take stale logs along
+        raise ConfigError(f"output folder {str(out)!r} exists and is not empty; choose a new or empty folder")
     seconds = 0.75 if args.seconds is None else args.seconds
     rows: list[dict] = []
     start = time.perf_counter()
@@ -175,13 +175,15 @@ def _simulate_calibration_set(args: argparse.Namespace) -> int:
 
         def written(path: Path, summary) -> None:
             info = summary.to_dict()
-            rows.append({"log": str(path), "bytes": path.stat().st_size, "camera_frames": info["camera_frames"],
-                         "conditions": info["conditions"], "scene_types": info["scene_types"]})
+            rows.append({"log": str(out / path.name), "seed": args.seed + len(rows), "bytes": path.stat().st_size,
+                         "camera_frames": info["camera_frames"], "conditions": info["conditions"],
+                         "scene_types": info["scene_types"]})
             progress.advance(task, seconds)
 
-        try:
-            record_calibration_set(out, seconds, seed=args.seed, camera_size=args.camera_size,
-                                   jpeg_quality=args.jpeg_quality, compression=args.compression, progress=written)
+        try:  # built beside OUT and moved into place whole: an interrupted run leaves no partial set
+            with staged_dir(out) as staging:
+                record_calibration_set(staging, seconds, seed=args.seed, camera_size=args.camera_size,
+                                       jpeg_quality=args.jpeg_quality, compression=args.compression, progress=written)
         except ConfigError as exc:  # the drives' settings, named as the options that set them
             renamed = _option_error(exc, ("seconds", "seed", "camera_size", "jpeg_quality"))
             if renamed is None:
@@ -191,7 +193,8 @@ def _simulate_calibration_set(args: argparse.Namespace) -> int:
     if args.json:
         print(json_text(result, indent=2))
         return 0
-    table = Table(title=f"calibration set in {out} ({len(rows)} logs, {result['wall_s']:.1f} s)", show_edge=False)
+    table = Table(title=f"calibration set in {out} ({len(rows)} logs, simulated in {result['wall_s']:.1f} s)",
+                  show_edge=False)
     for col in ("log", "condition", "scene type", "camera frames", "MB"):
         table.add_column(col, justify="left" if col in ("log", "condition", "scene type") else "right")
     for row in rows:

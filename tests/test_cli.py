@@ -88,7 +88,7 @@ def test_simulate_a_calibration_set(tmp_path):
     for args, says in ((["--conditions", "fog"], "--conditions cannot go with --calibration-set"),
                        (["--scene-type", "urban"], "--scene-type cannot go with --calibration-set"),
                        (["--seconds", "0.01"], "--seconds must be at least 0.05"),
-                       ([], "already holds .mcap logs; choose a new or empty folder")):
+                       ([], "exists and is not empty; choose a new or empty folder")):
         target = out if not args else tmp_path / "bad"
         proc = run_cli("simulate", str(target), "--calibration-set", *args)
         lines = proc.stderr.strip().splitlines()
@@ -97,6 +97,26 @@ def test_simulate_a_calibration_set(tmp_path):
     (tmp_path / "file").write_text("x")
     proc = run_cli("simulate", str(tmp_path / "file"), "--calibration-set")
     assert proc.returncode == 2 and "is a file; give a folder name" in proc.stderr
+    assert [row["seed"] for row in result["logs"]] == list(range(3, 19))
+
+
+def test_an_interrupted_calibration_set_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Interrupted after 6 of 16 drives, the folder held those 6, which --calib OUT/*.mcap then took
+    for a set. It is built beside OUT and moved into place whole."""
+    import fusion_rt.sim.record
+    from fusion_rt.cli import main
+
+    real, written = fusion_rt.sim.record.record_drive, []
+
+    def record_drive(config, path, **kwargs):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(path)
+        return real(config, path, **kwargs)
+
+    monkeypatch.setattr(fusion_rt.sim.record, "record_drive", record_drive)
+    assert main(["simulate", str(tmp_path / "calib"), "--calibration-set", "--seconds", "0.1", "-q"]) == 130
+    assert len(written) == 3 and sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
