@@ -898,7 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene-type", default=None, choices=SCENE_TYPES,
                    help="keep one scene type for the whole drive (default: several along the drive)")
     p.add_argument("--camera-size", type=_camera_size, default=(640, 360), metavar="WxH",
-                   help="camera resolution (default 640x360)")
+                   help="camera resolution, 64x64 to 3840x2160 (default 640x360)")
     p.add_argument("--jpeg-quality", type=int, default=85, help="JPEG quality 1-100 (default 85)")
     p.add_argument("--compression", default="zstd", choices=("zstd", "lz4", "none"),
                    help="MCAP chunk compression (default zstd)")

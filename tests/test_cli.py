@@ -30,7 +30,7 @@ def test_help_lists_verbs():
         (["simulate", "{tmp}/a.mcap", "--seconds", "0"], "seconds"),
         (["simulate", "{tmp}/a.mcap", "--conditions", "snow"], "snow"),
         (["simulate", "{tmp}/a.mcap", "--camera-size", "big"], "big"),
-        (["simulate", "{tmp}/a.mcap", "--camera-size", "10x10"], "10"),
+        (["simulate", "{tmp}/a.mcap", "--camera-size", "10x10"], "must be within 64x64 .. 3840x2160, got 10x10"),
         (["simulate", "{tmp}/a.mcap", "--jpeg-quality", "0"], "--jpeg-quality must be an integer in [1, 100], got 0"),
         (["demo", "--out", "{tmp}/demo", "--seconds", "nan"], "--seconds must be a positive finite number, got nan"),
         (["demo", "--out", "{tmp}/demo", "--seed", "-1"], "--seed must be a non-negative integer, got -1"),

@@ -47,8 +47,8 @@ def test_public_constants():
     ({"seconds": "10"}, "'10'"),
     ({"conditions": "snow"}, "'snow'"),
     ({"scene_type": "desert"}, "'desert'"),
-    ({"camera_size": (32, 360)}, "(32, 360)"),
-    ({"camera_size": (640, 4000)}, "(640, 4000)"),
+    ({"camera_size": (32, 360)}, "got 32x360"),  # as --camera-size spells it (was a Python tuple)
+    ({"camera_size": (640, 4000)}, "got 640x4000"),
     ({"camera_size": (640.0, 360)}, "(640.0, 360)"),
     ({"jpeg_quality": 0}, "0"),
     ({"jpeg_quality": 101}, "101"),

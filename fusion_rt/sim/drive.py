@@ -100,7 +100,7 @@ class DriveConfig:
             raise ConfigError(f"camera_size must be (width, height) integers, got {size!r}")
         w, h = int(size[0]), int(size[1])
         if not (64 <= w <= 3840 and 64 <= h <= 2160):
-            raise ConfigError(f"camera_size must be within 64x64 .. 3840x2160, got {size!r}")
+            raise ConfigError(f"camera_size must be within 64x64 .. 3840x2160, got {w}x{h}")
         q = self.jpeg_quality
         if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or not 1 <= q <= 100:
             raise ConfigError(f"jpeg_quality must be an integer in [1, 100], got {q!r}")
