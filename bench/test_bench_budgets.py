@@ -53,8 +53,8 @@ def test_ratio_budgets(benchmark, real_package_path, int8_package_path, bench_qu
         result = session.result()
     replay = replay_realtime_factor(int8_package_path, seconds=5.0 if bench_quick else 10.0, threads=config.threads)
     result.ratios["replay_realtime_factor"] = replay["realtime_factor"]
-    verdicts = check_budgets(budgets, result.stages, result.ratios, None, ratios_only=True,
-                             int8_dot_product=int8_ratios_apply(fp))
+    dot = int8_ratios_apply(fp)
+    verdicts = check_budgets(budgets, result.stages, result.ratios, None, ratios_only=True, int8_dot_product=dot)
     fp["load_average_after"] = fingerprint(packages)["load_average"]
     benchmark.extra_info.update({
         "fingerprint": fp, "ratios": result.ratios, "skipped": result.skipped,
@@ -62,7 +62,7 @@ def test_ratio_budgets(benchmark, real_package_path, int8_package_path, bench_qu
         "verdicts": [v.to_dict() for v in verdicts], "info": result.info,
     })
     print("\n" + json.dumps({"ratios": result.ratios, "skipped": result.skipped}, indent=1))
-    if not int8_ratios_apply(fp):
+    if not dot:
         print(f"this CPU ({fp['cpu_model']}) has no int8 dot-product instructions: the INT8 ratios are held to "
               "[ratios_without_int8_dot_product] (no slower than FP32)")
     targets = verdict_table(verdicts, targets=True)

@@ -323,7 +323,7 @@ _WEIGHT_ONLY_NDIM = {"MatMul": (2,), "Gemm": (2,), "Conv": (3, 4, 5)}
 
 
 def weight_only_int8(src: Path, dst: Path, min_elements: int = 1024,
-                     ops: Sequence[str] = ("MatMul", "Gemm", "Conv")) -> int:
+                     ops: Sequence[str] = tuple(_WEIGHT_ONLY_NDIM)) -> int:
     """Write `src` to `dst` with the constant weight of each node of `ops` (MatMul and Gemm: 2-D;
     Conv: its kernel) stored as int8 (symmetric, one scale per output channel) behind a
     DequantizeLinear; activations, biases and compute stay FP32.
@@ -795,7 +795,7 @@ def _int8(fp32: PackageRunner, recipe: Recipe, config: QuantizeConfig, calib: Ca
     weight_only: list[str] = []  # FP32 compute, int8 weight matrices (asked, speed gate, or uncalibrated)
 
     def fp32_compute(name: str) -> int:
-        """Graph `name` at FP32 compute, its weight matrices stored as int8; how many were."""
+        """Graph `name` at FP32 compute, its weights stored as int8 (recipe.weight_only_ops); how many were."""
         converted = weight_only_int8(package.graph_path(name), files[name], ops=recipe.weight_only_ops)
         if converted:
             weight_only.append(name)

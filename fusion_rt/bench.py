@@ -964,8 +964,11 @@ def run_bench(config: BenchConfig, budgets: Budgets | None, device_class: str | 
         raise BudgetError(f"device class {device_class!r} has no budgets in {budgets.path}; "
                           f"it has {sorted(budgets.devices)}")
     dot = int8_ratios_apply(fp, config.providers)
+    # the enforced INT8 ratios that [ratios_without_int8_dot_product] replaces in this run
+    relaxed = (sorted(budgets.without_int8_dot_product) if budgets is not None and config.int8_package and not dot
+               else [])
     if config.int8_package and not dot:
-        held = ("" if budgets is None else f", and [{_WITHOUT_DOT}] applies" if budgets.without_int8_dot_product
+        held = ("" if budgets is None else f", and [{_WITHOUT_DOT}] applies" if relaxed
                 else f"; {budgets.path} has no [{_WITHOUT_DOT}], so [ratios] applies to them as it is")
         notes.append(f"this CPU ({fp['cpu_model']}) has no int8 dot-product instructions ({INT8_DOT_PRODUCTS}): "
                      "ONNX Runtime's INT8 kernels are no faster than FP32 on it, so the INT8 ratios speak of this "
@@ -999,9 +1002,7 @@ def run_bench(config: BenchConfig, budgets: Budgets | None, device_class: str | 
               **result.to_dict(), "verdicts": [v.to_dict() for v in verdicts],
               "missed": sum(v.ok is False and not v.is_target for v in verdicts), "unmeasured": unmeasured,
               "targets_missed": sum(v.ok is False and v.is_target for v in verdicts), "notes": notes,
-              # the enforced INT8 ratios were [ratios_without_int8_dot_product]'s, not [ratios]'
-              "relaxed_int8_budgets": sorted(budgets.without_int8_dot_product) if budgets is not None and not dot
-              and config.int8_package else [],
+              "relaxed_int8_budgets": relaxed,
               "fingerprint": fp}
     report["_samples_ms"] = result.samples_ms  # for the histogram; dropped before JSON
     return report

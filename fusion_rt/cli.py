@@ -156,7 +156,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _simulate_calibration_set(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from fusion_rt.sim import DriveConfig
     from fusion_rt.sim.record import record_calibration_set
+    from fusion_rt.sim.world import CONDITIONS, SCENE_TYPES
 
     given = [name for name, value in (("--conditions", args.conditions), ("--scene-type", args.scene_type))
              if value is not None]
@@ -168,10 +170,14 @@ def _simulate_calibration_set(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()):  # quantize --calib OUT/*.mcap would take stale logs along
         raise ConfigError(f"output folder {str(out)!r} exists and is not empty; choose a new or empty folder")
     seconds = 0.75 if args.seconds is None else args.seconds
+    # a drive's settings, named as the options that set them, before anything is written
+    _from_options(DriveConfig, seconds=seconds, seed=args.seed, camera_size=args.camera_size,
+                  jpeg_quality=args.jpeg_quality)
+    total = len(CONDITIONS) * len(SCENE_TYPES) * seconds
     rows: list[dict] = []
     start = time.perf_counter()
-    with _progress(16 * seconds, "simulating a calibration set", args.quiet or args.json) as progress:
-        task = progress.add_task("simulating a calibration set", total=16 * seconds)
+    with _progress(total, "simulating a calibration set", args.quiet or args.json) as progress:
+        task = progress.add_task("simulating a calibration set", total=total)
 
         def written(path: Path, summary) -> None:
             info = summary.to_dict()
@@ -180,15 +186,9 @@ def _simulate_calibration_set(args: argparse.Namespace) -> int:
                          "scene_types": info["scene_types"]})
             progress.advance(task, seconds)
 
-        try:  # built beside OUT and moved into place whole: an interrupted run leaves no partial set
-            with staged_dir(out) as staging:
-                record_calibration_set(staging, seconds, seed=args.seed, camera_size=args.camera_size,
-                                       jpeg_quality=args.jpeg_quality, compression=args.compression, progress=written)
-        except ConfigError as exc:  # the drives' settings, named as the options that set them
-            renamed = _option_error(exc, ("seconds", "seed", "camera_size", "jpeg_quality"))
-            if renamed is None:
-                raise
-            raise renamed from None
+        with staged_dir(out) as staging:  # moved into place whole: an interrupted run leaves no partial set
+            record_calibration_set(staging, seconds, seed=args.seed, camera_size=args.camera_size,
+                                   jpeg_quality=args.jpeg_quality, compression=args.compression, progress=written)
     result = {"folder": str(out), "logs": rows, "wall_s": round(time.perf_counter() - start, 2)}
     if args.json:
         print(json_text(result, indent=2))
@@ -254,18 +254,11 @@ def _from_options(cls, **options):
     try:
         return cls(**options)
     except ConfigError as exc:
-        renamed = _option_error(exc, options)
-        if renamed is None:
+        text = str(exc)
+        field = text.split(" ", 1)[0]
+        if field not in options:
             raise
-        raise renamed from None
-
-
-def _option_error(exc: ConfigError, fields) -> ConfigError | None:
-    """`exc` ("jpeg_quality must be ...") naming the option ("--jpeg-quality must be ...") when it
-    names one of `fields`; else None."""
-    text = str(exc)
-    field = text.split(" ", 1)[0]
-    return type(exc)(f"--{field.replace('_', '-')}{text[len(field):]}") if field in fields else None
+        raise type(exc)(f"--{field.replace('_', '-')}{text[len(field):]}") from None
 
 
 def _check_log(path: str, what: str = "log") -> None:
@@ -448,12 +441,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         gated = [name for name, r in RECIPES.items() if r.speed_gate]
         raise ConfigError(f"--no-speed-gate turns off the speed gate of {', '.join(gated)}; {args.recipe} has none "
                           "(leave --no-speed-gate out)")
-    if args.fp32_graphs is not None and not any(g.strip() for g in args.fp32_graphs.split(",")):
+    fp32_graphs = tuple(g.strip() for g in (args.fp32_graphs or "").split(",") if g.strip())
+    if args.fp32_graphs is not None and not fp32_graphs:
         raise ConfigError(f"--fp32-graphs names no graph: {args.fp32_graphs!r} (e.g. --fp32-graphs head,text)")
     from fusion_rt.package import load_package
 
     package = load_package(args.package)  # a bad package first: it is the command's subject
-    fp32_graphs = tuple(g.strip() for g in (args.fp32_graphs or "").split(",") if g.strip())
     unknown = [g for g in fp32_graphs if g not in package.graphs]
     if unknown:
         raise ConfigError(f"--fp32-graphs {unknown} are not graphs of {args.package!r}; it has {list(package.graphs)}")
